@@ -1,0 +1,1 @@
+"""al_core: one active-learning run, from data to result shard. Knows nothing of SLURM."""

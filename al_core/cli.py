@@ -1,0 +1,44 @@
+"""Command-line plumbing shared by every entry point: one `error:` line and exit 2 on bad input.
+
+No traceback reaches the user for a mistake in a sweep file, a key or a value.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+EXIT_USAGE = 2
+EXIT_IO = 1
+
+
+def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `error:` line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
+def guarded(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a main(): ConfigError and DataError become `error:` + exit 2; OSError `error:` + exit 1."""
+
+    def wrapper(argv: list[str] | None = None) -> int:
+        from al_core.config import ConfigError
+        from al_core.data import DataError
+
+        try:
+            return main(argv)
+        except (ConfigError, DataError) as e:
+            fail(str(e))
+        except OSError as e:
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            fail(f"cannot write or read{where}: {e.strerror or e}; expected a writable output directory with free space", EXIT_IO)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper

@@ -1,0 +1,473 @@
+"""The sweep file: typed, frozen config objects loaded from YAML plus dotted overrides.
+
+Validated once, with errors that name the key; a run's resolved config (`RunConfig`) is its
+identity, stored in run.json and in every checkpoint, and compared on resume.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad sweep file, key or value. The message names the key and what was expected."""
+
+
+# ----------------------------------------------------------------------------------------------
+# YAML: PyYAML follows YAML 1.1, where `1e-3` is a string. Researchers write 1e-3; accept it.
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+# ----------------------------------------------------------------------------------------------
+# The sections of a sweep file. Each default carries its unit or meaning.
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic
+    root: str = "data"  # directory holding torchvision's CIFAR layout (make data writes it)
+
+
+@dataclass(frozen=True)
+class ALConfig:
+    cycles: int = 10  # labelled-set sizes: initial_size + (cycle - 1) * query_size
+    initial_size: int = 1000  # labelled samples of cycle 1
+    query_size: int = 1000  # samples queried at the start of every later cycle
+    initial: str = "random"  # random | strategy (first set chosen by the strategy, untrained model)
+    subset: Optional[int] = None  # score only a random subset of the unlabelled pool this large
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200  # per cycle
+    batch_size: int = 128  # images per step
+    width: int = 64  # channels of the first stage; 64 = the standard ResNet
+    reset: bool = True  # re-initialise model each cycle; false: continue from the last cycle's weights
+    schedule: str = "multistep"  # multistep | cosine | constant (stepped once per epoch)
+    milestones: tuple[float, ...] = (0.8,)  # multistep: fractions of `epochs` (0.8 = epoch 160 of 200)
+    gamma: float = 0.1  # multistep: lr factor at each milestone
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    checkpoint_every: int = 10  # epochs between checkpoints inside a cycle (0: cycle ends only)
+    eval_batch_size: int = 1024  # images per no-grad batch when scoring the pool / the test set
+    channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the model (CUDA only; off until measured)
+
+
+@dataclass(frozen=True)
+class LossPredConfig:
+    """The loss-prediction module of Yoo & Kweon (CVPR 2019); trained only with learning_loss."""
+
+    hidden: int = 128  # FC width per stage
+    margin: float = 1.0  # margin of the pairwise ranking loss
+    weight: float = 1.0  # weight of the ranking loss beside cross-entropy
+    detach_at: float = 0.6  # from this fraction of `epochs` on, stage features are detached (0.6 = 120/200)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's result: its identity (fingerprinted in run.json and checkpoints)."""
+
+    model: str
+    optimizer: str
+    strategy: str
+    trial: int
+    dataset: DatasetConfig
+    al: ALConfig
+    train: TrainConfig
+    ll: LossPredConfig
+    optim: dict  # hyper-parameters of `optimizer`, registry defaults merged with the sweep's
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its id, grid values and resolved config."""
+
+    run_id: str
+    config: RunConfig
+    axes: dict = field(default_factory=dict)  # extra grid axes: dotted key -> value
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    @property
+    def optimizer(self) -> str:
+        return self.config.optimizer
+
+    @property
+    def strategy(self) -> str:
+        return self.config.strategy
+
+    @property
+    def trial(self) -> int:
+        return self.config.trial
+
+
+GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
+SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig}
+TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    output: str
+    dataset: DatasetConfig
+    grid: dict  # axis -> list of values (model, optimizer, strategy, trial, then dotted keys)
+    al: ALConfig
+    train: TrainConfig
+    ll: LossPredConfig
+    optim: dict  # optimizer name -> hyper-parameter overrides
+    slurm: dict  # profile name and resource overrides (validated by slurm.profiles)
+    raw: dict  # the whole resolved sweep as plain data
+    path: str = ""
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.output) / self.name
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.sweep_dir / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the grid, in grid order (model, optimizer, strategy, trial, extra axes)."""
+        axes = list(self.grid)
+        specs = []
+        for values in itertools.product(*(self.grid[a] for a in axes)):
+            point = dict(zip(axes, values))
+            extra = {a: point[a] for a in axes if a not in GRID_REQUIRED}
+            run_id = "-".join(
+                [point["model"], point["optimizer"], point["strategy"], f"t{point['trial']}"]
+                + [_id_part(v) for v in extra.values()]
+            )
+            specs.append(RunSpec(run_id, _run_config(self.raw, point), extra))
+        return specs
+
+    def run(self, run_id: str) -> RunSpec:
+        for spec in self.runs():
+            if spec.run_id == run_id:
+                return spec
+        known = [s.run_id for s in self.runs()]
+        shown = ", ".join(known[:6]) + (f", ... ({len(known)} runs)" if len(known) > 6 else "")
+        raise ConfigError(f"--run: no run {run_id!r} in this sweep; expected one of {shown}")
+
+
+# ----------------------------------------------------------------------------------------------
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read a sweep file, apply `key=value` overrides, validate everything once.
+
+    Raises ConfigError with a one-line message naming the key and the expected value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {str(path)!r} not found; expected a YAML file such as jobs/cifar10.yaml") from None
+    except OSError as e:
+        raise ConfigError(f"sweep file {str(path)!r} cannot be read ({e.strerror})") from None
+    try:
+        raw = yaml_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"sweep file {str(path)!r}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep file {str(path)!r}: expected a mapping of keys at the top level")
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, str(path))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `dotted.key=yaml-value` override to a raw config dict, in place."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r}: expected key=value with a dotted key, e.g. al.cycles=3")
+    try:
+        parsed = yaml_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+    parts = key.split(".")
+    if parts[0] not in TOP_KEYS:
+        raise ConfigError(f"unknown key {key!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    node = raw
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            if p in node and node[p] is not None:
+                raise ConfigError(f"override {item!r}: {p!r} is not a mapping")
+            node[p] = {}
+        node = node[p]
+    node[parts[-1]] = parsed
+
+
+def validate(raw: dict, path: str = "") -> Sweep:
+    from al_core import registries
+
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    name = raw.get("name", "sweep")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"name: expected a directory name of letters, digits, '_', '.', '-', got {name!r}")
+    output = raw.get("output", "results")
+    if not isinstance(output, str) or not output.strip():
+        raise ConfigError(f"output: expected a directory path, got {output!r}")
+    sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
+    optim = raw.get("optim") or {}
+    if not isinstance(optim, dict):
+        raise ConfigError(f"optim: expected a mapping of optimizer name -> hyper-parameters, got {optim!r}")
+    for opt_name, params in optim.items():
+        registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
+    slurm = raw.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
+
+    grid = raw.get("grid")
+    if not isinstance(grid, dict):
+        raise ConfigError("grid: expected a mapping of axis -> list of values (model, optimizer, strategy, trial)")
+    grid = dict(grid)
+    for axis in GRID_REQUIRED:
+        if axis not in grid:
+            raise ConfigError(f"grid.{axis}: missing; expected a list of values")
+    ordered = {a: grid[a] for a in GRID_REQUIRED}
+    ordered.update({a: v for a, v in grid.items() if a not in GRID_REQUIRED})
+    for axis, values in ordered.items():
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise ConfigError(f"grid.{axis}: expected a non-empty list of values")
+        if len(set(map(_id_part, values))) != len(values):
+            raise ConfigError(f"grid.{axis}: expected distinct values, got {values!r}")
+        ordered[axis] = values
+    for value in ordered["model"]:
+        registries.check_name("model", value, "grid.model")
+    for value in ordered["optimizer"]:
+        registries.check_name("optimizer", value, "grid.optimizer")
+    for value in ordered["strategy"]:
+        registries.check_name("strategy", value, "grid.strategy")
+    for value in ordered["trial"]:
+        if type(value) is not int or value < 0:
+            raise ConfigError(f"grid.trial: expected non-negative integers, got {value!r}")
+    for axis in ordered:
+        if axis in GRID_REQUIRED:
+            continue
+        parts = axis.split(".")
+        if parts[0] not in ("dataset", "al", "train", "ll", "optim") or len(parts) < 2:
+            raise ConfigError(
+                f"grid.{axis}: unknown axis; expected model, optimizer, strategy, trial or a dotted key such as train.width"
+            )
+
+    _check_sizes(sections["dataset"], sections["al"])
+    resolved = {
+        "name": name,
+        "output": output,
+        "dataset": dataclasses.asdict(sections["dataset"]),
+        "grid": ordered,
+        "al": dataclasses.asdict(sections["al"]),
+        "train": _plain(dataclasses.asdict(sections["train"])),
+        "ll": dataclasses.asdict(sections["ll"]),
+        "optim": optim,
+        "slurm": slurm,
+    }
+    sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, **sections)
+    # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.
+    sweep.runs()
+    return sweep
+
+
+def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
+    from al_core import registries
+
+    registries.check_name("dataset", ds.name, "dataset.name")
+    if al.cycles < 1:
+        raise ConfigError(f"al.cycles: expected an integer >= 1, got {al.cycles}")
+    if al.initial_size < 1:
+        raise ConfigError(f"al.initial_size: expected an integer >= 1, got {al.initial_size}")
+    if al.query_size < 1:
+        raise ConfigError(f"al.query_size: expected an integer >= 1, got {al.query_size}")
+    if al.initial not in ("random", "strategy"):
+        raise ConfigError(f"al.initial: expected random or strategy, got {al.initial!r}")
+    if al.subset is not None and al.subset < al.query_size:
+        raise ConfigError(f"al.subset: expected null or an integer >= al.query_size ({al.query_size}), got {al.subset}")
+    pool = registries.pool_size(ds.name)
+    budget = al.initial_size + (al.cycles - 1) * al.query_size
+    if budget > pool:
+        raise ConfigError(
+            f"al: initial_size + (cycles - 1) * query_size = {budget} exceeds the {ds.name} pool of {pool}; "
+            "expected fewer cycles or smaller sizes"
+        )
+
+
+def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
+    positive = {"epochs": t.epochs, "batch_size": t.batch_size, "width": t.width, "eval_batch_size": t.eval_batch_size}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"train.{key}: expected an integer >= 1, got {value}")
+    if t.checkpoint_every < 0:
+        raise ConfigError(f"train.checkpoint_every: expected an integer >= 0 (0: only at cycle ends), got {t.checkpoint_every}")
+    choices = {"schedule": ("multistep", "cosine", "constant"), "precision": ("auto", "fp32", "bf16"), "device": ("auto", "cpu", "cuda")}
+    for key, allowed in choices.items():
+        if getattr(t, key) not in allowed:
+            raise ConfigError(f"train.{key}: expected one of {', '.join(allowed)}, got {getattr(t, key)!r}")
+    if any(not 0 < m <= 1 for m in t.milestones):
+        raise ConfigError(f"train.milestones: expected fractions of the epochs in (0, 1], got {list(t.milestones)}")
+    if t.gamma <= 0:
+        raise ConfigError(f"train.gamma: expected a positive factor, got {t.gamma}")
+    if ll.hidden < 1:
+        raise ConfigError(f"ll.hidden: expected an integer >= 1, got {ll.hidden}")
+    if ll.margin < 0 or ll.weight < 0:
+        raise ConfigError("ll.margin and ll.weight: expected non-negative numbers")
+    if not 0 <= ll.detach_at <= 1:
+        raise ConfigError(f"ll.detach_at: expected a fraction of the epochs in [0, 1], got {ll.detach_at}")
+
+
+def _run_config(raw: dict, point: dict) -> RunConfig:
+    """The resolved config of one grid point: the sweep's sections with the point's values set."""
+    from al_core import registries
+
+    raw = copy.deepcopy(raw)
+    for axis, value in point.items():
+        if axis not in GRID_REQUIRED:
+            apply_override(raw, f"{axis}={json.dumps(value)}")
+    sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
+    _check_sizes(sections["dataset"], sections["al"])
+    _check_train(sections["train"], sections["ll"])
+    registries.check_name("model", point["model"], "grid.model")
+    optimizer = point["optimizer"]
+    registries.check_name("optimizer", optimizer, "grid.optimizer")
+    registries.check_name("strategy", point["strategy"], "grid.strategy")
+    for opt_name, params in (raw.get("optim") or {}).items():
+        registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
+    params = registries.optimizer_params(optimizer, (raw.get("optim") or {}).get(optimizer) or {}, f"optim.{optimizer}")
+    return RunConfig(
+        model=point["model"],
+        optimizer=optimizer,
+        strategy=point["strategy"],
+        trial=point["trial"],
+        optim=params,
+        **sections,
+    )
+
+
+def run_config_from_dict(d: dict) -> RunConfig:
+    """Rebuild a RunConfig from its `to_dict()` form (as stored in run.json)."""
+    sections = {k: build(cls, d.get(k), k) for k, cls in SECTIONS.items()}
+    return RunConfig(d["model"], d["optimizer"], d["strategy"], d["trial"], optim=d["optim"], **sections)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generic dataclass-from-dict with type checks.
+def build(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown key {where}.{key}; expected one of {', '.join(names)}")
+    kwargs = {k: _coerce(data[k], hints[k], f"{where}.{k}") for k in names if k in data}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {inner.__name__}, got {value!r}")
+        return tuple(_coerce(v, inner, key) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _id_part(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "_"
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys

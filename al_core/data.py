@@ -1,0 +1,213 @@
+"""Datasets as uint8 tensors on the training device, and the on-device training batch.
+
+A batch is gathered by index from the pool, cropped from a zero-padded copy and flipped on the
+device, then normalised there; scoring and evaluation read the un-augmented images.
+No DataLoader and no PIL in the hot path.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from al_core.registry import Registry
+
+
+class DataError(RuntimeError):
+    """A dataset that is missing or damaged on disk; the message says what to do."""
+
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # pool_x, pool_y, test_x, test_y (NCHW uint8)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    n_classes: int
+    channels: int
+    size: int  # images are size x size
+    pool_size: int  # training pool (labelled + unlabelled)
+    test_size: int
+    pad: int  # random-crop padding in pixels (0: no crop)
+    flip: bool  # random horizontal flip (digits are not flipped: a mirrored 2 is no 2)
+    load: Callable[[Path], Arrays]
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _register(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.register(spec.name)(spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR from the directory layout torchvision's download writes.
+CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated or foreign file
+        raise DataError(f"{path}: not a readable CIFAR batch ({type(e).__name__}); delete it and run `make data` again") from None
+
+
+def _cifar_arrays(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for f in files:
+        d = _unpickle(f)
+        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[label_key], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _load_cifar(name: str, root: Path) -> Arrays:
+    base = Path(root) / CIFAR_DIRS[name]
+    if name == "cifar10":
+        train, test, key = [base / f"data_batch_{i}" for i in range(1, 6)], [base / "test_batch"], b"labels"
+    else:
+        train, test, key = [base / "train"], [base / "test"], b"fine_labels"
+    missing = [str(p) for p in train + test if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"dataset {name} not found: {missing[0]} is missing; run `make data` on a node with internet "
+            f"(it downloads into dataset.root={root}) or point dataset.root at an existing copy"
+        )
+    pool_x, pool_y = _cifar_arrays(train, key)
+    test_x, test_y = _cifar_arrays(test, key)
+    return pool_x, pool_y, test_x, test_y
+
+
+_register(DatasetSpec("cifar10", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar10", r)))
+_register(DatasetSpec("cifar100", 100, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar100", r)))
+
+
+def download(name: str, root: str | Path) -> Path:
+    """Download CIFAR with torchvision (checksums verified) into `root`; for a node with internet."""
+    import torchvision
+
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for train in (True, False):
+        cls(root=str(root), train=train, download=True)
+    return Path(root) / CIFAR_DIRS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# digits: scikit-learn's bundled 8x8 handwritten digits, no download. Fixed stratified split.
+DIGITS_TEST = 450
+
+
+def _load_digits(root: Path) -> Arrays:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255, 1 channel
+    y = d.target.astype(np.int64)
+    px, tx, py, ty = train_test_split(x, y, test_size=DIGITS_TEST, stratify=y, random_state=0)
+    return px, py, tx, ty
+
+
+_register(DatasetSpec("digits", 10, 1, 8, 1797 - DIGITS_TEST, DIGITS_TEST, pad=1, flip=False, load=_load_digits))
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic: tiny, seeded, learnable but not trivial; for tests.
+SYNTH_POOL, SYNTH_TEST, SYNTH_SIZE = 1200, 400, 16
+
+
+def _load_synthetic(root: Path) -> Arrays:
+    g = np.random.default_rng(12345)
+    k, s = 10, SYNTH_SIZE
+    coarse = g.uniform(0, 255, size=(k, 3, 4, 4))
+    protos = coarse.repeat(s // 4, axis=2).repeat(s // 4, axis=3)  # blocky class prototypes
+    n = SYNTH_POOL + SYNTH_TEST
+    y = np.arange(n) % k
+    g.shuffle(y)
+    x = 0.5 * protos[y] + 64 + g.normal(0, 55, size=(n, 3, s, s))
+    x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return x[:SYNTH_POOL], y[:SYNTH_POOL].astype(np.int64), x[SYNTH_POOL:], y[SYNTH_POOL:].astype(np.int64)
+
+
+_register(DatasetSpec("synthetic", 10, 3, SYNTH_SIZE, SYNTH_POOL, SYNTH_TEST, pad=2, flip=True, load=_load_synthetic))
+
+
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class DeviceData:
+    """A dataset resident on the training device."""
+
+    spec: DatasetSpec
+    pool_x: torch.Tensor  # uint8 N x C x H x W
+    pool_y: torch.Tensor  # int64 N
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    scale: torch.Tensor  # 1 x C x 1 x 1: 1 / std of the pool's channels (0..255 units)
+    shift: torch.Tensor  # 1 x C x 1 x 1: mean / std
+    padded: torch.Tensor | None  # pool zero-padded by spec.pad, for crops without a per-batch pad
+
+    @property
+    def n_classes(self) -> int:
+        return self.spec.n_classes
+
+    @property
+    def n_pool(self) -> int:
+        return int(self.pool_x.shape[0])
+
+    def normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float32 normalised by the pool's channel mean and std."""
+        return x_uint8.float() * self.scale - self.shift
+
+    def train_batch(self, idx: torch.Tensor, shifts: torch.Tensor | None, flips: torch.Tensor | None) -> torch.Tensor:
+        """Augmented, normalised images of pool indices `idx` (all on the device).
+
+        shifts: B x 2 crop offsets in [0, 2 * pad]; flips: B bools.
+        """
+        if self.padded is not None and shifts is not None:
+            s = self.spec.size
+            ar = torch.arange(s, device=idx.device)
+            rows = (shifts[:, 0:1] + ar)[:, None, :, None]  # B x 1 x S x 1
+            cols = (shifts[:, 1:2] + ar)[:, None, None, :]  # B x 1 x 1 x S
+            chan = torch.arange(self.spec.channels, device=idx.device)[None, :, None, None]
+            x = self.padded[idx[:, None, None, None], chan, rows, cols]
+        else:
+            x = self.pool_x[idx]
+        if flips is not None:
+            x = torch.where(flips[:, None, None, None], x.flip(3), x)
+        return self.normalise(x)
+
+
+def load(name: str, root: str | Path, device: torch.device) -> DeviceData:
+    spec = DATASETS.get(name)
+    pool_x, pool_y, test_x, test_y = spec.load(Path(root))
+    if pool_x.shape[0] != spec.pool_size:
+        raise DataError(f"dataset {name}: pool has {pool_x.shape[0]} images, expected {spec.pool_size}; the files are damaged")
+    # Normalisation statistics of the training pool, per channel, computed in float64 once.
+    mean = pool_x.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = pool_x.astype(np.float32).std(axis=(0, 2, 3), dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    shape = (1, spec.channels, 1, 1)
+    # (x / 255 - mean / 255) / (std / 255) == x / std - mean / std, with mean and std in 0..255 units.
+    scale = torch.tensor(1.0 / std, dtype=torch.float32).reshape(shape)
+    shift = torch.tensor(mean / std, dtype=torch.float32).reshape(shape)
+    px = torch.from_numpy(np.ascontiguousarray(pool_x)).to(device)
+    padded = F.pad(px, (spec.pad,) * 4) if spec.pad > 0 else None
+    return DeviceData(
+        spec=spec,
+        pool_x=px,
+        pool_y=torch.from_numpy(pool_y).to(device),
+        test_x=torch.from_numpy(np.ascontiguousarray(test_x)).to(device),
+        test_y=torch.from_numpy(test_y).to(device),
+        scale=scale.to(device),
+        shift=shift.to(device),
+        padded=padded,
+    )

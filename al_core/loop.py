@@ -1,0 +1,494 @@
+"""One active-learning run: choose -> build or reset -> train -> evaluate -> row -> checkpoint.
+
+The rows in cycles.jsonl are the truth about what was labelled; checkpoints only cache model state.
+A run resumes from the newest good checkpoint, or re-derives the model it needs by training again
+(deterministically) when none is usable, so an interruption never changes the result.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, f1_score
+
+from al_core import checkpoint, seeding
+from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
+from al_core.data import DeviceData, load as load_data
+from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
+from al_core.models import MODELS, LossNet
+from al_core.optim import make_optimizer, make_scheduler
+from al_core.strategies import STRATEGIES, SelectionContext
+from al_core.telemetry import CycleMeter, device_name
+from al_core.train import autocast, epoch_plan, predict, score_pool, train_step
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: "interrupted, a checkpoint is on disk: run me again to resume"
+
+# Row fields that legitimately differ between two executions of the same run.
+VOLATILE_FIELDS = ("train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j", "device", "train_img_per_s")
+
+
+class Interrupted(Exception):
+    """Raised after a stop request was honoured: the current step finished and a checkpoint was written."""
+
+    def __init__(self, signame: str, where: str) -> None:
+        super().__init__(f"interrupted by {signame} at {where}; checkpoint written")
+        self.signame = signame
+
+
+@dataclass
+class StopFlag:
+    """Set from a signal handler; the training loop checks it after every step (no host sync)."""
+
+    signame: str | None = None
+
+    def request(self, signame: str) -> None:
+        self.signame = self.signame or signame
+
+
+@dataclass
+class Cycle:
+    """The mutable state of the cycle being trained."""
+
+    cycle: int
+    labelled: np.ndarray  # sorted pool indices this cycle trains on
+    queried: list[int]  # indices added this cycle, in the order they were chosen
+    model: torch.nn.Module
+    lossnet: torch.nn.Module | None
+    opt: torch.optim.Optimizer
+    sched: object
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in epoch `epoch`
+    accum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, seen (this epoch)
+    timing: dict = field(default_factory=lambda: {"select_time_s": 0.0, "train_time_s": 0.0, "energy_j": None})
+    last_epoch: tuple = (float("nan"), float("nan"))  # mean loss and accuracy of the last finished epoch
+    img_per_s: float = float("nan")  # training throughput of this process's stretch of the cycle
+
+
+class Run:
+    def __init__(self, spec: RunSpec, run_dir: Path, stop: StopFlag | None = None, log: Callable[[str], None] | None = None):
+        self.spec = spec
+        self.cfg: RunConfig = spec.config
+        self.run_dir = Path(run_dir)
+        self.stop = stop or StopFlag()
+        self.log = log or (lambda s: print(s, flush=True))
+        self.fingerprint = self.cfg.fingerprint()
+        self.strategy = STRATEGIES.get(self.cfg.strategy)
+        t = self.cfg.train
+        want_cuda = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available())
+        if t.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("train.device: cuda requested but no CUDA device is visible; expected auto or cpu")
+        self.device = torch.device("cuda" if want_cuda else "cpu")
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if t.precision == "auto" else t.precision
+        self.amp = autocast(self.device, self.precision)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.rows: list[dict] = []
+        self.data: DeviceData | None = None
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def rows_path(self) -> Path:
+        return self.run_dir / "cycles.jsonl"
+
+    def execute(self, restart: bool = False) -> str:
+        """Run or resume to the end. Returns "done" or "already done"; raises Interrupted, ConfigError."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._claim(restart)
+        if (self.run_dir / "DONE").exists():
+            self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
+            return "already done"
+        self.rows = self._read_rows()
+        self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device)
+        self._write_run_json()
+        al = self.cfg.al
+        self.log(
+            f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
+            f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.precision}), "
+            f"{len(self.rows)} cycles already done"
+        )
+        self.t_start = time.perf_counter()
+        self.cycles_at_start = len(self.rows)
+        self._loop()
+        atomic_write_bytes(self.run_dir / "DONE", f"{datetime.now(timezone.utc).isoformat()}\n".encode(), point="done")
+        self.log(f"{self.spec.run_id}: done; final test accuracy {self.rows[-1]['test_accuracy']:.4f}")
+        return "done"
+
+    def _loop(self) -> None:
+        al, reset = self.cfg.al, self.cfg.train.reset
+        n_done = len(self.rows)
+        restored = checkpoint.latest_good(self.run_dir, self.fingerprint)
+        if restored is not None and restored[0].cycle > n_done + 1:
+            self.log(f"warning: checkpoint of cycle {restored[0].cycle} is ahead of cycles.jsonl ({n_done} rows); ignored")
+            restored = None
+        if restored is not None and reset and restored[0].cycle < n_done:
+            restored = None  # with re-initialisation only the last finished cycle's model matters
+        if restored is not None:
+            start = restored[0].cycle
+        elif n_done == al.cycles:
+            start = al.cycles + 1  # every row is there; only DONE is missing
+        else:
+            start = max(1, n_done) if reset else 1
+
+        prev: Cycle | None = None
+        for c in range(start, al.cycles + 1):
+            if restored is not None and restored[0].cycle == c:
+                cur = self._restore(*restored)
+                restored = None
+            else:
+                cur = self._begin_cycle(c, prev)
+            self._train(cur)
+            if c > len(self.rows):
+                self._finish_cycle(cur)
+            prev = cur
+
+    # ------------------------------------------------------------------------------------------
+    def _begin_cycle(self, c: int, prev: Cycle | None) -> Cycle:
+        """Choose this cycle's labelled set (or read it from the rows on replay) and build the model."""
+        al = self.cfg.al
+        t0 = time.perf_counter()
+        if c <= len(self.rows):  # replaying a finished cycle to re-derive its model
+            queried = list(self.rows[c - 1]["queried"])
+            labelled = np.sort(np.concatenate([np.asarray(r["queried"], dtype=np.int64) for r in self.rows[:c]]))
+        elif c == 1:
+            queried, labelled = self._initial_set(), None
+        else:
+            assert prev is not None
+            queried = self._query(c, prev, al.query_size)
+            labelled = None
+        if labelled is None:
+            base = prev.labelled if prev is not None else np.empty(0, dtype=np.int64)
+            labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
+        select_time = time.perf_counter() - t0
+        model, lossnet = self._fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
+        opt, sched = self._optimizer(model, lossnet)
+        cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched)
+        cur.timing["select_time_s"] = select_time
+        return cur
+
+    def _initial_set(self) -> list[int]:
+        al, trial = self.cfg.al, self.cfg.trial
+        if al.initial == "random" or self.cfg.strategy == "random":
+            # Shared by every run of this trial, whatever its model, optimizer or strategy.
+            rng = seeding.rng(trial, 0, 0, "initial")
+            return sorted(int(i) for i in rng.choice(self.data.n_pool, size=al.initial_size, replace=False))
+        model, lossnet = self._fresh_model(1)  # the untrained model of cycle 1
+        probe = Cycle(1, np.empty(0, dtype=np.int64), [], model, lossnet, None, None)
+        return self._query(1, probe, al.initial_size)
+
+    def _query(self, c: int, prev: Cycle, k: int) -> list[int]:
+        al, trial = self.cfg.al, self.cfg.trial
+        unlabelled = np.setdiff1d(np.arange(self.data.n_pool), prev.labelled, assume_unique=True)
+        if al.subset is not None and al.subset < len(unlabelled):
+            sub = seeding.rng(trial, c, 0, "subset").choice(unlabelled, size=al.subset, replace=False)
+            unlabelled = np.sort(sub)
+        bs = self.cfg.train.eval_batch_size
+        ctx = SelectionContext(
+            candidates=unlabelled,
+            score=lambda idx: score_pool(prev.model, prev.lossnet, self.data, idx, bs, self.amp),
+            rng=seeding.rng(trial, c, 0, "query"),
+        )
+        chosen = self.strategy.select(ctx, k)
+        return [int(i) for i in chosen]
+
+    def _fresh_model(self, c: int):
+        """Initial weights from (trial, cycle): the same for every optimizer and strategy of a trial."""
+        t, trial = self.cfg.train, self.cfg.trial
+        spec = self.data.spec
+        hidden = self.cfg.ll.hidden if self.strategy.needs_lossnet else None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-model"))
+            model = MODELS.get(self.cfg.model)(num_classes=spec.n_classes, in_channels=spec.channels, width=t.width)
+            lossnet = None
+            if hidden:
+                torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-lossnet"))
+                lossnet = LossNet(model.stage_channels, hidden)
+        model = model.to(self.device)
+        if self.device.type == "cuda" and t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if lossnet is not None:
+            lossnet = lossnet.to(self.device)
+        return model, lossnet
+
+    def _optimizer(self, model, lossnet):
+        t = self.cfg.train
+        params = list(model.parameters()) + (list(lossnet.parameters()) if lossnet is not None else [])
+        opt = make_optimizer(self.cfg.optimizer, params, self.cfg.optim, self.device)
+        sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
+        return opt, sched
+
+    # ------------------------------------------------------------------------------------------
+    def _train(self, cur: Cycle) -> None:
+        """Train `cur` from where it stands to the end of its epochs, checkpointing on the way."""
+        t, ll = self.cfg.train, self.cfg.ll
+        if cur.epoch >= t.epochs:
+            return
+        labelled = torch.as_tensor(cur.labelled, dtype=torch.long)
+        pool_y = self.data.pool_y
+        detach_epoch = math.ceil(ll.detach_at * t.epochs)
+        meter = CycleMeter(self.device)
+        meter.start()
+        t0 = time.perf_counter()
+        seen, train_s0 = 0, cur.timing["train_time_s"]
+        while cur.epoch < t.epochs:
+            plan = epoch_plan(self.data, labelled, self.cfg.trial, cur.cycle, cur.epoch, t.batch_size)
+            cur.model.train()
+            if cur.lossnet is not None:
+                cur.lossnet.train()
+            loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+            correct = torch.zeros((), device=self.device, dtype=torch.long)
+            detach = cur.epoch >= detach_epoch
+            for step in range(cur.step, plan.n_steps):
+                idx, shifts, flips = plan.batch(step)
+                x = self.data.train_batch(idx, shifts, flips)
+                if self.device.type == "cuda" and t.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                s, k = train_step(cur.model, cur.lossnet, cur.opt, x, pool_y[idx], detach, ll.margin, ll.weight, self.amp)
+                loss_sum += s
+                correct += k
+                cur.accum[2] += idx.shape[0]
+                seen += idx.shape[0]
+                cur.step = step + 1
+                if self.stop.signame:
+                    self._flush(cur, loss_sum, correct, t0, meter)
+                    self._checkpoint(cur)
+                    raise Interrupted(self.stop.signame, f"cycle {cur.cycle} epoch {cur.epoch + 1} step {cur.step}")
+            self._flush(cur, loss_sum, correct, t0, meter)
+            t0 = time.perf_counter()
+            meter.start()
+            cur.last_epoch = (cur.accum[0] / max(cur.accum[2], 1), cur.accum[1] / max(cur.accum[2], 1))
+            cur.accum = [0.0, 0.0, 0.0]
+            cur.epoch += 1
+            cur.step = 0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cur.sched.step()
+            done = cur.epoch == t.epochs
+            if done or (t.checkpoint_every and cur.epoch % t.checkpoint_every == 0) or self.stop.signame:
+                self._checkpoint(cur)
+            if self.stop.signame and not done:
+                raise Interrupted(self.stop.signame, f"cycle {cur.cycle} after epoch {cur.epoch}")
+        cur.img_per_s = seen / max(cur.timing["train_time_s"] - train_s0, 1e-9)
+
+    def _flush(self, cur: Cycle, loss_sum, correct, t0: float, meter: CycleMeter) -> None:
+        """Move this stretch's device accumulators and clocks into `cur` (one host sync)."""
+        cur.accum[0] += float(loss_sum)
+        cur.accum[1] += float(correct)
+        loss_sum.zero_()
+        correct.zero_()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        cur.timing["train_time_s"] += time.perf_counter() - t0
+        e = meter.energy_j()
+        if e is not None:
+            cur.timing["energy_j"] = (cur.timing["energy_j"] or 0.0) + e
+        peak = meter.peak_mem_bytes()
+        if peak is not None:
+            cur.timing["peak_mem_bytes"] = max(cur.timing.get("peak_mem_bytes") or 0, peak)
+
+    def _checkpoint(self, cur: Cycle) -> None:
+        state = {
+            "run_id": self.spec.run_id,
+            "labelled": torch.as_tensor(cur.labelled, dtype=torch.long),
+            "queried": torch.as_tensor(cur.queried, dtype=torch.long),
+            "model": cur.model.state_dict(),
+            "lossnet": cur.lossnet.state_dict() if cur.lossnet is not None else None,
+            "optimizer": cur.opt.state_dict(),
+            "accum": list(cur.accum),
+            "last_epoch": list(cur.last_epoch),
+            "timing": dict(cur.timing),
+        }
+        checkpoint.save(self.run_dir, checkpoint.Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, state)
+
+    def _restore(self, pos: checkpoint.Position, state: dict) -> Cycle:
+        """Rebuild a Cycle from a checkpoint; the scheduler is re-derived from the epoch."""
+        model, lossnet = self._fresh_model(pos.cycle)
+        model.load_state_dict(state["model"])
+        if lossnet is not None:
+            lossnet.load_state_dict(state["lossnet"])
+        opt, sched = self._optimizer(model, lossnet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(pos.epoch):
+                sched.step()
+        opt.load_state_dict(state["optimizer"])
+        cur = Cycle(pos.cycle, state["labelled"].numpy(), state["queried"].tolist(), model, lossnet, opt, sched,
+                    epoch=pos.epoch, step=pos.step, accum=list(state["accum"]), timing=dict(state["timing"]))
+        cur.last_epoch = tuple(state["last_epoch"])
+        self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
+        return cur
+
+    # ------------------------------------------------------------------------------------------
+    def _finish_cycle(self, cur: Cycle) -> None:
+        """Evaluate on the whole test set, append the row, replace cycles.jsonl atomically."""
+        cfg, data = self.cfg, self.data
+        t0 = time.perf_counter()
+        scores = predict(cur.model, cur.lossnet, data, data.test_x, cfg.train.eval_batch_size, self.amp)
+        pred = scores.probs.argmax(1).numpy()
+        y = data.test_y.cpu().numpy()
+        eval_time = time.perf_counter() - t0
+        k = data.n_classes
+        cm = confusion_matrix(y, pred, labels=list(range(k)))
+        support = cm.sum(1)
+        per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+        queried_y = data.pool_y[torch.as_tensor(cur.queried, dtype=torch.long, device=data.pool_y.device)].cpu().numpy()
+        row = {
+            "run_id": self.spec.run_id,
+            "dataset": cfg.dataset.name,
+            "model": cfg.model,
+            "optimizer": cfg.optimizer,
+            "strategy": cfg.strategy,
+            "trial": cfg.trial,
+            **self.spec.axes,  # extra grid axes under their dotted keys, e.g. "train.width"
+            "cycle": cur.cycle,
+            "n_labeled": int(len(cur.labelled)),
+            "n_pool": data.n_pool,
+            "queried": cur.queried,
+            "queried_class_counts": np.bincount(queried_y, minlength=k).tolist(),
+            "test_accuracy": float((pred == y).mean()),
+            "test_macro_f1": float(f1_score(y, pred, average="macro")),
+            "per_class_accuracy": [float(v) for v in per_class],
+            "train_loss": float(cur.last_epoch[0]),
+            "train_accuracy": float(cur.last_epoch[1]),
+            "epochs": cfg.train.epochs,
+            "train_time_s": round(cur.timing["train_time_s"], 4),
+            "select_time_s": round(cur.timing["select_time_s"], 4),
+            "eval_time_s": round(eval_time, 4),
+            "train_img_per_s": round(cur.img_per_s, 1),
+            "peak_mem_bytes": cur.timing.get("peak_mem_bytes"),
+            "energy_j": None if cur.timing["energy_j"] is None else round(cur.timing["energy_j"], 3),
+            "device": device_name(self.device),
+        }
+        self.rows.append(row)
+        atomic_write_jsonl(self.rows_path, self.rows, point="rows")
+        self._progress(row)
+
+    def _progress(self, row: dict) -> None:
+        al = self.cfg.al
+        done_now = len(self.rows) - self.cycles_at_start
+        elapsed = time.perf_counter() - self.t_start
+        left = al.cycles - len(self.rows)
+        eta = f"{elapsed / done_now * left:.0f}s" if done_now and left else "0s"
+        self.log(
+            f"{row['run_id']} cycle {row['cycle']}/{al.cycles} | labelled {row['n_labeled']} | "
+            f"acc {100 * row['test_accuracy']:.2f}% | F1 {row['test_macro_f1']:.4f} | "
+            f"{row['train_img_per_s']:.0f} img/s | train {row['train_time_s']:.1f}s select {row['select_time_s']:.2f}s "
+            f"eval {row['eval_time_s']:.2f}s | ETA {eta}"
+        )
+
+    # ------------------------------------------------------------------------------------------
+    def _claim(self, restart: bool) -> None:
+        """Refuse to mix two configs in one directory; with restart, start the directory afresh."""
+        path = self.run_dir / "run.json"
+        mine = self.cfg.to_dict()
+        if restart:
+            for p in self.run_dir.iterdir():
+                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE") or p.name.startswith(("ckpt-", ".ckpt-"))):
+                    p.unlink()
+            return
+        if not path.exists():
+            return
+        import json
+
+        try:
+            stored = json.loads(path.read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{path}: unreadable run.json; expected this run's record (pass --restart to start over)") from None
+        diff = config_diff(stored, mine)
+        if diff:
+            raise ConfigError(
+                f"{self.run_dir} holds a run with a different config (differs in {', '.join(diff)}); "
+                "expected the same config, or pass --restart to discard it"
+            )
+
+    def _read_rows(self) -> list[dict]:
+        try:
+            rows = read_jsonl(self.rows_path)
+        except ValueError as e:
+            raise ConfigError(f"{e}; expected rows written by this run (pass --restart to start over)") from None
+        for i, r in enumerate(rows, 1):
+            if r.get("run_id") != self.spec.run_id or r.get("cycle") != i:
+                raise ConfigError(f"{self.rows_path}: row {i} is not cycle {i} of {self.spec.run_id}; pass --restart to start over")
+        return rows[: self.cfg.al.cycles]
+
+    def _write_run_json(self) -> None:
+        import json
+
+        path = self.run_dir / "run.json"
+        old = {}
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except ValueError:
+                old = {}
+        job = os.environ.get("SLURM_JOB_ID")
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+        jobs = list(old.get("slurm_job_ids", []))
+        if job and job not in jobs:
+            jobs.append(job)
+        starts = list(old.get("starts", [])) + [datetime.now(timezone.utc).isoformat(timespec="seconds")]
+        record = {
+            "run_id": self.spec.run_id,
+            "fingerprint": self.fingerprint,
+            "config": self.cfg.to_dict(),
+            "axes": self.spec.axes,
+            "provenance": {
+                "git_commit": _git_commit(),
+                "python": platform.python_version(),
+                "packages": _versions(),
+                "host": socket.gethostname(),
+                "device": device_name(self.device),
+                "precision": self.precision,
+                "torch_threads": torch.get_num_threads(),
+            },
+            "slurm_job_ids": jobs,
+            "starts": starts,
+            "restarts": len(starts) - 1,
+        }
+        atomic_write_json(path, record, point="run_json")
+
+
+def run(spec: RunSpec, run_dir: Path, restart: bool = False, stop: StopFlag | None = None, log=None) -> str:
+    """Run or resume `spec` in `run_dir` in this process (see `Run.execute`)."""
+    return Run(spec, run_dir, stop=stop, log=log).execute(restart=restart)
+
+
+def comparable(row: dict) -> dict:
+    """A row without the fields that differ between executions (timing, memory, energy, device)."""
+    return {k: v for k, v in row.items() if k not in VOLATILE_FIELDS}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "torchvision", "numpy", "scikit-learn", "submitit"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out

@@ -1,0 +1,49 @@
+"""`python -m al_core.run SWEEP.yaml [key=value ...] --run RUN_ID`: run or resume one run here.
+
+Exit status: 0 done (or already done), 2 bad input, 75 interrupted by a signal after writing a
+checkpoint (run the same command again to resume), 1 an I/O failure (disk full, not writable).
+"""
+from __future__ import annotations
+
+import signal
+import sys
+
+from al_core.cli import Parser, guarded
+from al_core.config import load_sweep
+from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
+
+
+def install_stop_handlers(stop: StopFlag, names=STOP_SIGNALS) -> None:
+    """Turn the named signals into a stop request honoured after the current training step."""
+
+    def handler(signum, frame):
+        stop.request(signal.Signals(signum).name)
+
+    for name in names:
+        signal.signal(getattr(signal, name), handler)
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m al_core.run", description="Run or resume one active-learning run in this process.")
+    p.add_argument("sweep", help="sweep file, e.g. jobs/smoke.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3")
+    p.add_argument("--run", required=True, metavar="RUN_ID", help="e.g. resnet18-sgd-random-t0")
+    p.add_argument("--restart", action="store_true", help="discard what the run directory holds and start over")
+    args = p.parse_intermixed_args(argv)
+    sweep = load_sweep(args.sweep, args.overrides)
+    spec = sweep.run(args.run)
+    stop = StopFlag()
+    install_stop_handlers(stop)
+    try:
+        run(spec, sweep.run_dir(spec.run_id), restart=args.restart, stop=stop)
+    except Interrupted as e:
+        print(f"{spec.run_id}: {e}; run the same command again to resume", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

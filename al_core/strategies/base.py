@@ -1,0 +1,64 @@
+"""The query-strategy interface: `select(ctx, k) -> pool indices`, with ranking owned here.
+
+A strategy only computes scores (higher = queried first); ranking, tie-breaking and the guard
+against non-finite scores live in `top_k`, so every strategy ranks the same way.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from al_core.registry import Registry
+
+
+@dataclass
+class Scores:
+    """What one no-grad pass over candidates gives: class probabilities and predicted losses."""
+
+    probs: torch.Tensor  # N x K float32 on the CPU
+    pred_loss: Optional[torch.Tensor]  # N, or None without a loss-prediction module
+
+
+@dataclass
+class SelectionContext:
+    candidates: np.ndarray  # pool indices that may be queried (unlabelled, maybe a random subset), ascending
+    score: Callable[[np.ndarray], Scores]  # runs the current model over pool indices
+    rng: np.random.Generator  # this trial and cycle's "query" stream
+
+
+class Strategy:
+    """Base class: subclasses set `name` and implement `scores(ctx)` (or override `select`)."""
+
+    name = ""
+    needs_lossnet = False  # train the loss-prediction module beside the model
+
+    def scores(self, ctx: SelectionContext) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
+        return top_k(self.scores(ctx), ctx.candidates, k)
+
+
+def top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The `k` candidates with the highest scores; ties go to the lower pool index.
+
+    Non-finite scores (a diverged model) are ranked last, with one warning line.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != candidates.shape:
+        raise ValueError(f"{scores.shape[0]} scores for {candidates.shape[0]} candidates")
+    if k > len(candidates):
+        raise ValueError(f"cannot query {k} from {len(candidates)} candidates")
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        print(f"warning: {int(bad.sum())} non-finite uncertainty scores ranked last", file=sys.stderr)
+        scores = np.where(bad, -np.inf, scores)
+    order = np.argsort(-scores, kind="stable")
+    return candidates[order[:k]]
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy")

@@ -1,0 +1,123 @@
+"""The training step, the per-epoch batch plan, evaluation and pool scoring.
+
+One epoch's order, crop offsets and flips are drawn once from (trial, cycle, epoch) and moved to
+the device in one transfer; the step reads them by slice, so nothing syncs with the host per step.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from al_core import seeding
+from al_core.data import DeviceData
+from al_core.models import LossNet, ResNet, loss_pred_loss
+from al_core.strategies import Scores
+
+
+@dataclass
+class EpochPlan:
+    order: torch.Tensor  # pool indices in this epoch's shuffled order (device)
+    shifts: torch.Tensor | None  # n x 2 crop offsets (device)
+    flips: torch.Tensor | None  # n bools (device)
+    batch_size: int
+
+    @property
+    def n_steps(self) -> int:
+        n = self.order.shape[0]
+        steps = -(-n // self.batch_size)
+        # BatchNorm cannot train on a batch of one image: a last batch of one is skipped.
+        return steps - 1 if n % self.batch_size == 1 and steps > 1 else steps
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        return (
+            self.order[sl],
+            None if self.shifts is None else self.shifts[sl],
+            None if self.flips is None else self.flips[sl],
+        )
+
+
+def epoch_plan(data: DeviceData, labelled: torch.Tensor, trial: int, cycle: int, epoch: int, batch_size: int) -> EpochPlan:
+    """The shuffled order and augmentation of one epoch, derived from (trial, cycle, epoch, "train")."""
+    g = seeding.torch_generator(trial, cycle, epoch, "train")
+    n = labelled.shape[0]
+    perm = torch.randperm(n, generator=g)
+    pad = data.spec.pad
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=g) if pad > 0 else None
+    flips = torch.rand(n, generator=g) < 0.5 if data.spec.flip else None
+    dev = data.pool_x.device
+    to = lambda t: None if t is None else t.to(dev, non_blocking=True)  # noqa: E731
+    return EpochPlan(labelled[perm].to(dev), to(shifts), to(flips), batch_size)
+
+
+def autocast(device: torch.device, precision: str):
+    """The precision context, chosen once: bf16 autocast on CUDA, plain fp32 elsewhere."""
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(
+    model: ResNet,
+    lossnet: LossNet | None,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    detach: bool,
+    margin: float,
+    weight: float,
+    amp,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns (summed loss, number correct) as device tensors (no sync)."""
+    with amp:
+        logits, features = model(x)
+        target_loss = F.cross_entropy(logits.float(), y, reduction="none")
+        loss = target_loss.mean()
+        if lossnet is not None:
+            if detach:  # LL4AL: late in training, the ranking loss no longer shapes the features
+                features = [f.detach() for f in features]
+            pred_loss = lossnet(features).float()
+            loss = loss + weight * loss_pred_loss(pred_loss, target_loss, margin)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    correct = (logits.detach().argmax(1) == y).sum()
+    return target_loss.detach().sum(), correct
+
+
+@torch.no_grad()
+def predict(model: ResNet, lossnet: LossNet | None, data: DeviceData, images: torch.Tensor, batch_size: int, amp) -> Scores:
+    """Class probabilities (and predicted losses) of un-augmented uint8 `images`, in eval mode."""
+    return _predict(model, lossnet, data, images.shape[0], lambda sl: images[sl], batch_size, amp)
+
+
+def score_pool(model, lossnet, data: DeviceData, pool_idx: np.ndarray, batch_size: int, amp) -> Scores:
+    """`predict` over pool indices, gathered one batch at a time."""
+    idx = torch.as_tensor(pool_idx, dtype=torch.long).to(data.pool_x.device)
+    return _predict(model, lossnet, data, idx.shape[0], lambda sl: data.pool_x[idx[sl]], batch_size, amp)
+
+
+@torch.no_grad()
+def _predict(model, lossnet, data: DeviceData, n: int, images, batch_size: int, amp) -> Scores:
+    model.eval()
+    if lossnet is not None:
+        lossnet.eval()
+    channels_last = data.pool_x.is_cuda and next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
+    probs, preds = [], []
+    for start in range(0, n, batch_size):
+        x = data.normalise(images(slice(start, start + batch_size)))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with amp:
+            logits, features = model(x)
+            if lossnet is not None:
+                preds.append(lossnet(features).float())
+        probs.append(torch.softmax(logits.float(), dim=1))
+    return Scores(
+        probs=torch.cat(probs).cpu() if probs else torch.empty(0, data.n_classes),
+        pred_loss=torch.cat(preds).cpu() if preds else None,
+    )
