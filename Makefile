@@ -1,0 +1,57 @@
+# Entry points. `make demo` and `make test` are all a newcomer needs; see README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+# PYTHON= an interpreter that already has the project (a conda env on a cluster) skips the venv.
+PYTHON ?= $(VENV)/bin/python
+SWEEP ?= jobs/cifar10.yaml
+CLUSTER ?= auto
+ARGS ?=
+DRY ?=
+ENV_PREFIX ?= $(if $(wildcard /speed-scratch/$(USER)),/speed-scratch/$(USER)/envs/al-sweep,$(CURDIR)/.conda-env)
+BENCH_ARGS ?=
+
+.PHONY: setup test demo data sweep status report bench env clean-demo help
+
+help:
+	@echo "make setup | test | demo | data | sweep | status | report | bench | env"
+	@echo "  SWEEP=$(SWEEP) CLUSTER=$(CLUSTER) ARGS='key=value ...' DRY=1 PYTHON=/path/to/python"
+
+# The stamp makes setup idempotent and cheap; it is skipped when PYTHON already has the project.
+setup:
+	@if [ "$(PYTHON)" != "$(VENV)/bin/python" ]; then \
+	  $(PYTHON) -c "import al_core, torch, submitit" 2>/dev/null && exit 0; \
+	  echo "error: PYTHON=$(PYTHON) cannot import the project; run: $(PYTHON) -m pip install -e '.[test]'" >&2; exit 2; \
+	fi; \
+	if [ ! -f $(VENV)/.installed ] || [ pyproject.toml -nt $(VENV)/.installed ]; then \
+	  python3 -m venv $(VENV) && \
+	  $(VENV)/bin/pip install -q --upgrade pip && \
+	  $(VENV)/bin/pip install -q -e '.[test]' && touch $(VENV)/.installed; \
+	fi
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+demo: setup
+	$(PYTHON) -m slurm.sweep jobs/demo.yaml --cluster local --wait $(ARGS)
+	$(PYTHON) -m analysis.report jobs/demo.yaml $(ARGS)
+
+data: setup
+	$(PYTHON) -m al_core.data_download $(SWEEP) $(ARGS)
+
+sweep: setup
+	$(PYTHON) -m slurm.sweep $(SWEEP) $(ARGS) --cluster $(CLUSTER) $(if $(DRY),--dry-run,)
+
+status: setup
+	$(PYTHON) -m slurm.status $(SWEEP) $(ARGS)
+
+report: setup
+	$(PYTHON) -m analysis.report $(SWEEP) $(ARGS)
+
+bench: setup
+	$(PYTHON) -m bench.bench_train $(BENCH_ARGS)
+
+# A conda environment for a cluster (Speed: under /speed-scratch/$USER, never in $HOME).
+env:
+	conda env create --prefix $(ENV_PREFIX) --file environment.yml || conda env update --prefix $(ENV_PREFIX) --file environment.yml
+	conda run --prefix $(ENV_PREFIX) python -m pip install --no-deps -e .
+	@echo "activate with: conda activate $(ENV_PREFIX)   then use: make <target> PYTHON=$(ENV_PREFIX)/bin/python"
