@@ -268,7 +268,7 @@ def validate(raw: dict, path: str = "") -> Sweep:
     grid = raw.get("grid")
     if not isinstance(grid, dict):
         raise ConfigError("grid: expected a mapping of axis -> list of values (model, optimizer, strategy, trial)")
-    grid = dict(grid)
+    grid = _flatten(grid)  # `grid.train.width=[..]` as an override nests; in a file it is `train.width: [..]`
     for axis in GRID_REQUIRED:
         if axis not in grid:
             raise ConfigError(f"grid.{axis}: missing; expected a list of values")
@@ -446,6 +446,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _plain(obj: Any) -> Any:

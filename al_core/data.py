@@ -31,7 +31,7 @@ class DatasetSpec:
     n_classes: int
     channels: int
     size: int  # images are size x size
-    pool_size: int  # training pool (labelled + unlabelled)
+    pool_size: int  # training pool (labelled + unlabelled) of the complete dataset
     test_size: int
     pad: int  # random-crop padding in pixels (0: no crop)
     flip: bool  # random horizontal flip (digits are not flipped: a mirrored 2 is no 2)
@@ -189,8 +189,8 @@ class DeviceData:
 def load(name: str, root: str | Path, device: torch.device) -> DeviceData:
     spec = DATASETS.get(name)
     pool_x, pool_y, test_x, test_y = spec.load(Path(root))
-    if pool_x.shape[0] != spec.pool_size:
-        raise DataError(f"dataset {name}: pool has {pool_x.shape[0]} images, expected {spec.pool_size}; the files are damaged")
+    if not (len(pool_x) == len(pool_y) and len(test_x) == len(test_y) and len(test_x) > 0):
+        raise DataError(f"dataset {name}: images and labels do not match in number; the files are damaged")
     # Normalisation statistics of the training pool, per channel, computed in float64 once.
     mean = pool_x.mean(axis=(0, 2, 3), dtype=np.float64)
     std = pool_x.astype(np.float32).std(axis=(0, 2, 3), dtype=np.float64)

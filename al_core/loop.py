@@ -25,7 +25,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 from al_core import checkpoint, seeding
 from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
-from al_core.data import DeviceData, load as load_data
+from al_core.data import DataError, DeviceData, load as load_data
 from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
 from al_core.models import MODELS, LossNet
 from al_core.optim import make_optimizer, make_scheduler
@@ -113,8 +113,12 @@ class Run:
             return "already done"
         self.rows = self._read_rows()
         self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device)
-        self._write_run_json()
         al = self.cfg.al
+        budget = al.initial_size + (al.cycles - 1) * al.query_size
+        if budget > self.data.n_pool:
+            raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
+                            f"is smaller than the labelling budget {budget}")
+        self._write_run_json()
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
             f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.precision}), "

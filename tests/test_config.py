@@ -1,0 +1,85 @@
+"""The sweep file: validation errors name the key, exit 2, one line, nothing written."""
+import subprocess
+import sys
+
+import pytest
+
+from al_core.config import ConfigError, load_sweep
+from al_core.run import main as run_main
+
+BAD = [
+    (["colour=red"], "unknown key 'colour'"),
+    (["train.epoch=3"], "unknown key train.epoch"),
+    (["train.epochs=0"], "train.epochs"),
+    (["train.batch_size=-4"], "train.batch_size"),
+    (["train.epochs=three"], "train.epochs: expected an integer"),
+    (["train.reset=maybe"], "train.reset: expected true or false"),
+    (["grid.model=[resnet9]"], "grid.model: unknown model 'resnet9'; expected one of resnet18, resnet34, resnet50"),
+    (["grid.optimizer=[lion]"], "grid.optimizer: unknown optimizer 'lion'"),
+    (["grid.strategy=[bald]"], "grid.strategy: unknown strategy 'bald'"),
+    (["dataset.name=mnist"], "dataset.name: unknown dataset 'mnist'"),
+    (["al.cycles=20", "al.query_size=100"], "exceeds the synthetic pool of 1200"),
+    (["al.initial=smart"], "al.initial: expected random or strategy"),
+    (["optim.sgd.lr=0"], "optim.sgd.lr"),
+    (["optim.adam.momentum=0.9"], "unknown key optim.adam.momentum"),
+    (["train.precision=fp8"], "train.precision"),
+    (["grid.colour=[1]"], "grid.colour: unknown axis"),
+    (["al.subset=10"], "al.subset"),
+    (["noequals"], "expected key=value"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD)
+def test_bad_values_exit_2_with_one_error_line(smoke_yaml, tmp_path, capsys, overrides, message):
+    with pytest.raises(SystemExit) as e:
+        run_main([str(smoke_yaml), *overrides, "--run", "resnet18-sgd-random-t0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "results").exists()  # nothing written
+
+
+def test_missing_file_and_unknown_run(smoke_yaml, capsys):
+    with pytest.raises(SystemExit):
+        run_main(["nope.yaml", "--run", "x"])
+    assert "sweep file 'nope.yaml' not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_main([str(smoke_yaml), "--run", "resnet99-sgd-random-t0"])
+    assert "no run 'resnet99-sgd-random-t0'" in capsys.readouterr().err
+
+
+def test_bad_yaml_subprocess_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: [unclosed\n")
+    out = subprocess.run([sys.executable, "-m", "al_core.run", str(bad), "--run", "x"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_overrides_and_scientific_notation(smoke_yaml):
+    s = load_sweep(smoke_yaml, ["optim.adam.lr=3e-4", "grid.trial=[4]", "al.cycles=2"])
+    runs = {r.run_id: r for r in s.runs()}
+    assert runs["resnet18-adam-random-t4"].config.optim["lr"] == 3e-4
+    assert runs["resnet18-sgd-random-t4"].config.optim["lr"] == 0.1  # registry default
+    assert s.al.cycles == 2 and len(runs) == 6
+
+
+def test_extra_grid_axes_are_appended_to_run_ids(smoke_yaml):
+    s = load_sweep(smoke_yaml, ["grid.model=[resnet18]", "grid.optimizer=[sgd]", "grid.strategy=[random]",
+                                "grid.trial=[0]", "grid.train.width=[4,8]"])
+    runs = s.runs()
+    assert [r.run_id for r in runs] == ["resnet18-sgd-random-t0-4", "resnet18-sgd-random-t0-8"]
+    assert [r.config.train.width for r in runs] == [4, 8]
+    assert runs[0].config.fingerprint() != runs[1].config.fingerprint()
+
+
+def test_every_sweep_file_validates():
+    from pathlib import Path
+
+    files = sorted(Path(__file__).resolve().parents[1].joinpath("jobs").glob("*.yaml"))
+    assert files
+    for f in files:
+        try:
+            load_sweep(f)
+        except ConfigError as e:
+            raise AssertionError(f"{f.name}: {e}") from None

@@ -1,0 +1,166 @@
+"""One run end to end on smoke data: loop invariants, determinism, resume between and inside cycles."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from al_core import checkpoint
+from al_core.config import ConfigError, load_sweep
+from al_core.loop import Interrupted, Run, StopFlag, comparable, run
+
+REQUIRED = ["run_id", "dataset", "model", "optimizer", "strategy", "trial", "cycle", "n_labeled", "n_pool", "queried",
+            "queried_class_counts", "test_accuracy", "test_macro_f1", "per_class_accuracy", "train_time_s",
+            "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j", "device"]
+
+
+def rows_of(run_dir):
+    return [json.loads(line) for line in (run_dir / "cycles.jsonl").read_text().splitlines()]
+
+
+def quiet(_):
+    pass
+
+
+@pytest.fixture
+def sweep(smoke_yaml):
+    return load_sweep(smoke_yaml)
+
+
+@pytest.mark.parametrize("run_id", ["resnet18-sgd-learning_loss-t0", "resnet18-adam-entropy-t1"])
+def test_loop_invariants(sweep, run_id):
+    spec = sweep.run(run_id)
+    run_dir = sweep.run_dir(run_id)
+    assert run(spec, run_dir, log=quiet) == "done"
+    rows = rows_of(run_dir)
+    al = spec.config.al
+    assert [r["cycle"] for r in rows] == [1, 2, 3]
+    assert all(set(REQUIRED) <= set(r) for r in rows)
+    seen = set()
+    for i, r in enumerate(rows):
+        assert r["n_labeled"] == al.initial_size + i * al.query_size
+        assert len(r["queried"]) == (al.initial_size if i == 0 else al.query_size)
+        assert not seen & set(r["queried"])  # never queried twice; always from the unlabelled pool
+        seen |= set(r["queried"])
+        assert all(0 <= q < r["n_pool"] for q in r["queried"])
+        assert sum(r["queried_class_counts"]) == len(r["queried"]) and len(r["queried_class_counts"]) == 10
+        assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["test_macro_f1"] <= 1
+        assert r["peak_mem_bytes"] is None and r["energy_j"] is None and r["device"] == "cpu"
+    assert (run_dir / "DONE").exists()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["config"]["strategy"] == spec.strategy and meta["fingerprint"] == spec.config.fingerprint()
+    assert len(checkpoint.list_checkpoints(run_dir)) == 2  # only the last two are kept
+
+
+def test_f1_and_accuracy_equal_sklearn_on_the_final_model(sweep):
+    spec = sweep.run("resnet18-sgd-entropy-t0")
+    run_dir = sweep.run_dir(spec.run_id)
+    run(spec, run_dir, log=quiet)
+    last = rows_of(run_dir)[-1]
+    r = Run(spec, run_dir, log=quiet)
+    from al_core.data import load
+    from al_core.train import predict
+
+    r.data = load("synthetic", "", torch.device("cpu"))
+    pos, state = checkpoint.latest_good(run_dir, spec.config.fingerprint())
+    assert (pos.cycle, pos.epoch) == (3, spec.config.train.epochs)
+    model, _ = r._fresh_model(3)
+    model.load_state_dict(state["model"])
+    pred = predict(model, None, r.data, r.data.test_x, 256, r.amp).probs.argmax(1).numpy()
+    y = r.data.test_y.numpy()
+    assert last["test_macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+    assert last["test_accuracy"] == pytest.approx((pred == y).mean(), abs=1e-12)
+    per_class = [np.mean(pred[y == k] == k) for k in range(10)]
+    assert last["per_class_accuracy"] == pytest.approx(per_class)
+
+
+def test_same_config_twice_gives_identical_rows_and_no_state_leaks(sweep, tmp_path):
+    a = sweep.run("resnet18-sgd-learning_loss-t0")
+    other = sweep.run("resnet18-adam-learning_loss-t1")
+    run(a, tmp_path / "a1", log=quiet)
+    run(other, tmp_path / "other", log=quiet)  # another run in the same process in between
+    run(a, tmp_path / "a2", log=quiet)
+    assert [comparable(r) for r in rows_of(tmp_path / "a1")] == [comparable(r) for r in rows_of(tmp_path / "a2")]
+
+
+def test_trials_share_initial_set_and_weights_across_optimizers_and_strategies(sweep, tmp_path):
+    ids = ["resnet18-sgd-random-t0", "resnet18-adam-entropy-t0", "resnet18-sgd-learning_loss-t0"]
+    firsts = []
+    for run_id in ids:
+        spec = sweep.run(run_id)
+        r = Run(spec, tmp_path / run_id, log=quiet)
+        from al_core.data import load
+
+        r.data = load("synthetic", "", torch.device("cpu"))
+        firsts.append((r._initial_set(), r._fresh_model(1)[0].state_dict()))
+    for queried, weights in firsts[1:]:
+        assert queried == firsts[0][0]
+        assert all(torch.equal(weights[k], firsts[0][1][k]) for k in weights)
+    other_trial = Run(sweep.run("resnet18-sgd-random-t1"), tmp_path / "x", log=quiet)
+    other_trial.data = load("synthetic", "", torch.device("cpu"))
+    assert other_trial._initial_set() != firsts[0][0]
+
+
+class CrashAfter(Exception):
+    pass
+
+
+def test_crash_between_cycles_then_resume_gives_same_rows(sweep, tmp_path):
+    spec = sweep.run("resnet18-sgd-learning_loss-t0")
+    run(spec, tmp_path / "ref", log=quiet)
+
+    def crash(line):
+        if "cycle 2/3" in line:
+            raise CrashAfter
+
+    with pytest.raises(CrashAfter):
+        run(spec, tmp_path / "b", log=crash)
+    assert len(rows_of(tmp_path / "b")) == 2 and not (tmp_path / "b" / "DONE").exists()
+    run(spec, tmp_path / "b", log=quiet)
+    assert [comparable(r) for r in rows_of(tmp_path / "ref")] == [comparable(r) for r in rows_of(tmp_path / "b")]
+    meta = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert meta["restarts"] == 1
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_stop_request_inside_a_cycle_then_resume_gives_same_rows(smoke_yaml, tmp_path, reset):
+    sweep = load_sweep(smoke_yaml, [f"train.reset={str(reset).lower()}", "al.initial=strategy", "al.subset=500"])
+    spec = sweep.run("resnet18-adam-learning_loss-t0")
+    run(spec, tmp_path / "ref", log=quiet)
+    steps = {"n": 0}
+
+    class CountingStop(StopFlag):
+        @property
+        def signame(self):
+            steps["n"] += 1
+            return "SIGTERM" if steps["n"] in (7, 40) else None
+
+        @signame.setter
+        def signame(self, v):
+            pass
+
+    interrupts = 0
+    while True:
+        try:
+            run(spec, tmp_path / "b", stop=CountingStop(), log=quiet)
+            break
+        except Interrupted:
+            interrupts += 1
+            steps["n"] += 1000 if interrupts > 1 else 0
+    assert interrupts == 2
+    assert [comparable(r) for r in rows_of(tmp_path / "ref")] == [comparable(r) for r in rows_of(tmp_path / "b")]
+
+
+def test_done_run_is_a_no_op_and_config_change_is_refused(sweep, smoke_yaml, tmp_path):
+    spec = sweep.run("resnet18-sgd-random-t0")
+    run(spec, tmp_path / "r", log=quiet)
+    before = (tmp_path / "r" / "cycles.jsonl").read_bytes()
+    said = []
+    assert run(spec, tmp_path / "r", log=said.append) == "already done"
+    assert "already done" in said[0] and (tmp_path / "r" / "cycles.jsonl").read_bytes() == before
+    changed = load_sweep(smoke_yaml, ["train.epochs=5", "optim.sgd.lr=0.05"]).run(spec.run_id)
+    with pytest.raises(ConfigError, match=r"differs in optim\.lr, train\.epochs"):
+        run(changed, tmp_path / "r", log=quiet)
+    assert run(changed, tmp_path / "r", restart=True, log=quiet) == "done"
+    assert rows_of(tmp_path / "r")[0]["run_id"] == spec.run_id
