@@ -1,0 +1,254 @@
+"""Assembling a sweep's report under <sweep_dir>/report/: the CSV tables of CONTRACT section 7,
+results.json for the group's scripts, Markdown/LaTeX tables, figures, report.md and report.html.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from analysis import figures, findings, metrics, render
+from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData, load_sweep_dir
+from analysis.write import write_text
+
+CSV_TABLES = ("cycles", "summary", "runs", "vs_random", "groups", "ranking", "classes")
+CSV_NAMES = {"ranking": "optimizer_ranking", "classes": "queried_classes"}  # file stem when not the table name
+INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
+
+
+@dataclass
+class Tables:
+    """Every table of the report, each a DataFrame computed from `cycles`."""
+
+    data: SweepData
+    cycles: pd.DataFrame  # cycles.csv: one row per run x finished cycle, with label_efficiency
+    summary: pd.DataFrame  # summary.csv: per group and n_labeled
+    runs: pd.DataFrame  # runs.csv: per run
+    vs_random: pd.DataFrame  # vs_random.csv: per non-random group and n_labeled, paired by trial
+    groups: pd.DataFrame  # groups.csv: per group, final accuracy, AUBC and cost
+    ranking: pd.DataFrame  # optimizer_ranking.csv: best optimizer per model and budget
+    classes: pd.DataFrame  # queried_classes.csv: class shares of the queried samples per strategy
+
+    @property
+    def keys(self) -> list[str]:
+        return self.data.keys
+
+    def status_counts(self) -> dict:
+        status = self.runs["status"].value_counts()
+        expected = self.runs["cycles_expected"]
+        return {
+            "total": len(self.runs),
+            "done": int(status.get("done", 0)),
+            "in progress": int(status.get("in progress", 0)),
+            "missing": int(status.get("missing", 0)),
+            "cycles_done": int(self.runs["cycles_done"].sum()),
+            "cycles_expected": int(expected.sum()) if len(expected) and expected.notna().all() else 0,
+        }
+
+
+def compute_tables(data: SweepData) -> Tables:
+    """Every table of the report from what `load_sweep_dir` read."""
+    keys = data.keys
+    cycles = data.cycles.assign(label_efficiency=metrics.label_efficiency(data.cycles))
+    summary = metrics.summary_table(cycles, keys)
+    runs = metrics.runs_table(cycles, data.runs, keys)
+    return Tables(
+        data=data,
+        cycles=cycles,
+        summary=summary,
+        runs=runs,
+        vs_random=metrics.vs_random_table(cycles, keys),
+        groups=metrics.group_table(runs, keys),
+        ranking=metrics.optimizer_ranking(cycles, summary, keys),
+        classes=metrics.queried_classes(cycles, keys),
+    )
+
+
+def expected_runs(sweep) -> list[ExpectedRun]:
+    return [ExpectedRun(s.run_id, s.model, s.optimizer, s.strategy, int(s.trial)) for s in sweep.runs()]
+
+
+def load(sweep_dir: str | os.PathLike, sweep=None) -> SweepData:
+    """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs are known."""
+    if sweep is None:
+        return load_sweep_dir(sweep_dir)
+    grid = sweep.raw.get("grid") or {}
+    dataset = sweep.raw.get("dataset") or {}
+    data = load_sweep_dir(
+        sweep_dir,
+        expected=expected_runs(sweep),
+        extra_axes=[a for a in grid if a not in ("model", "optimizer", "strategy", "trial")],
+        cycles_expected=int(sweep.al.cycles),
+        dataset=dataset.get("name") if isinstance(dataset, dict) else None,
+    )
+    data.config, data.config_source = sweep.raw, f"sweep file {getattr(sweep, 'path', '') or sweep.name}"
+    return data
+
+
+def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str] = None,
+                 timings: Optional[dict] = None) -> Path:
+    """Write the whole report of a sweep to `<sweep_dir>/report/` and return report.html's path.
+
+    Parameters
+    ----------
+    sweep : the loaded sweep (`al_core.config.load_sweep`); without it the runs are those found.
+    command : the command that reproduces the report (default: the --results form).
+    timings : when a dict is given, the seconds of each phase are stored in it.
+
+    Example
+    -------
+    >>> build_report("results/demo")  # doctest: +SKIP
+    PosixPath('results/demo/report/report.html')
+    """
+    start = time.perf_counter()
+    data = load(sweep_dir, sweep)
+    loaded = time.perf_counter()
+    tables = compute_tables(data)
+    if timings is not None:
+        timings.update(load=loaded - start, tables=time.perf_counter() - loaded)
+    return write_report(tables, command, timings)
+
+
+def write_report(tables: Tables, command: Optional[str] = None, timings: Optional[dict] = None) -> Path:
+    """Write the tables, figures, report.md and report.html of `tables`; return report.html's path."""
+    sweep_dir = tables.data.sweep_dir
+    report_dir = sweep_dir / "report"
+    for sub in ("tables", "figures"):
+        (report_dir / sub).mkdir(parents=True, exist_ok=True)
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[name] = now - clock[0]
+        clock[0] = now
+
+    write_tables(tables, report_dir)
+    lap("write_tables")
+    drawn = figures.draw_all(tables, report_dir / "figures")
+    lap("figures")
+    command = command or f"python -m analysis.report --results {sweep_dir}"
+    blocks = report_blocks(tables, drawn, report_dir, command)
+    write_text(report_dir / "report.md", render.to_markdown(blocks, report_dir))
+    path = write_text(report_dir / "report.html", render.to_html(blocks, f"Active-learning report: {sweep_dir.name}", report_dir))
+    lap("render")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+def cycles_csv_frame(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """cycles.csv: the scalar fields of CONTRACT section 6 (and any extra scalar field) + label_efficiency."""
+    first = ["run_id", *keys, "trial", "cycle", "n_labeled", "n_pool", "test_accuracy", "test_macro_f1",
+             *OPTIONAL_NUMBERS, "device", "label_efficiency"]
+    rest = [c for c in cycles.columns if c not in first and c not in LIST_FIELDS and _is_scalar_column(cycles[c])]
+    out = cycles[first + rest].copy()
+    out["peak_mem_bytes"] = out["peak_mem_bytes"].round().astype("Int64")
+    return out
+
+
+def _is_scalar_column(column: pd.Series) -> bool:
+    values = column.dropna()
+    return values.empty or not isinstance(values.iloc[0], (list, dict, tuple))
+
+
+def results_json(cycles: pd.DataFrame, keys: list[str]) -> dict[str, dict]:
+    """The layout of the group's first scripts, one dict per file name:
+    {optimizer: {model: {"labeled_sizes": [[...] per trial], "accuracies": [[...] per trial]}}},
+    accuracies in percent; results.json, or results_<strategy>.json when there are several
+    strategies (and further suffixes for several datasets or extra-axis values)."""
+    split = [k for k in keys if k not in ("model", "optimizer") and cycles[k].nunique() > 1]
+    c = cycles.sort_values([*keys, "trial", "n_labeled"], kind="stable").assign(acc_pct=cycles["test_accuracy"] * 100)
+    per_run = c.groupby([*keys, "trial"], sort=True, observed=True).agg(
+        labeled_sizes=("n_labeled", list), accuracies=("acc_pct", list)).reset_index()
+    files: dict[str, dict] = {}
+    for d in per_run.to_dict("records"):  # records, not itertuples: axis names such as train.width
+        name = "results" + "".join(f"_{d[k]}" for k in split) + ".json"
+        entry = files.setdefault(name, {}).setdefault(d["optimizer"], {}).setdefault(d["model"], {"labeled_sizes": [], "accuracies": []})
+        entry["labeled_sizes"].append([int(v) for v in d["labeled_sizes"]])
+        entry["accuracies"].append([float(v) for v in d["accuracies"]])
+    return files or {"results.json": {}}
+
+
+DISPLAY = {  # table -> (formatter, caption)
+    "summary": (render.display_summary, "Test accuracy and macro-F1 per group and budget (mean ± 95% CI over trials)."),
+    "runs": (render.display_runs, "Per run: final accuracy, AUBC, labels to reach random's final accuracy, and cost."),
+    "vs_random": (render.display_vs_random, "Accuracy gain over random, paired by trial (mean ± 95% CI, two-sided paired t-test)."),
+    "groups": (render.display_groups, "Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost."),
+    "ranking": (render.display_ranking, "Best optimizer per model and budget against the runner-up (paired by trial)."),
+}
+
+
+def write_tables(tables: Tables, report_dir: Path) -> None:
+    keys = tables.keys
+    for name in CSV_TABLES:
+        frame = getattr(tables, name)
+        if name == "cycles":
+            frame = cycles_csv_frame(frame, keys)
+        write_text(report_dir / f"{CSV_NAMES.get(name, name)}.csv", frame.to_csv(index=False))
+    for name, payload in results_json(tables.cycles, keys).items():
+        write_text(report_dir / name, json.dumps(payload) + "\n")
+    for name, (formatter, caption) in DISPLAY.items():
+        shown = formatter(getattr(tables, name), keys)
+        stem = CSV_NAMES.get(name, name)
+        write_text(report_dir / "tables" / f"{stem}.md", f"{caption}\n\n" + render.markdown_table(shown))
+        write_text(report_dir / "tables" / f"{stem}.tex", render.latex_table(shown, caption, f"tab:{stem}"))
+
+
+# ---------------------------------------------------------------------------------------------
+def report_blocks(tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str) -> list[tuple]:
+    """The report as a list of blocks (see render): completeness, findings, tables, figures, config."""
+    keys, counts = tables.keys, tables.status_counts()
+    blocks: list[tuple] = [("h1", f"Active-learning report: {tables.data.sweep_dir.name}"),
+                           ("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {tables.data.sweep_dir}.")]
+
+    blocks += [("h2", "Completeness"), ("p", findings.completeness_line(tables) + ".")]
+    if tables.data.n_unexpected:
+        blocks.append(("p", f"{tables.data.n_unexpected} run directories under runs/ are not part of this sweep's grid and are left out."))
+    unfinished = tables.runs[tables.runs["status"] != "done"]
+    if len(unfinished):
+        shown = render.display_runs(unfinished.head(50), keys)[["run", "status", "cycles"]]
+        note = f" (the first 50 of {len(unfinished)})" if len(unfinished) > 50 else ""
+        blocks += [("p", f"Runs not finished{note}: in-progress runs count with the cycles they finished; missing runs have not started."),
+                   ("table", shown)]
+
+    blocks += [("h2", "Findings"), ("ul", findings.findings(tables))]
+
+    blocks += [("h2", "Tables"), ("p", "Accuracies in percent; ± is the half-width of the 95% confidence interval (Student's t over trials).")]
+    final = tables.summary[tables.summary["n_labeled"] == tables.summary.groupby(keys, observed=True)["n_labeled"].transform("max")]
+    blocks += [("p", "Accuracy at each group's largest budget:"), ("table", render.display_summary(final, keys))]
+    blocks += [("p", DISPLAY["groups"][1]), ("table", render.display_groups(tables.groups, keys))]
+    if len(tables.vs_random):
+        blocks += [("p", "Gain over random at each group's largest paired budget:"),
+                   ("table", render.display_vs_random(findings.final_vs_random(tables), keys))]
+    for name in ("summary", "vs_random", "ranking", "runs"):
+        frame = getattr(tables, name)
+        if 0 < len(frame) <= INLINE_ROWS:
+            blocks.append(("details", f"Full table: {CSV_NAMES.get(name, name)} ({len(frame)} rows)", DISPLAY[name][0](frame, keys)))
+    files = [(f"{CSV_NAMES.get(n, n)}.csv", f"{CSV_NAMES.get(n, n)}.csv") for n in CSV_TABLES]
+    files += [(f"tables/{CSV_NAMES.get(n, n)}.{ext}", f"tables/{CSV_NAMES.get(n, n)}.{ext}") for n in DISPLAY for ext in ("md", "tex")]
+    blocks += [("p", "All tables (accuracies in the CSV files are fractions):"), ("files", files)]
+
+    blocks.append(("h2", "Figures"))
+    blocks += [("figure", path, caption) for path, caption in drawn]
+
+    blocks.append(("h2", "Configuration"))
+    if tables.data.config:
+        blocks += [("p", f"From the {tables.data.config_source}."), ("pre", _config_text(tables.data.config))]
+    else:
+        blocks.append(("p", "No configuration found (no readable run.json)."))
+    blocks += [("h2", "How to reproduce"), ("p", f"Regenerate this report with: {command}")]
+    return blocks
+
+
+def _config_text(config: dict) -> str:
+    try:
+        import yaml
+
+        return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
+    except Exception:  # noqa: BLE001 - any config that YAML cannot print is shown as JSON
+        return json.dumps(config, indent=2, default=str)

@@ -1,0 +1,276 @@
+"""Reading a sweep's run directories (run.json, cycles.jsonl, DONE) into tidy pandas tables.
+
+Damaged inputs are skipped with one `warning:` line per file on stderr; the report uses the rest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+BASE_KEYS = ["dataset", "model", "optimizer", "strategy"]
+
+# Fields a cycles.jsonl row must carry to be used (CONTRACT section 6), with their JSON types.
+REQUIRED = {
+    "run_id": str,
+    "dataset": str,
+    "model": str,
+    "optimizer": str,
+    "strategy": str,
+    "trial": int,
+    "cycle": int,
+    "n_labeled": int,
+    "n_pool": int,
+    "test_accuracy": (int, float),
+    "test_macro_f1": (int, float),
+}
+# Section 6 fields that may be null (CPU runs have no memory or energy counter) or absent.
+OPTIONAL_NUMBERS = ("train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j")
+LIST_FIELDS = ("queried_class_counts", "per_class_accuracy")
+# `queried` holds thousands of pool indices per row and no table needs them: dropped on load.
+DROPPED = ("queried",)
+
+_RUN_ID = re.compile(r"^(?P<model>[^-]+)-(?P<optimizer>[^-]+)-(?P<strategy>[^-]+)-t(?P<trial>\d+)(?:-(?P<rest>.*))?$")
+
+
+@dataclass(frozen=True)
+class ExpectedRun:
+    """A run the sweep's grid expands to (from `al_core.config.Sweep.runs()`)."""
+
+    run_id: str
+    model: str
+    optimizer: str
+    strategy: str
+    trial: int
+
+
+@dataclass
+class SweepData:
+    """Everything read from a sweep directory."""
+
+    cycles: pd.DataFrame  # one row per run x finished cycle, sorted by run_id, cycle
+    runs: pd.DataFrame  # one row per run: run_id, keys, trial, status, done, cycles_expected
+    keys: list[str]  # the columns that define a group besides trial: BASE_KEYS + extra grid axes
+    sweep_dir: Path
+    config: dict = field(default_factory=dict)  # the sweep's config (or one run's), for display
+    config_source: str = ""
+    expected_known: bool = False  # True when the run list came from the sweep file
+    n_unexpected: int = 0  # run directories that are not part of the sweep's grid (ignored)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def row_problem(row: object) -> Optional[str]:
+    """Why a parsed cycles.jsonl line cannot be used, or None when it can."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [k for k in REQUIRED if row.get(k) is None]
+    if missing:
+        return "missing " + ", ".join(missing)
+    for key, kind in REQUIRED.items():
+        value = row[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"{key} is {type(value).__name__}"
+    if not (0 <= row["test_accuracy"] <= 1 and 0 <= row["test_macro_f1"] <= 1):
+        return "test_accuracy or test_macro_f1 outside [0, 1]"
+    if row["cycle"] < 1 or row["n_labeled"] < 1 or row["n_pool"] < row["n_labeled"]:
+        return "cycle, n_labeled or n_pool out of range"
+    return None
+
+
+def read_cycles(path: Path, run_id: str) -> list[dict]:
+    """The usable rows of one cycles.jsonl, one per cycle; one warning line for whatever is not."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        warn(f"{path}: missing; the run has no finished cycle to report")
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        warn(f"{path}: unreadable ({e}); skipped")
+        return []
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        warn(f"{path}: empty; skipped")
+        return []
+    by_cycle: dict[int, dict] = {}
+    problems = []
+    n_lines = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        n_lines += 1
+        try:
+            row = json.loads(line)
+        except ValueError:
+            problems.append(f"line {number}: not JSON (half-written?)")
+            continue
+        problem = row_problem(row)
+        if problem is None and row["run_id"] != run_id:
+            problem = f"run_id {row['run_id']!r} is not its directory's"
+        if problem is None and row["cycle"] in by_cycle:
+            problem = f"repeats cycle {row['cycle']} (the later line is kept)"
+        if problem:
+            problems.append(f"line {number}: {problem}")
+            if not problem.startswith("repeats"):
+                continue
+        for key in DROPPED:
+            row.pop(key, None)
+        by_cycle[row["cycle"]] = row
+    if problems:
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        warn(f"{path}: skipped {len(problems)} of {n_lines} lines ({shown})")
+    return list(by_cycle.values())
+
+
+def read_run_json(path: Path) -> dict:
+    """run.json as a dict ({} with a warning when it is missing or damaged)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        warn(f"{path}: missing; the run's keys are taken from its cycles or its name")
+        return {}
+    except (OSError, ValueError) as e:
+        warn(f"{path}: unreadable or not JSON ({type(e).__name__}); ignored")
+        return {}
+    if not isinstance(data, dict):
+        warn(f"{path}: not a JSON object; ignored")
+        return {}
+    return data
+
+
+def load_sweep_dir(
+    sweep_dir: str | os.PathLike,
+    expected: Optional[Iterable[ExpectedRun]] = None,
+    extra_axes: Iterable[str] = (),
+    cycles_expected: Optional[int] = None,
+    dataset: Optional[str] = None,
+) -> SweepData:
+    """Read every run directory under `<sweep_dir>/runs`.
+
+    Parameters
+    ----------
+    expected : the sweep's runs, when the sweep file is known. Only these are reported; the
+        others under runs/ are counted in `n_unexpected`. Without it every directory holding a
+        run.json or cycles.jsonl is a run (completeness is then done vs in progress only).
+    extra_axes : names of grid axes beyond model/optimizer/strategy/trial, in grid order; their
+        values are read back from the run_id (CONTRACT section 5). Unnamed extra parts of a
+        run_id become one `variant` column.
+    cycles_expected, dataset : cycles per run and dataset name from the sweep (optional).
+
+    Example
+    -------
+    >>> data = load_sweep_dir("results/demo")          # doctest: +SKIP
+    >>> data.cycles.groupby("model").test_accuracy.max()  # doctest: +SKIP
+    """
+    sweep_dir = Path(sweep_dir)
+    runs_dir = sweep_dir / "runs"
+    found = sorted(e.name for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")) if runs_dir.is_dir() else []
+    expected_by_id = {r.run_id: r for r in expected} if expected is not None else None
+    run_ids = list(expected_by_id) if expected_by_id is not None else found
+    n_unexpected = len(set(found) - set(expected_by_id)) if expected_by_id is not None else 0
+    found_set = set(found)
+
+    rows: list[dict] = []
+    meta: list[dict] = []
+    first_config: tuple[str, dict] = ("", {})
+    for run_id in run_ids:
+        run_dir = runs_dir / run_id
+        spec = expected_by_id.get(run_id) if expected_by_id is not None else None
+        if run_id not in found_set:
+            meta.append(_run_meta(run_id, None, spec, {}, "missing", dataset, cycles_expected))
+            continue
+        has_json = (run_dir / "run.json").exists()
+        has_cycles = (run_dir / "cycles.jsonl").exists()
+        if not has_json and not has_cycles:
+            if spec is None:
+                continue  # not a run directory (with --results there is nothing to report)
+            meta.append(_run_meta(run_id, None, spec, {}, "in progress", dataset, cycles_expected))
+            continue
+        info = read_run_json(run_dir / "run.json")
+        config = info.get("config") if isinstance(info.get("config"), dict) else {}
+        if config and not first_config[1]:
+            first_config = (run_id, config)
+        run_rows = read_cycles(run_dir / "cycles.jsonl", run_id)
+        rows.extend(run_rows)
+        status = "done" if (run_dir / "DONE").exists() else "in progress"
+        meta.append(_run_meta(run_id, run_rows[0] if run_rows else None, spec, config, status, dataset, cycles_expected))
+
+    runs = pd.DataFrame(meta, columns=["run_id", *BASE_KEYS, "trial", "status", "cycles_expected"])
+    runs["trial"] = runs["trial"].astype("int64")
+    runs["done"] = runs["status"].eq("done")
+    runs, keys = _add_extra_axes(runs, list(extra_axes))
+    cycles = _cycles_frame(rows, runs, keys)
+    return SweepData(
+        cycles=cycles,
+        runs=runs,
+        keys=keys,
+        sweep_dir=sweep_dir,
+        config=first_config[1],
+        config_source=f"run.json of {first_config[0]}" if first_config[0] else "",
+        expected_known=expected_by_id is not None,
+        n_unexpected=n_unexpected,
+    )
+
+
+def _run_meta(run_id, row, spec, config, status, dataset, cycles_expected) -> dict:
+    """The keys of one run, from its first row, else the sweep's spec, else run.json, else its name."""
+    if row is not None:
+        keys = {k: row[k] for k in (*BASE_KEYS, "trial")}
+    else:
+        parsed = _RUN_ID.match(run_id)
+        parsed = parsed.groupdict() if parsed else {}
+        source = vars(spec) if spec is not None else {}
+        keys = {}
+        for k in ("model", "optimizer", "strategy", "trial"):
+            value = source.get(k, config.get(k, parsed.get(k)))
+            keys[k] = value if value is not None else ""
+        keys["trial"] = int(keys["trial"]) if str(keys["trial"]).isdigit() else -1
+        ds = config.get("dataset")
+        keys["dataset"] = dataset or (ds.get("name") if isinstance(ds, dict) else ds) or ""
+    if cycles_expected is None:
+        al = config.get("al") if isinstance(config.get("al"), dict) else {}
+        cycles_expected = al.get("cycles")
+    return {"run_id": run_id, **keys, "status": status, "cycles_expected": cycles_expected}
+
+
+def _add_extra_axes(runs: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Columns for the grid axes beyond the four, read from what follows `-t<trial>` in run_id."""
+    prefix = runs["model"] + "-" + runs["optimizer"] + "-" + runs["strategy"] + "-t" + runs["trial"].astype(str)
+    suffix = [rid[len(p) + 1:] if rid.startswith(p + "-") else "" for rid, p in zip(runs["run_id"], prefix)]
+    if not any(suffix):
+        return runs, list(BASE_KEYS)
+    parts = [s.split("-") for s in suffix]
+    if names and all(len(p) == len(names) for p in parts):
+        for i, name in enumerate(names):
+            runs[name] = [p[i] for p in parts]
+        return runs, [*BASE_KEYS, *names]
+    runs["variant"] = suffix
+    return runs, [*BASE_KEYS, "variant"]
+
+
+def _cycles_frame(rows: list[dict], runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    cycles = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=list(REQUIRED))
+    for name in OPTIONAL_NUMBERS:
+        cycles[name] = pd.to_numeric(cycles[name], errors="coerce") if name in cycles else np.nan
+    for name in ("trial", "cycle", "n_labeled", "n_pool"):
+        cycles[name] = cycles[name].astype("int64")
+    for name in ("test_accuracy", "test_macro_f1"):
+        cycles[name] = cycles[name].astype("float64")
+    if "device" not in cycles:
+        cycles["device"] = None
+    for name in LIST_FIELDS:
+        if name not in cycles:
+            cycles[name] = None
+    extra = [k for k in keys if k not in BASE_KEYS]
+    if extra:
+        cycles = cycles.drop(columns=[k for k in extra if k in cycles]).merge(runs[["run_id", *extra]], on="run_id", how="left")
+    return cycles.sort_values(["run_id", "cycle"], kind="stable").reset_index(drop=True)

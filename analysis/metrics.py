@@ -1,0 +1,265 @@
+"""The metrics of shared/design/METRICS.md as pure functions of tidy DataFrames.
+
+Every table is a vectorised groupby of the cycles table (one row per run x finished cycle).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+RANDOM = "random"
+# Diffs closer together than this count as "every diff is equal" (p-value undefined): float
+# subtraction makes equal decimal differences differ in the last bits.
+EQUAL_TOL = 1e-12
+
+
+def ci95(std, n):
+    """Half-width of the 95% CI of a mean: t(0.975, n - 1) * std / sqrt(n); NaN when n < 2."""
+    n = np.asarray(n, dtype=float)
+    std = np.asarray(std, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.975, np.where(n >= 2, n - 1, np.nan)) * std / np.sqrt(n)
+    return np.where(n >= 2, half, np.nan)
+
+
+def paired_stats(pairs: pd.DataFrame, by: list[str], col: str = "diff") -> pd.DataFrame:
+    """n_pairs, diff_mean, diff_std, diff_ci95 and the two-sided one-sample t-test p-value of
+    `col` against 0 per group of `by` (equivalent to a paired t-test of the two sides)."""
+    columns = [*by, "n_pairs", "diff_mean", "diff_std", "diff_ci95", "p_value"]
+    if pairs.empty:
+        return pd.DataFrame(columns=columns)
+    g = pairs.groupby(by, sort=True, observed=True)[col]
+    out = g.agg(n_pairs="size", diff_mean="mean", diff_std="std", lo="min", hi="max").reset_index()
+    out["diff_ci95"] = ci95(out["diff_std"], out["n_pairs"])
+    n = out["n_pairs"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = out["diff_mean"].to_numpy() / (out["diff_std"].to_numpy() / np.sqrt(n))
+        p = 2 * stats.t.sf(np.abs(t), np.where(n >= 2, n - 1, np.nan))
+    undefined = (n < 2) | ((out["hi"] - out["lo"]).to_numpy() <= EQUAL_TOL)
+    out["p_value"] = np.where(undefined, np.nan, p)
+    return out[columns]
+
+
+def label_efficiency(cycles: pd.DataFrame) -> pd.Series:
+    """Accuracy points gained per percent of the pool labelled, per row (cycle).
+
+    `100 * (acc_c - acc_{c-1}) / (100 * (n_c - n_{c-1}) / n_pool)`, with acc_0 = 1 / n_classes
+    (n_classes = length of per_class_accuracy or queried_class_counts) and n_0 = 0. NaN when the
+    previous cycle of the run is not in the table.
+    """
+    c = cycles.sort_values(["run_id", "cycle"], kind="stable")
+    g = c.groupby("run_id", sort=False)
+    prev_cycle = g["cycle"].shift()
+    prev_acc = g["test_accuracy"].shift()
+    prev_n = g["n_labeled"].shift()
+    first = c["cycle"].eq(1)
+    n_classes = _list_len(c["per_class_accuracy"]).fillna(_list_len(c["queried_class_counts"]))
+    prev_acc = prev_acc.where(~first, 1.0 / n_classes)
+    prev_n = prev_n.where(~first, 0)
+    known = first | prev_cycle.eq(c["cycle"] - 1)
+    gain = 100 * (c["test_accuracy"] - prev_acc)
+    share = 100 * (c["n_labeled"] - prev_n) / c["n_pool"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = (gain / share).where(known & share.ne(0))
+    return value.reindex(cycles.index).rename("label_efficiency")
+
+
+def summary_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """summary.csv: per group and n_labeled, n_trials and mean/std/ci95 of accuracy and macro-F1
+    (plus the mean label efficiency and its ci95, for the figures)."""
+    by = [*keys, "n_labeled"]
+    agg = dict(
+        n_trials=("test_accuracy", "size"),
+        acc_mean=("test_accuracy", "mean"),
+        acc_std=("test_accuracy", "std"),
+        f1_mean=("test_macro_f1", "mean"),
+        f1_std=("test_macro_f1", "std"),
+        cycle=("cycle", "max"),
+    )
+    if "label_efficiency" in cycles:
+        agg.update(le_mean=("label_efficiency", "mean"), le_std=("label_efficiency", "std"), le_n=("label_efficiency", "count"))
+    out = cycles.groupby(by, sort=True, observed=True).agg(**agg).reset_index()
+    out["acc_ci95"] = ci95(out["acc_std"], out["n_trials"])
+    out["f1_ci95"] = ci95(out["f1_std"], out["n_trials"])
+    cols = [*by, "n_trials", "acc_mean", "acc_std", "acc_ci95", "f1_mean", "f1_std", "f1_ci95", "cycle"]
+    if "le_mean" in out:
+        out["le_ci95"] = ci95(out["le_std"], out["le_n"])
+        cols += ["le_mean", "le_ci95"]
+    return out[cols]
+
+
+def aubc(cycles: pd.DataFrame) -> pd.Series:
+    """Per run_id: trapezoidal area under acc against n_labeled over the finished cycles,
+    divided by (last n_labeled - first n_labeled); NaN with fewer than 2 cycles."""
+    c = cycles.sort_values(["run_id", "n_labeled"], kind="stable")
+    g = c.groupby("run_id", sort=False)
+    width = c["n_labeled"] - g["n_labeled"].shift()
+    height = (c["test_accuracy"] + g["test_accuracy"].shift()) / 2
+    area = (width * height).groupby(c["run_id"], sort=True).sum(min_count=1)
+    span = g["n_labeled"].max() - g["n_labeled"].min()
+    return (area / span.where(span > 0)).rename("aubc")
+
+
+def random_targets(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per dataset, model, optimizer (and extra axes): the mean acc of the random runs at the
+    largest n_labeled reached by all of them -> columns target_n, target_acc."""
+    tkeys = [k for k in keys if k != "strategy"]
+    rnd = cycles[cycles["strategy"] == RANDOM]
+    if rnd.empty:
+        return pd.DataFrame(columns=[*tkeys, "target_n", "target_acc"]).astype({"target_n": float, "target_acc": float})
+    n_runs = rnd.groupby(tkeys, observed=True)["run_id"].nunique().rename("n_runs")
+    at = rnd.groupby([*tkeys, "n_labeled"], observed=True).agg(n=("run_id", "nunique"), target_acc=("test_accuracy", "mean"))
+    at = at.reset_index().merge(n_runs.reset_index(), on=tkeys)
+    at = at[at["n"] == at["n_runs"]].sort_values("n_labeled").groupby(tkeys, observed=True).tail(1)
+    return at.rename(columns={"n_labeled": "target_n"})[[*tkeys, "target_n", "target_acc"]].reset_index(drop=True)
+
+
+def labels_to_target(cycles: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per run_id: the smallest n_labeled at which the run's curve (linear between consecutive
+    cycles) first reaches its random target (see `random_targets`); NaN when it never does or
+    there is no random run."""
+    tkeys = [k for k in keys if k != "strategy"]
+    c = cycles.sort_values(["run_id", "n_labeled"], kind="stable")
+    g = c.groupby("run_id", sort=False)
+    c = c.assign(prev_n=g["n_labeled"].shift(), prev_acc=g["test_accuracy"].shift())
+    c = c.merge(random_targets(cycles, keys), on=tkeys, how="left")
+    first = c[c["test_accuracy"] >= c["target_acc"]].groupby("run_id", sort=False).head(1)
+    # Every earlier point is below the target, so the segment into `first` crosses it.
+    crossing = first["prev_n"] + (first["target_acc"] - first["prev_acc"]) * (first["n_labeled"] - first["prev_n"]) / (
+        first["test_accuracy"] - first["prev_acc"]
+    )
+    value = crossing.where(first["prev_n"].notna(), first["n_labeled"].astype(float))
+    out = pd.Series(value.to_numpy(), index=first["run_id"].to_numpy(), name="labels_to_target")
+    return out.reindex(sorted(c["run_id"].unique()))
+
+
+def runs_table(cycles: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """runs.csv: one row per run (runs without a finished cycle included, with NaN metrics)."""
+    c = cycles.sort_values(["run_id", "n_labeled"], kind="stable")
+    g = c.groupby("run_id", sort=True)
+    last = g.tail(1).set_index("run_id")
+    any_missing_energy = c["energy_j"].isna().groupby(c["run_id"], sort=True).any()
+    energy = g["energy_j"].sum(min_count=1).where(~any_missing_energy)
+    per_run = pd.DataFrame(
+        {
+            "cycles_done": g.size(),
+            "final_n_labeled": last["n_labeled"],
+            "final_acc": last["test_accuracy"],
+            "final_f1": last["test_macro_f1"],
+            "aubc": aubc(c),
+            "labels_to_target": labels_to_target(c, keys),
+            "train_time_s": g["train_time_s"].sum(min_count=1),
+            "select_time_s": g["select_time_s"].sum(min_count=1),
+            "eval_time_s": g["eval_time_s"].sum(min_count=1),
+            "peak_mem_bytes": g["peak_mem_bytes"].max(),
+            "energy_j": energy,
+            "device": last["device"],
+        }
+    )
+    out = runs.merge(per_run, left_on="run_id", right_index=True, how="left")
+    out["cycles_done"] = out["cycles_done"].fillna(0).astype("int64")
+    cols = ["run_id", *keys, "trial", "cycles_done", "done", "final_acc", "final_f1", "aubc", "labels_to_target",
+            "train_time_s", "peak_mem_bytes", "energy_j", "status", "cycles_expected", "final_n_labeled",
+            "select_time_s", "eval_time_s", "device"]
+    return out[cols].sort_values([*keys, "trial", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def vs_random_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """vs_random.csv: per group of a non-random strategy and n_labeled, statistics of the paired
+    diff acc(run) - acc(random run with the same dataset, model, optimizer, trial, n_labeled);
+    only pairs where both cycles exist count."""
+    pair_on = [k for k in keys if k != "strategy"] + ["trial", "n_labeled"]
+    cols = [*pair_on, "test_accuracy"]
+    rnd = cycles.loc[cycles["strategy"] == RANDOM, cols]
+    other = cycles.loc[cycles["strategy"] != RANDOM, [*cols, "strategy"]]
+    pairs = other.merge(rnd, on=pair_on, suffixes=("", "_random"))
+    pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
+    return paired_stats(pairs, [*keys, "n_labeled"])
+
+
+def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group: final accuracy, AUBC, labels_to_target and cost over the `n_final` runs that
+    reached the group's largest budget (the done runs, once a group has finished); n_runs, n_done
+    and the GPU/CPU hours count every run of the group with a finished cycle."""
+    r = runs_tbl[runs_tbl["cycles_done"] > 0].copy()
+    by = keys
+    top = r.groupby(by, observed=True)["final_n_labeled"].transform("max")
+    full = r[r["final_n_labeled"] == top]
+    gpu = full["device"].notna() & full["device"].ne("cpu")
+    r_gpu = r["device"].notna() & r["device"].ne("cpu")
+    seconds = r[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1, min_count=1)
+    totals = pd.DataFrame({
+        "gpu_hours": seconds.where(r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
+        "cpu_hours": seconds.where(~r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
+    })
+    g = full.groupby(by, observed=True)
+    out = g.agg(
+        n_final=("run_id", "size"),
+        final_n_labeled=("final_n_labeled", "max"),
+        final_acc_mean=("final_acc", "mean"),
+        final_acc_std=("final_acc", "std"),
+        final_f1_mean=("final_f1", "mean"),
+        aubc_mean=("aubc", "mean"),
+        aubc_std=("aubc", "std"),
+        aubc_n=("aubc", "count"),
+        labels_to_target_mean=("labels_to_target", "mean"),
+        labels_to_target_n=("labels_to_target", "count"),
+        train_time_s_mean=("train_time_s", "mean"),
+        peak_mem_bytes_max=("peak_mem_bytes", "max"),
+        energy_j_mean=("energy_j", "mean"),
+    )
+    out["n_runs"] = r.groupby(by, observed=True)["run_id"].size()
+    out["n_done"] = r.groupby(by, observed=True)["done"].sum()
+    out["n_gpu_runs"] = gpu.groupby([full[k] for k in by], observed=True).sum()
+    out = out.join(totals).reset_index()
+    out["final_acc_ci95"] = ci95(out["final_acc_std"], out["n_final"])
+    out["aubc_ci95"] = ci95(out["aubc_std"], out["aubc_n"])
+    cols = [*by, "n_runs", "n_done", "n_final", "final_n_labeled", "final_acc_mean", "final_acc_ci95", "final_f1_mean",
+            "aubc_mean", "aubc_ci95", "labels_to_target_mean", "labels_to_target_n", "train_time_s_mean",
+            "peak_mem_bytes_max", "energy_j_mean", "gpu_hours", "cpu_hours"]
+    return out[cols]
+
+
+def optimizer_ranking(cycles: pd.DataFrame, summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per model (and dataset, strategy, extra axes) and n_labeled: the optimizer with the best
+    mean accuracy, the runner-up, and the paired (by trial) test of best - runner-up."""
+    gk = [k for k in keys if k != "optimizer"] + ["n_labeled"]
+    cols = [*gk, "best", "best_acc", "runner_up", "runner_up_acc", "n_pairs", "diff_mean", "diff_ci95", "p_value"]
+    ranked = summary.sort_values([*gk, "acc_mean", "optimizer"], ascending=[True] * len(gk) + [False, True], kind="stable")
+    ranked = ranked.assign(rank=ranked.groupby(gk, observed=True).cumcount())
+    best = ranked[ranked["rank"] == 0][[*gk, "optimizer", "acc_mean"]].rename(columns={"optimizer": "best", "acc_mean": "best_acc"})
+    second = ranked[ranked["rank"] == 1][[*gk, "optimizer", "acc_mean"]].rename(columns={"optimizer": "runner_up", "acc_mean": "runner_up_acc"})
+    table = best.merge(second, on=gk, how="inner")
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    acc = cycles[[*gk, "optimizer", "trial", "test_accuracy"]]
+    a = table.merge(acc.rename(columns={"optimizer": "best"}), on=[*gk, "best"])
+    pairs = a.merge(acc.rename(columns={"optimizer": "runner_up", "test_accuracy": "acc_2"}), on=[*gk, "runner_up", "trial"])
+    pairs["diff"] = pairs["test_accuracy"] - pairs["acc_2"]
+    tested = paired_stats(pairs, gk)
+    return table.merge(tested, on=gk, how="left")[cols]
+
+
+def queried_classes(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per dataset (and extra axes), strategy and class: samples queried in cycles 2+ (cycle 1 is
+    the initial set), summed over models, optimizers and trials, and their fraction."""
+    by = [k for k in keys if k not in ("model", "optimizer")]
+    cols = [*by, "class", "count", "fraction"]
+    c = cycles[cycles["cycle"] >= 2]
+    if c.empty or c["queried_class_counts"].isna().all():
+        c = cycles  # only the initial sets exist yet
+    lengths = _list_len(c["queried_class_counts"])
+    if lengths.isna().all():
+        return pd.DataFrame(columns=cols)
+    c = c[lengths == lengths.mode().iloc[0]]
+    counts = pd.DataFrame(np.array(c["queried_class_counts"].tolist(), dtype=np.int64), index=c.index)
+    per = counts.groupby([c[k] for k in by], observed=True).sum()
+    per.columns.name = "class"
+    long = per.stack().rename("count").reset_index()
+    long["fraction"] = long["count"] / long.groupby(by, observed=True)["count"].transform("sum")
+    return long[cols]
+
+
+def _list_len(series: pd.Series) -> pd.Series:
+    return series.map(lambda v: len(v) if isinstance(v, list) else np.nan).astype(float)

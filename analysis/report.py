@@ -1,0 +1,69 @@
+"""Command line of the report: `python -m analysis.report SWEEP.yaml [key=value ...]` or
+`python -m analysis.report --results DIR`; writes <sweep_dir>/report/ and prints a summary.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one `error:` line and exit 2, as every command of the project
+        print(f"error: {message}; expected SWEEP.yaml [key=value ...] or --results DIR", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _Parser(prog="python -m analysis.report", description="Report of an active-learning sweep.")
+    parser.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. jobs/demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3")
+    parser.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")
+    args = parser.parse_args(argv)
+
+    sweep = None
+    if args.results is not None:
+        if args.sweep or args.overrides:
+            return _fail("--results DIR takes no sweep file or key=value overrides")
+        sweep_dir = Path(args.results)
+        command = f"python -m analysis.report --results {shlex.quote(args.results)}"
+    elif args.sweep:
+        if not Path(args.sweep).is_file():
+            return _fail(f"{args.sweep}: no such sweep file; expected a YAML sweep file such as jobs/demo.yaml")
+        try:
+            from al_core.config import ConfigError, load_sweep
+        except ImportError as e:
+            return _fail(f"cannot read sweep files ({e}); expected the project installed (make setup), or use --results DIR")
+        try:
+            sweep = load_sweep(args.sweep, list(args.overrides))
+        except (ConfigError, OSError) as e:
+            return _fail(str(e).removeprefix("error: "))
+        sweep_dir = Path(sweep.sweep_dir)
+        command = "python -m analysis.report " + " ".join(shlex.quote(a) for a in [args.sweep, *args.overrides])
+    else:
+        return _fail("no sweep given; expected SWEEP.yaml [key=value ...] or --results DIR")
+
+    if not (sweep_dir / "runs").is_dir():
+        what = "a results directory" if sweep is None else "the results of this sweep"
+        return _fail(f"{sweep_dir / 'runs'}: no such directory; expected {what} (<output>/<name>/runs/<run_id>/), "
+                     "written once a run has started")
+
+    from analysis.build import compute_tables, load, write_report  # the heavy imports, after the checks
+    from analysis.findings import summary_lines
+
+    tables = compute_tables(load(sweep_dir, sweep))
+    print(write_report(tables, command))
+    for line in summary_lines(tables):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Synthetic run directories in the layout of CONTRACT sections 5 and 6, for the tests and the
+report benchmark: plausible accuracy curves, no training. Not used by the report itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def write_synthetic_sweep(
+    sweep_dir: str | os.PathLike,
+    models: Sequence[str] = ("resnet18", "resnet34"),
+    optimizers: Sequence[str] = ("sgd", "adam"),
+    strategies: Sequence[str] = ("learning_loss", "random"),
+    trials: Sequence[int] = (0, 1, 2),
+    cycles: int = 4,
+    n_classes: int = 10,
+    initial_size: int = 100,
+    query_size: int = 100,
+    n_pool: int = 5000,
+    queried_size: int | None = None,
+    in_progress: int = 0,
+    device: str = "cpu",
+    dataset: str = "synthetic",
+    max_runs: int | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Write one run directory per grid point under `<sweep_dir>/runs`; return the run_ids.
+
+    `queried_size` is how many pool indices each row's `queried` list holds (default: the real
+    number, initial_size or query_size). The last `in_progress` runs stop half-way, without DONE.
+    """
+    rng = np.random.default_rng(seed)
+    runs_dir = Path(sweep_dir) / "runs"
+    run_ids = []
+    grid = [(m, o, s, t) for m in models for o in optimizers for s in strategies for t in trials][:max_runs]
+    for index, (model, optimizer, strategy, trial) in enumerate(grid):
+        run_id = f"{model}-{optimizer}-{strategy}-t{trial}"
+        run_dir = runs_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {"model": model, "optimizer": optimizer, "strategy": strategy, "trial": trial,
+                  "dataset": {"name": dataset, "root": "data"},
+                  "al": {"cycles": cycles, "initial_size": initial_size, "query_size": query_size}}
+        (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "config": config, "device": device}))
+        finished = cycles if index < len(grid) - in_progress else max(1, cycles // 2)
+        # A saturating curve: deeper models and SGD a little higher, learning_loss a little above random.
+        ceiling = 0.80 + 0.02 * models.index(model) + (0.02 if optimizer == "sgd" else 0.0)
+        bonus = 0.01 if strategy != "random" else 0.0
+        lines = []
+        for cycle in range(1, finished + 1):
+            n_labeled = initial_size + (cycle - 1) * query_size
+            acc = ceiling * (1 - 0.7 * np.exp(-3 * n_labeled / (initial_size + cycles * query_size))) + bonus * (cycle > 1)
+            acc = float(np.clip(acc + rng.normal(0, 0.01), 0, 1))
+            k = initial_size if cycle == 1 else query_size
+            weights = np.ones(n_classes) + (0.5 * np.arange(n_classes) / n_classes if strategy != "random" else 0)
+            counts = rng.multinomial(k, weights / weights.sum())
+            gpu = device != "cpu"
+            row = {
+                "run_id": run_id, "dataset": dataset, "model": model, "optimizer": optimizer, "strategy": strategy,
+                "trial": trial, "cycle": cycle, "n_labeled": n_labeled, "n_pool": n_pool,
+                "queried": rng.integers(0, n_pool, size=k if queried_size is None else queried_size).tolist(),
+                "queried_class_counts": counts.tolist(),
+                "test_accuracy": acc, "test_macro_f1": float(np.clip(acc - 0.02 + rng.normal(0, 0.005), 0, 1)),
+                "per_class_accuracy": np.clip(acc + rng.normal(0, 0.05, n_classes), 0, 1).round(4).tolist(),
+                "train_time_s": float(n_labeled / 50 * (1 + models.index(model))), "select_time_s": 2.0, "eval_time_s": 1.0,
+                "peak_mem_bytes": int(2**30 * (1 + models.index(model))) if gpu else None,
+                "energy_j": float(300 * n_labeled / 50) if gpu else None,
+                "device": device,
+            }
+            lines.append(json.dumps(row))
+        (run_dir / "cycles.jsonl").write_text("".join(line + "\n" for line in lines))
+        if finished == cycles:
+            (run_dir / "DONE").write_text("")
+        run_ids.append(run_id)
+    return run_ids
