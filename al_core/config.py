@@ -76,7 +76,8 @@ class TrainConfig:
     gamma: float = 0.1  # multistep: lr factor at each milestone
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
-    checkpoint_every: int = 10  # epochs between checkpoints inside a cycle (0: cycle ends only)
+    checkpoint_every: int = 10  # epochs between checkpoints inside a cycle (0: cycle ends only) ...
+    checkpoint_min_s: float = 120.0  # ... and at least this many seconds since the last one (0: no floor)
     eval_batch_size: int = 1024  # images per no-grad batch when scoring the pool / the test set
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (CUDA only; off until measured)
@@ -346,6 +347,8 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"train.{key}: expected an integer >= 1, got {value}")
+    if t.checkpoint_min_s < 0:
+        raise ConfigError(f"train.checkpoint_min_s: expected seconds >= 0, got {t.checkpoint_min_s}")
     if t.checkpoint_every < 0:
         raise ConfigError(f"train.checkpoint_every: expected an integer >= 0 (0: only at cycle ends), got {t.checkpoint_every}")
     choices = {"schedule": ("multistep", "cosine", "constant"), "precision": ("auto", "fp32", "bf16"), "device": ("auto", "cpu", "cuda")}

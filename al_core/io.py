@@ -11,9 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, BinaryIO
 
-# Test hook: a test sets AL_PAUSE_AT=<point> to make the writer stop (SIGSTOP itself) right
-# before the rename of a file, so that a SIGKILL can land in the middle of a write.
+# Test hook: AL_PAUSE_AT=<point>[:<n>] makes the writer stop itself (SIGSTOP) right before the
+# rename of the n-th write at that point (default the first), so that a test's SIGKILL lands in the
+# middle of a write. Points: checkpoint, rows, run_json, done.
 _PAUSE_ENV = "AL_PAUSE_AT"
+_pause_counts: dict[str, int] = {}
 
 # mkstemp creates 0600 files; results are shared with a research group, so honour the umask instead.
 _UMASK = os.umask(0)
@@ -23,7 +25,13 @@ os.umask(_UMASK)
 def pause_point(name: str) -> None:
     """Stop this process at a named point when a test asked for it (no-op otherwise)."""
     want = os.environ.get(_PAUSE_ENV)
-    if want and want == name:
+    if not want:
+        return
+    point, _, nth = want.partition(":")
+    if point != name:
+        return
+    _pause_counts[name] = _pause_counts.get(name, 0) + 1
+    if _pause_counts[name] == int(nth or 1):
         import signal
 
         os.kill(os.getpid(), signal.SIGSTOP)

@@ -98,6 +98,7 @@ class Run:
             torch.backends.cudnn.allow_tf32 = True
         self.rows: list[dict] = []
         self.data: DeviceData | None = None
+        self.last_checkpoint = time.monotonic()
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -281,7 +282,9 @@ class Run:
                 warnings.simplefilter("ignore")
                 cur.sched.step()
             done = cur.epoch == t.epochs
-            if done or (t.checkpoint_every and cur.epoch % t.checkpoint_every == 0) or self.stop.signame:
+            periodic = (t.checkpoint_every and cur.epoch % t.checkpoint_every == 0
+                        and time.monotonic() - self.last_checkpoint >= t.checkpoint_min_s)
+            if done or periodic or self.stop.signame:
                 self._checkpoint(cur)
             if self.stop.signame and not done:
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} after epoch {cur.epoch}")
@@ -316,6 +319,7 @@ class Run:
             "timing": dict(cur.timing),
         }
         checkpoint.save(self.run_dir, checkpoint.Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, state)
+        self.last_checkpoint = time.monotonic()
 
     def _restore(self, pos: checkpoint.Position, state: dict) -> Cycle:
         """Rebuild a Cycle from a checkpoint; the scheduler is re-derived from the epoch."""
@@ -403,6 +407,8 @@ class Run:
                 if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE") or p.name.startswith(("ckpt-", ".ckpt-"))):
                     p.unlink()
             return
+        for stale in self.run_dir.glob(".*.tmp"):  # temp files of writes that a kill cut short
+            stale.unlink(missing_ok=True)
         if not path.exists():
             return
         import json

@@ -15,6 +15,24 @@ from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
 
 
+def configure_threads() -> int:
+    """Fix torch's CPU threads: AL_THREADS, else SLURM_CPUS_PER_TASK, else torch's default.
+
+    CPU results are bit-reproducible only at a fixed thread count, so a job pins it from its
+    allocation rather than from whatever the node happens to have.
+    """
+    import os
+
+    import torch
+
+    for var in ("AL_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            torch.set_num_threads(int(value))
+            break
+    return torch.get_num_threads()
+
+
 def install_stop_handlers(stop: StopFlag, names=STOP_SIGNALS) -> None:
     """Turn the named signals into a stop request honoured after the current training step."""
 
@@ -35,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     sweep = load_sweep(args.sweep, args.overrides)
     spec = sweep.run(args.run)
+    configure_threads()
     stop = StopFlag()
     install_stop_handlers(stop)
     try:

@@ -1,0 +1,36 @@
+"""`make data`: download the sweep's dataset with torchvision (checksums verified) into dataset.root.
+
+For a node with internet (a login node); compute nodes read the files it leaves there.
+"""
+from __future__ import annotations
+
+import sys
+
+from al_core.cli import EXIT_IO, Parser, fail, guarded
+from al_core.config import load_sweep
+from al_core.data import CIFAR_DIRS, download
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m al_core.data_download", description="Download the dataset a sweep file names.")
+    p.add_argument("sweep")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_intermixed_args(argv)
+    sweep = load_sweep(args.sweep, args.overrides)
+    name, root = sweep.dataset.name, sweep.dataset.root
+    if name not in CIFAR_DIRS:
+        print(f"{name}: bundled or generated, nothing to download")
+        return 0
+    try:
+        path = download(name, root)
+    except Exception as e:  # urllib's URLError, socket errors, checksum failures
+        reason = getattr(e, "reason", None) or e
+        fail(f"cannot download {name} into {root} ({reason}); expected a node with internet access, "
+             "e.g. the cluster's login node", EXIT_IO)
+    print(f"{name}: ready in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
