@@ -50,21 +50,25 @@ def test_loop_invariants(sweep, run_id):
     assert (run_dir / "DONE").exists()
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["config"]["strategy"] == spec.strategy and meta["fingerprint"] == spec.config.fingerprint()
-    assert len(checkpoint.list_checkpoints(run_dir)) == 2  # only the last two are kept
+    assert not checkpoint.list_checkpoints(run_dir)  # a finished run keeps no model state
 
 
 def test_f1_and_accuracy_equal_sklearn_on_the_final_model(sweep):
     spec = sweep.run("resnet18-sgd-entropy-t0")
     run_dir = sweep.run_dir(spec.run_id)
-    run(spec, run_dir, log=quiet)
+    states = []
+    real_save = checkpoint.save
+    with pytest.MonkeyPatch.context() as mp:  # keep the last checkpoint's state as the loop wrote it
+        mp.setattr(checkpoint, "save", lambda d, pos, fp, state: (states.append((pos, state)), real_save(d, pos, fp, state))[1])
+        run(spec, run_dir, log=quiet)
     last = rows_of(run_dir)[-1]
+    pos, state = states[-1]
+    assert (pos.cycle, pos.epoch) == (3, spec.config.train.epochs)
     r = Run(spec, run_dir, log=quiet)
     from al_core.data import load
     from al_core.train import predict
 
     r.data = load("synthetic", "", torch.device("cpu"))
-    pos, state = checkpoint.latest_good(run_dir, spec.config.fingerprint())
-    assert (pos.cycle, pos.epoch) == (3, spec.config.train.epochs)
     model, _ = r._fresh_model(3)
     model.load_state_dict(state["model"])
     pred = predict(model, None, r.data, r.data.test_x, 256, r.amp).probs.argmax(1).numpy()
