@@ -29,7 +29,7 @@ setup:
 	fi
 
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=10
 
 demo: setup
 	$(PYTHON) -m slurm.sweep jobs/demo.yaml --cluster local --wait $(ARGS)

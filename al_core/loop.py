@@ -99,6 +99,7 @@ class Run:
         self.rows: list[dict] = []
         self.data: DeviceData | None = None
         self.last_checkpoint = time.monotonic()
+        self.meter = CycleMeter(self.device)  # peak memory and energy of the cycle in progress
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -168,6 +169,7 @@ class Run:
     def _begin_cycle(self, c: int, prev: Cycle | None) -> Cycle:
         """Choose this cycle's labelled set (or read it from the rows on replay) and build the model."""
         al = self.cfg.al
+        self.meter.start()
         t0 = time.perf_counter()
         if c <= len(self.rows):  # replaying a finished cycle to re-derive its model
             queried = list(self.rows[c - 1]["queried"])
@@ -250,8 +252,6 @@ class Run:
         labelled = torch.as_tensor(cur.labelled, dtype=torch.long)
         pool_y = self.data.pool_y
         detach_epoch = math.ceil(ll.detach_at * t.epochs)
-        meter = CycleMeter(self.device)
-        meter.start()
         t0 = time.perf_counter()
         seen, train_s0 = 0, cur.timing["train_time_s"]
         while cur.epoch < t.epochs:
@@ -274,12 +274,11 @@ class Run:
                 seen += idx.shape[0]
                 cur.step = step + 1
                 if self.stop.signame:
-                    self._flush(cur, loss_sum, correct, t0, meter)
+                    self._flush(cur, loss_sum, correct, t0)
                     self._checkpoint(cur)
                     raise Interrupted(self.stop.signame, f"cycle {cur.cycle} epoch {cur.epoch + 1} step {cur.step}")
-            self._flush(cur, loss_sum, correct, t0, meter)
+            self._flush(cur, loss_sum, correct, t0)
             t0 = time.perf_counter()
-            meter.start()
             cur.last_epoch = (cur.accum[0] / max(cur.accum[2], 1), cur.accum[1] / max(cur.accum[2], 1))
             cur.accum = [0.0, 0.0, 0.0]
             cur.epoch += 1
@@ -296,7 +295,7 @@ class Run:
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} after epoch {cur.epoch}")
         cur.img_per_s = seen / max(cur.timing["train_time_s"] - train_s0, 1e-9)
 
-    def _flush(self, cur: Cycle, loss_sum, correct, t0: float, meter: CycleMeter) -> None:
+    def _flush(self, cur: Cycle, loss_sum, correct, t0: float) -> None:
         """Move this stretch's device accumulators and clocks into `cur` (one host sync)."""
         cur.accum[0] += float(loss_sum)
         cur.accum[1] += float(correct)
@@ -305,12 +304,17 @@ class Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         cur.timing["train_time_s"] += time.perf_counter() - t0
-        e = meter.energy_j()
-        if e is not None:
-            cur.timing["energy_j"] = (cur.timing["energy_j"] or 0.0) + e
-        peak = meter.peak_mem_bytes()
-        if peak is not None:
-            cur.timing["peak_mem_bytes"] = max(cur.timing.get("peak_mem_bytes") or 0, peak)
+
+    def _cycle_costs(self, cur: Cycle) -> tuple[int | None, float | None]:
+        """Peak memory and energy of the cycle so far: earlier processes' share (from the
+        checkpoint) plus this process's since the cycle began here."""
+        peak, energy = self.meter.peak_mem_bytes(), self.meter.energy_j()
+        before_peak, before_energy = cur.timing.get("peak_mem_bytes"), cur.timing.get("energy_j")
+        if peak is not None or before_peak is not None:
+            peak = max(peak or 0, before_peak or 0)
+        if energy is not None or before_energy is not None:
+            energy = (energy or 0.0) + (before_energy or 0.0)
+        return peak, energy
 
     def _checkpoint(self, cur: Cycle) -> None:
         state = {
@@ -322,13 +326,14 @@ class Run:
             "optimizer": cur.opt.state_dict(),
             "accum": list(cur.accum),
             "last_epoch": list(cur.last_epoch),
-            "timing": dict(cur.timing),
+            "timing": {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))},
         }
         checkpoint.save(self.run_dir, checkpoint.Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, state)
         self.last_checkpoint = time.monotonic()
 
     def _restore(self, pos: checkpoint.Position, state: dict) -> Cycle:
         """Rebuild a Cycle from a checkpoint; the scheduler is re-derived from the epoch."""
+        self.meter.start()
         model, lossnet = self._fresh_model(pos.cycle)
         model.load_state_dict(state["model"])
         if lossnet is not None:
@@ -354,6 +359,7 @@ class Run:
         pred = scores.probs.argmax(1).numpy()
         y = data.test_y.cpu().numpy()
         eval_time = time.perf_counter() - t0
+        peak_mem, energy = self._cycle_costs(cur)
         k = data.n_classes
         cm = confusion_matrix(y, pred, labels=list(range(k)))
         support = cm.sum(1)
@@ -382,8 +388,8 @@ class Run:
             "select_time_s": round(cur.timing["select_time_s"], 4),
             "eval_time_s": round(eval_time, 4),
             "train_img_per_s": round(cur.img_per_s, 1),
-            "peak_mem_bytes": cur.timing.get("peak_mem_bytes"),
-            "energy_j": None if cur.timing["energy_j"] is None else round(cur.timing["energy_j"], 3),
+            "peak_mem_bytes": peak_mem,
+            "energy_j": None if energy is None else round(energy, 3),
             "device": device_name(self.device),
         }
         self.rows.append(row)
