@@ -154,6 +154,7 @@ class DeviceData:
     scale: torch.Tensor  # 1 x C x 1 x 1: 1 / std of the pool's channels (0..255 units)
     shift: torch.Tensor  # 1 x C x 1 x 1: mean / std
     padded: torch.Tensor | None  # pool zero-padded by spec.pad, for crops without a per-batch pad
+    _windows: np.ndarray | None = None  # CPU only: a strided view of every crop of `padded`
 
     @property
     def n_classes(self) -> int:
@@ -170,20 +171,36 @@ class DeviceData:
     def train_batch(self, idx: torch.Tensor, shifts: torch.Tensor | None, flips: torch.Tensor | None) -> torch.Tensor:
         """Augmented, normalised images of pool indices `idx` (all on the device).
 
-        shifts: B x 2 crop offsets in [0, 2 * pad]; flips: B bools.
+        shifts: B x 2 crop offsets in [0, 2 * pad]; flips: B bools. On CUDA one gather kernel does
+        crop and flip together; on a CPU numpy copies whole rows out of a strided window view,
+        which is an order of magnitude faster than torch's per-element CPU index kernel.
         """
-        if self.padded is not None and shifts is not None:
+        if self.padded is None or shifts is None:
+            x = self.pool_x[idx]
+            if flips is not None:
+                x = torch.where(flips[:, None, None, None], x.flip(3), x)
+        elif idx.is_cuda:
             s = self.spec.size
             ar = torch.arange(s, device=idx.device)
             rows = (shifts[:, 0:1] + ar)[:, None, :, None]  # B x 1 x S x 1
-            cols = (shifts[:, 1:2] + ar)[:, None, None, :]  # B x 1 x 1 x S
+            cols = shifts[:, 1:2] + (ar if flips is None else torch.where(flips[:, None], s - 1 - ar, ar))
             chan = torch.arange(self.spec.channels, device=idx.device)[None, :, None, None]
-            x = self.padded[idx[:, None, None, None], chan, rows, cols]
+            x = self.padded[idx[:, None, None, None], chan, rows, cols[:, None, None, :]]
         else:
-            x = self.pool_x[idx]
-        if flips is not None:
-            x = torch.where(flips[:, None, None, None], x.flip(3), x)
+            x = self._cpu_crop_flip(idx, shifts, flips)
         return self.normalise(x)
+
+    def _cpu_crop_flip(self, idx: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
+        if self._windows is None:
+            s = self.spec.size
+            # N x C x (2p+1) x (2p+1) x S x S view of every crop of every image: no copy.
+            self._windows = np.lib.stride_tricks.sliding_window_view(self.padded.numpy(), (s, s), axis=(2, 3))
+        sh = shifts.numpy()
+        x = self._windows[idx.numpy(), :, sh[:, 0], sh[:, 1]]  # B x C x S x S, a copy
+        if flips is not None:
+            f = flips.numpy()
+            x[f] = x[f, :, :, ::-1]
+        return torch.from_numpy(x)
 
 
 def load(name: str, root: str | Path, device: torch.device) -> DeviceData:

@@ -98,3 +98,18 @@ def test_epoch_plan_shuffles_every_epoch_and_is_reproducible():
     assert sorted(p0.order.tolist()) == list(range(50, 150))
     assert p0.n_steps == 4
     assert epoch_plan(data, torch.arange(33), 0, 1, 0, 32).n_steps == 1  # a last batch of one is skipped
+
+
+def test_cpu_fast_path_equals_the_generic_gather():
+    data = load("synthetic", "unused", torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, data.n_pool, (64,), generator=g)
+    shifts = torch.randint(0, 2 * data.spec.pad + 1, (64, 2), generator=g)
+    flips = torch.rand(64, generator=g) < 0.5
+    s, ar = data.spec.size, torch.arange(data.spec.size)
+    rows = (shifts[:, 0:1] + ar)[:, None, :, None]
+    cols = (shifts[:, 1:2] + ar)[:, None, None, :]
+    chan = torch.arange(data.spec.channels)[None, :, None, None]
+    generic = data.padded[idx[:, None, None, None], chan, rows, cols]
+    generic = torch.where(flips[:, None, None, None], generic.flip(3), generic)
+    assert torch.equal(data.train_batch(idx, shifts, flips), data.normalise(generic))
