@@ -1,0 +1,125 @@
+"""The job callable: one run under submitit, resumable from its run directory whatever stops it.
+
+The run's state lives on disk (al_core checkpoints and cycles.jsonl), not in the pickle, so
+`checkpoint()` resubmits the very same callable and the job resumes where the run stands. How each
+interruption reaches the run (al_core.loop checks a StopFlag after every training step, writes a
+checkpoint and raises Interrupted):
+
+| interruption | signal | what happens here |
+| --- | --- | --- |
+| time limit near (`--signal=USR2@delay`), preemption with `preempt_send_user_signal` | USR2 | the flag is set; after the checkpoint, submitit's own USR2 handler runs: `checkpoint()` -> the same job is requeued (`scontrol requeue`), up to `max_timeouts` time-outs |
+| `scontrol requeue`, preemption without the user signal, node going down, `scancel` | SIGTERM (SIGKILL after KillWait) | the flag is set; after the checkpoint the process exits with 75; SLURM requeues the job itself (`--requeue`) or it stays CANCELLED |
+| local executor cancel, Ctrl-C | SIGINT | as SIGTERM |
+
+A requeued job runs this callable again; the run resumes from its newest checkpoint, so an
+interruption loses at most the current training step. When the run finishes, submitit records
+("success", "done") for the job, however often it was requeued.
+
+Exit status of the job process: 0 done (submitit's result pickle says success); 75 (EX_TEMPFAIL)
+stopped by SIGTERM/SIGINT after writing a checkpoint; 255 (-1) requeued by submitit after USR2;
+1 the run failed (the traceback is in the job's .err log and in submitit's result pickle).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import submitit
+from submitit.core.job_environment import JobEnvironment, SignalHandler
+
+from al_core.config import RunSpec
+
+# al_core.loop (torch, scikit-learn) is imported inside __call__, after the signal handlers are in
+# place: unpickling this job must be quick, because until submitit has installed its handlers a
+# USR2 would kill the process instead of requeueing it.
+STOP_SIGNALS = ("SIGTERM", "SIGINT")  # plus submitit's user signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise)
+
+
+def log(message: str) -> None:
+    """One line per event, flushed: `tail -f` on the job's log shows progress as it happens."""
+    print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {message}", flush=True)
+
+
+def allocated_cpus() -> int | None:
+    """The cores SLURM gave this job (cpus-per-task, else the cores on this node), or None outside SLURM."""
+    for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """`RunJob(spec, run_dir)()` runs or resumes one run; submitit pickles it as the job.
+
+    Example
+    -------
+    >>> job = RunJob(sweep.run("resnet18-sgd-random-t0"), sweep.run_dir("resnet18-sgd-random-t0"))  # doctest: +SKIP
+    >>> executor.submit(job)  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: RunSpec, run_dir: str | os.PathLike, threads: int | None = None) -> None:
+        self.spec = spec
+        self.run_dir = str(Path(run_dir).resolve())
+        self.threads = threads  # torch threads; None: the cores SLURM allocated
+        self.requeues = 0  # checkpoint() calls seen by this pickle (time limits and preemptions)
+
+    def __call__(self) -> str:
+        usr_sig = JobEnvironment._usr_sig()
+        submitit_handler = signal.getsignal(usr_sig)  # installed by submitit before it calls us
+        requested: list[str] = []  # signals that arrive before the run's StopFlag exists
+
+        def request_stop(signum, frame):  # keep it tiny: it runs between two bytecodes of the loop
+            requested.append(signal.Signals(signum).name)
+            if stop is not None:
+                stop.request(requested[0])
+
+        stop = None
+        watched = [usr_sig] + [getattr(signal, name) for name in STOP_SIGNALS]
+        previous = {sig: signal.getsignal(sig) for sig in watched}
+        for sig in watched:
+            signal.signal(sig, request_stop)
+        try:
+            import torch
+
+            from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
+
+            stop = StopFlag()
+            if requested:  # a signal came during the imports
+                stop.request(requested[0])
+            threads = self.threads or allocated_cpus()
+            if threads:
+                torch.set_num_threads(threads)
+            log(f"{self.spec.run_id}: job {_job_id()} on {socket.gethostname()}, run dir {self.run_dir}, "
+                f"{torch.get_num_threads()} torch threads")
+            try:
+                return run(self.spec, Path(self.run_dir), stop=stop, log=log)
+            except Interrupted as e:
+                log(f"{self.spec.run_id}: {e}")
+                if e.signame == usr_sig.name and isinstance(getattr(submitit_handler, "__self__", None), SignalHandler):
+                    # submitit decides: checkpoint() + `scontrol requeue` + exit, or UncompletedJobError
+                    # after too many time-outs (the job then FAILs and `make sweep` may resubmit it).
+                    submitit_handler(usr_sig, None)
+                log(f"{self.spec.run_id}: exiting with {EXIT_INTERRUPTED}; the run resumes from its checkpoint when started again")
+                sys.exit(EXIT_INTERRUPTED)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """Resubmit the same run: its state is on disk in run_dir, nothing to add to the pickle."""
+        self.requeues += 1
+        log(f"{self.spec.run_id}: checkpoint(): requeueing (requeue {self.requeues} of this job); "
+            f"the run resumes from {self.run_dir}")
+        return super().checkpoint(*args, **kwargs)
+
+
+def _job_id() -> str:
+    try:
+        return submitit.JobEnvironment().job_id
+    except Exception:  # not under submitit (a test calling the job directly)
+        return "-"

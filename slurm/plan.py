@@ -1,0 +1,134 @@
+"""Planning: which runs of a sweep need a job now, which are skipped, and why.
+
+A run is submitted unless it is DONE or its last job (jobs.json) is still queued or running by the
+scheduler's account (slurm.scheduler). Run directories are read, never written, here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from al_core.config import ConfigError, RunSpec, Sweep, config_diff
+from al_core.io import read_jsonl
+from slurm.scheduler import JobState
+
+
+@dataclass(frozen=True)
+class Decision:
+    spec: RunSpec
+    submit: bool
+    reason: str  # "new", "DONE", "job 12_3 RUNNING", "job 12_3 FAILED: resubmitted", ...
+    job_id: str | None = None  # the run's last job, if any
+    state: str | None = None  # that job's state
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep: Sweep
+    decisions: list[Decision]
+
+    @property
+    def to_submit(self) -> list[Decision]:
+        return [d for d in self.decisions if d.submit]
+
+    @property
+    def skipped(self) -> list[Decision]:
+        return [d for d in self.decisions if not d.submit]
+
+    @property
+    def active(self) -> list[Decision]:
+        """Skipped because a job of theirs is queued or running (a `--wait` watches these too)."""
+        return [d for d in self.skipped if d.reason != "DONE"]
+
+    def summary(self) -> str:
+        done = sum(d.reason == "DONE" for d in self.skipped)
+        return (f"{len(self.to_submit)} to submit, {len(self.skipped)} skipped "
+                f"({done} DONE, {len(self.skipped) - done} queued or running)")
+
+    def lines(self) -> list[str]:
+        width = max((len(d.run_id) for d in self.decisions), default=0)
+        return [f"  {'submit' if d.submit else 'skip':<6}  {d.run_id:<{width}}  {d.reason}" for d in self.decisions]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run directory says about a run."""
+
+    done: bool
+    cycles: int  # finished cycles (rows of cycles.jsonl)
+    total: int  # al.cycles
+    accuracy: float | None  # test accuracy of the latest finished cycle
+    restarts: int  # starts of the run beyond the first (requeues and resubmissions), from run.json
+
+
+def progress(sweep: Sweep, spec: RunSpec) -> Progress:
+    run_dir = sweep.run_dir(spec.run_id)
+    try:
+        rows = read_jsonl(run_dir / "cycles.jsonl")
+    except ValueError:
+        rows = []  # being replaced right now, or damaged: the run itself will say
+    restarts = 0
+    try:
+        restarts = int(json.loads((run_dir / "run.json").read_text()).get("restarts", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    acc = rows[-1].get("test_accuracy") if rows else None
+    return Progress((run_dir / "DONE").exists(), len(rows), spec.config.al.cycles, acc, restarts)
+
+
+def check_run_dirs(sweep: Sweep, specs: list[RunSpec] | None = None) -> None:
+    """Refuse, before submitting anything, a sweep whose run directories hold runs of another config.
+
+    al_core would refuse on the node; here the user learns it at once, with the keys that differ.
+    """
+    for spec in specs if specs is not None else sweep.runs():
+        path = sweep.run_dir(spec.run_id) / "run.json"
+        if not path.exists():
+            continue
+        try:
+            stored = json.loads(path.read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{path}: unreadable run.json; expected this run's record "
+                              f"(remove {path.parent} to start the run over)") from None
+        diff = config_diff(stored, spec.config.to_dict())
+        if diff:
+            raise ConfigError(
+                f"{path.parent} holds run {spec.run_id} with a different config (differs in {', '.join(diff[:5])}); "
+                "expected the same config: change `name` for a new sweep, or remove that run directory"
+            )
+
+
+def make_plan(sweep: Sweep, records: dict[str, dict], states: dict[str, JobState]) -> Plan:
+    decisions = []
+    for spec in sweep.runs():
+        run_dir = sweep.run_dir(spec.run_id)
+        rec = records.get(spec.run_id)
+        job_id = rec["job_id"] if rec else None
+        state = states.get(spec.run_id)
+        if (run_dir / "DONE").exists():
+            decisions.append(Decision(spec, False, "DONE", job_id, state.state if state else None))
+        elif rec is None:
+            p = progress(sweep, spec)
+            reason = f"new (resumes at cycle {p.cycles + 1} from its run directory)" if p.cycles else "new"
+            decisions.append(Decision(spec, True, reason))
+        elif state is not None and state.active:
+            decisions.append(Decision(spec, False, f"job {job_id} {state.state}", job_id, state.state))
+        else:
+            word = state.state if state is not None else "UNKNOWN"
+            if word == "COMPLETED":
+                word = "COMPLETED without DONE"
+            decisions.append(Decision(spec, True, f"job {job_id} {word}: resubmit ({rec.get('submissions', 1)} so far)",
+                                      job_id, word))
+    return Plan(sweep, decisions)
+
+
+def run_log(record: dict | None, which: str = "err") -> Path | None:
+    if not record:
+        return None
+    path = record.get(f"log_{which}")
+    return Path(path) if path else None

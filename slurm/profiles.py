@@ -1,0 +1,315 @@
+"""Cluster resources: a profile (jobs/profiles/<name>.yaml) merged with the sweep's `slurm:` section.
+
+Everything is validated before anything is submitted: a value that would break the sbatch script
+(a newline, an empty partition, a non-positive time or memory), an unknown key or an unknown profile
+is a ConfigError (one `error:` line, exit 2) that names the key and where it came from.
+
+Keys (every profile must define them all; the sweep may override any of them under `slurm:`):
+
+| key | sbatch / submitit | meaning |
+| --- | --- | --- |
+| partition | -p | partition(s), comma-separated; null = the cluster's default |
+| gpus | --gpus | GPUs per run; null or 0 = none |
+| cpus | --cpus-per-task | cores per run (also the run's torch threads); null = the cluster's default |
+| mem | --mem | memory per run, e.g. 32G (K/M/G/T suffix, plain number = MB); null = the cluster's default |
+| time | --time | per job: minutes, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS |
+| account, qos | --account, --qos | null = the defaults |
+| array_parallelism | --array=0-N%P | at most P runs of one submission at once |
+| signal_delay_s | --signal=USR2@S | warning before the time limit: checkpoint, then requeue |
+| max_timeouts | submitit max_num_timeout | time-limit requeues per run before submitit gives up |
+| required | | keys that must not be null after merging (Speed: mem) |
+| extra | additional sbatch options | mapping option -> value, e.g. {constraint: gpu32} |
+| env_prefix | | environment (conda prefix) on the node; `{env_prefix}` in setup/python is replaced |
+| python | | interpreter on the node; null = {env_prefix}/bin/python, or this interpreter |
+| setup | lines before the job | shell lines, e.g. module load / conda activate |
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from al_core.config import ConfigError, yaml_load
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES_DIR = ROOT / "jobs" / "profiles"
+
+KEYS = (
+    "partition", "gpus", "cpus", "mem", "time", "account", "qos", "array_parallelism", "signal_delay_s",
+    "max_timeouts", "required", "extra", "env_prefix", "python", "setup",
+)
+# sbatch options that submitit or this package writes itself; setting them through `extra` would
+# break log paths, the array, the warning signal or the requeue.
+MANAGED_OPTIONS = ("array", "output", "error", "open-mode", "signal", "job-name", "requeue", "no-requeue", "wrap")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition / account / qos names
+_PARTITIONS = re.compile(r"^[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*$")
+_MEM = re.compile(r"^([0-9]+)(?:([KMGTkmgt])[Bb]?)?$")  # 32G, 32GB, 500M, 2048 (MB)
+_OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
+_UNSAFE_IN_QUOTES = ('"', "`", "\\", "\n", "\r", "\0")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The merged, validated resources of one sweep."""
+
+    profile: str  # profile name (or path)
+    partition: str | None
+    gpus: int  # 0 = none
+    cpus: int | None
+    mem: str | None  # as sbatch writes it, e.g. "32G"
+    time_min: int  # minutes (submitit's unit)
+    account: str | None
+    qos: str | None
+    array_parallelism: int
+    signal_delay_s: int
+    max_timeouts: int
+    extra: dict = field(default_factory=dict)
+    env_prefix: str | None = None
+    python: str | None = None  # shell words, already quoted; None = the submitting interpreter
+    setup: tuple[str, ...] = ()
+
+    def executor_parameters(self, job_name: str, python_path: str = str(ROOT)) -> dict[str, Any]:
+        """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
+        extra: dict[str, Any] = {"requeue": True}  # node failures and `scontrol requeue` requeue the job
+        if self.gpus:
+            extra["gpus"] = self.gpus
+        extra.update(self.extra)
+        params: dict[str, Any] = {
+            "job_name": job_name,
+            "time": self.time_min,
+            "signal_delay_s": self.signal_delay_s,
+            "array_parallelism": self.array_parallelism,
+            "additional_parameters": extra,
+            # The callable is `slurm.job.RunJob`: importable on the node from the repository.
+            "setup": [*self.setup, f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"],
+        }
+        if self.cpus:
+            # Since Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: say it again,
+            # or the run's step may be confined to one core.
+            params["srun_args"] = [f"--cpus-per-task={self.cpus}"]
+        for key, value in (("partition", self.partition), ("cpus_per_task", self.cpus), ("mem", self.mem),
+                           ("account", self.account), ("qos", self.qos)):
+            if value is not None:
+                params[key] = value
+        return params
+
+    def describe(self) -> str:
+        parts = [f"profile {self.profile}", f"partition {self.partition or '(default)'}"]
+        parts.append(f"{self.gpus} GPU" if self.gpus else "no GPU")
+        parts.append(f"{self.cpus} CPUs" if self.cpus else "default CPUs")
+        parts.append(f"mem {self.mem or '(default)'}")
+        parts.append(f"time {format_minutes(self.time_min)}")
+        parts.append(f"at most {self.array_parallelism} at once")
+        return ", ".join(parts)
+
+
+def known_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def profile_path(name: Any) -> Path:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"slurm.profile: expected a profile name ({', '.join(known_profiles())}) or a .yaml path, got {name!r}")
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    elif _NAME.match(name):
+        path = PROFILES_DIR / f"{name}.yaml"
+    else:
+        path = Path("/nonexistent")
+    if not path.is_file():
+        raise ConfigError(f"slurm.profile: unknown profile {name!r}; expected one of {', '.join(known_profiles())} "
+                          f"(files in {PROFILES_DIR}) or a path to a .yaml file")
+    return path
+
+
+def load_profile(name: Any) -> tuple[Path, dict]:
+    path = profile_path(name)
+    try:
+        raw = yaml_load(path.read_text())
+    except Exception as e:  # YAMLError or OSError: a broken profile is bad input like a broken sweep
+        raise ConfigError(f"{path}: not a readable YAML profile ({type(e).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of resource keys ({', '.join(KEYS)})")
+    missing = [k for k in KEYS if k not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing key {missing[0]}; a profile defines every key ({', '.join(KEYS)})")
+    return path, raw
+
+
+def resolve(slurm: dict | None) -> Resources:
+    """Merge the sweep's `slurm:` section over its profile and validate every value.
+
+    Example
+    -------
+    >>> resolve({"profile": "local", "time": 5}).time_min
+    5
+    """
+    slurm = dict(slurm or {})
+    name = slurm.pop("profile", "local")
+    path, merged = load_profile(name)
+    try:
+        shown = str(path.relative_to(ROOT))
+    except ValueError:
+        shown = str(path)
+    origin = {k: f"{shown}: {k}" for k in merged}
+    for key, value in slurm.items():
+        if key not in KEYS:
+            raise ConfigError(f"unknown key slurm.{key}; expected profile or one of {', '.join(KEYS)}")
+        merged[key] = value
+        origin[key] = f"slurm.{key}"
+    for key in merged:
+        if key not in KEYS:
+            raise ConfigError(f"unknown key {origin[key]}; expected one of {', '.join(KEYS)}")
+    return _validate(str(name), merged, origin)
+
+
+def _validate(profile: str, m: dict, origin: dict) -> Resources:
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{origin[key]}: expected {expected}, got {m[key]!r}")
+
+    def name(key: str, pattern: re.Pattern = _NAME) -> str | None:
+        v = m[key]
+        if v is None:
+            return None
+        if not isinstance(v, str) or not pattern.match(v):
+            raise bad(key, "null or a non-empty name of letters, digits, '_', '.', '-' (no spaces or newlines)")
+        return v
+
+    def integer(key: str, low: int, nullable: bool = False) -> int | None:
+        v = m[key]
+        if v is None and nullable:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise bad(key, f"{'null or ' if nullable else ''}an integer >= {low}")
+        return v
+
+    def shell_text(key: str, v: Any, what: str) -> str:
+        if not isinstance(v, str) or not v.strip() or any(c in v for c in "\n\r\0"):
+            raise ConfigError(f"{origin[key]}: expected {what} (one line of text, no newline), got {v!r}")
+        return v
+
+    required = m["required"]
+    if not isinstance(required, list) or any(k not in KEYS for k in required):
+        raise bad("required", f"a list of keys among {', '.join(KEYS)}")
+    for key in required:
+        if m[key] is None or m[key] == "":
+            raise ConfigError(f"{origin[key]}: required by profile {profile} (expected a value, got {m[key]!r})")
+
+    partition = name("partition", _PARTITIONS)
+    account = name("account")
+    qos = name("qos")
+    gpus = integer("gpus", 0, nullable=True) or 0
+    cpus = integer("cpus", 1, nullable=True)
+    mem = m["mem"]
+    if mem is not None:
+        if isinstance(mem, int) and not isinstance(mem, bool):
+            mem = str(mem)
+        match = _MEM.match(mem) if isinstance(mem, str) else None
+        if not match or int(match.group(1)) <= 0:
+            raise bad("mem", "null or a positive amount such as 32G, 500M or 2048 (MB)")
+        mem = match.group(1) + (match.group(2) or "").upper()
+    time_min = parse_time(m["time"], origin["time"])
+    parallel = integer("array_parallelism", 1)
+    delay = integer("signal_delay_s", 0)
+    if delay >= time_min * 60:
+        raise ConfigError(f"{origin['signal_delay_s']}: expected fewer seconds than the time limit "
+                          f"({time_min * 60} s), got {delay}: the job would be told to stop as it starts")
+    max_timeouts = integer("max_timeouts", 0)
+
+    extra = m["extra"] or {}
+    if not isinstance(extra, dict):
+        raise bad("extra", "a mapping of sbatch option -> value")
+    clean_extra = {}
+    for k, v in extra.items():
+        if not isinstance(k, str) or not _OPTION.match(k):
+            raise ConfigError(f"{origin['extra']}: option {k!r}: expected a long sbatch option name such as constraint")
+        if k in MANAGED_OPTIONS or k.replace("-", "_") in ("partition", "gpus", "cpus_per_task", "mem", "time", "account", "qos"):
+            raise ConfigError(f"{origin['extra']}: option {k!r}: set by this package or by its own key; expected another option")
+        if isinstance(v, bool):
+            if not v:
+                continue
+        elif isinstance(v, (int, float)):
+            pass
+        else:
+            shell_text("extra", v, f"a value for --{k}")
+        clean_extra[k] = v
+
+    env_prefix = m["env_prefix"]
+    if env_prefix is not None:
+        shell_text("env_prefix", env_prefix, "a directory path")
+        if any(c in env_prefix for c in _UNSAFE_IN_QUOTES):
+            raise bad("env_prefix", 'a path without ", `, or \\')
+        env_prefix = env_prefix.rstrip("/")
+
+    def substitute(key: str, line: str) -> str:
+        if "{env_prefix}" in line:
+            if env_prefix is None:
+                raise ConfigError(f"{origin[key]}: uses {{env_prefix}} but env_prefix is null; expected a path in env_prefix")
+            line = line.replace("{env_prefix}", f'"{env_prefix}"')
+        return line
+
+    python = m["python"]
+    if python is not None:
+        python = substitute("python", shell_text("python", python, "an interpreter command"))
+    elif env_prefix is not None:
+        python = f'"{env_prefix}/bin/python"'
+
+    setup = m["setup"]
+    if setup is None:
+        setup = []
+    if not isinstance(setup, list):
+        raise bad("setup", "a list of shell lines")
+    lines = tuple(substitute("setup", shell_text("setup", line, "a shell line")) for line in setup)
+
+    return Resources(
+        profile=profile, partition=partition, gpus=gpus, cpus=cpus, mem=mem, time_min=time_min, account=account,
+        qos=qos, array_parallelism=parallel, signal_delay_s=delay, max_timeouts=max_timeouts, extra=clean_extra,
+        env_prefix=env_prefix, python=python, setup=lines,
+    )
+
+
+_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+
+
+def parse_time(value: Any, where: str = "time") -> int:
+    """A SLURM time limit as whole minutes (rounded up), from minutes or a SLURM time string.
+
+    Example
+    -------
+    >>> parse_time("1-00:00:00"), parse_time("02:30:00"), parse_time(90), parse_time("0:30")
+    (1440, 150, 90, 1)
+    """
+    expected = "a positive time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    if isinstance(value, int):
+        minutes = value
+    elif isinstance(value, str) and (match := _TIME.match(value.strip())):
+        d, a, b, c = (int(x) if x is not None else None for x in match.group("d", "a", "b", "c"))
+        if d is not None:  # D-HH[:MM[:SS]]
+            seconds = ((d * 24 + a) * 60 + (b or 0)) * 60 + (c or 0)
+        elif c is not None:  # HH:MM:SS
+            seconds = (a * 60 + b) * 60 + c
+        elif b is not None:  # MM:SS
+            seconds = a * 60 + b
+        else:  # minutes
+            seconds = a * 60
+        minutes = -(-seconds // 60)
+    else:
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    if minutes <= 0:
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    return minutes
+
+
+def format_minutes(minutes: int) -> str:
+    d, rest = divmod(minutes, 1440)
+    return f"{d}-{rest // 60:02d}:{rest % 60:02d}:00" if d else f"{rest // 60:02d}:{rest % 60:02d}:00"
+
+
+def default_python() -> str:
+    return shlex.quote(sys.executable)

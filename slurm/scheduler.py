@@ -1,0 +1,152 @@
+"""What the scheduler says about a sweep's jobs: one `squeue` (live jobs) and one `sacct` (the rest).
+
+squeue comes first because slurmdbd may not know a job that was submitted a moment ago; sacct
+answers for jobs that have left the queue. A job neither knows (a purged id, a reset test cluster,
+no accounting) reads UNKNOWN; one whose name is not the sweep's (an id reused after a reset) too.
+Local jobs (submitit's local executor) are controller processes: alive = RUNNING.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+# States in which a job still holds, or will again hold, the run: never submit a second job then.
+ACTIVE = frozenset({
+    "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",
+    "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT", "RESV_DEL_HOLD", "POWER_UP_NODE",
+    "UPDATE_DB",
+})
+# Everything else (COMPLETED without DONE, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY,
+# BOOT_FAIL, DEADLINE, PREEMPTED, UNKNOWN) leaves the run free to be submitted again.
+FAILED = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+                    "PREEMPTED", "EXITED", "UNKNOWN"})
+
+_ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<ranges>[0-9,\-]+)(%\d+)?\]$")
+TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str  # SLURM's state word (first word: "CANCELLED by 0" -> CANCELLED), or RUNNING/EXITED/UNKNOWN
+    source: str  # squeue | sacct | process | none
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+UNKNOWN = JobState("UNKNOWN", "none")
+
+
+class SchedulerError(RuntimeError):
+    """The scheduler could not be asked; nothing may be submitted on a guess."""
+
+
+def have_slurm() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+def states(records: dict[str, dict], job_name: str | None = None) -> dict[str, JobState]:
+    """run_id -> JobState of the run's last job, for every record (slurm and local alike)."""
+    out: dict[str, JobState] = {}
+    slurm_ids = {run: rec["job_id"] for run, rec in records.items() if rec.get("cluster") == "slurm"}
+    by_job = slurm_states(slurm_ids.values(), job_name) if slurm_ids else {}
+    for run, rec in records.items():
+        cluster = rec.get("cluster")
+        if cluster == "slurm":
+            out[run] = by_job.get(rec["job_id"], UNKNOWN)
+        elif cluster == "local":
+            out[run] = local_state(rec["job_id"], rec.get("log_out", ""))
+        else:  # debug: ran inside a process that has finished
+            out[run] = JobState("EXITED", "process")
+    return out
+
+
+def slurm_states(job_ids: Iterable[str], job_name: str | None = None) -> dict[str, JobState]:
+    """job id ("123" or "123_4") -> JobState; ids the scheduler does not know are left out."""
+    wanted = set(job_ids)
+    if not wanted or not have_slurm():
+        return {}
+    found: dict[str, JobState] = {}
+    out = _run(["squeue", "-h", "-r", "-t", "all", "-u", _user(), "-o", "%i|%T|%j"])
+    if out is None:  # without the live queue every job would look finished: resubmitting could double-run
+        raise SchedulerError("squeue failed: cannot tell which runs are queued or running; is the SLURM controller up?")
+    for line in out.splitlines():
+        parts = line.split("|", 2)
+        if len(parts) != 3:
+            continue
+        jid, state, name = (p.strip() for p in parts)
+        for one in _expand(jid):
+            if one in wanted and (job_name is None or name == job_name):
+                found[one] = JobState(state.split()[0] if state else "UNKNOWN", "squeue")
+    rest = wanted - set(found)
+    if rest:
+        bases = sorted({j.split("_")[0] for j in rest}, key=int)
+        out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,JobName", "-j", ",".join(bases)])
+        for line in (out or "").splitlines():
+            parts = line.split("|", 2)
+            if len(parts) != 3:
+                continue
+            jid, state, name = (p.strip() for p in parts)
+            for one in _expand(jid):
+                if one in rest and (job_name is None or name == job_name):
+                    found[one] = JobState(state.split()[0] if state else "UNKNOWN", "sacct")
+    return found
+
+
+def _expand(jid: str) -> list[str]:
+    """'12_[3-5,7%2]' -> ['12_3', '12_4', '12_5', '12_7']; '12_3' and '12' as they are."""
+    m = _ARRAY_RANGE.match(jid)
+    if not m:
+        return [jid]
+    ids = []
+    for part in m.group("ranges").split(","):
+        lo, _, hi = part.partition("-")
+        ids += [f"{m.group('base')}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return ids
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout if p.returncode == 0 else None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return str(os.getuid())
+
+
+def local_state(job_id: str, log_out: str = "") -> JobState:
+    """A local job is its controller process (`python -m submitit.local._local FOLDER`)."""
+    try:
+        cmdline = Path(f"/proc/{int(job_id)}/cmdline").read_bytes().split(b"\0")
+    except (ValueError, OSError):
+        return JobState("EXITED", "process")
+    folder = str(Path(log_out).parent) if log_out else ""
+    args = [a.decode(errors="replace") for a in cmdline]
+    if "submitit.local._local" in args and (not folder or folder in args):
+        try:
+            stat = Path(f"/proc/{int(job_id)}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie has finished
+                return JobState("EXITED", "process")
+        except OSError:
+            return JobState("EXITED", "process")
+        return JobState("RUNNING", "process")
+    return JobState("EXITED", "process")
+
+
+def cancel(job_ids: Iterable[str]) -> None:
+    ids = list(job_ids)
+    if ids and have_slurm():
+        _run(["scancel", *ids])

@@ -1,0 +1,88 @@
+"""`python -m slurm.status SWEEP.yaml [key=value ...]`: one line per run of the sweep, and totals.
+
+Each line: run id, state (DONE from the run directory, else the scheduler's state of the run's last
+job from jobs.json, `-` never submitted), cycles done/total, latest test accuracy, job id, restarts
+(starts of the run beyond its first: requeues and resubmissions, from run.json). For each run whose
+job ended without DONE: the last lines of its error log and the path to the whole log.
+
+Exit status: 0 the table was printed (whatever the runs' states); 1 the scheduler could not be
+asked; 2 bad input (one `error:` line).
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+from al_core.cli import EXIT_IO, Parser, fail, guarded
+from al_core.config import load_sweep
+from slurm import ledger, profiles, scheduler
+from slurm.plan import progress
+from slurm.submit import job_name
+
+TAIL_LINES = 12
+
+
+def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line.rstrip() for line in text.splitlines()[-n:]]
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m slurm.status", description="One line per run of a sweep: state, cycles, accuracy, job.")
+    p.add_argument("sweep", help="sweep file, e.g. jobs/cifar10.yaml")
+    p.add_argument("overrides", nargs="*", help="the same key=value overrides as given to slurm.sweep")
+    args = p.parse_intermixed_args(argv)
+    sweep = load_sweep(args.sweep, args.overrides)
+    profiles.resolve(sweep.slurm)  # the same input rules as slurm.sweep
+    records = ledger.read(sweep.sweep_dir)
+    try:
+        states = scheduler.states(records, job_name(sweep))
+    except scheduler.SchedulerError as e:
+        fail(str(e), EXIT_IO)
+
+    specs = sweep.runs()
+    width = max(len(s.run_id) for s in specs)
+    print(f"{'run':<{width}}  {'state':<13} {'cycles':>7}  {'acc':>7}  {'job':<14} {'restarts':>8}")
+    counts: Counter[str] = Counter()
+    cycles = total = 0
+    failures = []
+    for spec in specs:
+        prog = progress(sweep, spec)
+        rec = records.get(spec.run_id)
+        if prog.done:
+            state = "DONE"
+        elif rec is None:
+            state = "-" if not prog.cycles else "STARTED"  # e.g. by python -m al_core.run
+        else:
+            state = states.get(spec.run_id, scheduler.UNKNOWN).state
+            if not scheduler.JobState(state, "").active:
+                failures.append((spec.run_id, state, rec))
+        counts[state] += 1
+        cycles += prog.cycles
+        total += prog.total
+        acc = f"{100 * prog.accuracy:.2f}%" if prog.accuracy is not None else "-"
+        job = rec["job_id"] if rec else "-"
+        print(f"{spec.run_id:<{width}}  {state:<13} {prog.cycles:>3}/{prog.total:<3}  {acc:>7}  {job:<14} {prog.restarts:>8}")
+    states_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "DONE", kv[0])))
+    print(f"total: {len(specs)} runs: {states_text}; cycles {cycles}/{total}")
+    for run_id, state, rec in failures:
+        err = Path(rec.get("log_err", ""))
+        print(f"\n{run_id}: job {rec['job_id']} {state} without DONE; last lines of {err}:")
+        lines = tail(err)
+        print("\n".join(f"  | {line}" for line in lines) if lines else "  (empty or missing)")
+        print(f"  whole log: {err} (stdout: {rec.get('log_out', '-')}); `make sweep` resubmits this run")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

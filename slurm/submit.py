@@ -1,0 +1,285 @@
+"""Submission: one job array per `make sweep` on SLURM, or the same job callable run locally.
+
+- slurm: every run to submit goes into one `executor.batch()` (one sbatch, one array capped by
+  array_parallelism), jobs.json is updated under the sweep's lock, and the command returns.
+- local: submitit's local executor, never more runs at once than cores; it stays in the
+  foreground (the throttle lives in this process), so it always waits.
+- debug: submitit's debug executor, in this process, one run after another (for a debugger).
+
+submitit's files (pickles, result pickles, logs) go to a fresh `<sweep_dir>/logs/<timestamp>/` per
+submission: job ids restart at 1 when a test cluster is reset, and submitit would otherwise serve
+a stale result. `<sweep_dir>/logs/runs/<run_id>.out|.err` link to each run's latest job log.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import submitit
+from submitit.core.utils import FailedJobError, environment_variables
+from submitit.slurm.slurm import _make_sbatch_string
+
+from al_core.config import ConfigError, Sweep
+from slurm import ledger, scheduler
+from slurm.plan import Decision, Plan, progress
+from slurm.profiles import ROOT, Resources
+
+CLUSTERS = ("auto", "slurm", "local", "debug")
+
+
+class SubmissionError(RuntimeError):
+    """The scheduler refused or failed a submission (exit status 1)."""
+
+
+def resolve_cluster(name: str, dry_run: bool = False) -> str:
+    if name == "auto":
+        return "slurm" if scheduler.have_slurm() else "local"
+    if name == "slurm" and not dry_run and not scheduler.have_slurm():
+        raise ConfigError("--cluster slurm: sbatch not found on PATH; expected a SLURM login node, "
+                          "or --cluster local to run here")
+    return name
+
+
+def job_name(sweep: Sweep) -> str:
+    return f"al-{sweep.name}"
+
+
+def new_log_folder(sweep: Sweep) -> Path:
+    """A folder no earlier submission used (timestamp + pid), absolute: jobs run elsewhere."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return (sweep.sweep_dir / "logs" / f"{stamp}-{os.getpid()}").resolve()
+
+
+def local_parallelism(resources: Resources, n_runs: int) -> tuple[int, int]:
+    """(runs at once, torch threads per run) for this machine: runs x threads <= cores."""
+    cores = os.cpu_count() or 1
+    parallel = max(1, min(cores, resources.array_parallelism, max(n_runs, 1)))
+    return parallel, max(1, cores // parallel)
+
+
+# ----------------------------------------------------------------------------------------------
+# SLURM
+def slurm_python(resources: Resources) -> str:
+    return resources.python or shlex.quote(sys.executable)
+
+
+def sbatch_script(sweep: Sweep, resources: Resources, folder: Path, n_runs: int) -> str:
+    """The sbatch script a submission of `n_runs` writes (what SlurmExecutor.batch() would submit)."""
+    params = resources.executor_parameters(job_name(sweep))
+    command = " ".join([slurm_python(resources), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, map_count=n_runs if n_runs > 1 else None, **params)
+
+
+def slurm_executor(sweep: Sweep, resources: Resources, folder: Path) -> submitit.SlurmExecutor:
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_timeouts, python=slurm_python(resources))
+    ex.update_parameters(**resources.executor_parameters(job_name(sweep)))
+    return ex
+
+
+def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[str, dict]) -> list[tuple[Decision, str]]:
+    """Submit every run of `plan.to_submit` as one job array; update `records`. Call under the lock."""
+    todo = plan.to_submit
+    if not todo:
+        return []
+    from slurm.job import RunJob  # imports the training stack: only when submitting
+
+    folder = new_log_folder(sweep)
+    ex = slurm_executor(sweep, resources, folder)
+    jobs = []
+    try:
+        with ex.batch():
+            for d in todo:
+                jobs.append(ex.submit(RunJob(d.spec, sweep.run_dir(d.run_id))))
+    except (FailedJobError, OSError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        raise SubmissionError(f"submitting {len(todo)} runs failed: {message}") from None
+    submitted = []
+    for d, job in zip(todo, jobs):
+        ledger.record_submission(records, d.run_id, job.job_id, "slurm", job.paths.stdout, job.paths.stderr)
+        submitted.append((d, job.job_id))
+    ledger.write(sweep.sweep_dir, records)
+    for d, job in zip(todo, jobs):
+        link_run_logs(sweep, d.run_id, job.paths.stdout, job.paths.stderr)
+    return submitted
+
+
+def link_run_logs(sweep: Sweep, run_id: str, out: Path, err: Path) -> None:
+    """<sweep_dir>/logs/runs/<run_id>.out|.err -> the run's latest job log (for `tail -F`)."""
+    links = sweep.sweep_dir / "logs" / "runs"
+    links.mkdir(parents=True, exist_ok=True)
+    for target, suffix in ((out, ".out"), (err, ".err")):
+        link = links / f"{run_id}{suffix}"
+        tmp = links / f".{run_id}{suffix}.{os.getpid()}"
+        try:
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(os.path.relpath(Path(target).resolve(), links.resolve()))
+            os.replace(tmp, link)
+        except OSError:
+            pass  # a convenience only (e.g. a file system without symlinks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress while waiting (local runs and `--wait`)
+class Watch:
+    """Prints the progress of a set of runs: finished / total, each running run's latest cycle, an ETA."""
+
+    def __init__(self, sweep: Sweep, run_ids: list[str], print_fn: Callable[[str], None] = lambda s: print(s, flush=True),
+                 heartbeat_s: float = 60):
+        self.sweep = sweep
+        self.specs = {s.run_id: s for s in sweep.runs() if s.run_id in set(run_ids)}
+        self.print = print_fn
+        self.heartbeat_s = heartbeat_s
+        self.t0 = time.monotonic()
+        self.cycles0 = self._cycles()
+        self.last_key: tuple = ()
+        self.last_time = 0.0
+
+    def _cycles(self) -> int:
+        return sum(progress(self.sweep, s).cycles for s in self.specs.values())
+
+    def update(self, running: list[str], failed: list[str]) -> None:
+        """Print the progress when anything changed (a run, a cycle), else once a minute."""
+        progs = {r: progress(self.sweep, s) for r, s in self.specs.items()}
+        running = [r for r in running if r in progs and not progs[r].done]
+        done = sum(p.done for p in progs.values())
+        cycles = sum(p.cycles for p in progs.values())
+        total = sum(p.total for p in progs.values())
+        key = (done, tuple(running), tuple(failed), tuple(p.cycles for p in progs.values()))
+        now = time.monotonic()
+        if key == self.last_key and now - self.last_time < self.heartbeat_s:
+            return
+        self.last_key, self.last_time = key, now
+        gained = cycles - self.cycles0
+        eta = "?" if gained <= 0 else _duration((total - cycles) * (now - self.t0) / gained)
+        if done == len(progs):
+            eta = "0s"
+        waiting = max(len(progs) - done - len(running) - len(failed), 0)
+        lines = [f"[{datetime.now():%H:%M:%S}] {done}/{len(progs)} runs done, {len(running)} running, {waiting} queued"
+                 + (f", {len(failed)} failed" if failed else "") + f" | cycles {cycles}/{total} | ETA {eta}"]
+        for r in running:
+            p = progs[r]
+            acc = f", acc {100 * p.accuracy:.2f}%" if p.accuracy is not None else ""
+            lines.append(f"    {r}: cycle {p.cycles}/{p.total} finished{acc}")
+        self.print("\n".join(lines))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def wait_slurm(sweep: Sweep, run_ids: list[str], poll_s: float = 5.0) -> list[str]:
+    """Wait until every run is DONE or its job has ended; returns the runs that ended without DONE."""
+    watch = Watch(sweep, run_ids)
+    name = job_name(sweep)
+    ended_once: set[str] = set()
+    while True:
+        records = ledger.read(sweep.sweep_dir)
+        mine = {r: records[r] for r in run_ids if r in records}
+        try:
+            states = scheduler.states(mine, name)
+        except scheduler.SchedulerError as e:  # a controller restart, say: ask again at the next poll
+            print(f"warning: {e}; retrying in {poll_s:.0f}s", flush=True)
+            time.sleep(poll_s)
+            continue
+        running, ended = [], []
+        for r in run_ids:
+            if (sweep.run_dir(r) / "DONE").exists():
+                continue
+            st = states.get(r, scheduler.UNKNOWN)
+            if st.state == "RUNNING":
+                running.append(r)
+            elif not st.active:
+                ended.append(r)
+        # An ended state must be seen twice: a requeue passes through states for a moment.
+        failed = [r for r in ended if r in ended_once]
+        ended_once = set(ended)
+        unfinished = [r for r in run_ids if not (sweep.run_dir(r) / "DONE").exists()]
+        finished = all(r in failed for r in unfinished)
+        watch.update(running, failed)
+        if finished:
+            return failed
+        time.sleep(poll_s)
+
+
+# ----------------------------------------------------------------------------------------------
+# Local and debug execution (this machine)
+def run_here(sweep: Sweep, resources: Resources, plan: Plan, cluster: str, poll_s: float = 1.0) -> list[str]:
+    """Run the plan's runs on this machine (local: child processes; debug: in-process); wait for them.
+
+    Each start re-checks jobs.json under the lock, so a concurrent `make sweep` never starts a run
+    twice. Returns the runs that ended without DONE.
+    """
+    from slurm.job import RunJob
+
+    todo = [d.spec for d in plan.to_submit]
+    others = [d.run_id for d in plan.active]  # started by another invocation: watched, not started
+    parallel, threads = local_parallelism(resources, len(todo))
+    folder = new_log_folder(sweep)
+    if cluster == "debug":
+        ex: submitit.Executor = submitit.DebugExecutor(folder=folder)
+    else:
+        ex = submitit.LocalExecutor(folder=folder, max_num_timeout=resources.max_timeouts)
+        ex.update_parameters(timeout_min=resources.time_min, signal_delay_s=resources.signal_delay_s)
+        print(f"local: at most {parallel} runs at once, {threads} torch thread{'s' if threads > 1 else ''} each "
+              f"({os.cpu_count()} cores); logs in {folder}", flush=True)
+    watch = Watch(sweep, [s.run_id for s in todo] + others)
+    running: dict[str, submitit.Job] = {}
+    failed: list[str] = []
+    # The job processes import al_core and slurm from this repository, and share the cores.
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    queue = list(todo)
+    while queue or running or others:
+        while queue and len(running) < (1 if cluster == "debug" else parallel):
+            spec = queue.pop(0)
+            with ledger.locked(sweep.sweep_dir, wait_note=False):
+                records = ledger.read(sweep.sweep_dir)
+                rec = records.get(spec.run_id)
+                if (sweep.run_dir(spec.run_id) / "DONE").exists():
+                    print(f"{spec.run_id}: DONE meanwhile; not started", flush=True)
+                    continue
+                if rec and scheduler.states({spec.run_id: rec}).get(spec.run_id, scheduler.UNKNOWN).active:
+                    print(f"{spec.run_id}: started meanwhile by another submission (job {rec['job_id']}); not started", flush=True)
+                    others.append(spec.run_id)
+                    continue
+                with environment_variables(**env):
+                    job = ex.submit(RunJob(spec, sweep.run_dir(spec.run_id), threads=threads if cluster == "local" else None))
+                ledger.record_submission(records, spec.run_id, job.job_id, cluster, job.paths.stdout, job.paths.stderr)
+                ledger.write(sweep.sweep_dir, records)
+            link_run_logs(sweep, spec.run_id, job.paths.stdout, job.paths.stderr)
+            print(f"{spec.run_id}: started ({cluster} job {job.job_id}); log {job.paths.stdout}", flush=True)
+            running[spec.run_id] = job
+            if cluster == "debug":
+                try:
+                    job.result()  # runs it here, now (pdb post-mortem on an exception, as submitit's debug executor does)
+                except Exception:
+                    pass
+        for run_id, job in list(running.items()):
+            if cluster == "debug" or job.done():
+                del running[run_id]
+                if (sweep.run_dir(run_id) / "DONE").exists():
+                    print(f"{run_id}: DONE", flush=True)
+                else:
+                    failed.append(run_id)
+                    print(f"{run_id}: ended without DONE; see {job.paths.stderr}", flush=True)
+        for run_id in list(others):
+            records = ledger.read(sweep.sweep_dir)
+            if run_id not in records or not scheduler.states({run_id: records[run_id]})[run_id].active:
+                others.remove(run_id)
+                if not (sweep.run_dir(run_id) / "DONE").exists():
+                    failed.append(run_id)
+        watch.update(list(running) + others, failed)
+        if queue or running or others:
+            time.sleep(poll_s)
+    watch.update([], failed)
+    return failed
