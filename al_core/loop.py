@@ -209,7 +209,8 @@ class Run:
         bs = self.cfg.train.eval_batch_size
         ctx = SelectionContext(
             candidates=unlabelled,
-            score=lambda idx: score_pool(prev.model, prev.lossnet, self.data, idx, bs, self.amp),
+            score=lambda idx: score_pool(prev.model, prev.lossnet, self.data, idx, bs, self.amp,
+                                         lambda: self._check_stop(f"cycle {c} selection")),
             rng=seeding.rng(trial, c, 0, "query"),
         )
         chosen = self.strategy.select(ctx, k)
@@ -295,6 +296,12 @@ class Run:
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} after epoch {cur.epoch}")
         cur.img_per_s = seen / max(cur.timing["train_time_s"] - train_s0, 1e-9)
 
+    def _check_stop(self, where: str) -> None:
+        """Honour a stop request between scoring batches: selection and evaluation are re-derived
+        on resume from the checkpoint that precedes them, so nothing needs writing first."""
+        if self.stop.signame:
+            raise Interrupted(self.stop.signame, where)
+
     def _flush(self, cur: Cycle, loss_sum, correct, t0: float) -> None:
         """Move this stretch's device accumulators and clocks into `cur` (one host sync)."""
         cur.accum[0] += float(loss_sum)
@@ -355,7 +362,8 @@ class Run:
         """Evaluate on the whole test set, append the row, replace cycles.jsonl atomically."""
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
-        scores = predict(cur.model, cur.lossnet, data, data.test_x, cfg.train.eval_batch_size, self.amp)
+        scores = predict(cur.model, cur.lossnet, data, data.test_x, cfg.train.eval_batch_size, self.amp,
+                         lambda: self._check_stop(f"cycle {cur.cycle} evaluation"))
         pred = scores.probs.argmax(1).numpy()
         y = data.test_y.cpu().numpy()
         eval_time = time.perf_counter() - t0

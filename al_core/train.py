@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -90,25 +91,32 @@ def train_step(
 
 
 @torch.no_grad()
-def predict(model: ResNet, lossnet: LossNet | None, data: DeviceData, images: torch.Tensor, batch_size: int, amp) -> Scores:
-    """Class probabilities (and predicted losses) of un-augmented uint8 `images`, in eval mode."""
-    return _predict(model, lossnet, data, images.shape[0], lambda sl: images[sl], batch_size, amp)
+def predict(model: ResNet, lossnet: LossNet | None, data: DeviceData, images: torch.Tensor, batch_size: int, amp,
+            check_stop: Callable[[], None] | None = None) -> Scores:
+    """Class probabilities (and predicted losses) of un-augmented uint8 `images`, in eval mode.
+
+    `check_stop` is called between batches; it raises to abandon the pass (a stop request).
+    """
+    return _predict(model, lossnet, data, images.shape[0], lambda sl: images[sl], batch_size, amp, check_stop)
 
 
-def score_pool(model, lossnet, data: DeviceData, pool_idx: np.ndarray, batch_size: int, amp) -> Scores:
+def score_pool(model, lossnet, data: DeviceData, pool_idx: np.ndarray, batch_size: int, amp,
+               check_stop: Callable[[], None] | None = None) -> Scores:
     """`predict` over pool indices, gathered one batch at a time."""
     idx = torch.as_tensor(pool_idx, dtype=torch.long).to(data.pool_x.device)
-    return _predict(model, lossnet, data, idx.shape[0], lambda sl: data.pool_x[idx[sl]], batch_size, amp)
+    return _predict(model, lossnet, data, idx.shape[0], lambda sl: data.pool_x[idx[sl]], batch_size, amp, check_stop)
 
 
 @torch.no_grad()
-def _predict(model, lossnet, data: DeviceData, n: int, images, batch_size: int, amp) -> Scores:
+def _predict(model, lossnet, data: DeviceData, n: int, images, batch_size: int, amp, check_stop=None) -> Scores:
     model.eval()
     if lossnet is not None:
         lossnet.eval()
     channels_last = data.pool_x.is_cuda and next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
     probs, preds = [], []
     for start in range(0, n, batch_size):
+        if check_stop is not None:
+            check_stop()
         x = data.normalise(images(slice(start, start + batch_size)))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
