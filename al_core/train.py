@@ -28,13 +28,17 @@ class EpochPlan:
 
     @property
     def n_steps(self) -> int:
-        n = self.order.shape[0]
-        steps = -(-n // self.batch_size)
-        # BatchNorm cannot train on a batch of one image: a last batch of one is skipped.
-        return steps - 1 if n % self.batch_size == 1 and steps > 1 else steps
+        # A short last batch makes noisy BatchNorm statistics (and a batch of one cannot train):
+        # a remainder under half a batch is merged into the batch before it.
+        n, bs = self.order.shape[0], self.batch_size
+        full, rest = divmod(n, bs)
+        if full == 0:
+            return 1 if n > 1 else 0
+        return full + (1 if 2 * rest >= bs else 0)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
+        last = step == self.n_steps - 1
+        sl = slice(step * self.batch_size, None if last else (step + 1) * self.batch_size)
         return (
             self.order[sl],
             None if self.shifts is None else self.shifts[sl],

@@ -89,9 +89,11 @@ def _legend(fig: Figure, styles: dict, title: str, extra_handles: list = ()) -> 
 
 
 def _curves(table: pd.DataFrame, path: Path, *, rows: list[str], cols: list[str], hue: str, x: str, y: str,
-            band: str | None, title: str, xlabel: str, ylabel: str, scale: float = 100.0, zero_line: bool = False) -> Path:
+            band: str | None, title: str, xlabel: str, ylabel: str, scale: float = 100.0, zero_line: bool = False,
+            bounds: tuple[float, float] | None = (0.0, 100.0)) -> Path:
     """A grid of panels (one per row label x column label) with one line per `hue` value and a
-    shaded band of +-`band` around it."""
+    shaded band of +-`band` around it, clipped to the metric's possible range `bounds` (with two
+    trials a 95% CI is 12.7 standard errors wide and would otherwise dwarf the curves)."""
     t = table.dropna(subset=[y])
     if t.empty:
         return _placeholder(path, title, "no finished cycles yet")
@@ -105,7 +107,10 @@ def _curves(table: pd.DataFrame, path: Path, *, rows: list[str], cols: list[str]
         ax.plot(xs, ys, markersize=4, linewidth=1.4, label=str(h), **styles[h])
         if band is not None:
             half = line[band].to_numpy(float) * scale
-            ax.fill_between(xs, ys - half, ys + half, color=styles[h]["color"], alpha=0.18, linewidth=0)
+            lo, hi = ys - half, ys + half
+            if bounds is not None:
+                lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
+            ax.fill_between(xs, lo, hi, color=styles[h]["color"], alpha=0.18, linewidth=0)
     for i, r in enumerate(row_values):
         for j, c in enumerate(col_values):
             ax = axes[i, j]
@@ -154,7 +159,7 @@ def macro_f1(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
 def label_efficiency(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Label efficiency (accuracy points per % of the pool labelled) per cycle."""
     return _curves(summary, path, rows=["dataset", *_extra(keys), "strategy"], cols=["model"], hue="optimizer",
-                   x="cycle", y="le_mean", band="le_ci95", scale=1.0, zero_line=True,
+                   x="cycle", y="le_mean", band="le_ci95", scale=1.0, zero_line=True, bounds=None,
                    title="Label efficiency: accuracy points gained per % of the pool labelled (mean, 95% CI)",
                    xlabel="cycle", ylabel="points per % labelled")
 

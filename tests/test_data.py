@@ -96,8 +96,12 @@ def test_epoch_plan_shuffles_every_epoch_and_is_reproducible():
     assert torch.equal(p0.order, p0b.order) and torch.equal(p0.shifts, p0b.shifts)
     assert not torch.equal(p0.order, p1.order)
     assert sorted(p0.order.tolist()) == list(range(50, 150))
-    assert p0.n_steps == 4
-    assert epoch_plan(data, torch.arange(33), 0, 1, 0, 32).n_steps == 1  # a last batch of one is skipped
+    assert p0.n_steps == 3  # 100 = 32 + 32 + 36: a remainder of 4 joins the last full batch
+    assert [len(p0.batch(i)[0]) for i in range(3)] == [32, 32, 36]
+    sizes = lambda n: [len(b[0]) for b in map(epoch_plan(data, torch.arange(n), 0, 1, 0, 32).batch,  # noqa: E731
+                                               range(epoch_plan(data, torch.arange(n), 0, 1, 0, 32).n_steps))]
+    assert sizes(80) == [32, 32, 16]  # half a batch or more stays a batch of its own
+    assert sizes(33) == [33] and sizes(20) == [20] and sizes(1) == []
 
 
 def test_cpu_fast_path_equals_the_generic_gather():
