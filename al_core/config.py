@@ -395,12 +395,6 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     )
 
 
-def run_config_from_dict(d: dict) -> RunConfig:
-    """Rebuild a RunConfig from its `to_dict()` form (as stored in run.json)."""
-    sections = {k: build(cls, d.get(k), k) for k, cls in SECTIONS.items()}
-    return RunConfig(d["model"], d["optimizer"], d["strategy"], d["trial"], optim=d["optim"], **sections)
-
-
 # ----------------------------------------------------------------------------------------------
 # Generic dataclass-from-dict with type checks.
 def build(cls: type, data: Any, where: str) -> Any:
