@@ -251,7 +251,7 @@ class Run:
         if cur.epoch >= t.epochs:
             return
         labelled = torch.as_tensor(cur.labelled, dtype=torch.long)
-        pool_y = self.data.pool_y
+        channels_last = self.device.type == "cuda" and t.channels_last
         detach_epoch = math.ceil(ll.detach_at * t.epochs)
         t0 = time.perf_counter()
         seen, train_s0 = 0, cur.timing["train_time_s"]
@@ -264,15 +264,12 @@ class Run:
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             detach = cur.epoch >= detach_epoch
             for step in range(cur.step, plan.n_steps):
-                idx, shifts, flips = plan.batch(step)
-                x = self.data.train_batch(idx, shifts, flips)
-                if self.device.type == "cuda" and t.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                s, k = train_step(cur.model, cur.lossnet, cur.opt, x, pool_y[idx], detach, ll.margin, ll.weight, self.amp)
+                x, y = plan.inputs(self.data, step, channels_last)
+                s, k = train_step(cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin, ll.weight, self.amp)
                 loss_sum += s
                 correct += k
-                cur.accum[2] += idx.shape[0]
-                seen += idx.shape[0]
+                cur.accum[2] += y.shape[0]
+                seen += y.shape[0]
                 cur.step = step + 1
                 if self.stop.signame:
                     self._flush(cur, loss_sum, correct, t0)

@@ -46,6 +46,15 @@ class EpochPlan:
         )
 
 
+    def inputs(self, data: DeviceData, step: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented, normalised images of batch `step` (in the model's memory format) and their labels."""
+        idx, shifts, flips = self.batch(step)
+        x = data.train_batch(idx, shifts, flips)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, data.pool_y[idx]
+
+
 def epoch_plan(data: DeviceData, labelled: torch.Tensor, trial: int, cycle: int, epoch: int, batch_size: int) -> EpochPlan:
     """The shuffled order and augmentation of one epoch, derived from (trial, cycle, epoch, "train")."""
     g = seeding.torch_generator(trial, cycle, epoch, "train")

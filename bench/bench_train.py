@@ -190,14 +190,11 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
             correct = torch.zeros((), device=dev, dtype=torch.long)
             seen = 0
             for step in range(plan.n_steps):
-                idx, shifts, flips = plan.batch(step)
-                x = data.train_batch(idx, shifts, flips)
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                s, k = train_step(model, lossnet, opt, x, data.pool_y[idx], False, 1.0, 1.0, amp)
+                x, y = plan.inputs(data, step, cuda)
+                s, k = train_step(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
                 loss_sum += s
                 correct += k
-                seen += idx.shape[0]
+                seen += y.shape[0]
             float(loss_sum), float(correct)  # the loop reads its accumulators once per epoch
             return seen
 
@@ -250,12 +247,8 @@ def data_path(args, data: DeviceData, train_set: ref.InMemoryCIFAR) -> dict:
         plan = epoch_plan(data, labelled, 0, 1, next(epochs), args.batch_size)
         seen = 0
         for step in range(plan.n_steps):
-            idx, shifts, flips = plan.batch(step)
-            x = data.train_batch(idx, shifts, flips)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            _ = data.pool_y[idx]  # the labels are gathered too
-            seen += idx.shape[0]
+            _, y = plan.inputs(data, step, cuda)  # images and labels, as the training loop gets them
+            seen += y.shape[0]
         return seen
 
     loader = ref.train_loader(train_set, args.batch_size, args.ref_workers, pin_memory=cuda)
