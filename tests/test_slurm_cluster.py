@@ -227,9 +227,9 @@ def test_cancelled_run_is_resubmitted_alone(tmp_path, sweeps_to_clean):
 # requeue: `scontrol requeue` (SIGTERM) and the time limit (USR2), both submitted at once
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory, sweeps_to_clean):
-    # A outlives a 1-minute limit (about a minute of training on an idle core); the limit is
+    # A outlives a 1-minute limit (about 100 s of training on an idle core); the limit is
     # checked every 30 s and the warning may come up to a minute early, so USR2 lands mid-run.
-    limit = [*ONE, "train.epochs=120", "train.checkpoint_every=25", "slurm.time=1", "slurm.signal_delay_s=5",
+    limit = [*ONE, "train.epochs=240", "train.checkpoint_every=25", "slurm.time=1", "slurm.signal_delay_s=5",
              "slurm.max_timeouts=8"]
     # B trains ~15 s; it is requeued with `scontrol requeue` once its first cycle is done.
     requeue = [*ONE, "train.epochs=30", "train.checkpoint_every=5", "slurm.time=10"]
