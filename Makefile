@@ -9,11 +9,16 @@ ARGS ?=
 DRY ?=
 ENV_PREFIX ?= $(if $(wildcard /speed-scratch/$(USER)),/speed-scratch/$(USER)/envs/al-sweep,$(CURDIR)/.conda-env)
 BENCH_ARGS ?=
+# make env: the PyTorch build of the profile's GPUs (jobs/profiles/$(PROFILE).yaml: torch_build).
+PROFILE ?= speed
+TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
+TORCH_BUILD ?= $(shell sed -n 's/^torch_build: *\([a-z0-9]*\).*/\1/p' jobs/profiles/$(PROFILE).yaml 2>/dev/null)
 
-.PHONY: setup test demo data sweep status report bench env clean-demo help
+.PHONY: setup test demo data sweep status report bench env gpu-check help
 
 help:
-	@echo "make setup | test | demo | data | sweep | status | report | bench | env"
+	@echo "make setup | test | demo | data | sweep | status | report | bench | env | gpu-check"
 	@echo "  SWEEP=$(SWEEP) CLUSTER=$(CLUSTER) ARGS='key=value ...' DRY=1 PYTHON=/path/to/python"
 
 # The stamp makes setup idempotent and cheap; it is skipped when PYTHON already has the project.
@@ -50,8 +55,18 @@ report: setup
 bench: setup
 	$(PYTHON) -m bench.bench_train $(BENCH_ARGS)
 
+# On a GPU node: environment report, gpu tests, the benchmark at full width, a timed 3-cycle run.
+gpu-check: setup
+	$(PYTHON) -m bench.gpu_check $(ARGS)
+
 # A conda environment for a cluster (Speed: under /speed-scratch/$USER, never in $HOME).
 env:
 	conda env create --prefix $(ENV_PREFIX) --file environment.yml || conda env update --prefix $(ENV_PREFIX) --file environment.yml
 	conda run --prefix $(ENV_PREFIX) python -m pip install --no-deps -e .
+	@if [ -n "$(TORCH_BUILD)" ] && [ "$(TORCH_BUILD)" != null ]; then \
+	  echo "installing torch $(TORCH_VERSION)+$(TORCH_BUILD) (profile $(PROFILE): torch_build)"; \
+	  conda run --prefix $(ENV_PREFIX) python -m pip install -q "torch==$(TORCH_VERSION)+$(TORCH_BUILD)" \
+	    "torchvision==$(TORCHVISION_VERSION)+$(TORCH_BUILD)" --extra-index-url https://download.pytorch.org/whl/$(TORCH_BUILD); \
+	fi
+	@echo "check a GPU node with: $(ENV_PREFIX)/bin/python -m al_core.preflight   (in a job: srun -p pg --gpus=1 --mem=4G ...)"
 	@echo "activate with: conda activate $(ENV_PREFIX)   then use: make <target> PYTHON=$(ENV_PREFIX)/bin/python"

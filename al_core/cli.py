@@ -10,6 +10,7 @@ from typing import Callable, NoReturn
 
 EXIT_USAGE = 2
 EXIT_IO = 1
+EXIT_NODE = 78  # EX_CONFIG: this node cannot serve the run (GPU unusable or unserved, dataset missing)
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
@@ -25,14 +26,18 @@ class Parser(argparse.ArgumentParser):
 
 
 def guarded(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a main(): ConfigError and DataError become `error:` + exit 2; OSError `error:` + exit 1."""
+    """Wrap a main(): ConfigError and DataError become `error:` + exit 2; a node that cannot serve
+    the run (NodeError, DataMissing) `error:` + exit 78; OSError `error:` + exit 1."""
 
     def wrapper(argv: list[str] | None = None) -> int:
         from al_core.config import ConfigError
-        from al_core.data import DataError
+        from al_core.data import DataError, DataMissing
+        from al_core.preflight import NodeError
 
         try:
             return main(argv)
+        except (NodeError, DataMissing) as e:
+            fail(str(e), EXIT_NODE)
         except (ConfigError, DataError) as e:
             fail(str(e))
         except OSError as e:

@@ -74,7 +74,9 @@ class TrainConfig:
     schedule: str = "multistep"  # multistep | cosine | constant (stepped once per epoch)
     milestones: tuple[float, ...] = (0.8,)  # multistep: fractions of `epochs` (0.8 = epoch 160 of 200)
     gamma: float = 0.1  # multistep: lr factor at each milestone
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 only on GPUs with native bf16, capability >= 8.0; else fp32) | fp32 | bf16
+    score_precision: str = "fp32"  # pool scoring for selection: fp32 | train (the training precision)
+    tf32: bool = False  # allow TF32 matmuls/convolutions on Ampere+ (faster, ~10-bit mantissa)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     checkpoint_every: int = 10  # epochs between checkpoints inside a cycle (0: cycle ends only) ...
     checkpoint_min_s: float = 120.0  # ... and at least this many seconds since the last one (0: no floor)
@@ -205,6 +207,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise ConfigError(f"sweep file {str(path)!r} not found; expected a YAML file such as jobs/cifar10.yaml") from None
     except OSError as e:
         raise ConfigError(f"sweep file {str(path)!r} cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"sweep file {str(path)!r} is not text (undecodable byte at offset {e.start}); "
+                          "expected a UTF-8 YAML file such as jobs/cifar10.yaml") from None
+    if "\x00" in text:
+        raise ConfigError(f"sweep file {str(path)!r} is not text (it holds NUL bytes); expected a YAML file such as jobs/cifar10.yaml")
     try:
         raw = yaml_load(text)
     except yaml.YAMLError as e:
@@ -351,7 +358,8 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"train.checkpoint_min_s: expected seconds >= 0, got {t.checkpoint_min_s}")
     if t.checkpoint_every < 0:
         raise ConfigError(f"train.checkpoint_every: expected an integer >= 0 (0: only at cycle ends), got {t.checkpoint_every}")
-    choices = {"schedule": ("multistep", "cosine", "constant"), "precision": ("auto", "fp32", "bf16"), "device": ("auto", "cpu", "cuda")}
+    choices = {"schedule": ("multistep", "cosine", "constant"), "precision": ("auto", "fp32", "bf16"),
+               "score_precision": ("fp32", "train"), "device": ("auto", "cpu", "cuda")}
     for key, allowed in choices.items():
         if getattr(t, key) not in allowed:
             raise ConfigError(f"train.{key}: expected one of {', '.join(allowed)}, got {getattr(t, key)!r}")

@@ -22,6 +22,10 @@ class DataError(RuntimeError):
     """A dataset that is missing or damaged on disk; the message says what to do."""
 
 
+class DataMissing(DataError):
+    """The dataset's files are not on this node (exit 78 in a job: this node cannot serve the run)."""
+
+
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # pool_x, pool_y, test_x, test_y (NCHW uint8)
 
 
@@ -69,15 +73,31 @@ def _cifar_arrays(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.n
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _load_cifar(name: str, root: Path) -> Arrays:
+def _cifar_files(name: str, root: Path) -> tuple[list[Path], list[Path]]:
     base = Path(root) / CIFAR_DIRS[name]
     if name == "cifar10":
-        train, test, key = [base / f"data_batch_{i}" for i in range(1, 6)], [base / "test_batch"], b"labels"
-    else:
-        train, test, key = [base / "train"], [base / "test"], b"fine_labels"
+        return [base / f"data_batch_{i}" for i in range(1, 6)], [base / "test_batch"]
+    return [base / "train"], [base / "test"]
+
+
+# Files each on-disk dataset needs under dataset.root: checked on the login node before submitting.
+REQUIRED_FILES: dict[str, Callable[[Path], list[Path]]] = {
+    name: (lambda root, name=name: sum(_cifar_files(name, root), [])) for name in CIFAR_DIRS
+}
+
+
+def missing_files(name: str, root: str | Path) -> list[Path]:
+    """The files dataset `name` needs under `root` that are not there (empty for embedded datasets)."""
+    files = REQUIRED_FILES.get(name)
+    return [] if files is None else [p for p in files(Path(root)) if not p.is_file()]
+
+
+def _load_cifar(name: str, root: Path) -> Arrays:
+    train, test = _cifar_files(name, root)
+    key = b"labels" if name == "cifar10" else b"fine_labels"
     missing = [str(p) for p in train + test if not p.is_file()]
     if missing:
-        raise DataError(
+        raise DataMissing(
             f"dataset {name} not found: {missing[0]} is missing; run `make data` on a node with internet "
             f"(it downloads into dataset.root={root}) or point dataset.root at an existing copy"
         )
@@ -139,6 +159,22 @@ def _load_synthetic(root: Path) -> Arrays:
 
 
 _register(DatasetSpec("synthetic", 10, 3, SYNTH_SIZE, SYNTH_POOL, SYNTH_TEST, pad=2, flip=True, load=_load_synthetic))
+
+
+def _load_synthetic_cifar(root: Path) -> Arrays:
+    """CIFAR-10's shapes (50,000 + 10,000 images, 3 x 32 x 32, 10 classes) without a download:
+    for timing a study's runs on a GPU node (make gpu-check). Learnable, not meaningful."""
+    g = np.random.default_rng(54321)
+    k, s, n_pool, n_test = 10, 32, 50000, 10000
+    protos = g.uniform(0, 255, size=(k, 3, 4, 4)).repeat(s // 4, axis=2).repeat(s // 4, axis=3).astype(np.float32)
+    y = np.arange(n_pool + n_test) % k
+    g.shuffle(y)
+    noise = g.integers(0, 128, size=(n_pool + n_test, 3, s, s), dtype=np.uint8)
+    x = (0.5 * protos[y]).astype(np.uint8) + noise  # at most 127 + 127: no overflow
+    return x[:n_pool], y[:n_pool].astype(np.int64), x[n_pool:], y[n_pool:].astype(np.int64)
+
+
+_register(DatasetSpec("synthetic_cifar", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=_load_synthetic_cifar))
 
 
 # ----------------------------------------------------------------------------------------------

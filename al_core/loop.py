@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
-from al_core import checkpoint, seeding
+from al_core import checkpoint, preflight, seeding
 from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
 from al_core.data import DataError, DeviceData, load as load_data
 from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -86,16 +86,18 @@ class Run:
         self.fingerprint = self.cfg.fingerprint()
         self.strategy = STRATEGIES.get(self.cfg.strategy)
         t = self.cfg.train
-        want_cuda = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available())
-        if t.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device: cuda requested but no CUDA device is visible; expected auto or cpu")
+        # Before anything is written: a job that asked for a GPU it cannot use stops here (NodeError, exit 78).
+        node = preflight.check(t.device, t.precision)
+        want_cuda = t.device == "cuda" or (t.device == "auto" and node.cuda_available)
         self.device = torch.device("cuda" if want_cuda else "cpu")
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if t.precision == "auto" else t.precision
+        self.precision = preflight.resolve_precision(t.precision, self.device.type, node.capability)
         self.amp = autocast(self.device, self.precision)
+        # Selection ranks scores: fp32 by default, so bf16 rounding does not make ties of distinct scores.
+        self.score_amp = autocast(self.device, "fp32" if t.score_precision == "fp32" else self.precision)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
         self.rows: list[dict] = []
         self.data: DeviceData | None = None
         self.last_checkpoint = time.monotonic()
@@ -108,13 +110,15 @@ class Run:
 
     def execute(self, restart: bool = False) -> str:
         """Run or resume to the end. Returns "done" or "already done"; raises Interrupted, ConfigError."""
+        if restart or not (self.run_dir / "DONE").exists():
+            # Before the run directory is touched: a node without the dataset leaves nothing behind.
+            self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._claim(restart)
         if (self.run_dir / "DONE").exists():
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
             return "already done"
         self.rows = self._read_rows()
-        self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device)
         al = self.cfg.al
         budget = al.initial_size + (al.cycles - 1) * al.query_size
         if budget > self.data.n_pool:
@@ -209,9 +213,10 @@ class Run:
         bs = self.cfg.train.eval_batch_size
         ctx = SelectionContext(
             candidates=unlabelled,
-            score=lambda idx: score_pool(prev.model, prev.lossnet, self.data, idx, bs, self.amp,
+            score=lambda idx: score_pool(prev.model, prev.lossnet, self.data, idx, bs, self.score_amp,
                                          lambda: self._check_stop(f"cycle {c} selection")),
             rng=seeding.rng(trial, c, 0, "query"),
+            ties=seeding.rng(trial, c, 0, "ties"),
         )
         chosen = self.strategy.select(ctx, k)
         return [int(i) for i in chosen]
@@ -396,6 +401,7 @@ class Run:
             "peak_mem_bytes": peak_mem,
             "energy_j": None if energy is None else round(energy, 3),
             "device": device_name(self.device),
+            "precision": self.precision,
         }
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")

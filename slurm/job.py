@@ -15,7 +15,10 @@ A requeued job runs this callable again; the run resumes from its newest checkpo
 interruption loses at most the current training step. When the run finishes, submitit records
 ("success", "done") for the job, however often it was requeued.
 
-Exit status of the job process: 0 done (submitit's result pickle says success); 75 (EX_TEMPFAIL)
+Exit status of the job process: 0 done (submitit's result pickle says success); 78 (EX_CONFIG) this
+node cannot serve the run (no usable GPU though one was asked for, no kernels for the GPU in this
+build, a precision the GPU lacks, the dataset missing): one `error:` line on stderr, the run is
+held (slurm.held) and its directory untouched; 75 (EX_TEMPFAIL)
 stopped by SIGTERM/SIGINT after writing a checkpoint; 255 (-1) requeued by submitit after USR2;
 1 the run failed (the traceback is in the job's .err log and in submitit's result pickle).
 """
@@ -32,6 +35,7 @@ import submitit
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
 from al_core.config import RunSpec
+from slurm import held
 
 # al_core.loop (torch, scikit-learn) is imported inside __call__, after the signal handlers are in
 # place: unpickling this job must be quick, because until submitit has installed its handlers a
@@ -86,7 +90,9 @@ class RunJob(submitit.helpers.Checkpointable):
         try:
             import torch
 
+            from al_core.data import DataMissing
             from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
+            from al_core.preflight import EX_CONFIG, NodeError
 
             stop = StopFlag()
             if requested:  # a signal came during the imports
@@ -98,6 +104,13 @@ class RunJob(submitit.helpers.Checkpointable):
                 f"{torch.get_num_threads()} torch threads")
             try:
                 return run(self.spec, Path(self.run_dir), stop=stop, log=log)
+            except (NodeError, DataMissing) as e:
+                # This node cannot serve the run: say so once, hold the run, leave its directory alone.
+                print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
+                held.hold(Path(self.run_dir).parent.parent, self.spec.run_id, str(e))
+                log(f"{self.spec.run_id}: exiting with {EX_CONFIG} (this node cannot serve the run); "
+                    "`make sweep` holds it until you fix the cause and pass --retry-failed")
+                sys.exit(EX_CONFIG)
             except Interrupted as e:
                 log(f"{self.spec.run_id}: {e}")
                 if e.signame == usr_sig.name and isinstance(getattr(submitit_handler, "__self__", None), SignalHandler):

@@ -21,6 +21,11 @@ class Decision:
     reason: str  # "new", "DONE", "job 12_3 RUNNING", "job 12_3 FAILED: resubmitted", ...
     job_id: str | None = None  # the run's last job, if any
     state: str | None = None  # that job's state
+    hold_error: str | None = None  # the `error:` line of a job that could not run on its node (held run)
+
+    @property
+    def held(self) -> bool:
+        return self.hold_error is not None and not self.submit
 
     @property
     def run_id(self) -> str:
@@ -43,12 +48,30 @@ class Plan:
     @property
     def active(self) -> list[Decision]:
         """Skipped because a job of theirs is queued or running (a `--wait` watches these too)."""
-        return [d for d in self.skipped if d.reason != "DONE"]
+        return [d for d in self.skipped if d.reason != "DONE" and not d.held]
+
+    @property
+    def held(self) -> list[Decision]:
+        """Skipped because their last job found a node that could not serve them (exit 78)."""
+        return [d for d in self.skipped if d.held]
 
     def summary(self) -> str:
         done = sum(d.reason == "DONE" for d in self.skipped)
-        return (f"{len(self.to_submit)} to submit, {len(self.skipped)} skipped "
-                f"({done} DONE, {len(self.skipped) - done} queued or running)")
+        held = len(self.held)
+        text = (f"{len(self.to_submit)} to submit, {len(self.skipped)} skipped "
+                f"({done} DONE, {len(self.skipped) - done - held} queued or running"
+                + (f", {held} held: their node could not serve them" if held else "") + ")")
+        return text
+
+    def held_note(self) -> str | None:
+        """What to do about held runs, or None when there are none."""
+        if not self.held:
+            return None
+        first = self.held[0]
+        return (f"{len(self.held)} run{'s' if len(self.held) > 1 else ''} held (exit 78: the node could not serve "
+                f"{'them' if len(self.held) > 1 else 'it'}), e.g. {first.run_id}: {first.hold_error}\n"
+                "fix the cause (partition, GPU, PyTorch build, dataset), then resubmit them with --retry-failed "
+                "(make sweep ARGS=--retry-failed)")
 
     def lines(self) -> list[str]:
         width = max((len(d.run_id) for d in self.decisions), default=0)
@@ -103,15 +126,28 @@ def check_run_dirs(sweep: Sweep, specs: list[RunSpec] | None = None) -> None:
             )
 
 
-def make_plan(sweep: Sweep, records: dict[str, dict], states: dict[str, JobState]) -> Plan:
+def make_plan(sweep: Sweep, records: dict[str, dict], states: dict[str, JobState],
+              held: dict[str, dict] | None = None, retry_failed: bool = False) -> Plan:
+    """One decision per run. Held runs (`held`: run_id -> hold record) are skipped unless `retry_failed`."""
+    held = held or {}
     decisions = []
     for spec in sweep.runs():
         run_dir = sweep.run_dir(spec.run_id)
         rec = records.get(spec.run_id)
         job_id = rec["job_id"] if rec else None
         state = states.get(spec.run_id)
+        hold = held.get(spec.run_id)
         if (run_dir / "DONE").exists():
             decisions.append(Decision(spec, False, "DONE", job_id, state.state if state else None))
+        elif hold is not None and not (state is not None and state.active):
+            error = str(hold.get("error", "?"))
+            if retry_failed:
+                decisions.append(Decision(spec, True, f"held (job {hold.get('job_id', '-')}, exit 78): retried", job_id,
+                                          state.state if state else None, error))
+            else:
+                decisions.append(Decision(spec, False, f"HELD: job {hold.get('job_id', '-')} on {hold.get('host', '?')} "
+                                          "could not run (exit 78); --retry-failed resubmits", job_id,
+                                          state.state if state else None, error))
         elif rec is None:
             p = progress(sweep, spec)
             reason = f"new (resumes at cycle {p.cycles + 1} from its run directory)" if p.cycles else "new"

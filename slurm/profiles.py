@@ -22,6 +22,8 @@ Keys (every profile must define them all; the sweep may override any of them und
 | env_prefix | | environment (conda prefix) on the node; `{env_prefix}` in setup/python is replaced |
 | python | | interpreter on the node; null = {env_prefix}/bin/python, or this interpreter |
 | setup | lines before the job | shell lines, e.g. module load / conda activate |
+| torch_build | | the PyTorch wheel build `make env` installs (cu126, cu128, cu130; null = pip's default); must have kernels for every capability in gpu_capabilities |
+| gpu_capabilities | | compute capabilities of the partitions' GPUs, e.g. ["7.0", "8.0"]; checked against torch_build before submitting |
 """
 from __future__ import annotations
 
@@ -33,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from al_core.config import ConfigError, yaml_load
+from al_core.preflight import BUILD_ARCHS, EXPECT_GPU_VAR, serves
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = ROOT / "jobs" / "profiles"
 
 KEYS = (
     "partition", "gpus", "cpus", "mem", "time", "account", "qos", "array_parallelism", "signal_delay_s",
-    "max_timeouts", "required", "extra", "env_prefix", "python", "setup",
+    "max_timeouts", "required", "extra", "env_prefix", "python", "setup", "torch_build", "gpu_capabilities",
 )
 # sbatch options that submitit or this package writes itself; setting them through `extra` would
 # break log paths, the array, the warning signal or the requeue.
@@ -71,6 +74,8 @@ class Resources:
     env_prefix: str | None = None
     python: str | None = None  # shell words, already quoted; None = the submitting interpreter
     setup: tuple[str, ...] = ()
+    torch_build: str | None = None
+    gpu_capabilities: tuple[str, ...] = ()
 
     def executor_parameters(self, job_name: str, python_path: str = str(ROOT)) -> dict[str, Any]:
         """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
@@ -85,7 +90,9 @@ class Resources:
             "array_parallelism": self.array_parallelism,
             "additional_parameters": extra,
             # The callable is `slurm.job.RunJob`: importable on the node from the repository.
-            "setup": [*self.setup, f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"],
+            "setup": [*self.setup, f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+            # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
+            + ([f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []),
         }
         if self.cpus:
             # Since Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: say it again,
@@ -265,7 +272,21 @@ def _validate(profile: str, m: dict, origin: dict) -> Resources:
         raise bad("setup", "a list of shell lines")
     lines = tuple(substitute("setup", shell_text("setup", line, "a shell line")) for line in setup)
 
+    build = m["torch_build"]
+    if build is not None and build not in BUILD_ARCHS:
+        raise bad("torch_build", f"null or one of {', '.join(BUILD_ARCHS)}")
+    caps = m["gpu_capabilities"] or []
+    if not isinstance(caps, list) or not all(isinstance(c, str) and re.fullmatch(r"\d+\.\d", c) for c in caps):
+        raise bad("gpu_capabilities", 'a list of compute capabilities such as ["7.0", "8.0"]')
+    if build is not None:
+        unserved = [c for c in caps if not serves(BUILD_ARCHS[build], c)]
+        if unserved:
+            raise ConfigError(f"{origin['torch_build']}: build {build} has no kernels for compute capability "
+                              f"{', '.join(unserved)} ({origin['gpu_capabilities']}); expected a build that covers "
+                              f"every GPU of the partitions, e.g. cu126 for V100s (7.0)")
+
     return Resources(
+        torch_build=build, gpu_capabilities=tuple(caps),
         profile=profile, partition=partition, gpus=gpus, cpus=cpus, mem=mem, time_min=time_min, account=account,
         qos=qos, array_parallelism=parallel, signal_delay_s=delay, max_timeouts=max_timeouts, extra=clean_extra,
         env_prefix=env_prefix, python=python, setup=lines,

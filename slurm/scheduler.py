@@ -150,3 +150,28 @@ def cancel(job_ids: Iterable[str]) -> None:
     ids = list(job_ids)
     if ids and have_slurm():
         _run(["scancel", *ids])
+
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize (array indices 0..1000)
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (`scontrol show config`): an array may hold indices 0..N-1."""
+    out = _run(["scontrol", "show", "config"]) or ""
+    m = re.search(r"^\s*MaxArraySize\s*=\s*(\d+)", out, flags=re.M)
+    return int(m.group(1)) if m and int(m.group(1)) > 0 else DEFAULT_MAX_ARRAY_SIZE
+
+
+def submit_allowance() -> int | None:
+    """How many more jobs (array tasks count one each) this user may submit, where the cluster
+    shows a per-user limit (the association's MaxSubmitJobs, or the QOS's MaxSubmitJobsPerUser);
+    None where it shows none."""
+    user = _user()
+    limits = []
+    out = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=MaxSubmitJobs"]) or ""
+    limits += [int(v) for v in out.split() if v.strip().isdigit()]
+    if not limits:
+        return None
+    queued = _run(["squeue", "-h", "-r", "-u", user, "-o", "%i"])
+    n_queued = len((queued or "").split())
+    return max(min(limits) - n_queued, 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
-from slurm import ledger, profiles, scheduler
+from slurm import held, ledger, profiles, scheduler
 from slurm.plan import progress
 from slurm.submit import job_name
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except scheduler.SchedulerError as e:
         fail(str(e), EXIT_IO)
 
+    held_runs = held.read(sweep.sweep_dir)
     specs = sweep.runs()
     width = max(len(s.run_id) for s in specs)
     print(f"{'run':<{width}}  {'state':<13} {'cycles':>7}  {'acc':>7}  {'job':<14} {'restarts':>8}")
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             state = states.get(spec.run_id, scheduler.UNKNOWN).state
             if not scheduler.JobState(state, "").active:
+                if spec.run_id in held_runs:
+                    state = "HELD"
                 failures.append((spec.run_id, state, rec))
         counts[state] += 1
         cycles += prog.cycles
@@ -76,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total: {len(specs)} runs: {states_text}; cycles {cycles}/{total}")
     for run_id, state, rec in failures:
         err = Path(rec.get("log_err", ""))
+        if state == "HELD":
+            h = held_runs[run_id]
+            print(f"\n{run_id}: job {h.get('job_id', rec['job_id'])} on {h.get('host', '?')} exited 78: this node could not serve the run")
+            print(f"  | error: {h.get('error', '?')}")
+            print(f"  whole log: {err}; fix the cause, then `make sweep ARGS=--retry-failed` resubmits held runs")
+            continue
         print(f"\n{run_id}: job {rec['job_id']} {state} without DONE; last lines of {err}:")
         lines = tail(err)
         print("\n".join(f"  | {line}" for line in lines) if lines else "  (empty or missing)")

@@ -1,7 +1,8 @@
 """Submission: one job array per `make sweep` on SLURM, or the same job callable run locally.
 
-- slurm: every run to submit goes into one `executor.batch()` (one sbatch, one array capped by
-  array_parallelism), jobs.json is updated under the sweep's lock, and the command returns.
+- slurm: the runs to submit go into job arrays (one `executor.batch()`, one sbatch each) of at
+  most the cluster's MaxArraySize runs, each capped by array_parallelism; jobs.json is updated
+  under the sweep's lock after each array, and the command returns.
 - local: submitit's local executor, never more runs at once than cores; it stays in the
   foreground (the throttle lives in this process), so it always waits.
 - debug: submitit's debug executor, in this process, one run after another (for a debugger).
@@ -25,7 +26,7 @@ from submitit.core.utils import FailedJobError, environment_variables
 from submitit.slurm.slurm import _make_sbatch_string
 
 from al_core.config import ConfigError, Sweep
-from slurm import ledger, scheduler
+from slurm import held, ledger, scheduler
 from slurm.plan import Decision, Plan, progress
 from slurm.profiles import ROOT, Resources
 
@@ -81,30 +82,56 @@ def slurm_executor(sweep: Sweep, resources: Resources, folder: Path) -> submitit
     return ex
 
 
-def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[str, dict]) -> list[tuple[Decision, str]]:
-    """Submit every run of `plan.to_submit` as one job array; update `records`. Call under the lock."""
+def array_chunks(n: int, max_array_size: int) -> list[range]:
+    """Split `n` runs into arrays the cluster accepts (indices 0..max_array_size-1 each)."""
+    size = max(1, max_array_size)
+    return [range(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[str, dict],
+                 max_array_size: int | None = None, allowance: int | None = None,
+                 note: Callable[[str], None] = lambda s: print(s, flush=True)) -> list[tuple[Decision, str]]:
+    """Submit every run of `plan.to_submit` as job arrays within the cluster's MaxArraySize (and
+    the user's job limit where the cluster shows one); update `records`. Call under the lock.
+
+    Each array is recorded in jobs.json as soon as sbatch accepts it, so a refusal of a later
+    array leaves the earlier ones known (a re-sweep then submits only the rest).
+    """
     todo = plan.to_submit
     if not todo:
         return []
     from slurm.job import RunJob  # imports the training stack: only when submitting
 
-    folder = new_log_folder(sweep)
-    ex = slurm_executor(sweep, resources, folder)
-    jobs = []
-    try:
-        with ex.batch():
-            for d in todo:
-                jobs.append(ex.submit(RunJob(d.spec, sweep.run_dir(d.run_id))))
-    except (FailedJobError, OSError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        raise SubmissionError(f"submitting {len(todo)} runs failed: {message}") from None
+    limit = max_array_size if max_array_size is not None else scheduler.max_array_size()
+    allowance = allowance if allowance is not None else scheduler.submit_allowance()
+    if allowance is not None and allowance < len(todo):
+        note(f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting {allowance} of "
+             f"{len(todo)} runs: run `make sweep` again when some have finished to submit the rest")
+        todo = todo[:allowance]
+    chunks = array_chunks(len(todo), limit)
+    if len(chunks) > 1:
+        note(f"{len(todo)} runs exceed the cluster's MaxArraySize of {limit}: submitting {len(chunks)} job arrays")
     submitted = []
-    for d, job in zip(todo, jobs):
-        ledger.record_submission(records, d.run_id, job.job_id, "slurm", job.paths.stdout, job.paths.stderr)
-        submitted.append((d, job.job_id))
-    ledger.write(sweep.sweep_dir, records)
-    for d, job in zip(todo, jobs):
-        link_run_logs(sweep, d.run_id, job.paths.stdout, job.paths.stderr)
+    for chunk in chunks:
+        part = [todo[i] for i in chunk]
+        folder = new_log_folder(sweep)
+        ex = slurm_executor(sweep, resources, folder)
+        jobs = []
+        held.release(sweep.sweep_dir, [d.run_id for d in part])  # retried: a new exit 78 holds them again
+        try:
+            with ex.batch():
+                for d in part:
+                    jobs.append(ex.submit(RunJob(d.spec, sweep.run_dir(d.run_id))))
+        except (FailedJobError, OSError) as e:
+            message = " ".join(str(e).split()) or type(e).__name__
+            done = f" ({len(submitted)} runs in earlier arrays were submitted)" if submitted else ""
+            raise SubmissionError(f"submitting {len(part)} runs failed: {message}{done}") from None
+        for d, job in zip(part, jobs):
+            ledger.record_submission(records, d.run_id, job.job_id, "slurm", job.paths.stdout, job.paths.stderr)
+            submitted.append((d, job.job_id))
+        ledger.write(sweep.sweep_dir, records)
+        for d, job in zip(part, jobs):
+            link_run_logs(sweep, d.run_id, job.paths.stdout, job.paths.stderr)
     return submitted
 
 
@@ -252,6 +279,7 @@ def run_here(sweep: Sweep, resources: Resources, plan: Plan, cluster: str, poll_
                     print(f"{spec.run_id}: started meanwhile by another submission (job {rec['job_id']}); not started", flush=True)
                     others.append(spec.run_id)
                     continue
+                held.release(sweep.sweep_dir, [spec.run_id])  # retried: a new exit 78 holds it again
                 with environment_variables(**env):
                     job = ex.submit(RunJob(spec, sweep.run_dir(spec.run_id), threads=threads if cluster == "local" else None))
                 ledger.record_submission(records, spec.run_id, job.job_id, cluster, job.paths.stdout, job.paths.stderr)

@@ -4,7 +4,10 @@ Submits every run of the sweep that is neither DONE nor queued/running, as one S
 prints what it did and returns; `--wait` then follows the runs to the end. `--cluster local` runs
 them on this machine (never more at once than cores) and `debug` in this process; both wait.
 `--dry-run` prints the runs that would be submitted, those skipped and why, and the sbatch script,
-and submits and writes nothing. Running it again is safe: under the sweep's lock it asks the
+and submits and writes nothing. Before submitting, the login node checks what it can see (the
+dataset under dataset.root, a writable results directory, the profile's interpreter). Runs whose
+job found a node that could not serve them (exit 78) are held, not resubmitted, until
+`--retry-failed`. Running it again is safe: under the sweep's lock it asks the
 scheduler about each run's last job (jobs.json) and submits only what needs a job.
 
 Exit status: 0 submitted (or nothing to do; with --wait, local or debug: every run DONE);
@@ -21,7 +24,7 @@ import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
-from slurm import ledger, profiles, scheduler, submit
+from slurm import checks, held, ledger, profiles, scheduler, submit
 from slurm.plan import check_run_dirs, make_plan
 
 EXIT_FAILED = 1
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true", help="wait for the runs and show their progress")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also resubmit runs held because their node could not serve them (exit 78)")
     args = p.parse_intermixed_args(argv)
 
     # Everything that can be refused is checked before anything is written or submitted.
@@ -43,18 +48,30 @@ def main(argv: list[str] | None = None) -> int:
     resources = profiles.resolve(sweep.slurm)
     cluster = submit.resolve_cluster(args.cluster, dry_run=args.dry_run)
     check_run_dirs(sweep)
+    trouble = checks.problems(sweep, resources, cluster)
+    if trouble and not args.dry_run:
+        fail(f"{trouble[0]}; nothing submitted" + (f" ({len(trouble) - 1} more problem(s): --dry-run lists them)" if len(trouble) > 1 else ""))
     name = submit.job_name(sweep)
+    held_runs = held.read(sweep.sweep_dir)
     header = f"sweep {sweep.name}: {len(sweep.runs())} runs in {sweep.sweep_dir} | cluster {cluster} | {resources.describe()}"
 
     if args.dry_run:
         records = ledger.read(sweep.sweep_dir)
         states = _states(records, name)
-        plan = make_plan(sweep, records, states)
+        plan = make_plan(sweep, records, states, held_runs, args.retry_failed)
         print(header)
         print("\n".join(plan.lines()))
+        for line in trouble:
+            print(f"warning: {line}")
         print(f"dry run: {plan.summary()}; nothing submitted")
+        if plan.held_note():
+            print(plan.held_note())
         if cluster == "slurm":
             n = max(len(plan.to_submit), 1)
+            chunks = submit.array_chunks(n, scheduler.max_array_size()) if scheduler.have_slurm() else [range(n)]
+            n = len(chunks[0])
+            if len(chunks) > 1:
+                print(f"{len(plan.to_submit)} runs exceed the cluster's MaxArraySize: {len(chunks)} job arrays")
             folder = submit.new_log_folder(sweep)
             print(f"--- sbatch script ({'one job array of ' + str(n) + ' runs' if n > 1 else 'one job'}) ---")
             print(submit.sbatch_script(sweep, resources, folder, n).rstrip())
@@ -68,19 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     if cluster == "slurm":
         with ledger.locked(sweep.sweep_dir):
             records = ledger.read(sweep.sweep_dir)
-            plan = make_plan(sweep, records, _states(records, name))
+            plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
             print(header)
             print("\n".join(plan.lines()))
             print(plan.summary())
+            if plan.held_note():
+                print(plan.held_note(), flush=True)
             try:
                 submitted = submit.submit_slurm(sweep, resources, plan, records)
             except submit.SubmissionError as e:
                 fail(str(e), EXIT_FAILED)
         if submitted:
             ids = [j for _, j in submitted]
-            array = ids[0].split("_")[0]
-            print(f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
-                  + (f"job array {array} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {array}"))
+            arrays = list(dict.fromkeys(j.split("_")[0] for j in ids))
+            if len(arrays) > 1:
+                print(f"submitted {len(ids)} runs as {len(arrays)} job arrays: {', '.join(arrays)}")
+            else:
+                print(f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
+                      + (f"job array {arrays[0]} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {arrays[0]}"))
             print(f"jobs: {ledger.jobs_path(sweep.sweep_dir)}; logs: {sweep.sweep_dir / 'logs' / 'runs'}/<run_id>.out")
         else:
             print("nothing to submit")
@@ -99,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     # local / debug: this process runs (or throttles) the runs, so it always waits.
     with ledger.locked(sweep.sweep_dir):
         records = ledger.read(sweep.sweep_dir)
-        plan = make_plan(sweep, records, _states(records, name))
+        plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
     print(header)
     print("\n".join(plan.lines()))
     print(plan.summary(), flush=True)
+    if plan.held_note():
+        print(plan.held_note(), flush=True)
     if not args.wait:
         print(f"{cluster}: runs in the foreground (as with --wait); Ctrl-C stops them after a checkpoint", flush=True)
     failed = submit.run_here(sweep, resources, plan, cluster)

@@ -353,7 +353,7 @@ def test_local_executor_two_at_once_each_run_once(smoke_yaml, tmp_path, python):
     # again: nothing to do
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "0 to submit, 4 skipped (4 DONE" in again.stdout, again.stdout
-    assert elapsed < 90, f"local end-to-end took {elapsed:.0f}s"
+    assert elapsed < 300, f"local end-to-end took {elapsed:.0f}s (a hang guard, not a benchmark)"
 
 
 def test_debug_cluster_runs_in_this_process(smoke_yaml, tmp_path, capsys):

@@ -1,7 +1,9 @@
 """The query-strategy interface: `select(ctx, k) -> pool indices`, with ranking owned here.
 
 A strategy only computes scores (higher = queried first); ranking, tie-breaking and the guard
-against non-finite scores live in `top_k`, so every strategy ranks the same way.
+against non-finite scores live in `top_k`, so every strategy ranks the same way. Ties are broken
+by a seeded random order of the pool (`ctx.ties`), never by pool index: predicted losses and
+low-precision probabilities tie often, and "lowest index first" would bias every query.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class SelectionContext:
     candidates: np.ndarray  # pool indices that may be queried (unlabelled, maybe a random subset), ascending
     score: Callable[[np.ndarray], Scores]  # runs the current model over pool indices
     rng: np.random.Generator  # this trial and cycle's "query" stream
+    ties: Optional[np.random.Generator] = None  # this trial and cycle's "ties" stream (None: lowest index first)
 
 
 class Strategy:
@@ -40,13 +43,15 @@ class Strategy:
         raise NotImplementedError
 
     def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
-        return top_k(self.scores(ctx), ctx.candidates, k)
+        return top_k(self.scores(ctx), ctx.candidates, k, ctx.ties)
 
 
-def top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-    """The `k` candidates with the highest scores; ties go to the lower pool index.
+def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, ties: np.random.Generator | None = None) -> np.ndarray:
+    """The `k` candidates with the highest scores.
 
-    Non-finite scores (a diverged model) are ranked last, with one warning line.
+    Ties go to a random order of the pool drawn from `ties` (one key per pool index, so the
+    result does not depend on the order the candidates come in), or without `ties` to the lower
+    pool index. Non-finite scores (a diverged model) are ranked last, with one warning line.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != candidates.shape:
@@ -57,7 +62,11 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     if bad.any():
         print(f"warning: {int(bad.sum())} non-finite uncertainty scores ranked last", file=sys.stderr)
         scores = np.where(bad, -np.inf, scores)
-    order = np.argsort(-scores, kind="stable")
+    if ties is None or len(candidates) == 0:
+        order = np.argsort(-scores, kind="stable")
+    else:
+        keys = ties.random(int(candidates.max()) + 1)[candidates]  # a key per pool index
+        order = np.lexsort((candidates, keys, -scores))  # by score, then the seeded key, then index
     return candidates[order[:k]]
 
 

@@ -23,6 +23,7 @@ source /encs/pkg/anaconda3-2023.03/root/etc/profile.d/conda.sh
 conda activate "/speed-scratch/$USER/envs/al-sweep"
 export TMPDIR=/speed-scratch/$USER/tmp && mkdir -p $TMPDIR
 export PYTHONPATH=<REPO>${PYTHONPATH:+:$PYTHONPATH}
+export AL_EXPECT_GPU=1
 
 # command
 export SUBMITIT_EXECUTOR=slurm

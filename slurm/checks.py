@@ -1,0 +1,45 @@
+"""What the login node can check before anything is submitted.
+
+A job that would fail on its node after hours in the queue is refused here instead: the dataset
+must be under `dataset.root`, the results directory writable, and the profile's interpreter
+present where the login node can see its file system. Each problem is one line; nothing is checked
+that the login node cannot see (a scratch file system mounted only on compute nodes).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from al_core.config import Sweep
+from al_core.data import missing_files
+from slurm.profiles import Resources
+
+
+def problems(sweep: Sweep, resources: Resources, cluster: str) -> list[str]:
+    """One line per thing that would make every job of this sweep fail; empty when all is well."""
+    out = []
+    seen = set()
+    for spec in sweep.runs():
+        ds = spec.config.dataset
+        if (ds.name, ds.root) in seen:
+            continue
+        seen.add((ds.name, ds.root))
+        missing = missing_files(ds.name, ds.root)
+        if missing:
+            out.append(f"dataset {ds.name} not found: {missing[0]} is missing; run `make data SWEEP={sweep.path or '...'}` "
+                       f"on the login node (it downloads into dataset.root={ds.root}) or point dataset.root at a copy")
+    target = sweep.sweep_dir.resolve()
+    existing = next((p for p in [target, *target.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        out.append(f"results directory {target} cannot be created or written ({existing} is not a writable directory); "
+                   "expected a writable `output` (on Speed: /speed-scratch/$USER/...)")
+    if cluster == "slurm" and resources.python:
+        words = shlex.split(resources.python)
+        exe = Path(os.path.expandvars(words[0])) if words else None
+        if exe is not None and exe.is_absolute() and "$" not in str(exe):
+            top = Path(*exe.parts[:2])  # e.g. /speed-scratch: visible here, or mounted only on the nodes
+            if top.is_dir() and not exe.exists():
+                out.append(f"the profile's interpreter {exe} does not exist; create the environment with "
+                           f"`make env` (profile {resources.profile}: env_prefix {resources.env_prefix}) or set slurm.python")
+    return out
