@@ -350,7 +350,8 @@ ReturnToService=2
 InactiveLimit=0
 KillWait=10
 JobRequeue=1
-MaxArraySize=10001
+# AL_SLURM_MAX_ARRAY_SIZE: CI starts the cluster with a small one, so that sweeps are split into arrays
+MaxArraySize=${AL_SLURM_MAX_ARRAY_SIZE:-10001}
 MaxJobCount=20000
 
 # Preemption as the tests need it: a job in 'urgent' (higher PriorityTier) takes the node from

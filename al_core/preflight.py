@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 EX_CONFIG = 78  # sysexits.h: "configuration error": this node cannot serve the job
 
 # SLURM sets these in a job that was given GPUs (--gpus, --gres=gpu:N, --gpus-per-node, ...).
-SLURM_GPU_VARS = ("SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS",
-                  "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK")
+SLURM_GPU_COUNTS = ("SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK")  # "0": none
+SLURM_GPU_INDICES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS")  # lists of allocated GPU indices, e.g. "0" or "0,1"
 # The sbatch script sets this when the profile asks for GPUs (profiles.Resources.gpus > 0).
 EXPECT_GPU_VAR = "AL_EXPECT_GPU"
 
@@ -93,7 +93,9 @@ def gpu_expected(env=None) -> bool:
     env = os.environ if env is None else env
     if env.get(EXPECT_GPU_VAR, "") not in ("", "0"):
         return True
-    return any(env.get(v, "") not in ("", "0", "N/A") for v in SLURM_GPU_VARS)
+    if any(env.get(v, "") not in ("", "N/A") for v in SLURM_GPU_INDICES):
+        return True
+    return any(env.get(v, "").rpartition(":")[2] not in ("", "0", "N/A") for v in SLURM_GPU_COUNTS)
 
 
 @dataclass
