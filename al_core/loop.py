@@ -28,6 +28,7 @@ from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
 from al_core.data import DataError, DeviceData, load as load_data
 from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
 from al_core.models import MODELS, LossNet
+from al_core.rundir import RunDirLock
 from al_core.optim import make_optimizer, make_scheduler
 from al_core.strategies import STRATEGIES, SelectionContext
 from al_core.telemetry import CycleMeter, device_name
@@ -109,11 +110,21 @@ class Run:
         return self.run_dir / "cycles.jsonl"
 
     def execute(self, restart: bool = False) -> str:
-        """Run or resume to the end. Returns "done" or "already done"; raises Interrupted, ConfigError."""
+        """Run or resume to the end. Returns "done" or "already done"; raises Interrupted, ConfigError,
+        RunLocked (another live process holds the run directory)."""
+        self._lock: RunDirLock | None = None
+        try:
+            return self._execute(restart)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _execute(self, restart: bool) -> str:
         if restart or not (self.run_dir / "DONE").exists():
             # Before the run directory is touched: a node without the dataset leaves nothing behind.
             self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = RunDirLock(self.run_dir).acquire()  # one writer per run directory, until this run ends
         self._claim(restart)
         if (self.run_dir / "DONE").exists():
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")

@@ -1,7 +1,8 @@
 """`python -m al_core.run SWEEP.yaml [key=value ...] --run RUN_ID`: run or resume one run here.
 
 Exit status: 0 done (or already done), 2 bad input, 75 interrupted by a signal after writing a
-checkpoint (run the same command again to resume), 1 an I/O failure (disk full, not writable).
+checkpoint, or the run directory is in use by another live process (run the same command again
+later), 78 this node cannot serve the run, 1 an I/O failure (disk full, not writable).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from al_core.cli import Parser, guarded
 from al_core.config import load_sweep
 from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
+from al_core.rundir import RunLocked
 
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
 
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         run(spec, sweep.run_dir(spec.run_id), restart=args.restart, stop=stop)
     except Interrupted as e:
         print(f"{spec.run_id}: {e}; run the same command again to resume", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except RunLocked as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     return 0
 

@@ -93,6 +93,7 @@ class RunJob(submitit.helpers.Checkpointable):
             from al_core.data import DataMissing
             from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
             from al_core.preflight import EX_CONFIG, NodeError
+            from al_core.rundir import RunLocked
 
             stop = StopFlag()
             if requested:  # a signal came during the imports
@@ -111,6 +112,9 @@ class RunJob(submitit.helpers.Checkpointable):
                 log(f"{self.spec.run_id}: exiting with {EX_CONFIG} (this node cannot serve the run); "
                     "`make sweep` holds it until you fix the cause and pass --retry-failed")
                 sys.exit(EX_CONFIG)
+            except RunLocked as e:
+                print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
+                sys.exit(EXIT_INTERRUPTED)
             except Interrupted as e:
                 log(f"{self.spec.run_id}: {e}")
                 if e.signame == usr_sig.name and isinstance(getattr(submitit_handler, "__self__", None), SignalHandler):

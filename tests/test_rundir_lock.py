@@ -1,0 +1,88 @@
+"""One run directory, one writer: a second process on a held run directory writes nothing and
+exits 75; a SIGKILLed holder leaves no lock behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from al_core.rundir import RunDirLock, RunLocked, holder
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "jobs" / "smoke.yaml"
+RUN_ID = "resnet18-sgd-random-t0"
+
+
+def start(out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400", "--run", RUN_ID]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "AL_THREADS": "1"})
+
+
+def wait_for_holder(run_dir: Path, pid: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        h = holder(run_dir)
+        if h.get("pid") == pid and (run_dir / "run.json").exists():
+            return h
+        time.sleep(0.2)
+    raise AssertionError(f"process {pid} never took the lock of {run_dir}")
+
+
+def snapshot(run_dir: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != ".lock"}
+
+
+def test_a_second_process_cannot_take_a_held_lock_and_a_released_one_is_free(tmp_path):
+    a = RunDirLock(tmp_path).acquire()
+    try:
+        assert holder(tmp_path)["pid"] == os.getpid()
+        pid = os.fork()  # another process opens the file anew and asks for the lock
+        if pid == 0:
+            try:
+                RunDirLock(tmp_path).acquire()
+                os._exit(0)
+            except RunLocked as e:
+                os._exit(75 if f"pid {os.getppid()}" in str(e) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 75
+    finally:
+        a.release()
+    RunDirLock(tmp_path).acquire().release()
+
+
+def test_second_process_exits_75_and_writes_nothing_then_a_killed_holder_frees_the_directory(tmp_path):
+    out = tmp_path / "results"
+    run_dir = out / "smoke" / "runs" / RUN_ID
+    first = start(out)
+    try:
+        h = wait_for_holder(run_dir, first.pid)
+        assert h["host"] and h["since"]
+        before = snapshot(run_dir)
+        run_json = (run_dir / "run.json").read_text()
+        second = subprocess.run([sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400",
+                                 "--run", RUN_ID], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 75, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and f"pid {first.pid}" in lines[0], lines
+        after = snapshot(run_dir)
+        assert (run_dir / "run.json").read_text() == run_json, "the refused process must not record a start"
+        assert {n: t for n, t in after.items() if not n.startswith(("ckpt-", "cycles", ".ckpt"))} == \
+            {n: t for n, t in before.items() if not n.startswith(("ckpt-", "cycles", ".ckpt"))}
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        third = start(out)
+        try:
+            wait_for_holder(run_dir, third.pid)
+        finally:
+            third.send_signal(signal.SIGKILL)
+            third.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
