@@ -108,18 +108,19 @@ class Run:
 
     def execute(self, restart: bool = False) -> str:
         """Run or resume to the end. Returns "done" or "already done"; raises Interrupted, ConfigError."""
+        al = self.cfg.al
+        if restart or not (self.run_dir / "DONE").exists():  # bad data fails here, before anything is written
+            self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
+            budget = al.initial_size + (al.cycles - 1) * al.query_size
+            if budget > self.data.n_pool:
+                raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
+                                f"is smaller than the labelling budget {budget}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._claim(restart)
         if (self.run_dir / "DONE").exists():
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
             return "already done"
         self.rows = self._read_rows()
-        self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device)
-        al = self.cfg.al
-        budget = al.initial_size + (al.cycles - 1) * al.query_size
-        if budget > self.data.n_pool:
-            raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
-                            f"is smaller than the labelling budget {budget}")
         self._write_run_json()
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
