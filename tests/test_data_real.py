@@ -286,7 +286,7 @@ def test_imagefolder_class_in_test_but_not_in_train(tmp_path):
 def test_npz_and_imagefolder_run_end_to_end(tmp_path):
     x, y = blocks(300, 4, 16, 3, seed=3)
     np.savez_compressed(tmp_path / "mine.npz", x=x, y=y)
-    write_folder(tmp_path / "images", n_per_class=16)
+    write_folder(tmp_path / "images", n_per_class=24)
     for dataset, k in (({"name": "npz", "path": str(tmp_path / "mine.npz"), "test_fraction": 0.2}, 4),
                        ({"name": "imagefolder", "root": str(tmp_path / "images"), "size": 16}, 3)):
         out = tmp_path / "results"
@@ -318,7 +318,7 @@ def test_bad_idx_files_at_the_command_line(tmp_path, damage):
 
 
 def test_bad_imagefolder_at_the_command_line(tmp_path):
-    write_folder(tmp_path / "images")
+    write_folder(tmp_path / "images", n_per_class=24)
     (tmp_path / "images" / "train" / "dog" / "005.png").write_bytes(b"")
     out = tmp_path / "results"
     proc = run_cli(write_sweep(tmp_path, {"name": "imagefolder", "root": str(tmp_path / "images")}), f"output={out}")
