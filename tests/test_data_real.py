@@ -364,3 +364,33 @@ def test_fashion_mnist_short_run_learns(fashion_root, tmp_path):
     rows = rows_of(out)
     assert [r["n_labeled"] for r in rows] == [200, 400] and rows[-1]["n_pool"] == 60000
     assert rows[-1]["test_accuracy"] >= REAL_FLOOR, rows[-1]["test_accuracy"]
+
+
+# ----------------------------------------------------------------------------------------------
+# make data
+def test_make_data_without_network_is_one_line(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    from al_core import data_download
+
+    def offline(name, root):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://mirror/, got:\n"
+                           f"{urllib.error.URLError('Name or service not known')}\n")
+
+    monkeypatch.setattr(data_download, "download_real", offline)
+    sweep = write_sweep(tmp_path, {"name": "fashion_mnist", "root": str(tmp_path / "data")})
+    with pytest.raises(SystemExit) as e:
+        data_download.main([str(sweep)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and len(err) == 1 and err[0].startswith("error: cannot download fashion_mnist")
+    assert "internet" in err[0]
+
+
+def test_make_data_has_nothing_to_fetch_for_own_files(tmp_path, capsys):
+    from al_core import data_download
+
+    x, y = blocks(60, 3, 8, 1, seed=1)
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    sweep = write_sweep(tmp_path, {"name": "npz", "path": str(tmp_path / "mine.npz"), "test_fraction": 0.25})
+    assert data_download.main([str(sweep)]) == 0
+    assert "nothing to download" in capsys.readouterr().out
