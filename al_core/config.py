@@ -52,8 +52,13 @@ def yaml_load(text: str) -> Any:
 # The sections of a sweep file. Each default carries its unit or meaning.
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic
-    root: str = "data"  # directory holding torchvision's CIFAR layout (make data writes it)
+    name: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic | fashion_mnist | mnist | svhn | npz | imagefolder
+    root: str = "data"  # directory holding torchvision's layouts (make data writes them) / imagefolder's tree
+    path: Optional[str] = None  # npz: the file (x_pool, y_pool, x_test, y_test, or x, y with test_fraction)
+    size: int = 32  # imagefolder: images resized to size x size pixels
+    test_fraction: Optional[float] = None  # npz x, y / imagefolder one tree: stratified, seeded test split
+    pad: Optional[int] = None  # random-crop padding in pixels (null: the dataset's own)
+    flip: Optional[bool] = None  # random horizontal flip (null: the dataset's own)
 
 
 @dataclass(frozen=True)
@@ -340,9 +345,9 @@ def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
         raise ConfigError(f"al.initial: expected random or strategy, got {al.initial!r}")
     if al.subset is not None and al.subset < al.query_size:
         raise ConfigError(f"al.subset: expected null or an integer >= al.query_size ({al.query_size}), got {al.subset}")
-    pool = registries.pool_size(ds.name)
+    pool = registries.dataset_pool_size(ds)  # None: known only when the files are read (the run checks then)
     budget = al.initial_size + (al.cycles - 1) * al.query_size
-    if budget > pool:
+    if pool is not None and budget > pool:
         raise ConfigError(
             f"al: initial_size + (cycles - 1) * query_size = {budget} exceeds the {ds.name} pool of {pool}; "
             "expected fewer cycles or smaller sizes"

@@ -40,6 +40,8 @@ class DatasetSpec:
     pad: int  # random-crop padding in pixels (0: no crop)
     flip: bool  # random horizontal flip (digits are not flipped: a mirrored 2 is no 2)
     load: Callable[[Path], Arrays]
+    load_cfg: Callable[..., Arrays] | None = None  # file datasets: reads the whole DatasetConfig
+    pool_size_of: Callable[..., int | None] | None = None  # pool size from the files' headers (None: unknown yet)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -89,7 +91,8 @@ REQUIRED_FILES: dict[str, Callable[[Path], list[Path]]] = {
 def missing_files(name: str, root: str | Path) -> list[Path]:
     """The files dataset `name` needs under `root` that are not there (empty for embedded datasets)."""
     files = REQUIRED_FILES.get(name)
-    return [] if files is None else [p for p in files(Path(root)) if not p.is_file()]
+    present = lambda p: p.is_file() or p.with_name(p.name + ".gz").is_file()  # noqa: E731  (idx files may be gzipped)
+    return [] if files is None else [p for p in files(Path(root)) if not present(p)]
 
 
 def _load_cifar(name: str, root: Path) -> Arrays:
@@ -176,6 +179,9 @@ def _load_synthetic_cifar(root: Path) -> Arrays:
 
 _register(DatasetSpec("synthetic_cifar", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=_load_synthetic_cifar))
 
+# Fashion-MNIST, MNIST, SVHN, npz and imagefolder register themselves (files on disk).
+from al_core import datasets_real  # noqa: E402,F401
+
 
 # ----------------------------------------------------------------------------------------------
 @dataclass
@@ -239,11 +245,21 @@ class DeviceData:
         return torch.from_numpy(x)
 
 
-def load(name: str, root: str | Path, device: torch.device) -> DeviceData:
+def load(name: str, root: str | Path, device: torch.device, options=None) -> DeviceData:
+    """`options`: the sweep's DatasetConfig (path, size, test_fraction, pad, flip), for file datasets."""
+    from al_core.datasets_real import finish_spec
+
     spec = DATASETS.get(name)
-    pool_x, pool_y, test_x, test_y = spec.load(Path(root))
+    if spec.load_cfg is not None:
+        from al_core.config import DatasetConfig
+
+        arrays = spec.load_cfg(options if options is not None else DatasetConfig(name=name, root=str(root)))
+    else:
+        arrays = spec.load(Path(root))
+    pool_x, pool_y, test_x, test_y = arrays
     if not (len(pool_x) == len(pool_y) and len(test_x) == len(test_y) and len(test_x) > 0):
         raise DataError(f"dataset {name}: images and labels do not match in number; the files are damaged")
+    spec = finish_spec(spec, arrays, options)
     # Normalisation statistics of the training pool, per channel, computed in float64 once.
     mean = pool_x.mean(axis=(0, 2, 3), dtype=np.float64)
     std = pool_x.astype(np.float32).std(axis=(0, 2, 3), dtype=np.float64)

@@ -1,4 +1,5 @@
-"""`make data`: download the sweep's dataset with torchvision (checksums verified) into dataset.root.
+"""`make data`: download the sweep's dataset (CIFAR, Fashion-MNIST, MNIST, SVHN) with torchvision
+(checksums verified) into dataset.root.
 
 For a node with internet (a login node); compute nodes read the files it leaves there.
 """
@@ -9,6 +10,7 @@ import sys
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
 from al_core.data import CIFAR_DIRS, download
+from al_core.datasets_real import DOWNLOADS, download as download_real
 
 
 @guarded
@@ -19,13 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     sweep = load_sweep(args.sweep, args.overrides)
     name, root = sweep.dataset.name, sweep.dataset.root
-    if name not in CIFAR_DIRS:
-        print(f"{name}: bundled or generated, nothing to download")
+    if name not in CIFAR_DIRS and name not in DOWNLOADS:
+        print(f"{name}: bundled, generated or the researcher's own files; nothing to download")
         return 0
     try:
-        path = download(name, root)
+        path = download(name, root) if name in CIFAR_DIRS else download_real(name, root)
     except Exception as e:  # urllib's URLError, socket errors, checksum failures
-        reason = getattr(e, "reason", None) or e
+        reason = " ".join(str(getattr(e, "reason", None) or e).split())  # one line (torchvision's spans several)
         fail(f"cannot download {name} into {root} ({reason}); expected a node with internet access, "
              "e.g. the cluster's login node", EXIT_IO)
     print(f"{name}: ready in {path}")

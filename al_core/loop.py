@@ -120,9 +120,14 @@ class Run:
                 self._lock.release()
 
     def _execute(self, restart: bool) -> str:
+        al = self.cfg.al
         if restart or not (self.run_dir / "DONE").exists():
-            # Before the run directory is touched: a node without the dataset leaves nothing behind.
-            self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device)
+            # Before the run directory is touched: a node without the dataset, or bad data, leaves nothing behind.
+            self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
+            budget = al.initial_size + (al.cycles - 1) * al.query_size
+            if budget > self.data.n_pool:
+                raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
+                                f"is smaller than the labelling budget {budget}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunDirLock(self.run_dir).acquire()  # one writer per run directory, until this run ends
         self._claim(restart)
@@ -130,11 +135,6 @@ class Run:
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
             return "already done"
         self.rows = self._read_rows()
-        al = self.cfg.al
-        budget = al.initial_size + (al.cycles - 1) * al.query_size
-        if budget > self.data.n_pool:
-            raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
-                            f"is smaller than the labelling budget {budget}")
         self._write_run_json()
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "

@@ -17,7 +17,7 @@ BAD = [
     (["grid.model=[resnet9]"], "grid.model: unknown model 'resnet9'; expected one of resnet18, resnet34, resnet50"),
     (["grid.optimizer=[lion]"], "grid.optimizer: unknown optimizer 'lion'"),
     (["grid.strategy=[bald]"], "grid.strategy: unknown strategy 'bald'"),
-    (["dataset.name=mnist"], "dataset.name: unknown dataset 'mnist'"),
+    (["dataset.name=imagenet"], "dataset.name: unknown dataset 'imagenet'"),
     (["al.cycles=20", "al.query_size=100"], "exceeds the synthetic pool of 1200"),
     (["al.initial=smart"], "al.initial: expected random or strategy"),
     (["optim.sgd.lr=0"], "optim.sgd.lr"),
