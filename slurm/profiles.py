@@ -24,6 +24,8 @@ Keys (every profile must define them all; the sweep may override any of them und
 | setup | lines before the job | shell lines, e.g. module load / conda activate |
 | torch_build | | the PyTorch wheel build `make env` installs (cu126, cu128, cu130; null = pip's default); must have kernels for every capability in gpu_capabilities |
 | gpu_capabilities | | compute capabilities of the partitions' GPUs, e.g. ["7.0", "8.0"]; checked against torch_build before submitting |
+| runs_per_task | | K runs share one array task and its resources, its GPU included (slurm.pack); default 1 |
+| gpu_mem_per_run | | GPU memory one run needs (e.g. 6G): K x this must fit the task's GPU, checked before the runs start; null = unchecked |
 """
 from __future__ import annotations
 
@@ -43,7 +45,10 @@ PROFILES_DIR = ROOT / "jobs" / "profiles"
 KEYS = (
     "partition", "gpus", "cpus", "mem", "time", "account", "qos", "array_parallelism", "signal_delay_s",
     "max_timeouts", "required", "extra", "env_prefix", "python", "setup", "torch_build", "gpu_capabilities",
+    "runs_per_task", "gpu_mem_per_run",
 )
+# Keys a profile may leave out (profiles written before they existed keep working), with their defaults.
+OPTIONAL = {"torch_build": None, "gpu_capabilities": [], "runs_per_task": 1, "gpu_mem_per_run": None}
 # sbatch options that submitit or this package writes itself; setting them through `extra` would
 # break log paths, the array, the warning signal or the requeue.
 MANAGED_OPTIONS = ("array", "output", "error", "open-mode", "signal", "job-name", "requeue", "no-requeue", "wrap")
@@ -76,6 +81,8 @@ class Resources:
     setup: tuple[str, ...] = ()
     torch_build: str | None = None
     gpu_capabilities: tuple[str, ...] = ()
+    runs_per_task: int = 1
+    gpu_mem_per_run: str | None = None
 
     def executor_parameters(self, job_name: str, python_path: str = str(ROOT)) -> dict[str, Any]:
         """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
@@ -111,6 +118,8 @@ class Resources:
         parts.append(f"mem {self.mem or '(default)'}")
         parts.append(f"time {format_minutes(self.time_min)}")
         parts.append(f"at most {self.array_parallelism} at once")
+        if self.runs_per_task > 1:
+            parts.append(f"{self.runs_per_task} runs per task")
         return ", ".join(parts)
 
 
@@ -141,6 +150,7 @@ def load_profile(name: Any) -> tuple[Path, dict]:
         raise ConfigError(f"{path}: not a readable YAML profile ({type(e).__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of resource keys ({', '.join(KEYS)})")
+    raw = {**OPTIONAL, **raw}
     missing = [k for k in KEYS if k not in raw]
     if missing:
         raise ConfigError(f"{path}: missing key {missing[0]}; a profile defines every key ({', '.join(KEYS)})")
@@ -285,7 +295,16 @@ def _validate(profile: str, m: dict, origin: dict) -> Resources:
                               f"{', '.join(unserved)} ({origin['gpu_capabilities']}); expected a build that covers "
                               f"every GPU of the partitions, e.g. cu126 for V100s (7.0)")
 
+    runs_per_task = integer("runs_per_task", 1)
+    gpu_mem = m["gpu_mem_per_run"]
+    if gpu_mem is not None:
+        gmatch = _MEM.match(str(gpu_mem)) if isinstance(gpu_mem, (str, int)) and not isinstance(gpu_mem, bool) else None
+        if not gmatch or int(gmatch.group(1)) <= 0:
+            raise bad("gpu_mem_per_run", "null or a positive amount such as 6G")
+        gpu_mem = gmatch.group(1) + (gmatch.group(2) or "").upper()
+
     return Resources(
+        runs_per_task=runs_per_task, gpu_mem_per_run=gpu_mem,
         torch_build=build, gpu_capabilities=tuple(caps),
         profile=profile, partition=partition, gpus=gpus, cpus=cpus, mem=mem, time_min=time_min, account=account,
         qos=qos, array_parallelism=parallel, signal_delay_s=delay, max_timeouts=max_timeouts, extra=clean_extra,

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         total += prog.total
         acc = f"{100 * prog.accuracy:.2f}%" if prog.accuracy is not None else "-"
         job = rec["job_id"] if rec else "-"
+        if rec and rec.get("shares_task_with"):
+            job = f"{job}+{len(rec['shares_task_with'])}"  # this task also runs that many other runs
         print(f"{spec.run_id:<{width}}  {state:<13} {prog.cycles:>3}/{prog.total:<3}  {acc:>7}  {job:<14} {prog.restarts:>8}")
     states_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "DONE", kv[0])))
     print(f"total: {len(specs)} runs: {states_text}; cycles {cycles}/{total}")

@@ -101,6 +101,7 @@ def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[s
     if not todo:
         return []
     from slurm.job import RunJob  # imports the training stack: only when submitting
+    from slurm.pack import PackJob, packed_logs
 
     limit = max_array_size if max_array_size is not None else scheduler.max_array_size()
     allowance = allowance if allowance is not None else scheduler.submit_allowance()
@@ -108,30 +109,37 @@ def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[s
         note(f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting {allowance} of "
              f"{len(todo)} runs: run `make sweep` again when some have finished to submit the rest")
         todo = todo[:allowance]
-    chunks = array_chunks(len(todo), limit)
+    k = resources.runs_per_task
+    tasks = [todo[i:i + k] for i in range(0, len(todo), k)]  # K runs share one array task
+    chunks = array_chunks(len(tasks), limit)
     if len(chunks) > 1:
-        note(f"{len(todo)} runs exceed the cluster's MaxArraySize of {limit}: submitting {len(chunks)} job arrays")
+        note(f"{len(tasks)} tasks exceed the cluster's MaxArraySize of {limit}: submitting {len(chunks)} job arrays")
     submitted = []
     for chunk in chunks:
-        part = [todo[i] for i in chunk]
+        part = [tasks[i] for i in chunk]
         folder = new_log_folder(sweep)
         ex = slurm_executor(sweep, resources, folder)
         jobs = []
-        held.release(sweep.sweep_dir, [d.run_id for d in part])  # retried: a new exit 78 holds them again
+        held.release(sweep.sweep_dir, [d.run_id for t in part for d in t])  # retried: a new exit 78 holds them again
         try:
             with ex.batch():
-                for d in part:
-                    jobs.append(ex.submit(RunJob(d.spec, sweep.run_dir(d.run_id))))
+                for task in part:
+                    runs = [RunJob(d.spec, sweep.run_dir(d.run_id)) for d in task]
+                    jobs.append(ex.submit(runs[0] if k == 1 else PackJob(runs, resources.gpu_mem_per_run)))
         except (FailedJobError, OSError) as e:
             message = " ".join(str(e).split()) or type(e).__name__
             done = f" ({len(submitted)} runs in earlier arrays were submitted)" if submitted else ""
-            raise SubmissionError(f"submitting {len(part)} runs failed: {message}{done}") from None
-        for d, job in zip(part, jobs):
-            ledger.record_submission(records, d.run_id, job.job_id, "slurm", job.paths.stdout, job.paths.stderr)
-            submitted.append((d, job.job_id))
+            raise SubmissionError(f"submitting {sum(map(len, part))} runs failed: {message}{done}") from None
+        for task, job in zip(part, jobs):
+            for d in task:
+                out, err = (job.paths.stdout, job.paths.stderr) if k == 1 else packed_logs(sweep.run_dir(d.run_id), d.run_id)
+                rec = ledger.record_submission(records, d.run_id, job.job_id, "slurm", out, err)
+                if k > 1:
+                    rec["task_log"] = str(job.paths.stderr)
+                    rec["shares_task_with"] = [o.run_id for o in task if o.run_id != d.run_id]
+                submitted.append((d, job.job_id))
+                link_run_logs(sweep, d.run_id, out, err)
         ledger.write(sweep.sweep_dir, records)
-        for d, job in zip(part, jobs):
-            link_run_logs(sweep, d.run_id, job.paths.stdout, job.paths.stderr)
     return submitted
 
 

@@ -1,0 +1,175 @@
+"""Several runs in one array task (`slurm.runs_per_task: K`): they share its CPUs and its one GPU.
+
+A CIFAR ResNet at batch 128 leaves most of a 32-80 GiB GPU idle, and at the small labelled sets of
+early cycles kernel launches and host work dominate: K runs side by side fill the GPU, for the
+price of one task's allocation.
+
+`PackJob([RunJob, ...])()` starts one child process per run (`python -m slurm.pack PICKLE`), each
+the usual `RunJob` with its own run directory, checkpoints, rows and log
+(`<sweep>/logs/packed/<run_id>.out|.err`, appended per attempt), and cpus / K torch threads.
+Signals reach every child: USR2 (time limit, preemption) and SIGTERM make each one checkpoint
+and stop; then the task is requeued as a whole (USR2: submitit's checkpoint(); SIGTERM: exit 75,
+SLURM requeues), and runs that had finished return at once on the next start. A run that fails
+does not stop its neighbours: the task ends FAILED naming it, its neighbours are DONE, and
+`make sweep` resubmits only the failed run.
+
+Exit status of the task: 0 every run DONE; 75 stopped by a signal after the children
+checkpointed; 78 every run found the node unable to serve it (each is held); 1 some run failed.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import submitit
+from submitit.core.job_environment import JobEnvironment, SignalHandler
+
+from slurm.job import RunJob, allocated_cpus, log
+
+EXIT_INTERRUPTED, EX_CONFIG = 75, 78
+FORWARDED = ("SIGTERM", "SIGINT")  # plus submitit's user signal
+
+
+def packed_logs(run_dir: str | os.PathLike, run_id: str) -> tuple[Path, Path]:
+    """Where a packed run's own stdout and stderr go: `<sweep_dir>/logs/packed/<run_id>.out|.err`."""
+    folder = Path(run_dir).resolve().parent.parent.parent / "logs" / "packed"
+    return folder / f"{run_id}.out", folder / f"{run_id}.err"
+
+
+def mem_bytes(text: str) -> int:
+    """'8G' -> bytes (K/M/G/T, plain number = MB, as sbatch --mem)."""
+    text = str(text).strip().upper().rstrip("B")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text) * 2**20)
+
+
+class PackJob(submitit.helpers.Checkpointable):
+    """K runs in one task. `gpu_mem_per_run`: what each run needs on the GPU (e.g. "6G"), checked
+    against the device before any child starts; None skips the check."""
+
+    def __init__(self, jobs: list[RunJob], gpu_mem_per_run: str | None = None) -> None:
+        self.jobs = jobs
+        self.gpu_mem_per_run = gpu_mem_per_run
+        self.requeues = 0
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [j.spec.run_id for j in self.jobs]
+
+    def _check_gpu_memory(self) -> None:
+        if not self.gpu_mem_per_run:
+            return
+        import torch
+
+        if not torch.cuda.is_available():
+            return  # the children's preflight says what is wrong with the GPU
+        total = torch.cuda.get_device_properties(0).total_memory
+        need = mem_bytes(self.gpu_mem_per_run) * len(self.jobs)
+        if need > total:
+            from al_core.preflight import NodeError
+
+            raise NodeError(f"{len(self.jobs)} runs x slurm.gpu_mem_per_run {self.gpu_mem_per_run} = {need / 2**30:.1f} GiB "
+                            f"exceed the {torch.cuda.get_device_name(0)}'s {total / 2**30:.1f} GiB; lower "
+                            "slurm.runs_per_task or use a partition with larger GPUs")
+
+    def __call__(self) -> str:
+        usr_sig = JobEnvironment._usr_sig()
+        submitit_handler = signal.getsignal(usr_sig)
+        received: list[int] = []
+        children: list[subprocess.Popen] = []
+
+        def forward(signum, frame):
+            received.append(signum)
+            for c in children:
+                if c.poll() is None:
+                    try:
+                        c.send_signal(signum)
+                    except OSError:
+                        pass
+
+        watched = [usr_sig] + [getattr(signal, n) for n in FORWARDED]
+        previous = {sig: signal.getsignal(sig) for sig in watched}
+        for sig in watched:
+            signal.signal(sig, forward)
+        try:
+            try:
+                self._check_gpu_memory()
+            except Exception as e:
+                from al_core.preflight import NodeError
+
+                if not isinstance(e, NodeError):
+                    raise
+                print(f"error: {e}", file=sys.stderr, flush=True)
+                from slurm import held
+
+                for j in self.jobs:
+                    held.hold(Path(j.run_dir).parent.parent, j.spec.run_id, str(e))
+                sys.exit(EX_CONFIG)
+            cpus = allocated_cpus() or os.cpu_count() or 1
+            threads = max(1, cpus // len(self.jobs))
+            log(f"task of {len(self.jobs)} runs ({', '.join(self.run_ids)}), {threads} torch threads each")
+            tmp = Path(tempfile.mkdtemp(prefix="al-pack-"))
+            for i, j in enumerate(self.jobs):
+                child = RunJob(j.spec, j.run_dir, threads=threads)
+                path = tmp / f"{i}.pkl"
+                path.write_bytes(pickle.dumps(child))
+                out, err = packed_logs(j.run_dir, j.spec.run_id)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                with open(out, "ab") as fo, open(err, "ab") as fe:
+                    children.append(subprocess.Popen([sys.executable, "-u", "-m", "slurm.pack", str(path)],
+                                                     stdout=fo, stderr=fe, env=env))
+                if received:  # a signal came while starting: the new child must hear it too
+                    children[-1].send_signal(received[0])
+            codes = [c.wait() for c in children]
+            for path in tmp.glob("*.pkl"):
+                path.unlink(missing_ok=True)
+            tmp.rmdir()
+            summary = ", ".join(f"{r}: {c}" for r, c in zip(self.run_ids, codes))
+            log(f"task ended: exit statuses {summary}")
+            if usr_sig in received and isinstance(getattr(submitit_handler, "__self__", None), SignalHandler):
+                submitit_handler(usr_sig, None)  # checkpoint() -> requeue the whole task
+            if received:
+                sys.exit(EXIT_INTERRUPTED)
+            if all(c == 0 for c in codes):
+                return "done"
+            if all(c == EX_CONFIG for c in codes):
+                sys.exit(EX_CONFIG)
+            failed = [r for r, c in zip(self.run_ids, codes) if c != 0]
+            raise RuntimeError(f"{len(failed)} of {len(codes)} runs of this task failed ({summary}); their logs: "
+                               + ", ".join(str(packed_logs(j.run_dir, j.spec.run_id)[1]) for j in self.jobs
+                                           if j.spec.run_id in failed))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        self.requeues += 1
+        log(f"checkpoint(): requeueing the task of {len(self.jobs)} runs (requeue {self.requeues})")
+        return super().checkpoint(*args, **kwargs)
+
+
+def child_main(path: str) -> int:
+    """One packed run in its own process: the RunJob's usual handling of signals and failures."""
+    job: RunJob = pickle.loads(Path(path).read_bytes())
+    try:
+        job()
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1]))
