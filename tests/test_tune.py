@@ -318,3 +318,43 @@ def test_train_module_always_trains_the_module_and_keeps_random_queries(digits, 
     ra, rb = rows_of(a.run_dir(spec_a.run_id)), rows_of(b.run_dir(spec_b.run_id))
     assert [r["queried"] for r in ra] == [r["queried"] for r in rb]  # queries still random, the same ones
     assert [r["train_loss"] for r in ra] != [r["train_loss"] for r in rb]  # the ranking loss shaped training
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: recipe and tuning as columns, the module's own effect
+def test_report_carries_recipe_tuning_and_the_module_effect(tmp_path):
+    import pandas as pd
+    from scipy import stats
+
+    from analysis import build_report
+    from analysis.synthetic import write_synthetic_sweep
+
+    sweep_dir = tmp_path / "s"
+    ids = write_synthetic_sweep(sweep_dir, models=("resnet18",), optimizers=("sgd", "adam"), trials=(0, 1, 2), cycles=3)
+    for run_id in ids:
+        d = sweep_dir / "runs" / run_id
+        meta = json.loads((d / "run.json").read_text())
+        meta["config"].update(recipe="published", tune={"cycles": [1], "folds": 3, "grid": {"lr": [0.01, 0.1]}})
+        (d / "run.json").write_text(json.dumps(meta))
+        rows = rows_of(d)
+        for r in rows:
+            r["recipe"], r["tuned"] = "published", {"lr": 0.1 if "sgd" in run_id else 0.01}
+            r["tune"] = {"val_accuracy": 0.5, "scores": []} if r["cycle"] == 1 else None
+        (d / "cycles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_report(sweep_dir)
+    report = sweep_dir / "report"
+    runs = pd.read_csv(report / "runs.csv")
+    assert (runs["recipe"] == "published").all() and (runs["tuning"] == "cycles 1; folds 3").all()
+    cycles = pd.read_csv(report / "cycles.csv")
+    assert set(cycles.loc[cycles["optimizer"] == "sgd", "tuned.lr"]) == {0.1}
+    assert cycles.loc[cycles["cycle"] == 1, "tune_val_accuracy"].eq(0.5).all()
+    assert "recipe" in pd.read_csv(report / "summary.csv").columns  # an axis of the tables
+    effect = pd.read_csv(report / "module_effect.csv")
+    assert len(effect) == 2 and (effect["n_pairs"] == 3).all()
+    # By other means: scipy's paired t-test of the cycle-1 accuracies.
+    first = cycles[(cycles["cycle"] == 1) & (cycles["optimizer"] == "adam")].set_index(["strategy", "trial"])["test_accuracy"]
+    ll, rnd = first["learning_loss"].sort_index(), first["random"].sort_index()
+    got = effect.set_index("optimizer").loc["adam"]
+    assert got["diff_mean"] == pytest.approx((ll - rnd).mean())
+    assert got["p_value"] == pytest.approx(stats.ttest_rel(ll, rnd).pvalue)
+    assert (report / "tables" / "module_effect.md").exists()
