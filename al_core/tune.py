@@ -33,7 +33,6 @@ import torch
 from al_core import seeding
 from al_core.config import ConfigError
 from al_core.io import atomic_write_json
-from al_core.optim import make_scheduler
 from al_core.train import epoch_plan, score_pool, train_step
 
 FORMAT = "al_core-tune/1"
@@ -212,8 +211,7 @@ def _fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np
     model.load_state_dict(start["model"])
     if lossnet is not None and start["lossnet"] is not None:
         lossnet.load_state_dict(start["lossnet"])
-    opt, _ = run._optimizer(model, lossnet, hp)
-    sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
+    opt, sched = run._optimizer(model, lossnet, hp)  # the run's optimizer and schedule, with `hp` over its values
     idx = torch.as_tensor(train_idx, dtype=torch.long)
     channels_last = run.device.type == "cuda" and t.channels_last
     detach_epoch = math.ceil(ll.detach_at * t.epochs)

@@ -2,7 +2,6 @@
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import torch
 
 from al_core import loop as loop_mod
 from al_core import recipes, tune
-from al_core.config import ConfigError, load_sweep
+from al_core.config import load_sweep
 from al_core.io import read_jsonl
 from al_core.loop import comparable, run
 from al_core.registries import optimizer_params
