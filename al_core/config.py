@@ -98,6 +98,7 @@ class LossPredConfig:
     margin: float = 1.0  # margin of the pairwise ranking loss
     weight: float = 1.0  # weight of the ranking loss beside cross-entropy
     detach_at: float = 0.6  # from this fraction of `epochs` on, stage features are detached (0.6 = 120/200)
+    train_module: str = "auto"  # auto: only strategies that query with it train it | always: every run does
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,19 @@ class RunConfig:
     train: TrainConfig
     ll: LossPredConfig
     optim: dict  # hyper-parameters of `optimizer`, registry defaults merged with the sweep's
+    recipe: Optional[str] = None  # optim.recipe the values came from (al_core/recipes.py); None: registry defaults
+    tune: Optional[dict] = None  # {"cycles", "folds", "grid"} of this run's optimizer (al_core/tune.py); None: no tuning
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        d = _plain(dataclasses.asdict(self))
+        # Keys added after runs were recorded are left out at their defaults, so the fingerprint
+        # (and run.json) of a run that does not use them is what it was: old runs still resume.
+        for key in ("recipe", "tune"):
+            if d[key] is None:
+                del d[key]
+        if d["ll"]["train_module"] == "auto":
+            del d["ll"]["train_module"]
+        return d
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -148,7 +159,7 @@ class RunSpec:
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm")
+TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune")
 
 
 @dataclass(frozen=True)
@@ -272,8 +283,10 @@ def validate(raw: dict, path: str = "") -> Sweep:
     optim = raw.get("optim") or {}
     if not isinstance(optim, dict):
         raise ConfigError(f"optim: expected a mapping of optimizer name -> hyper-parameters, got {optim!r}")
+    _check_recipe(optim.get("recipe"))
     for opt_name, params in optim.items():
-        registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
+        if opt_name != "recipe":
+            registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
     slurm = raw.get("slurm") or {}
     if not isinstance(slurm, dict):
         raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
@@ -325,6 +338,8 @@ def validate(raw: dict, path: str = "") -> Sweep:
         "optim": optim,
         "slurm": slurm,
     }
+    if raw.get("tune") is not None:
+        resolved["tune"] = raw["tune"]
     sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, **sections)
     # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.
     sweep.runs()
@@ -378,6 +393,15 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError("ll.margin and ll.weight: expected non-negative numbers")
     if not 0 <= ll.detach_at <= 1:
         raise ConfigError(f"ll.detach_at: expected a fraction of the epochs in [0, 1], got {ll.detach_at}")
+    if ll.train_module not in ("auto", "always"):
+        raise ConfigError(f"ll.train_module: expected auto or always, got {ll.train_module!r}")
+
+
+def _check_recipe(recipe: Any) -> None:
+    from al_core import recipes
+
+    if recipe is not None and recipe not in recipes.names():
+        raise ConfigError(f"optim.recipe: expected one of {', '.join(recipes.names())} (or no recipe), got {recipe!r}")
 
 
 def _run_config(raw: dict, point: dict) -> RunConfig:
@@ -395,15 +419,25 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     optimizer = point["optimizer"]
     registries.check_name("optimizer", optimizer, "grid.optimizer")
     registries.check_name("strategy", point["strategy"], "grid.strategy")
-    for opt_name, params in (raw.get("optim") or {}).items():
-        registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
-    params = registries.optimizer_params(optimizer, (raw.get("optim") or {}).get(optimizer) or {}, f"optim.{optimizer}")
+    from al_core import recipes, tune
+
+    optim = raw.get("optim") or {}
+    recipe = optim.get("recipe")
+    _check_recipe(recipe)
+    for opt_name, params in optim.items():
+        if opt_name != "recipe":
+            registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
+    # The recipe's values, then the sweep's explicit optim.<name> values over them.
+    chosen = {**recipes.recipe_params(recipe, optimizer), **(optim.get(optimizer) or {})}
+    params = registries.optimizer_params(optimizer, chosen, f"optim.{optimizer}")
     return RunConfig(
         model=point["model"],
         optimizer=optimizer,
         strategy=point["strategy"],
         trial=point["trial"],
         optim=params,
+        recipe=recipe,
+        tune=tune.for_run(raw.get("tune"), optimizer, sections["al"].cycles),
         **sections,
     )
 

@@ -37,7 +37,8 @@ from al_core.train import autocast, epoch_plan, predict, score_pool, train_step
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: "interrupted, a checkpoint is on disk: run me again to resume"
 
 # Row fields that legitimately differ between two executions of the same run.
-VOLATILE_FIELDS = ("train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j", "device", "train_img_per_s")
+VOLATILE_FIELDS = ("train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j", "device", "train_img_per_s",
+                   "tune_time_s")
 
 
 class Interrupted(Exception):
@@ -75,6 +76,8 @@ class Cycle:
     timing: dict = field(default_factory=lambda: {"select_time_s": 0.0, "train_time_s": 0.0, "energy_j": None})
     last_epoch: tuple = (float("nan"), float("nan"))  # mean loss and accuracy of the last finished epoch
     img_per_s: float = float("nan")  # training throughput of this process's stretch of the cycle
+    tuned: dict | None = None  # hyper-parameters chosen by tuning (al_core/tune.py) this cycle trains with
+    tune_record: dict | None = None  # the grid's validation scores, at a cycle where tuning chose them
 
 
 class Run:
@@ -200,10 +203,28 @@ class Run:
             labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
         select_time = time.perf_counter() - t0
         model, lossnet = self._fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
-        opt, sched = self._optimizer(model, lossnet)
-        cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched)
+        tuned, record, tune_s = self._tuned(c, prev, labelled, model, lossnet)
+        opt, sched = self._optimizer(model, lossnet, tuned)
+        cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched, tuned=tuned, tune_record=record)
         cur.timing["select_time_s"] = select_time
+        cur.timing["tune_time_s"] = tune_s
         return cur
+
+    def _tuned(self, c: int, prev: Cycle | None, labelled: np.ndarray, model, lossnet):
+        """This cycle's tuned hyper-parameters: from its row on replay, selected now at a listed
+        cycle, else the last chosen ones (None before the first selection or without tuning)."""
+        if self.cfg.tune is None:
+            return None, None, 0.0
+        if c <= len(self.rows):
+            return self.rows[c - 1].get("tuned"), self.rows[c - 1].get("tune"), 0.0
+        if c in self.cfg.tune["cycles"]:
+            from al_core import tune
+
+            return tune.select(self, c, labelled, model, lossnet)
+        if prev is not None:
+            return prev.tuned, None, 0.0
+        earlier = [r.get("tuned") for r in self.rows[: c - 1] if r.get("tuned") is not None]
+        return (earlier[-1] if earlier else None), None, 0.0
 
     def _initial_set(self) -> list[int]:
         al, trial = self.cfg.al, self.cfg.trial
@@ -236,7 +257,7 @@ class Run:
         """Initial weights from (trial, cycle): the same for every optimizer and strategy of a trial."""
         t, trial = self.cfg.train, self.cfg.trial
         spec = self.data.spec
-        hidden = self.cfg.ll.hidden if self.strategy.needs_lossnet else None
+        hidden = self.cfg.ll.hidden if (self.strategy.needs_lossnet or self.cfg.ll.train_module == "always") else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-model"))
             model = MODELS.get(self.cfg.model)(num_classes=spec.n_classes, in_channels=spec.channels, width=t.width)
@@ -253,10 +274,10 @@ class Run:
             lossnet = lossnet.to(self.device)
         return model, lossnet
 
-    def _optimizer(self, model, lossnet):
+    def _optimizer(self, model, lossnet, tuned: dict | None = None):
         t = self.cfg.train
         params = list(model.parameters()) + (list(lossnet.parameters()) if lossnet is not None else [])
-        opt = make_optimizer(self.cfg.optimizer, params, self.cfg.optim, self.device)
+        opt = make_optimizer(self.cfg.optimizer, params, {**self.cfg.optim, **(tuned or {})}, self.device)
         sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
         return opt, sched
 
@@ -347,6 +368,8 @@ class Run:
             "accum": list(cur.accum),
             "last_epoch": list(cur.last_epoch),
             "timing": {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))},
+            "tuned": cur.tuned,
+            "tune_record": cur.tune_record,
         }
         checkpoint.save(self.run_dir, checkpoint.Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, state)
         self.last_checkpoint = time.monotonic()
@@ -358,14 +381,15 @@ class Run:
         model.load_state_dict(state["model"])
         if lossnet is not None:
             lossnet.load_state_dict(state["lossnet"])
-        opt, sched = self._optimizer(model, lossnet)
+        opt, sched = self._optimizer(model, lossnet, state.get("tuned"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(pos.epoch):
                 sched.step()
         opt.load_state_dict(state["optimizer"])
         cur = Cycle(pos.cycle, state["labelled"].numpy(), state["queried"].tolist(), model, lossnet, opt, sched,
-                    epoch=pos.epoch, step=pos.step, accum=list(state["accum"]), timing=dict(state["timing"]))
+                    epoch=pos.epoch, step=pos.step, accum=list(state["accum"]), timing=dict(state["timing"]),
+                    tuned=state.get("tuned"), tune_record=state.get("tune_record"))
         cur.last_epoch = tuple(state["last_epoch"])
         self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
         return cur
@@ -413,7 +437,12 @@ class Run:
             "energy_j": None if energy is None else round(energy, 3),
             "device": device_name(self.device),
             "precision": self.precision,
+            "recipe": cfg.recipe,
+            "tuned": cur.tuned,
         }
+        if cfg.tune is not None:
+            row["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
+            row["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")
         self._progress(row)
@@ -438,7 +467,7 @@ class Run:
         mine = self.cfg.to_dict()
         if restart:
             for p in self.run_dir.iterdir():
-                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE") or p.name.startswith(("ckpt-", ".ckpt-"))):
+                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE") or p.name.startswith(("ckpt-", ".ckpt-", "tune-"))):
                     p.unlink()
             return
         for stale in self.run_dir.glob(".*.tmp"):  # temp files of writes that a kill cut short

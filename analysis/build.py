@@ -197,6 +197,9 @@ def write_tables(tables: Tables, report_dir: Path) -> None:
         stem = CSV_NAMES.get(name, name)
         write_text(report_dir / "tables" / f"{stem}.md", f"{caption}\n\n" + render.markdown_table(shown))
         write_text(report_dir / "tables" / f"{stem}.tex", render.latex_table(shown, caption, f"tab:{stem}"))
+    from analysis.module_effect import write_module_effect  # learning-loss sweeps: the module's own effect
+
+    write_module_effect(tables, report_dir)
 
 
 # ---------------------------------------------------------------------------------------------

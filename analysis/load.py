@@ -208,6 +208,7 @@ def load_sweep_dir(
     runs["trial"] = runs["trial"].astype("int64")
     runs["done"] = runs["status"].eq("done")
     runs, keys = _add_extra_axes(runs, list(extra_axes))
+    runs, keys = _add_config_keys(runs, keys, meta)
     cycles = _cycles_frame(rows, runs, keys)
     return SweepData(
         cycles=cycles,
@@ -239,7 +240,41 @@ def _run_meta(run_id, row, spec, config, status, dataset, cycles_expected) -> di
     if cycles_expected is None:
         al = config.get("al") if isinstance(config.get("al"), dict) else {}
         cycles_expected = al.get("cycles")
-    return {"run_id": run_id, **keys, "status": status, "cycles_expected": cycles_expected}
+    return {"run_id": run_id, **keys, "status": status, "cycles_expected": cycles_expected, **_config_keys(config)}
+
+
+# Keys a run's config sets without a grid axis (al_core/recipes.py, al_core/tune.py, ll.train_module):
+# columns of every table, and so axes of the comparisons, once any run of the sweep uses them.
+CONFIG_KEYS = ("recipe", "tuning", "train_module")
+
+
+def _config_keys(config: dict) -> dict:
+    if not config:
+        return {}
+    tune = config.get("tune")
+    if isinstance(tune, dict):
+        tuning = "cycles " + ",".join(map(str, tune.get("cycles") or [])) + f"; folds {tune.get('folds')}"
+    else:
+        tuning = "none"
+    ll = config.get("ll") if isinstance(config.get("ll"), dict) else {}
+    return {"recipe": config.get("recipe") or "default", "tuning": tuning, "train_module": ll.get("train_module", "auto")}
+
+
+def _add_config_keys(runs: pd.DataFrame, keys: list[str], meta: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """Add `recipe`, `tuning`, `train_module` (from run.json) as keys when some run departs from the
+    defaults (a recipe, tuning, the module trained always) and no grid axis already carries them."""
+    defaults = {"recipe": "default", "tuning": "none", "train_module": "auto"}
+    axis_of = {"recipe": "optim.recipe", "tuning": "tune", "train_module": "ll.train_module"}
+    for name in CONFIG_KEYS:
+        values = pd.Series([m.get(name) for m in meta], index=runs.index, dtype=object)
+        known = values.dropna()
+        if known.empty or (known == defaults[name]).all() or axis_of[name] in keys:
+            continue
+        # Runs without a run.json yet (missing, just started) take the value every other run shares.
+        fill = known.iloc[0] if known.nunique() == 1 else defaults[name]
+        runs[name] = values.fillna(fill).astype(str)
+        keys = [*keys, name]
+    return runs, keys
 
 
 def _add_extra_axes(runs: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -257,6 +292,21 @@ def _add_extra_axes(runs: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame,
     return runs, [*BASE_KEYS, "variant"]
 
 
+def _flatten_tuned(cycles: pd.DataFrame) -> pd.DataFrame:
+    """The row's `tuned` mapping as scalar columns `tuned.<hyper-parameter>` and the winner's
+    validation accuracy as `tune_val_accuracy` (the grid's scores stay in cycles.jsonl)."""
+    if "tuned" in cycles:
+        tuned = cycles["tuned"].map(lambda d: d if isinstance(d, dict) else {})
+        names = sorted({k for d in tuned for k in d})
+        for name in names:
+            cycles[f"tuned.{name}"] = tuned.map(lambda d: d.get(name))
+        cycles = cycles.drop(columns=["tuned"])
+    if "tune" in cycles:
+        cycles["tune_val_accuracy"] = cycles["tune"].map(lambda d: d.get("val_accuracy") if isinstance(d, dict) else None)
+        cycles = cycles.drop(columns=["tune"])
+    return cycles
+
+
 def _cycles_frame(rows: list[dict], runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     cycles = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=list(REQUIRED))
     for name in OPTIONAL_NUMBERS:
@@ -270,6 +320,7 @@ def _cycles_frame(rows: list[dict], runs: pd.DataFrame, keys: list[str]) -> pd.D
     for name in LIST_FIELDS:
         if name not in cycles:
             cycles[name] = None
+    cycles = _flatten_tuned(cycles)
     extra = [k for k in keys if k not in BASE_KEYS]
     if extra:
         cycles = cycles.drop(columns=[k for k in extra if k in cycles]).merge(runs[["run_id", *extra]], on="run_id", how="left")

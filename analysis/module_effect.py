@@ -1,0 +1,60 @@
+"""The loss-prediction module's own effect on accuracy: `module_effect.csv`.
+
+At cycle 1 a learning_loss run and the random run of the same trial (same dataset, model,
+optimizer and further keys) train on the same initial labelled set from the same initial
+weights, with the same data order and augmentation; nothing has been queried yet. The only
+difference is that the learning_loss run trains the loss-prediction module beside the model,
+whose ranking loss also shapes the backbone. The paired difference acc(learning_loss) -
+acc(random) at cycle 1 is therefore the module's own effect (with `al.initial: random`).
+
+Under `ll.train_module: always` both runs train the module and this difference is expected to be
+zero: the `train_module` column tells the two cases apart when a report mixes them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import metrics
+
+LEARNING_LOSS = "learning_loss"
+
+
+def module_effect_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group (keys without strategy): n_pairs, diff_mean, diff_std, diff_ci95, p_value of the
+    cycle-1 paired difference acc(learning_loss) - acc(random), paired by trial. Empty without
+    both strategies."""
+    pair_on = [k for k in keys if k != "strategy"]
+    first = cycles[cycles["cycle"] == 1]
+    cols = [*pair_on, "trial", "n_labeled", "test_accuracy"]
+    ll = first.loc[first["strategy"] == LEARNING_LOSS, cols]
+    rnd = first.loc[first["strategy"] == metrics.RANDOM, cols]
+    pairs = ll.merge(rnd, on=[*pair_on, "trial", "n_labeled"], suffixes=("", "_random"))
+    pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
+    return metrics.paired_stats(pairs, [*pair_on, "n_labeled"])
+
+
+def write_module_effect(tables, report_dir: Path) -> Path | None:
+    """Write report/module_effect.csv (and tables/module_effect.md) when the sweep has both
+    learning_loss and random runs; returns the CSV's path, or None when there is nothing to pair."""
+    from analysis import render
+    from analysis.write import write_text
+
+    strategies = set(tables.cycles["strategy"].unique())
+    if not {LEARNING_LOSS, metrics.RANDOM} <= strategies:
+        return None
+    frame = module_effect_table(tables.cycles, tables.keys)
+    path = write_text(Path(report_dir) / "module_effect.csv", frame.to_csv(index=False))
+    keys = [k for k in tables.keys if k != "strategy"]
+    shown = pd.DataFrame({
+        **{k: frame[k].astype(str) for k in keys},
+        "labelled": frame["n_labeled"].astype(str),
+        "pairs": frame["n_pairs"].astype(str),
+        "effect (points)": render.mean_pm(frame["diff_mean"], frame["diff_ci95"], sign=True),
+        "p": render.p_values(frame["p_value"]),
+    })
+    caption = ("The loss-prediction module's own effect: cycle-1 accuracy of learning_loss minus random, "
+               "paired by trial (same initial set and weights; mean ± 95% CI, two-sided paired t-test).")
+    write_text(Path(report_dir) / "tables" / "module_effect.md", f"{caption}\n\n" + render.markdown_table(shown))
+    return path
