@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
-from al_core import checkpoint, seeding
+from al_core import checkpoint, epochs_log, seeding
 from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
 from al_core.data import DataError, DeviceData, load as load_data
 from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -74,6 +74,7 @@ class Cycle:
     timing: dict = field(default_factory=lambda: {"select_time_s": 0.0, "train_time_s": 0.0, "energy_j": None})
     last_epoch: tuple = (float("nan"), float("nan"))  # mean loss and accuracy of the last finished epoch
     img_per_s: float = float("nan")  # training throughput of this process's stretch of the cycle
+    epochs: list = field(default_factory=list)  # per finished epoch: loss, accuracy, lr (epochs.jsonl)
 
 
 class Run:
@@ -278,6 +279,7 @@ class Run:
             self._flush(cur, loss_sum, correct, t0)
             t0 = time.perf_counter()
             cur.last_epoch = (cur.accum[0] / max(cur.accum[2], 1), cur.accum[1] / max(cur.accum[2], 1))
+            cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
             cur.accum = [0.0, 0.0, 0.0]
             cur.epoch += 1
             cur.step = 0
@@ -330,6 +332,7 @@ class Run:
             "optimizer": cur.opt.state_dict(),
             "accum": list(cur.accum),
             "last_epoch": list(cur.last_epoch),
+            "epochs": list(cur.epochs),
             "timing": {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))},
         }
         checkpoint.save(self.run_dir, checkpoint.Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, state)
@@ -351,6 +354,7 @@ class Run:
         cur = Cycle(pos.cycle, state["labelled"].numpy(), state["queried"].tolist(), model, lossnet, opt, sched,
                     epoch=pos.epoch, step=pos.step, accum=list(state["accum"]), timing=dict(state["timing"]))
         cur.last_epoch = tuple(state["last_epoch"])
+        cur.epochs = list(state.get("epochs", []))
         self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
         return cur
 
@@ -397,6 +401,7 @@ class Run:
             "energy_j": None if energy is None else round(energy, 3),
             "device": device_name(self.device),
         }
+        epochs_log.write(self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row)  # before the row: see epochs_log
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")
         self._progress(row)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import pandas as pd
 
+from analysis import curves as curves_mod
 from analysis import figures, findings, headline, metrics, render
 from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData, load_sweep_dir
 from analysis.write import write_text
@@ -125,8 +126,10 @@ def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str
     return write_report(tables, command, timings)
 
 
-def write_report(tables: Tables, command: Optional[str] = None, timings: Optional[dict] = None) -> Path:
-    """Write the tables, figures, report.md and report.html of `tables`; return report.html's path."""
+def write_report(tables: Tables, command: Optional[str] = None, timings: Optional[dict] = None,
+                 curves: Optional[str] = None) -> Path:
+    """Write the tables, figures, report.md and report.html of `tables`; return report.html's path.
+    `curves` chooses the runs of the training-curves figure (analysis.curves.select)."""
     sweep_dir = tables.data.sweep_dir
     report_dir = sweep_dir / "report"
     for sub in ("tables", "figures"):
@@ -142,6 +145,12 @@ def write_report(tables: Tables, command: Optional[str] = None, timings: Optiona
     write_tables(tables, report_dir)
     lap("write_tables")
     drawn = figures.draw_all(tables, report_dir / "figures")
+    epochs = curves_mod.load_epochs(sweep_dir, tables.runs, tables.keys)
+    if len(epochs):
+        write_text(report_dir / "epochs.csv", epochs.to_csv(index=False))
+        drawn.append((curves_mod.training_curves(epochs, report_dir / "figures" / "training_curves.png", curves),
+                      "Training loss, training accuracy and learning rate per epoch (from each run's epochs.jsonl); "
+                      "grey lines: a new cycle (more labels). Choose the runs with --curves RUN_ID | GROUP | STRATEGY."))
     lap("figures")
     command = command or f"python -m analysis.report --results {sweep_dir}"
     top = headline_section(tables, report_dir)

@@ -309,7 +309,7 @@ def answer_lines(tables) -> list[str]:
     """The headline answers, one sentence each: best group per strategy, optimizer/model effects
     that survive Holm, the interaction, each strategy against random."""
     keys, g = tables.keys, tables.grid
-    facet = _facets(tables.runs, keys)
+    facet = _facets(tables.grid, keys) if len(tables.grid) else []
     out = []
     for group, t in g.groupby([*facet, "strategy"], observed=True, sort=True):
         best = t.sort_values(["aubc_mean", "model", "optimizer"], ascending=[False, True, True]).iloc[0]
@@ -358,7 +358,7 @@ def summary_lines(tables) -> list[str]:
     from analysis.findings import completeness_line, cost_line
 
     keys, g = tables.keys, tables.grid
-    facet = _facets(tables.runs, keys)
+    facet = _facets(tables.grid, keys) if len(tables.grid) else []
     lines = [completeness_line(tables) + "; " + cost_line(tables).split(";")[0]]
     if g.empty:
         return lines + ["no finished run yet: nothing to compare"]
