@@ -337,7 +337,8 @@ def answer_lines(tables) -> list[str]:
         by = [*facet, "strategy"]
         if len(sig):
             out.append("The optimizer's effect depends on the architecture (model x optimizer interaction, p < 0.05) for "
-                       + ", ".join(_tag(r, by) for _, r in sig.iterrows()) + f"; not for the other {len(inter) - len(sig)}.")
+                       + ", ".join(_tag(r, by) for _, r in sig.iterrows())
+                       + (f"; not for the other {len(inter) - len(sig)}." if len(inter) > len(sig) else "."))
         else:
             out.append(f"No model x optimizer interaction in AUBC (two-way ANOVA, p ≥ 0.05 for all {len(inter)} strategies).")
     gn = tables.gains
