@@ -426,7 +426,7 @@ class Run:
         mine = self.cfg.to_dict()
         if restart:
             for p in self.run_dir.iterdir():
-                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE") or p.name.startswith(("ckpt-", ".ckpt-"))):
+                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE", epochs_log.FILE) or p.name.startswith(("ckpt-", ".ckpt-"))):
                     p.unlink()
             return
         for stale in self.run_dir.glob(".*.tmp"):  # temp files of writes that a kill cut short
