@@ -70,6 +70,7 @@ def display_vs_random(vs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         "pairs": vs["n_pairs"].astype(str),
         "gain (points)": mean_pm(vs["diff_mean"], vs["diff_ci95"], sign=True),
         "p": p_values(vs["p_value"]),
+        **({"p (Holm)": p_values(vs["p_holm"])} if "p_holm" in vs else {}),
     })
 
 
