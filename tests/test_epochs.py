@@ -1,6 +1,7 @@
 """Per-epoch training curves: epochs.jsonl per run (identical after an interruption and resume),
 TensorBoard event files with train.tensorboard: true, and the report's training-curves figure."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from al_core.io import read_jsonl
 from al_core.loop import Interrupted, StopFlag, run
 
 RUN_ID = "resnet18-sgd-random-t0"
+SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "smoke.yaml"
 
 
 def stop_at(n):
@@ -28,9 +30,9 @@ def stop_at(n):
     return StopAt()
 
 
-@pytest.fixture
-def reference(smoke_yaml, tmp_path):
-    sweep = load_sweep(smoke_yaml, [f"output={tmp_path / 'ref'}"])
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    sweep = load_sweep(SMOKE, [f"output={tmp_path_factory.mktemp('ref')}"])
     run(sweep.run(RUN_ID), sweep.run_dir(RUN_ID), log=lambda s: None)
     return sweep.run_dir(RUN_ID)
 
@@ -47,9 +49,9 @@ def test_epochs_file_has_every_epoch_and_matches_the_rows(reference):
     assert not (reference / "tensorboard").exists()
 
 
-@pytest.mark.parametrize("at_check, lose_checkpoints", [(7, False), (30, False), (30, True)])
-def test_epochs_file_is_identical_after_an_interruption(smoke_yaml, reference, tmp_path, at_check, lose_checkpoints):
-    sweep = load_sweep(smoke_yaml, [f"output={tmp_path / 'cut'}"])
+@pytest.mark.parametrize("at_check, lose_checkpoints", [(7, False), (30, True)])
+def test_epochs_file_is_identical_after_an_interruption(reference, tmp_path, at_check, lose_checkpoints):
+    sweep = load_sweep(SMOKE, [f"output={tmp_path / 'cut'}"])
     spec, run_dir = sweep.run(RUN_ID), sweep.run_dir(RUN_ID)
     with pytest.raises(Interrupted):
         run(spec, run_dir, stop=stop_at(at_check), log=lambda s: None)
