@@ -88,6 +88,7 @@ class TrainConfig:
     eval_batch_size: int = 1024  # images per no-grad batch when scoring the pool / the test set
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (CUDA only; off until measured)
+    tensorboard: bool = False  # also write TensorBoard event files under <run_dir>/tensorboard (epochs.jsonl is always written)
 
 
 @dataclass(frozen=True)

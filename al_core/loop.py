@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
-from al_core import checkpoint, preflight, seeding
+from al_core import checkpoint, epochs_log, preflight, seeding
 from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
 from al_core.data import DataError, DeviceData, load as load_data
 from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -78,6 +78,7 @@ class Cycle:
     img_per_s: float = float("nan")  # training throughput of this process's stretch of the cycle
     tuned: dict | None = None  # hyper-parameters chosen by tuning (al_core/tune.py) this cycle trains with
     tune_record: dict | None = None  # the grid's validation scores, at a cycle where tuning chose them
+    epochs: list = field(default_factory=list)  # per finished epoch: loss, accuracy, lr (epochs.jsonl)
 
 
 class Run:
@@ -315,6 +316,7 @@ class Run:
             self._flush(cur, loss_sum, correct, t0)
             t0 = time.perf_counter()
             cur.last_epoch = (cur.accum[0] / max(cur.accum[2], 1), cur.accum[1] / max(cur.accum[2], 1))
+            cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
             cur.accum = [0.0, 0.0, 0.0]
             cur.epoch += 1
             cur.step = 0
@@ -367,6 +369,7 @@ class Run:
             "optimizer": cur.opt.state_dict(),
             "accum": list(cur.accum),
             "last_epoch": list(cur.last_epoch),
+            "epochs": list(cur.epochs),
             "timing": {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))},
             "tuned": cur.tuned,
             "tune_record": cur.tune_record,
@@ -391,6 +394,7 @@ class Run:
                     epoch=pos.epoch, step=pos.step, accum=list(state["accum"]), timing=dict(state["timing"]),
                     tuned=state.get("tuned"), tune_record=state.get("tune_record"))
         cur.last_epoch = tuple(state["last_epoch"])
+        cur.epochs = list(state.get("epochs", []))
         self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
         return cur
 
@@ -443,6 +447,7 @@ class Run:
         if cfg.tune is not None:
             row["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
             row["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
+        epochs_log.write(self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row)  # before the row: see epochs_log
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")
         self._progress(row)
@@ -467,7 +472,7 @@ class Run:
         mine = self.cfg.to_dict()
         if restart:
             for p in self.run_dir.iterdir():
-                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE") or p.name.startswith(("ckpt-", ".ckpt-", "tune-"))):
+                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE", epochs_log.FILE) or p.name.startswith(("ckpt-", ".ckpt-", "tune-"))):
                     p.unlink()
             return
         for stale in self.run_dir.glob(".*.tmp"):  # temp files of writes that a kill cut short

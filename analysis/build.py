@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
-from analysis import figures, findings, metrics, render
+from analysis import curves as curves_mod
+from analysis import figures, findings, headline, metrics, render
 from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData, load_sweep_dir
 from analysis.write import write_text
 
-CSV_TABLES = ("cycles", "summary", "runs", "vs_random", "groups", "ranking", "classes")
+CSV_TABLES = ("cycles", "summary", "runs", "vs_random", "groups", "ranking", "classes", "optimizers", "models", "anova", "gains")
 CSV_NAMES = {"ranking": "optimizer_ranking", "classes": "queried_classes"}  # file stem when not the table name
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
 
@@ -33,6 +34,12 @@ class Tables:
     groups: pd.DataFrame  # groups.csv: per group, final accuracy, AUBC and cost
     ranking: pd.DataFrame  # optimizer_ranking.csv: best optimizer per model and budget
     classes: pd.DataFrame  # queried_classes.csv: class shares of the queried samples per strategy
+    # The headline (analysis.headline), from the finished runs:
+    grid: pd.DataFrame = field(default_factory=pd.DataFrame)  # per group: n, AUBC and final accuracy, flag
+    optimizers: pd.DataFrame = field(default_factory=pd.DataFrame)  # optimizers.csv: paired AUBC tests, Holm
+    models: pd.DataFrame = field(default_factory=pd.DataFrame)  # models.csv: the same between models
+    anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova.csv: two-way ANOVA of AUBC
+    gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains.csv: AUBC gain over random, Holm
 
     @property
     def keys(self) -> list[str]:
@@ -66,6 +73,11 @@ def compute_tables(data: SweepData) -> Tables:
         groups=metrics.group_table(runs, keys),
         ranking=metrics.optimizer_ranking(cycles, summary, keys),
         classes=metrics.queried_classes(cycles, keys),
+        grid=headline.grid(runs, keys),
+        optimizers=headline.pairwise(runs, keys, "optimizer"),
+        models=headline.pairwise(runs, keys, "model"),
+        anova=headline.anova(runs, keys),
+        gains=headline.gains(runs, keys),
     )
 
 
@@ -114,8 +126,10 @@ def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str
     return write_report(tables, command, timings)
 
 
-def write_report(tables: Tables, command: Optional[str] = None, timings: Optional[dict] = None) -> Path:
-    """Write the tables, figures, report.md and report.html of `tables`; return report.html's path."""
+def write_report(tables: Tables, command: Optional[str] = None, timings: Optional[dict] = None,
+                 curves: Optional[str] = None) -> Path:
+    """Write the tables, figures, report.md and report.html of `tables`; return report.html's path.
+    `curves` chooses the runs of the training-curves figure (analysis.curves.select)."""
     sweep_dir = tables.data.sweep_dir
     report_dir = sweep_dir / "report"
     for sub in ("tables", "figures"):
@@ -131,9 +145,18 @@ def write_report(tables: Tables, command: Optional[str] = None, timings: Optiona
     write_tables(tables, report_dir)
     lap("write_tables")
     drawn = figures.draw_all(tables, report_dir / "figures")
+    epochs = curves_mod.load_epochs(sweep_dir, tables.runs, tables.keys)
+    if len(epochs):
+        write_text(report_dir / "epochs.csv", epochs.to_csv(index=False))
+        drawn.append((curves_mod.training_curves(epochs, report_dir / "figures" / "training_curves.png", curves),
+                      "Training loss, training accuracy and learning rate per epoch (from each run's epochs.jsonl); "
+                      "grey lines: a new cycle (more labels). Choose the runs with --curves RUN_ID | GROUP | STRATEGY."))
     lap("figures")
     command = command or f"python -m analysis.report --results {sweep_dir}"
-    blocks = report_blocks(tables, drawn, report_dir, command)
+    top = headline_section(tables, report_dir)
+    blocks = report_blocks(tables, drawn, report_dir, command, top)
+    write_text(report_dir / "summary.md", render.to_markdown(
+        [("h1", f"Summary: {sweep_dir.name}"), ("p", findings.completeness_line(tables) + "."), *top], report_dir))
     write_text(report_dir / "report.md", render.to_markdown(blocks, report_dir))
     path = write_text(report_dir / "report.html", render.to_html(blocks, f"Active-learning report: {sweep_dir.name}", report_dir))
     lap("render")
@@ -180,6 +203,8 @@ DISPLAY = {  # table -> (formatter, caption)
     "vs_random": (render.display_vs_random, "Accuracy gain over random, paired by trial (mean ± 95% CI, two-sided paired t-test)."),
     "groups": (render.display_groups, "Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost."),
     "ranking": (render.display_ranking, "Best optimizer per model and budget against the runner-up (paired by trial)."),
+    "optimizers": (render.display_pairs, "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; Holm over the pairs of one model)."),
+    "models": (render.display_pairs, "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; Holm over the pairs of one optimizer)."),
 }
 
 
@@ -203,11 +228,24 @@ def write_tables(tables: Tables, report_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-def report_blocks(tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str) -> list[tuple]:
-    """The report as a list of blocks (see render): completeness, findings, tables, figures, config."""
+def headline_section(tables: Tables, report_dir: Path) -> list[tuple]:
+    """The headline blocks (analysis.headline) with the compact figure of the gains over random and,
+    when runs kept their epochs, the training curves of one group."""
+    blocks = headline.headline_blocks(tables)
+    if len(tables.gains):
+        path = figures.aubc_gain(tables.gains, tables.keys, report_dir / "figures" / "aubc_gain.png")
+        blocks.append(("figure", path, "AUBC gain over random per model x optimizer, paired by trial (mean, 95% CI; "
+                                       "filled: significant after Holm; no bar: fewer than 3 pairs)."))
+    return blocks
+
+
+def report_blocks(tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str,
+                  top: Optional[list[tuple]] = None) -> list[tuple]:
+    """The report as a list of blocks (see render): headline, completeness, findings, tables, figures, config."""
     keys, counts = tables.keys, tables.status_counts()
     blocks: list[tuple] = [("h1", f"Active-learning report: {tables.data.sweep_dir.name}"),
                            ("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {tables.data.sweep_dir}.")]
+    blocks += [("p", findings.completeness_line(tables) + "."), *(top or [])]
 
     blocks += [("h2", "Completeness"), ("p", findings.completeness_line(tables) + ".")]
     if tables.data.n_unexpected:

@@ -24,6 +24,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
 RANDOM_STYLE = dict(color="black", marker="x", linestyle="--")
 DPI = 110
+MIN_BAND_N = 3  # groups with fewer trials are drawn without a CI band or bar
 PANEL = (3.1, 2.4)  # inches per panel
 
 
@@ -107,6 +108,8 @@ def _curves(table: pd.DataFrame, path: Path, *, rows: list[str], cols: list[str]
         ax.plot(xs, ys, markersize=4, linewidth=1.4, label=str(h), **styles[h])
         if band is not None:
             half = line[band].to_numpy(float) * scale
+            if "n_trials" in line:  # fewer than 3 trials: no band (a CI on 2 trials says little)
+                half = np.where(line["n_trials"].to_numpy(float) >= MIN_BAND_N, half, np.nan)
             lo, hi = ys - half, ys + half
             if bounds is not None:
                 lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
@@ -178,7 +181,7 @@ def gain_over_random(vs_random: pd.DataFrame, keys: list[str], path: Path) -> Pa
         ax = axes[row_values.index(r), col_values.index(c)]
         st = styles[s]
         xs, ys = line["n_labeled"].to_numpy(float), line["diff_mean"].to_numpy(float) * 100
-        err = np.nan_to_num(line["diff_ci95"].to_numpy(float) * 100)
+        err = np.nan_to_num(np.where(line["n_pairs"].to_numpy(float) >= MIN_BAND_N, line["diff_ci95"].to_numpy(float) * 100, 0))
         ax.errorbar(xs, ys, yerr=err, color=st["color"], linestyle=st["linestyle"], linewidth=1.2, capsize=2, marker="none")
         significant = (line["p_value"] < 0.05).to_numpy()
         ax.plot(xs[significant], ys[significant], linestyle="none", marker=st["marker"], color=st["color"], markersize=6)
@@ -199,6 +202,38 @@ def gain_over_random(vs_random: pd.DataFrame, keys: list[str], path: Path) -> Pa
     key = [Line2D([], [], marker="o", color="grey", linestyle="none", label="p < 0.05"),
            Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none", label="p ≥ 0.05")]
     _legend(fig, styles, "strategy", key)
+    return _save(fig, path)
+
+
+def aubc_gain(gains: pd.DataFrame, keys: list[str], path: Path) -> Path:
+    """The headline's compact figure: AUBC gain over random per model x optimizer, one panel per
+    non-random strategy; 95% CI bars (none below 3 pairs), filled markers where Holm's p < 0.05."""
+    title = "AUBC gain over random (points; paired by trial)"
+    t = gains.dropna(subset=["diff_mean"])
+    if t.empty:
+        return _placeholder(path, title, "no strategy has a random run to pair with yet")
+    t = t.assign(_panel=_label(t, ["dataset", *_extra(keys), "strategy"]), _y=_label(t, ["model", "optimizer"]))
+    panels = sorted(t["_panel"].unique())
+    labels = sorted(t["_y"].unique())
+    fig = Figure(figsize=(3.4 * len(panels) + 0.6, 0.32 * len(labels) + 1.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
+    fig.suptitle(title, fontsize=11)
+    for ax, panel in zip(axes, panels):
+        rows = t[t["_panel"] == panel]
+        ys = np.array([labels.index(v) for v in rows["_y"]], dtype=float)
+        xs = rows["diff_mean"].to_numpy(float) * 100
+        err = np.where(rows["n_pairs"].to_numpy(float) >= MIN_BAND_N, rows["diff_ci95"].to_numpy(float) * 100, np.nan)
+        sig = (rows["p_holm"] < 0.05).to_numpy()
+        ax.errorbar(xs, ys, xerr=np.nan_to_num(err), fmt="none", ecolor=COLOURS[0], elinewidth=1.2, capsize=2)
+        ax.plot(xs[sig], ys[sig], "o", color=COLOURS[0], markersize=6)
+        ax.plot(xs[~sig], ys[~sig], "o", color=COLOURS[0], markerfacecolor="white", markersize=5)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_title(panel, fontsize=9)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("gain (AUBC points)", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, axis="x", linewidth=0.4, alpha=0.5)
+    axes[0].invert_yaxis()
     return _save(fig, path)
 
 

@@ -153,6 +153,13 @@ def summary_lines(tables) -> list[str]:
     >>> for line in summary_lines(compute_tables(load_sweep_dir("results/demo"))):  # doctest: +SKIP
     ...     print(line)
     """
+    from analysis.headline import summary_lines as headline_summary
+
+    return headline_summary(tables)
+
+
+def summary_lines_by_budget(tables) -> list[str]:
+    """The earlier summary: best group by AUBC per strategy and the test against random at the final budget."""
     facet = _facet_columns(tables)
     lines = [completeness_line(tables)]
     best = best_by_aubc(tables)

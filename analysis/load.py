@@ -286,7 +286,7 @@ def _add_extra_axes(runs: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame,
     parts = [s.split("-") for s in suffix]
     if names and all(len(p) == len(names) for p in parts):
         for i, name in enumerate(names):
-            runs[name] = [p[i] for p in parts]
+            runs[name] = _typed([p[i] for p in parts])
         return runs, [*BASE_KEYS, *names]
     runs["variant"] = suffix
     return runs, [*BASE_KEYS, "variant"]
@@ -305,6 +305,16 @@ def _flatten_tuned(cycles: pd.DataFrame) -> pd.DataFrame:
         cycles["tune_val_accuracy"] = cycles["tune"].map(lambda d: d.get("val_accuracy") if isinstance(d, dict) else None)
         cycles = cycles.drop(columns=["tune"])
     return cycles
+
+
+def _typed(values: list[str]) -> pd.Series:
+    """An axis' values as numbers when every one reads as a number (train.width: 8 < 16), else text."""
+    column = pd.Series(values, dtype=object)
+    try:
+        numbers = pd.to_numeric(column)
+    except (ValueError, TypeError):
+        return column
+    return numbers
 
 
 def _cycles_frame(rows: list[dict], runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -175,7 +175,9 @@ def vs_random_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     other = cycles.loc[cycles["strategy"] != RANDOM, [*cols, "strategy"]]
     pairs = other.merge(rnd, on=pair_on, suffixes=("", "_random"))
     pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
-    return paired_stats(pairs, [*keys, "n_labeled"])
+    from analysis.headline import add_holm  # Holm over the rows of one dataset x strategy (CONTRACT section 7)
+
+    return add_holm(paired_stats(pairs, [*keys, "n_labeled"]), ["dataset", "strategy"])
 
 
 def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

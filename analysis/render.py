@@ -70,6 +70,7 @@ def display_vs_random(vs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         "pairs": vs["n_pairs"].astype(str),
         "gain (points)": mean_pm(vs["diff_mean"], vs["diff_ci95"], sign=True),
         "p": p_values(vs["p_value"]),
+        **({"p (Holm)": p_values(vs["p_holm"])} if "p_holm" in vs else {}),
     })
 
 
@@ -82,7 +83,8 @@ def display_groups(groups: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         "labelled": groups["final_n_labeled"].map(lambda v: MISSING if pd.isna(v) else str(int(v))),
         "final acc (%)": mean_pm(groups["final_acc_mean"], groups["final_acc_ci95"]),
         "AUBC (%)": mean_pm(groups["aubc_mean"], groups["aubc_ci95"]),
-        "labels to target": number(groups["labels_to_target_mean"], digits=0),
+        "labels to target": [f"{v} ({int(k)}/{int(n)} reached)" if n == n else v for v, k, n in
+                             zip(number(groups["labels_to_target_mean"], digits=0), groups["labels_to_target_n"].fillna(0), groups["n_final"])],
         "train h/run": number(groups["train_time_s_mean"], digits=3, scale=1 / 3600),
         "peak mem (GiB)": number(groups["peak_mem_bytes_max"], scale=1 / 2**30),
         "GPU-hours": number(groups["gpu_hours"], digits=3),
@@ -99,6 +101,20 @@ def display_ranking(ranking: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         "pairs": ranking["n_pairs"].map(lambda v: "0" if pd.isna(v) else str(int(v))),
         "gain (points)": mean_pm(ranking["diff_mean"], ranking["diff_ci95"], sign=True),
         "p": p_values(ranking["p_value"]),
+    })
+
+
+def display_pairs(pairs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """optimizers.csv / models.csv for reading: a - b in AUBC points, p and Holm's p."""
+    a, b = [c for c in pairs.columns if c.endswith("_a")][0], [c for c in pairs.columns if c.endswith("_b")][0]
+    factor = a[:-2]
+    return pd.DataFrame({
+        **{k: pairs[k].astype(str) for k in keys if k != factor},
+        "a": pairs[a].astype(str), "b": pairs[b].astype(str),
+        "pairs": pairs["n_pairs"].astype(str),
+        "AUBC a - b (points)": mean_pm(pairs["diff_mean"], pairs["diff_ci95"], sign=True),
+        "p": p_values(pairs["p_value"]),
+        "p (Holm)": p_values(pairs["p_holm"]),
     })
 
 

@@ -26,6 +26,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. jobs/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3")
     parser.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")
+    parser.add_argument("--curves", metavar="SELECT", help="training curves of a run id, a group (run id without -t<trial>) "
+                        "or a strategy (default: random, mean over trials)")
     args = parser.parse_args(argv)
 
     sweep = None
@@ -59,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from analysis.findings import summary_lines
 
     tables = compute_tables(load(sweep_dir, sweep))
-    print(write_report(tables, command))
+    print(write_report(tables, command, curves=args.curves))
     for line in summary_lines(tables):
         print(line)
     return 0

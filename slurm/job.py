@@ -135,6 +135,40 @@ class RunJob(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
+class RunChain(submitit.helpers.Checkpointable):
+    """Several runs one after the other in one job process (the local executor's core slots): one
+    interpreter start and one torch import for all of them. A run interrupted by a signal ends
+    the chain (exit 75, as `RunJob`); a requeue runs the same chain again, and the runs already
+    DONE return at once.
+    """
+
+    def __init__(self, jobs: list[RunJob]) -> None:
+        self.jobs = list(jobs)
+
+    def __call__(self) -> list[str]:
+        import traceback
+
+        results, failed = [], []
+        for job in self.jobs:  # a run that fails does not stop the others (its traceback goes to the .err log)
+            try:
+                results.append(job())
+            except Exception:  # noqa: BLE001 - SystemExit (an interruption) ends the chain
+                traceback.print_exc()
+                failed.append(job.spec.run_id)
+                results.append("failed")
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        log(f"chain of {len(self.jobs)} runs finished: {usage.ru_utime + usage.ru_stime:.1f} CPU-seconds in this process")
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(self.jobs)} runs failed: {', '.join(failed)}")
+        return results
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        log(f"checkpoint(): requeueing the chain of {len(self.jobs)} runs; each resumes from its run directory")
+        return super().checkpoint(*args, **kwargs)
+
+
 def _job_id() -> str:
     try:
         return submitit.JobEnvironment().job_id

@@ -310,7 +310,7 @@ def test_extra_grid_axes_become_key_columns(tmp_path):
         write_run(tmp_path, rows)
     named = load_sweep_dir(tmp_path, extra_axes=["train.width"])
     assert named.keys == [*KEYS, "train.width"]
-    assert sorted(named.cycles["train.width"].unique()) == ["32", "64"]
+    assert sorted(named.cycles["train.width"].unique()) == [32, 64]  # typed: numbers sort as numbers
     unnamed = load_sweep_dir(tmp_path)
     assert unnamed.keys == [*KEYS, "variant"]
     s = summary_table(unnamed.cycles, unnamed.keys)
