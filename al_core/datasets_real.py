@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import io
 import math
-import os
 import struct
 import zipfile
 import zlib

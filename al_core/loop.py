@@ -11,7 +11,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field

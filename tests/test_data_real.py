@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from al_core.config import ConfigError, DatasetConfig, load_sweep
-from al_core.data import DATASETS, DataError, load
+from al_core.data import DataError, load
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")

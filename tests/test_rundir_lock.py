@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from al_core.rundir import RunDirLock, RunLocked, holder
 

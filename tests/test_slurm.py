@@ -104,8 +104,8 @@ def test_dry_run_prints_plan_skips_and_sbatch_script_and_submits_nothing(smoke_y
         assert sweep_main([str(smoke_yaml), "slurm.array_parallelism=4", "--cluster", "slurm", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"skip    {done}" in out and "DONE" in out
-    assert f"job 41_1 PENDING" in out
-    assert f"job 41_2 FAILED: resubmit (1 so far)" in out
+    assert "job 41_1 PENDING" in out
+    assert "job 41_2 FAILED: resubmit (1 so far)" in out
     assert out.count("  submit  ") == 10 and out.count("  skip    ") == 2
     assert "#SBATCH --array=0-9%4" in out and "#SBATCH --requeue" in out and "#SBATCH --signal=USR2@60" in out
     assert "nothing submitted" in out

@@ -7,7 +7,6 @@ sbatch (conftest), and skipped when the controller does not answer unless REQUIR
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 
 from al_core.config import load_sweep
 from al_core.loop import comparable, run
+from _cluster import require_controller, rows, sweep_file, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -31,16 +31,7 @@ ONE = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "al.i
 
 @pytest.fixture(scope="module", autouse=True)
 def controller():
-    try:
-        p = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-        up = "is UP" in p.stdout
-    except (OSError, subprocess.SubprocessError):
-        up = False
-    if not up:
-        message = "the SLURM controller does not answer; start it with: bash .ci/slurm-cluster.sh up"
-        if os.environ.get("REQUIRE_SLURM") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_controller()
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +43,6 @@ def sweeps_to_clean():
     scheduler.cancel(ids)
 
 
-def sweep_file(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    text = (ROOT / "jobs" / "smoke.yaml").read_text().replace("output: results", f"output: {directory / 'results'}")
-    path = directory / "smoke.yaml"
-    path.write_text(text)
-    return path
 
 
 def sweep(path: Path, overrides: list[str], *flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -65,19 +50,8 @@ def sweep(path: Path, overrides: list[str], *flags: str, timeout: float = 300) -
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def wait_until(predicate, timeout: float, what: str, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "cycles.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def state_of(job_id: str) -> str:

@@ -7,10 +7,8 @@ not stop its neighbour, and the re-sweep resubmits only the failed run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import torch
 
 from al_core.config import load_sweep
 from al_core.loop import comparable, run
+from _cluster import require_controller, rows, sweep_file, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -29,23 +28,9 @@ FOUR = ["grid.optimizer=[sgd]", "grid.strategy=[random,entropy]", "grid.trial=[0
 
 @pytest.fixture(scope="module", autouse=True)
 def controller():
-    try:
-        up = "is UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        up = False
-    if not up:
-        message = "the SLURM controller does not answer; start it with: bash .ci/slurm-cluster.sh up"
-        if os.environ.get("REQUIRE_SLURM") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_controller()
 
 
-def sweep_file(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    text = (ROOT / "jobs" / "smoke.yaml").read_text().replace("output: results", f"output: {directory / 'results'}")
-    path = directory / "smoke.yaml"
-    path.write_text(text)
-    return path
 
 
 def sweep(path: Path, overrides: list[str], *flags: str) -> subprocess.CompletedProcess:
@@ -53,19 +38,8 @@ def sweep(path: Path, overrides: list[str], *flags: str) -> subprocess.Completed
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def wait_until(predicate, timeout: float, what: str, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "cycles.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def one_at_a_time(path: Path, overrides: list[str], run_id: str, out: Path) -> list[dict]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from al_core.config import load_sweep
+from _cluster import require_controller, sweep_file, wait_until
 from slurm import held, ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -24,23 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", autouse=True)
 def controller():
-    try:
-        up = "is UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        up = False
-    if not up:
-        message = "the SLURM controller does not answer; start it with: bash .ci/slurm-cluster.sh up"
-        if os.environ.get("REQUIRE_SLURM") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_controller()
 
 
-def sweep_file(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    text = (ROOT / "jobs" / "smoke.yaml").read_text().replace("output: results", f"output: {directory / 'results'}")
-    path = directory / "smoke.yaml"
-    path.write_text(text)
-    return path
 
 
 def cli(module: str, path: Path, overrides: list[str], *flags: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -48,14 +35,6 @@ def cli(module: str, path: Path, overrides: list[str], *flags: str, timeout: flo
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def wait_until(predicate, timeout: float, what: str, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_gpu_job_on_a_node_without_a_usable_gpu_exits_78_and_is_held(tmp_path):
