@@ -81,6 +81,7 @@ class TrainConfig:
     eval_batch_size: int = 1024  # images per no-grad batch when scoring the pool / the test set
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (CUDA only; off until measured)
+    dropout: float = 0.0  # dropout probability before the classifier; MC-dropout strategies (bald) need > 0
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,15 @@ class RunConfig:
     train: TrainConfig
     ll: LossPredConfig
     optim: dict  # hyper-parameters of `optimizer`, registry defaults merged with the sweep's
+    plugins: dict = field(default_factory=dict)  # plugin entry -> hash of its source (al_core.plugins)
+    plugin_files: dict = field(default_factory=dict, compare=False)  # entry -> source file: where, not what
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        d = _plain(dataclasses.asdict(self))
+        d.pop("plugin_files")
+        if not d["plugins"]:
+            d.pop("plugins")  # a run without plugins keeps the config (and fingerprint) it always had
+        return d
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -141,7 +148,7 @@ class RunSpec:
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm")
+TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "plugins")
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,9 @@ def validate(raw: dict, path: str = "") -> Sweep:
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    from al_core import plugins as _plugins  # imported first: they add names the checks below accept
+
+    plugin_hashes, plugin_files = _plugins.resolve(raw.get("plugins"), path)
     name = raw.get("name", "sweep")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"name: expected a directory name of letters, digits, '_', '.', '-', got {name!r}")
@@ -312,6 +322,8 @@ def validate(raw: dict, path: str = "") -> Sweep:
         "ll": dataclasses.asdict(sections["ll"]),
         "optim": optim,
         "slurm": slurm,
+        "plugins": plugin_hashes,
+        "plugin_files": plugin_files,
     }
     sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, **sections)
     # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.
@@ -365,6 +377,8 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError("ll.margin and ll.weight: expected non-negative numbers")
     if not 0 <= ll.detach_at <= 1:
         raise ConfigError(f"ll.detach_at: expected a fraction of the epochs in [0, 1], got {ll.detach_at}")
+    if not 0 <= t.dropout < 1:
+        raise ConfigError(f"train.dropout: expected a probability in [0, 1), got {t.dropout}")
 
 
 def _run_config(raw: dict, point: dict) -> RunConfig:
@@ -382,6 +396,7 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     optimizer = point["optimizer"]
     registries.check_name("optimizer", optimizer, "grid.optimizer")
     registries.check_name("strategy", point["strategy"], "grid.strategy")
+    registries.check_needs(point["strategy"], point["model"], sections["train"].dropout)
     for opt_name, params in (raw.get("optim") or {}).items():
         registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
     params = registries.optimizer_params(optimizer, (raw.get("optim") or {}).get(optimizer) or {}, f"optim.{optimizer}")
@@ -392,6 +407,8 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
         trial=point["trial"],
         optim=params,
         **sections,
+        plugins=dict(raw.get("plugins") or {}),
+        plugin_files=dict(raw.get("plugin_files") or {}),
     )
 
 
