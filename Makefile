@@ -49,6 +49,7 @@ report: setup
 
 bench: setup
 	$(PYTHON) -m bench.bench_train $(BENCH_ARGS)
+	$(PYTHON) -m bench.bench_select $(SELECT_ARGS)
 
 # A conda environment for a cluster (Speed: under /speed-scratch/$USER, never in $HOME).
 env:

@@ -53,17 +53,16 @@ def kcenter_greedy(candidates, centres, k: int) -> np.ndarray:
         raise ValueError(f"cannot choose {k} of {n} candidates")
     c = c.to(x.device)
     dist = _min_sq_dist(x, c)
-    chosen = torch.zeros(n, dtype=torch.bool, device=x.device)
     out = []
     for i in range(k):
         if i == 0 and c.shape[0] == 0:
             j = 0
         else:
             # torch.argmax returns the first maximal index: ties go to the lowest index.
-            j = int(torch.argmax(torch.where(chosen, torch.tensor(-1.0, device=x.device, dtype=x.dtype), dist)))
+            j = int(torch.argmax(dist))
         out.append(j)
-        chosen[j] = True
         dist = torch.minimum(dist, _sq_dist_to(x, x[j]))
+        dist[j] = -1.0  # never again, even where duplicates leave every distance at 0
     return np.asarray(out, dtype=np.int64)
 
 
