@@ -86,7 +86,7 @@ class Run:
         self.stop = stop or StopFlag()
         self.log = log or (lambda s: print(s, flush=True))
         self.fingerprint = self.cfg.fingerprint()
-        load_plugins(self.cfg.plugins)  # in every job: before the registries are read; checks the sources' hashes
+        load_plugins(self.cfg)  # in every job: before the registries are read; checks the sources' hashes
         self.strategy = STRATEGIES.get(self.cfg.strategy)
         t = self.cfg.train
         want_cuda = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available())

@@ -105,3 +105,34 @@ def test_plugin_paths_and_modules(tmp_path, monkeypatch):
     # Without plugins the config has no plugins key: existing runs keep their fingerprint.
     assert "plugins" not in load_sweep(ROOT / "jobs" / "smoke.yaml").runs()[0].config.to_dict()
     del sys.modules["mod_plugin_x"]
+
+
+def test_a_job_refuses_a_plugin_changed_after_validation(plugin_sweep):
+    import dataclasses
+
+    from al_core.plugins import load_plugins
+
+    cfg = load_sweep(plugin_sweep).runs()[0].config
+    load_plugins(cfg)  # the same sources: imported once per process, accepted
+    changed = dataclasses.replace(cfg, plugins={**cfg.plugins, "farthest_first.py": "0" * 16})
+    with pytest.raises(ConfigError, match="plugin 'farthest_first.py': its source .* changed since the sweep was validated"):
+        load_plugins(changed)
+    gone = dataclasses.replace(cfg, plugin_files={**cfg.plugin_files, "tiny_cnn.py": str(plugin_sweep.parent / "gone.py")})
+    with pytest.raises(ConfigError, match="plugin 'tiny_cnn.py': source .* not found"):
+        load_plugins(gone)
+
+
+@pytest.mark.slurm
+def test_example_plugins_in_slurm_jobs(plugin_sweep, tmp_path):
+    """The plugins are imported inside each SLURM job (a fresh process on the node), not only at submission."""
+    from slurm import ledger, scheduler
+
+    p = subprocess.run([sys.executable, "-m", "slurm.sweep", str(plugin_sweep), "--cluster", "slurm", "--wait"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    sweep_dir = tmp_path / "results" / "plugins-demo"
+    try:
+        assert p.returncode == 0, p.stdout + p.stderr
+        for run_id in ("tiny_cnn-sgd-farthest_first-t0", "tiny_cnn-sgd-coreset-t0"):
+            assert (sweep_dir / "runs" / run_id / "DONE").exists()
+    finally:
+        scheduler.cancel([rec["job_id"] for rec in ledger.read(sweep_dir).values()])
