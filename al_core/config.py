@@ -115,6 +115,8 @@ class RunConfig:
         d.pop("plugin_files")
         if not d["plugins"]:
             d.pop("plugins")  # a run without plugins keeps the config (and fingerprint) it always had
+        if not d["train"]["dropout"]:
+            d["train"].pop("dropout")  # likewise a run without dropout (runs started before the key existed resume)
         return d
 
     def fingerprint(self) -> str:

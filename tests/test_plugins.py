@@ -136,3 +136,10 @@ def test_example_plugins_in_slurm_jobs(plugin_sweep, tmp_path):
             assert (sweep_dir / "runs" / run_id / "DONE").exists()
     finally:
         scheduler.cancel([rec["job_id"] for rec in ledger.read(sweep_dir).values()])
+
+
+def test_configs_without_plugins_or_dropout_keep_their_fingerprint():
+    smoke = load_sweep(ROOT / "jobs" / "smoke.yaml").runs()[0].config
+    d = smoke.to_dict()
+    assert "plugins" not in d and "dropout" not in d["train"]
+    assert load_sweep(ROOT / "jobs" / "smoke.yaml", ["train.dropout=0.2"]).runs()[0].config.to_dict()["train"]["dropout"] == 0.2
