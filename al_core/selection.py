@@ -75,13 +75,14 @@ class SelectionInputs:
     # ------------------------------------------------------------------------------------------
     def _compute(self, name: str) -> None:
         if name in ("probs", "embeddings", "grad_embeddings"):
-            want_emb = bool({"embeddings", "grad_embeddings"} & self.needs)
-            probs, emb = self._pass(self.candidates, want_emb)
-            self._cache["probs"] = probs
-            if emb is not None:
-                self._cache["embeddings"] = emb
+            if "probs" not in self._cache:  # one pass gives the probabilities and the embeddings
+                want_emb = bool({"embeddings", "grad_embeddings"} & self.needs)
+                probs, emb = self._pass(self.candidates, want_emb)
+                self._cache["probs"] = probs
+                if emb is not None:
+                    self._cache["embeddings"] = emb
             if name == "grad_embeddings":
-                self._cache[name] = grad_embeddings(probs, emb)
+                self._cache[name] = grad_embeddings(self._cache["probs"], self._cache["embeddings"])
         elif name == "labelled_embeddings":
             self._cache[name] = self._pass(self.labelled, True)[1]
         elif name == "mc_probs":

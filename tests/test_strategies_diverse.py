@@ -180,3 +180,40 @@ def test_strategy_end_to_end_killed_and_resumed(smoke_yaml, tmp_path, strategy, 
     assert p.returncode == 0, text
     assert [comparable(r) for r in read_jsonl(run_dir / "cycles.jsonl")] == reference
     assert all(r["select_time_s"] >= 0 for r in read_jsonl(run_dir / "cycles.jsonl"))
+
+
+def test_selection_inputs_are_lazy_declared_and_consistent():
+    from al_core.data import load
+    from al_core.models import MODELS
+    from al_core.selection import SelectionInputs
+    from al_core.strategies import SelectionContext
+    import contextlib
+
+    data = load("synthetic", "data", torch.device("cpu"))
+    torch.manual_seed(0)
+    model = MODELS.get("resnet18")(num_classes=data.n_classes, in_channels=data.spec.channels, width=4, dropout=0.5)
+    cand, lab = np.arange(0, 40), np.arange(40, 50)
+    inputs = SelectionInputs(model, data, cand, lab, {"probs", "grad_embeddings", "labelled_embeddings", "mc_probs"},
+                             16, contextlib.nullcontext(), trial=0, cycle=2, mc_passes=3)
+    ctx = SelectionContext(cand, None, np.random.default_rng(0), labelled=lab, inputs=inputs)
+    assert inputs._cache == {}  # nothing computed before it is read
+    with pytest.raises(RuntimeError, match="does not list it in its `needs`"):
+        ctx.embeddings
+    g, p = ctx.grad_embeddings, ctx.probs
+    emb = inputs._cache["embeddings"]
+    assert emb.shape == (40, 32) and g.shape == (40, data.n_classes * 32) and ctx.labelled_embeddings.shape == (10, 32)
+    assert torch.allclose(g, grad_embeddings(p, emb))
+    model.eval()
+    with torch.no_grad():
+        logits, feats = model(data.normalise(data.pool_x[torch.as_tensor(cand)]))
+    assert torch.allclose(p, torch.softmax(logits, 1), atol=1e-6) and len(feats) == 4
+    mc = ctx.mc_probs
+    assert mc.shape == (3, 40, data.n_classes) and not torch.equal(mc[0], mc[1])  # dropout on: passes differ
+    again = SelectionInputs(model, data, cand, lab, {"mc_probs"}, 16, contextlib.nullcontext(), 0, 2, 3).get("mc_probs")
+    assert torch.equal(mc, again)  # masks from (trial, cycle): the same on a resumed run
+    assert not model.training
+    model.dropout_only_before_classifier = False  # the generic path: T full forward passes
+    full = [SelectionInputs(model, data, cand, lab, {"mc_probs"}, 16, contextlib.nullcontext(), 0, 2, 3).get("mc_probs")
+            for _ in range(2)]
+    assert full[0].shape == mc.shape and torch.equal(full[0], full[1]) and not torch.equal(full[0][0], full[0][1])
+    assert torch.allclose(full[0].sum(2), torch.ones(3, 40), atol=1e-5)
