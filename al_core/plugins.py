@@ -120,6 +120,9 @@ def import_plugin(entry: str, file: Path) -> str:
         name = f"al_plugin_{file.stem}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
     else:
         name = entry
+        if name in sys.modules:  # imported before, and not as a plugin: a library or one of the project's modules
+            raise ConfigError(f"plugin {entry!r}: already imported by this process (a library or a module of the "
+                              "project); expected a module of your own that registers new names")
     before = _snapshot()
 
     def rollback() -> None:  # a plugin that fails half-way leaves nothing registered

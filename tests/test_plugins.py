@@ -143,3 +143,13 @@ def test_configs_without_plugins_or_dropout_keep_their_fingerprint():
     d = smoke.to_dict()
     assert "plugins" not in d and "dropout" not in d["train"]
     assert load_sweep(ROOT / "jobs" / "smoke.yaml", ["train.dropout=0.2"]).runs()[0].config.to_dict()["train"]["dropout"] == 0.2
+
+
+def test_a_project_module_is_not_a_plugin(tmp_path):
+    sweep = bad_sweep(tmp_path, "x.py", "x = 1\n")
+    sweep.write_text(sweep.read_text().replace("plugins: [x.py]", "plugins: [al_core.models]"))
+    with pytest.raises(ConfigError, match="plugin 'al_core.models': already imported"):
+        load_sweep(sweep)
+    from al_core.models import MODELS
+
+    assert "resnet18" in MODELS
