@@ -89,6 +89,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (CUDA only; off until measured)
     tensorboard: bool = False  # also write TensorBoard event files under <run_dir>/tensorboard (epochs.jsonl is always written)
+    dropout: float = 0.0  # dropout probability before the classifier; MC-dropout strategies (bald) need > 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class RunConfig:
     optim: dict  # hyper-parameters of `optimizer`, registry defaults merged with the sweep's
     recipe: Optional[str] = None  # optim.recipe the values came from (al_core/recipes.py); None: registry defaults
     tune: Optional[dict] = None  # {"cycles", "folds", "grid"} of this run's optimizer (al_core/tune.py); None: no tuning
+    plugins: dict = field(default_factory=dict)  # plugin entry -> hash of its source (al_core.plugins)
+    plugin_files: dict = field(default_factory=dict, compare=False)  # entry -> source file: where, not what
 
     def to_dict(self) -> dict:
         d = _plain(dataclasses.asdict(self))
@@ -127,6 +130,11 @@ class RunConfig:
                 del d[key]
         if d["ll"]["train_module"] == "auto":
             del d["ll"]["train_module"]
+        d.pop("plugin_files")
+        if not d["plugins"]:
+            d.pop("plugins")  # a run without plugins keeps the config (and fingerprint) it always had
+        if not d["train"]["dropout"]:
+            d["train"].pop("dropout")  # likewise a run without dropout (runs started before the key existed resume)
         return d
 
     def fingerprint(self) -> str:
@@ -160,7 +168,7 @@ class RunSpec:
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune")
+TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins")
 
 
 @dataclass(frozen=True)
@@ -274,6 +282,9 @@ def validate(raw: dict, path: str = "") -> Sweep:
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    from al_core import plugins as _plugins  # imported first: they add names the checks below accept
+
+    plugin_hashes, plugin_files = _plugins.resolve(raw.get("plugins"), path)
     name = raw.get("name", "sweep")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"name: expected a directory name of letters, digits, '_', '.', '-', got {name!r}")
@@ -338,6 +349,8 @@ def validate(raw: dict, path: str = "") -> Sweep:
         "ll": dataclasses.asdict(sections["ll"]),
         "optim": optim,
         "slurm": slurm,
+        "plugins": plugin_hashes,
+        "plugin_files": plugin_files,
     }
     if raw.get("tune") is not None:
         resolved["tune"] = raw["tune"]
@@ -394,6 +407,8 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError("ll.margin and ll.weight: expected non-negative numbers")
     if not 0 <= ll.detach_at <= 1:
         raise ConfigError(f"ll.detach_at: expected a fraction of the epochs in [0, 1], got {ll.detach_at}")
+    if not 0 <= t.dropout < 1:
+        raise ConfigError(f"train.dropout: expected a probability in [0, 1), got {t.dropout}")
     if ll.train_module not in ("auto", "always"):
         raise ConfigError(f"ll.train_module: expected auto or always, got {ll.train_module!r}")
 
@@ -422,6 +437,7 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     registries.check_name("strategy", point["strategy"], "grid.strategy")
     from al_core import recipes, tune
 
+    registries.check_needs(point["strategy"], point["model"], sections["train"].dropout)
     optim = raw.get("optim") or {}
     recipe = optim.get("recipe")
     _check_recipe(recipe)
@@ -440,6 +456,8 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
         recipe=recipe,
         tune=tune.for_run(raw.get("tune"), optimizer, sections["al"].cycles),
         **sections,
+        plugins=dict(raw.get("plugins") or {}),
+        plugin_files=dict(raw.get("plugin_files") or {}),
     )
 
 

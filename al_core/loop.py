@@ -29,6 +29,8 @@ from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from al_core.models import MODELS, LossNet
 from al_core.rundir import RunDirLock
 from al_core.optim import make_optimizer, make_scheduler
+from al_core.plugins import dropout_kwargs, load_plugins
+from al_core.selection import MC_PASSES, SelectionInputs
 from al_core.strategies import STRATEGIES, SelectionContext
 from al_core.telemetry import CycleMeter, device_name
 from al_core.train import autocast, epoch_plan, predict, score_pool, train_step
@@ -88,6 +90,7 @@ class Run:
         self.stop = stop or StopFlag()
         self.log = log or (lambda s: print(s, flush=True))
         self.fingerprint = self.cfg.fingerprint()
+        load_plugins(self.cfg)  # in every job: before the registries are read; checks the sources' hashes
         self.strategy = STRATEGIES.get(self.cfg.strategy)
         t = self.cfg.train
         # Before anything is written: a job that asked for a GPU it cannot use stops here (NodeError, exit 78).
@@ -249,7 +252,12 @@ class Run:
                                          lambda: self._check_stop(f"cycle {c} selection")),
             rng=seeding.rng(trial, c, 0, "query"),
             ties=seeding.rng(trial, c, 0, "ties"),
+            labelled=prev.labelled,
         )
+        if self.strategy.needs:  # embeddings, gradient embeddings, MC-dropout probabilities: on demand
+            ctx.inputs = SelectionInputs(prev.model, self.data, unlabelled, prev.labelled, self.strategy.needs, bs,
+                                         self.score_amp, trial, c, getattr(self.strategy, "mc_passes", MC_PASSES),
+                                         lambda: self._check_stop(f"cycle {c} selection"), self.cfg.strategy)
         chosen = self.strategy.select(ctx, k)
         return [int(i) for i in chosen]
 
@@ -260,7 +268,8 @@ class Run:
         hidden = self.cfg.ll.hidden if (self.strategy.needs_lossnet or self.cfg.ll.train_module == "always") else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-model"))
-            model = MODELS.get(self.cfg.model)(num_classes=spec.n_classes, in_channels=spec.channels, width=t.width)
+            model = MODELS.get(self.cfg.model)(num_classes=spec.n_classes, in_channels=spec.channels, width=t.width,
+                                               **dropout_kwargs(self.cfg.model, t.dropout))
             lossnet = None
             if hidden:
                 torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-lossnet"))
@@ -302,6 +311,8 @@ class Run:
             detach = cur.epoch >= detach_epoch
             for step in range(cur.step, plan.n_steps):
                 x, y = plan.inputs(self.data, step, channels_last)
+                if t.dropout > 0:  # dropout masks from (trial, cycle, epoch, step): a resumed step draws the same
+                    torch.manual_seed(seeding.torch_seed(self.cfg.trial, cur.cycle, cur.epoch, f"dropout-{step}"))
                 s, k = train_step(cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin, ll.weight, self.amp)
                 loss_sum += s
                 correct += k

@@ -56,8 +56,12 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: type, num_blocks: list[int], num_classes: int, in_channels: int = 3, width: int = 64) -> None:
+    dropout_only_before_classifier = True  # MC-dropout passes may share one backbone pass (al_core.selection)
+
+    def __init__(self, block: type, num_blocks: list[int], num_classes: int, in_channels: int = 3, width: int = 64,
+                 dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = nn.Dropout(dropout)  # before the classifier (train.dropout); no parameters, no state
         self.in_planes = width
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -83,7 +87,10 @@ class ResNet(nn.Module):
         f3 = self.layer3(f2)
         f4 = self.layer4(f3)
         # Global average pooling: at 32 x 32 input identical to the study's avg_pool2d(out, 4).
-        logits = self.linear(torch.flatten(F.adaptive_avg_pool2d(f4, 1), 1))
+        emb = torch.flatten(F.adaptive_avg_pool2d(f4, 1), 1)
+        if self.dropout.p > 0:  # at p = 0 the module is skipped: bit-identical to the model without it
+            emb = self.dropout(emb)
+        logits = self.linear(emb)
         return logits, [f1, f2, f3, f4]
 
 
@@ -120,16 +127,16 @@ MODELS: Registry[Callable[..., ResNet]] = Registry("model")
 
 
 @MODELS.register("resnet18")
-def resnet18(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> ResNet:
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, width)
+def resnet18(num_classes: int = 10, in_channels: int = 3, width: int = 64, dropout: float = 0.0) -> ResNet:
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, width, dropout)
 
 
 @MODELS.register("resnet34")
-def resnet34(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> ResNet:
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, width)
+def resnet34(num_classes: int = 10, in_channels: int = 3, width: int = 64, dropout: float = 0.0) -> ResNet:
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, width, dropout)
 
 
 @MODELS.register("resnet50")
-def resnet50(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> ResNet:
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, width)
+def resnet50(num_classes: int = 10, in_channels: int = 3, width: int = 64, dropout: float = 0.0) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, width, dropout)
 

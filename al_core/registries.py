@@ -19,6 +19,16 @@ def check_name(kind: str, name: object, key: str) -> None:
         raise ConfigError(f"{key}: unknown {kind} {name!r}; expected one of {', '.join(registry.names())}")
 
 
+def check_needs(strategy: str, model: str, dropout: float) -> None:
+    """A strategy that needs MC dropout refuses train.dropout == 0; dropout > 0 needs a model that takes it."""
+    if getattr(STRATEGIES.get(strategy), "needs_dropout", False) and dropout <= 0:
+        raise ConfigError(f"train.dropout: strategy {strategy} needs MC dropout; expected train.dropout > 0 "
+                          f"(e.g. 0.3), got {dropout}")
+    from al_core.plugins import dropout_kwargs
+
+    dropout_kwargs(model, dropout)
+
+
 def pool_size(dataset: str) -> int:
     return DATASETS.get(dataset).pool_size
 

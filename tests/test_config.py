@@ -16,7 +16,7 @@ BAD = [
     (["train.reset=maybe"], "train.reset: expected true or false"),
     (["grid.model=[resnet9]"], "grid.model: unknown model 'resnet9'; expected one of resnet18, resnet34, resnet50"),
     (["grid.optimizer=[lion]"], "grid.optimizer: unknown optimizer 'lion'"),
-    (["grid.strategy=[bald]"], "grid.strategy: unknown strategy 'bald'"),
+    (["grid.strategy=[bayes]"], "grid.strategy: unknown strategy 'bayes'"),
     (["dataset.name=imagenet"], "dataset.name: unknown dataset 'imagenet'"),
     (["al.cycles=20", "al.query_size=100"], "exceeds the synthetic pool of 1200"),
     (["al.initial=smart"], "al.initial: expected random or strategy"),

@@ -31,6 +31,20 @@ class SelectionContext:
     score: Callable[[np.ndarray], Scores]  # runs the current model over pool indices
     rng: np.random.Generator  # this trial and cycle's "query" stream
     ties: Optional[np.random.Generator] = None  # this trial and cycle's "ties" stream (None: lowest index first)
+    labelled: Optional[np.ndarray] = None  # pool indices of the labelled set, ascending
+    inputs: Optional[object] = None  # al_core.selection.SelectionInputs: what the strategy's `needs` names
+
+    def need(self, name: str) -> torch.Tensor:
+        """A lazily computed selection input the strategy declared in `needs` (see al_core.selection)."""
+        if self.inputs is None:
+            raise RuntimeError(f"selection input {name!r} is not available in this context")
+        return self.inputs.get(name)
+
+    probs = property(lambda self: self.need("probs"), doc="N x K class probabilities of the candidates (device)")
+    embeddings = property(lambda self: self.need("embeddings"), doc="N x D penultimate-layer features of the candidates")
+    labelled_embeddings = property(lambda self: self.need("labelled_embeddings"), doc="M x D the same for the labelled set")
+    grad_embeddings = property(lambda self: self.need("grad_embeddings"), doc="N x (K*D) BADGE gradient embeddings")
+    mc_probs = property(lambda self: self.need("mc_probs"), doc="T x N x K probabilities of T dropout passes")
 
 
 class Strategy:
@@ -38,6 +52,8 @@ class Strategy:
 
     name = ""
     needs_lossnet = False  # train the loss-prediction module beside the model
+    needs: frozenset = frozenset()  # selection inputs read from ctx (al_core.selection.NEEDS)
+    needs_dropout = False  # refuse a config with train.dropout == 0 (MC-dropout strategies)
 
     def scores(self, ctx: SelectionContext) -> np.ndarray:
         raise NotImplementedError
