@@ -135,6 +135,9 @@ class RunConfig:
             d.pop("plugins")  # a run without plugins keeps the config (and fingerprint) it always had
         if not d["train"]["dropout"]:
             d["train"].pop("dropout")  # likewise a run without dropout (runs started before the key existed resume)
+        for section, key, default in ADDED_AT_DEFAULT:
+            if key in d[section] and d[section][key] == default:
+                d[section].pop(key)
         return d
 
     def fingerprint(self) -> str:
@@ -165,6 +168,14 @@ class RunSpec:
     def trial(self) -> int:
         return self.config.trial
 
+
+# Keys added after studies had started, left out of a run's recorded config while at their
+# default, so that runs recorded before them keep their fingerprint and resume.
+ADDED_AT_DEFAULT = (
+    ("train", "score_precision", "fp32"), ("train", "tf32", False), ("train", "tensorboard", False),
+    ("dataset", "path", None), ("dataset", "size", 32), ("dataset", "test_fraction", None),
+    ("dataset", "pad", None), ("dataset", "flip", None),
+)
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig}

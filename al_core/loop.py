@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -141,6 +142,8 @@ class Run:
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
             return "already done"
         self.rows = self._read_rows()
+        if self.data is None:  # DONE was there before the lock and is gone now (another process restarted the run)
+            self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
         self._write_run_json()
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
@@ -481,6 +484,7 @@ class Run:
         path = self.run_dir / "run.json"
         mine = self.cfg.to_dict()
         if restart:
+            shutil.rmtree(self.run_dir / epochs_log.TENSORBOARD_DIR, ignore_errors=True)  # the discarded run's curves
             for p in self.run_dir.iterdir():
                 if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE", epochs_log.FILE) or p.name.startswith(("ckpt-", ".ckpt-", "tune-"))):
                     p.unlink()

@@ -146,7 +146,7 @@ def check(device_pref: str = "auto", precision: str = "auto", env=None, report: 
     """Raise NodeError when this node cannot serve a run with these settings; else return the facts."""
     r = report or inspect(env)
     build = f"torch {r.torch} (CUDA {r.build_cuda}, kernels {' '.join(r.build_archs) or 'none'})"
-    if (r.gpu_expected or device_pref == "cuda") and not r.cuda_available:
+    if device_pref != "cpu" and (r.gpu_expected or device_pref == "cuda") and not r.cuda_available:
         why = r.problem or ("this PyTorch build has no CUDA" if not r.build_cuda else "no CUDA device is visible")
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset") if env is None else env.get("CUDA_VISIBLE_DEVICES", "unset")
         raise NodeError(

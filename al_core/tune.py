@@ -222,6 +222,8 @@ def _fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np
             lossnet.train()
         for step in range(plan.n_steps):
             x, yb = plan.inputs(data, step, channels_last)
+            if t.dropout > 0:  # as the run's own training: masks from (trial, cycle, epoch, fit, step)
+                torch.manual_seed(seeding.torch_seed(cfg.trial, cycle, epoch, f"tune-dropout-{where}-{step}"))
             train_step(model, lossnet, opt, x, yb, epoch >= detach_epoch, ll.margin, ll.weight, run.amp)
             if run.stop.signame:
                 raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")

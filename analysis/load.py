@@ -4,6 +4,8 @@ Damaged inputs are skipped with one `warning:` line per file on stderr; the repo
 """
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import re
@@ -122,6 +124,8 @@ def read_cycles(path: Path, run_id: str) -> list[dict]:
             problems.append(f"line {number}: {problem}")
             if not problem.startswith("repeats"):
                 continue
+        if isinstance(row.get("queried"), list):  # which samples, in a few bytes (pairs runs on the same set)
+            row["queried_digest"] = hashlib.sha1(json.dumps(sorted(row["queried"])).encode()).hexdigest()[:12]
         for key in DROPPED:
             row.pop(key, None)
         by_cycle[row["cycle"]] = row

@@ -27,10 +27,14 @@ def module_effect_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     both strategies."""
     pair_on = [k for k in keys if k != "strategy"]
     first = cycles[cycles["cycle"] == 1]
-    cols = [*pair_on, "trial", "n_labeled", "test_accuracy"]
+    # The difference is the module's own effect only where the pair trained on the same labelled
+    # set with the same hyper-parameters: al.initial: strategy, or tuning that chose differently,
+    # would mix in what was queried or how it was trained. Such pairs are left out.
+    same = [c for c in ("queried_digest", *sorted(c for c in cycles.columns if str(c).startswith("tuned."))) if c in first]
+    cols = [*pair_on, "trial", "n_labeled", "test_accuracy", *same]
     ll = first.loc[first["strategy"] == LEARNING_LOSS, cols]
     rnd = first.loc[first["strategy"] == metrics.RANDOM, cols]
-    pairs = ll.merge(rnd, on=[*pair_on, "trial", "n_labeled"], suffixes=("", "_random"))
+    pairs = ll.merge(rnd, on=[*pair_on, "trial", "n_labeled", *same], suffixes=("", "_random"))
     pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
     return metrics.paired_stats(pairs, [*pair_on, "n_labeled"])
 

@@ -26,6 +26,12 @@ def problems(sweep: Sweep, resources: Resources, cluster: str) -> list[str]:
             continue
         seen.add((ds.name, ds.root))
         missing = missing_files(ds.name, ds.root)
+        if ds.name == "npz" and ds.path and not Path(ds.path).is_file():
+            out.append(f"dataset npz not found: dataset.path={ds.path} is not a file; expected a .npz with "
+                       "x_pool, y_pool, x_test, y_test (or x, y and dataset.test_fraction)")
+        if ds.name == "imagefolder" and not Path(ds.root).is_dir():
+            out.append(f"dataset imagefolder not found: dataset.root={ds.root} is not a directory; expected "
+                       "root/train/<class>/* and root/test/<class>/* (or root/<class>/* and dataset.test_fraction)")
         if missing:
             out.append(f"dataset {ds.name} not found: {missing[0]} is missing; run `make data SWEEP={sweep.path or '...'}` "
                        f"on the login node (it downloads into dataset.root={ds.root}) or point dataset.root at a copy")

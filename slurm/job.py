@@ -71,6 +71,7 @@ class RunJob(submitit.helpers.Checkpointable):
         self.run_dir = str(Path(run_dir).resolve())
         self.threads = threads  # torch threads; None: the cores SLURM allocated
         self.requeues = 0  # checkpoint() calls seen by this pickle (time limits and preemptions)
+        self.refused = False  # the last call exited because the node could not serve the run (78) or it was locked (75)
 
     def __call__(self) -> str:
         usr_sig = JobEnvironment._usr_sig()
@@ -111,9 +112,11 @@ class RunJob(submitit.helpers.Checkpointable):
                 held.hold(Path(self.run_dir).parent.parent, self.spec.run_id, str(e))
                 log(f"{self.spec.run_id}: exiting with {EX_CONFIG} (this node cannot serve the run); "
                     "`make sweep` holds it until you fix the cause and pass --retry-failed")
+                self.refused = True
                 sys.exit(EX_CONFIG)
             except RunLocked as e:
                 print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
+                self.refused = True
                 sys.exit(EXIT_INTERRUPTED)
             except Interrupted as e:
                 log(f"{self.spec.run_id}: {e}")
@@ -150,9 +153,15 @@ class RunChain(submitit.helpers.Checkpointable):
 
         results, failed = [], []
         for job in self.jobs:  # a run that fails does not stop the others (its traceback goes to the .err log)
+            job.refused = False
             try:
                 results.append(job())
-            except Exception:  # noqa: BLE001 - SystemExit (an interruption) ends the chain
+            except SystemExit:
+                if not job.refused:  # an interruption (a signal) ends the chain; it resumes when started again
+                    raise
+                failed.append(job.spec.run_id)  # refused by this node (held) or locked by another process
+                results.append("refused")
+            except Exception:  # noqa: BLE001
                 traceback.print_exc()
                 failed.append(job.spec.run_id)
                 results.append("failed")

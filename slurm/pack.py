@@ -37,7 +37,7 @@ FORWARDED = ("SIGTERM", "SIGINT")  # plus submitit's user signal
 
 def packed_logs(run_dir: str | os.PathLike, run_id: str) -> tuple[Path, Path]:
     """Where a packed run's own stdout and stderr go: `<sweep_dir>/logs/packed/<run_id>.out|.err`."""
-    folder = Path(run_dir).resolve().parent.parent.parent / "logs" / "packed"
+    folder = Path(run_dir).resolve().parent.parent / "logs" / "packed"  # run_dir = <sweep_dir>/runs/<run_id>
     return folder / f"{run_id}.out", folder / f"{run_id}.err"
 
 

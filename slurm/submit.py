@@ -105,11 +105,11 @@ def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[s
 
     limit = max_array_size if max_array_size is not None else scheduler.max_array_size()
     allowance = allowance if allowance is not None else scheduler.submit_allowance()
-    if allowance is not None and allowance < len(todo):
-        note(f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting {allowance} of "
-             f"{len(todo)} runs: run `make sweep` again when some have finished to submit the rest")
-        todo = todo[:allowance]
     k = resources.runs_per_task
+    if allowance is not None and allowance * k < len(todo):  # the limit counts jobs (array tasks of k runs)
+        note(f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting {allowance * k} of "
+             f"{len(todo)} runs: run `make sweep` again when some have finished to submit the rest")
+        todo = todo[:allowance * k]
     tasks = [todo[i:i + k] for i in range(0, len(todo), k)]  # K runs share one array task
     chunks = array_chunks(len(tasks), limit)
     if len(chunks) > 1:
@@ -352,7 +352,7 @@ def run_here(sweep: Sweep, resources: Resources, plan: Plan, cluster: str, poll_
             if cluster == "debug":
                 try:
                     job.result()  # runs it here, now (pdb post-mortem on an exception, as submitit's debug executor does)
-                except Exception:
+                except (Exception, SystemExit):  # a run refused by its node (78) or locked (75): reported below
                     pass
         for run_id, job in list(running.items()):
             is_done = (sweep.run_dir(run_id) / "DONE").exists()

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.held_note():
             print(plan.held_note())
         if cluster == "slurm":
-            n = max(len(plan.to_submit), 1)
+            n = max(-(-len(plan.to_submit) // resources.runs_per_task), 1)  # array tasks of runs_per_task runs
             chunks = submit.array_chunks(n, scheduler.max_array_size()) if scheduler.have_slurm() else [range(n)]
             n = len(chunks[0])
             if len(chunks) > 1:

@@ -187,3 +187,41 @@ def test_gpu_check_runs_every_step_at_toy_size_on_a_cpu(tmp_path):
     assert [c["cycle"] for c in run["cycles"]] == [1, 2, 3] and run["config"]["precision"] == "fp32"
     assert run["projected_10_cycle_s"] > sum(c["train_time_s"] for c in run["cycles"])
     assert "| projected 10-cycle run |" in p.stdout and result["node"]["host"]
+
+
+def test_train_device_cpu_is_allowed_where_a_gpu_was_expected():
+    r = _report(cuda_available=False, gpu=None, capability=None, served=None, native_bf16=None)
+    assert check("cpu", "auto", report=r) is r
+
+
+def test_keys_added_today_leave_a_default_runs_recorded_config_as_it_was(tmp_path):
+    d = load_sweep(SMOKE).runs()[0].config.to_dict()
+    for section, key in (("train", "score_precision"), ("train", "tf32"), ("train", "tensorboard"), ("train", "dropout"),
+                         ("dataset", "path"), ("dataset", "size"), ("dataset", "pad"), ("dataset", "flip"),
+                         ("dataset", "test_fraction")):
+        assert key not in d[section], (section, key)
+    changed = load_sweep(SMOKE, ["train.tf32=true", "dataset.pad=0"]).runs()[0].config.to_dict()
+    assert changed["train"]["tf32"] is True and changed["dataset"]["pad"] == 0
+
+
+def test_packed_logs_live_in_their_sweep(tmp_path):
+    from slurm.pack import packed_logs
+
+    sweep = load_sweep(SMOKE, [f"output={tmp_path}"])
+    out, err = packed_logs(sweep.run_dir("r1"), "r1")
+    assert out.parent == (sweep.sweep_dir / "logs" / "packed").resolve() and err.name == "r1.err"
+
+
+def test_a_chain_goes_on_past_a_run_its_node_cannot_serve(tmp_path):
+    from slurm.job import RunChain, RunJob
+
+    sweep = load_sweep(SMOKE, [f"output={tmp_path}", "grid.strategy=[random]", "grid.optimizer=[sgd]", "grid.trial=[0]",
+                               "train.epochs=1", "al.cycles=1"])
+    good = sweep.runs()[0]
+    cifar = load_sweep(ROOT / "jobs" / "cifar10.yaml", [f"output={tmp_path}", f"dataset.root={tmp_path / 'none'}"])
+    bad = cifar.runs()[0]
+    chain = RunChain([RunJob(bad, cifar.run_dir(bad.run_id), threads=1), RunJob(good, sweep.run_dir(good.run_id), threads=1)])
+    with pytest.raises(RuntimeError, match=f"1 of 2 runs failed: {bad.run_id}"):
+        chain()
+    assert (sweep.run_dir(good.run_id) / "DONE").exists()
+    assert bad.run_id in held.read(cifar.sweep_dir) and not cifar.run_dir(bad.run_id).exists()
