@@ -135,10 +135,14 @@ class Run:
             if budget > self.data.n_pool:
                 raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
                                 f"is smaller than the labelling budget {budget}")
+        if not restart and (self.run_dir / "DONE").exists():
+            self._check_config()  # a finished run started again: compare, write nothing, take no lock
+            self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
+            return "already done"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunDirLock(self.run_dir).acquire()  # one writer per run directory, until this run ends
         self._claim(restart)
-        if (self.run_dir / "DONE").exists():
+        if (self.run_dir / "DONE").exists():  # finished by another process while this one waited for nothing
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
             return "already done"
         self.rows = self._read_rows()
@@ -481,8 +485,6 @@ class Run:
     # ------------------------------------------------------------------------------------------
     def _claim(self, restart: bool) -> None:
         """Refuse to mix two configs in one directory; with restart, start the directory afresh."""
-        path = self.run_dir / "run.json"
-        mine = self.cfg.to_dict()
         if restart:
             shutil.rmtree(self.run_dir / epochs_log.TENSORBOARD_DIR, ignore_errors=True)  # the discarded run's curves
             for p in self.run_dir.iterdir():
@@ -491,15 +493,20 @@ class Run:
             return
         for stale in self.run_dir.glob(".*.tmp"):  # temp files of writes that a kill cut short
             stale.unlink(missing_ok=True)
-        if not path.exists():
-            return
+        self._check_config()
+
+    def _check_config(self) -> None:
+        """Raise ConfigError when run.json records another config (reads only)."""
         import json
 
+        path = self.run_dir / "run.json"
+        if not path.exists():
+            return
         try:
             stored = json.loads(path.read_text())["config"]
         except (OSError, ValueError, KeyError, TypeError):
             raise ConfigError(f"{path}: unreadable run.json; expected this run's record (pass --restart to start over)") from None
-        diff = config_diff(stored, mine)
+        diff = config_diff(stored, self.cfg.to_dict())
         if diff:
             raise ConfigError(
                 f"{self.run_dir} holds a run with a different config (differs in {', '.join(diff)}); "

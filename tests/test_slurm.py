@@ -101,8 +101,13 @@ def test_dry_run_prints_plan_skips_and_sbatch_script_and_submits_nothing(smoke_y
     scheduler_states = lambda ids, name=None: {i: states[i] for i in ids if i in states}  # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(scheduler, "slurm_states", scheduler_states)
+        mp.setattr(scheduler, "max_array_size", lambda: 1001)
         assert sweep_main([str(smoke_yaml), "slurm.array_parallelism=4", "--cluster", "slurm", "--dry-run"]) == 0
-    out = capsys.readouterr().out
+        out = capsys.readouterr().out
+        mp.setattr(scheduler, "max_array_size", lambda: 8)  # a cluster with a small MaxArraySize: two arrays
+        assert sweep_main([str(smoke_yaml), "slurm.array_parallelism=4", "--cluster", "slurm", "--dry-run"]) == 0
+        split = capsys.readouterr().out
+    assert "10 runs exceed the cluster's MaxArraySize: 2 job arrays" in split and "#SBATCH --array=0-7%4" in split
     assert f"skip    {done}" in out and "DONE" in out
     assert "job 41_1 PENDING" in out
     assert "job 41_2 FAILED: resubmit (1 so far)" in out
