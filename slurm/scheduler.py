@@ -164,8 +164,9 @@ def max_array_size() -> int:
 
 def submit_allowance() -> int | None:
     """How many more jobs (array tasks count one each) this user may submit, where the cluster
-    shows a per-user limit (the association's MaxSubmitJobs, or the QOS's MaxSubmitJobsPerUser);
-    None where it shows none."""
+    shows a per-user limit (the association's MaxSubmitJobs in `sacctmgr show assoc`); None where
+    it shows none. A QOS's MaxSubmitJobsPerUser is not read: sbatch then refuses the excess, and the
+    arrays accepted before the refusal stay recorded."""
     user = _user()
     limits = []
     out = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=MaxSubmitJobs"]) or ""
