@@ -59,10 +59,14 @@ def write_synthetic_sweep(
             weights = np.ones(n_classes) + (0.5 * np.arange(n_classes) / n_classes if strategy != "random" else 0)
             counts = rng.multinomial(k, weights / weights.sum())
             gpu = device != "cpu"
+            queried = rng.integers(0, n_pool, size=k if queried_size is None else queried_size).tolist()
+            if cycle == 1:  # al.initial: random: every run of a trial starts from the same labelled set
+                size = k if queried_size is None else queried_size
+                queried = sorted(np.random.default_rng(1000 + trial).choice(n_pool, size=min(size, n_pool), replace=False).tolist())
             row = {
                 "run_id": run_id, "dataset": dataset, "model": model, "optimizer": optimizer, "strategy": strategy,
                 "trial": trial, "cycle": cycle, "n_labeled": n_labeled, "n_pool": n_pool,
-                "queried": rng.integers(0, n_pool, size=k if queried_size is None else queried_size).tolist(),
+                "queried": queried,
                 "queried_class_counts": counts.tolist(),
                 "test_accuracy": acc, "test_macro_f1": float(np.clip(acc - 0.02 + rng.normal(0, 0.005), 0, 1)),
                 "per_class_accuracy": np.clip(acc + rng.normal(0, 0.05, n_classes), 0, 1).round(4).tolist(),

@@ -92,4 +92,4 @@ def test_report_draws_the_training_curves_of_a_chosen_group(smoke_yaml, tmp_path
     html = write_report(tables, curves="resnet18-sgd-random").read_text()
     assert (sweep.sweep_dir / "report" / "figures" / "training_curves.png").stat().st_size > 1000
     assert "Training loss, training accuracy and learning rate" in html
-    assert json.loads((sweep.run_dir("resnet18-sgd-random-t0") / "run.json").read_text())["config"]["train"]["tensorboard"] is False
+    assert json.loads((sweep.run_dir("resnet18-sgd-random-t0") / "run.json").read_text())["config"]["train"].get("tensorboard", False) is False
