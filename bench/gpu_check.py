@@ -1,4 +1,4 @@
-"""`make gpu-check`: check and measure a GPU node in one command (at most ~8 minutes on an H100).
+"""`make gpu-check`: check and measure a GPU node in one command (sized for 8 minutes on an H100-class GPU).
 
 1. the node report (`python -m al_core.preflight`): device, compute capability, the build's kernel
    architectures, native bf16, and whether a job here would be refused (exit 78);
