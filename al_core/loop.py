@@ -7,7 +7,6 @@ A run resumes from the newest good checkpoint, or re-derives the model it needs 
 from __future__ import annotations
 
 import math
-import os
 import platform
 import shutil
 import socket
@@ -28,7 +27,7 @@ from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
 from al_core.data import DataError, DeviceData, load as load_data
 from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
 from al_core.models import MODELS, LossNet
-from al_core.rundir import RunDirLock
+from al_core.rundir import RunDirLock, slurm_job_id
 from al_core.optim import make_optimizer, make_scheduler
 from al_core.plugins import dropout_kwargs, load_plugins
 from al_core.selection import MC_PASSES, SelectionInputs
@@ -533,9 +532,7 @@ class Run:
                 old = json.loads(path.read_text())
             except ValueError:
                 old = {}
-        job = os.environ.get("SLURM_JOB_ID")
-        if os.environ.get("SLURM_ARRAY_JOB_ID"):
-            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+        job = slurm_job_id()
         jobs = list(old.get("slurm_job_ids", []))
         if job and job not in jobs:
             jobs.append(job)

@@ -23,7 +23,8 @@ class RunLocked(RuntimeError):
     """Another live process holds this run directory."""
 
 
-def _job_id() -> str | None:
+def slurm_job_id() -> str | None:
+    """This process's SLURM job as `array_task` ("12_3") or plain ("12"); None outside SLURM."""
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
     return os.environ.get("SLURM_JOB_ID")
@@ -57,7 +58,7 @@ class RunDirLock:
                             "this process writes nothing: run it again once that one has ended") from None
         from datetime import datetime, timezone
 
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id(),
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "job": slurm_job_id(),
                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)

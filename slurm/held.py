@@ -9,12 +9,12 @@ skips held runs and says why until `--retry-failed`, and `make status` shows the
 from __future__ import annotations
 
 import json
-import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
 from al_core.io import atomic_write_json
+from al_core.rundir import slurm_job_id
 
 
 def held_dir(sweep_dir: Path) -> Path:
@@ -23,10 +23,7 @@ def held_dir(sweep_dir: Path) -> Path:
 
 def hold(sweep_dir: Path, run_id: str, message: str) -> Path:
     """Record that `run_id`'s job could not run on this node (called in the job before exit 78)."""
-    job = os.environ.get("SLURM_JOB_ID", "-")
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    record = {"run_id": run_id, "error": message, "host": socket.gethostname(), "job_id": job,
+    record = {"run_id": run_id, "error": message, "host": socket.gethostname(), "job_id": slurm_job_id() or "-",
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path = held_dir(sweep_dir) / f"{run_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

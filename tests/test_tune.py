@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from al_core.io import read_jsonl
 from al_core.loop import comparable, run
 from al_core.registries import optimizer_params
 from al_core.run import main as run_main
+from test_resume import wait_stopped
 
 # digits: 8x8 images, a run of a few cycles takes seconds on a CPU.
 DIGITS = ["dataset.name=digits", "grid.model=[resnet18]", "al.initial_size=60", "al.query_size=30", "al.cycles=2",
@@ -212,18 +212,7 @@ def _start(sweep_yaml, overrides, run_id, pause=None):
 
 
 def _wait_stopped(p, timeout=120):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if p.poll() is not None:
-            return False
-        try:
-            state = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            state = ""
-        if state == "T":
-            return True
-        time.sleep(0.01)
-    raise TimeoutError("child neither paused nor exited")
+    return wait_stopped(p, timeout)  # test_resume's: paused at its pause point (True) or exited (False)
 
 
 def test_sigkill_during_tuning_loses_at_most_one_fit_and_resumes_to_identical_rows(smoke_yaml, tmp_path):
