@@ -88,6 +88,7 @@ class TrainConfig:
     eval_batch_size: int = 1024  # images per no-grad batch when scoring the pool / the test set
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (CUDA only; off until measured)
+    cuda_graphs: bool = False  # replay each step's forward+backward from a CUDA graph (CUDA only; off until measured)
     tensorboard: bool = False  # also write TensorBoard event files under <run_dir>/tensorboard (epochs.jsonl is always written)
     dropout: float = 0.0  # dropout probability before the classifier; MC-dropout strategies (bald) need > 0
 
@@ -174,7 +175,7 @@ class RunSpec:
 ADDED_AT_DEFAULT = (
     ("train", "score_precision", "fp32"), ("train", "tf32", False), ("train", "tensorboard", False),
     ("dataset", "path", None), ("dataset", "size", 32), ("dataset", "test_fraction", None),
-    ("dataset", "pad", None), ("dataset", "flip", None),
+    ("dataset", "pad", None), ("dataset", "flip", None), ("train", "cuda_graphs", False),
 )
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
@@ -420,6 +421,9 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"ll.detach_at: expected a fraction of the epochs in [0, 1], got {ll.detach_at}")
     if not 0 <= t.dropout < 1:
         raise ConfigError(f"train.dropout: expected a probability in [0, 1), got {t.dropout}")
+    if t.cuda_graphs and (t.compile or t.dropout):
+        raise ConfigError("train.cuda_graphs: expected train.compile false and train.dropout 0 with it "
+                          f"(got compile {t.compile}, dropout {t.dropout}); graphs replay one fixed step")
     if ll.train_module not in ("auto", "always"):
         raise ConfigError(f"ll.train_module: expected auto or always, got {ll.train_module!r}")
 

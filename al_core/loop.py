@@ -33,7 +33,7 @@ from al_core.plugins import dropout_kwargs, load_plugins
 from al_core.selection import MC_PASSES, SelectionInputs
 from al_core.strategies import STRATEGIES, SelectionContext
 from al_core.telemetry import CycleMeter, device_name
-from al_core.train import autocast, epoch_plan, predict, score_pool, train_step
+from al_core.train import GraphedStep, autocast, epoch_plan, predict, score_pool, train_step
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: "interrupted, a checkpoint is on disk: run me again to resume"
 
@@ -80,6 +80,7 @@ class Cycle:
     tuned: dict | None = None  # hyper-parameters chosen by tuning (al_core/tune.py) this cycle trains with
     tune_record: dict | None = None  # the grid's validation scores, at a cycle where tuning chose them
     epochs: list = field(default_factory=list)  # per finished epoch: loss, accuracy, lr (epochs.jsonl)
+    graphed: GraphedStep | None = None  # the CUDA-graph step of this cycle's model (train.cuda_graphs; not saved)
 
 
 class Run:
@@ -307,6 +308,8 @@ class Run:
         detach_epoch = math.ceil(ll.detach_at * t.epochs)
         t0 = time.perf_counter()
         seen, train_s0 = 0, cur.timing["train_time_s"]
+        if self.device.type == "cuda" and t.cuda_graphs and cur.graphed is None:
+            cur.graphed = GraphedStep(cur.model, cur.lossnet, cur.opt, t.batch_size, ll.margin, ll.weight, self.precision)
         while cur.epoch < t.epochs:
             plan = epoch_plan(self.data, labelled, self.cfg.trial, cur.cycle, cur.epoch, t.batch_size)
             cur.model.train()
@@ -319,7 +322,10 @@ class Run:
                 x, y = plan.inputs(self.data, step, channels_last)
                 if t.dropout > 0:  # dropout masks from (trial, cycle, epoch, step): a resumed step draws the same
                     torch.manual_seed(seeding.torch_seed(self.cfg.trial, cur.cycle, cur.epoch, f"dropout-{step}"))
-                s, k = train_step(cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin, ll.weight, self.amp)
+                if cur.graphed is not None:
+                    s, k = cur.graphed(x, y, detach)
+                else:
+                    s, k = train_step(cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin, ll.weight, self.amp)
                 loss_sum += s
                 correct += k
                 cur.accum[2] += y.shape[0]

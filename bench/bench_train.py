@@ -33,7 +33,7 @@ from al_core.data import DatasetSpec, DeviceData
 from al_core.models import MODELS, LossNet
 from al_core.optim import OPTIMIZERS, make_optimizer
 from al_core.run import configure_threads
-from al_core.train import autocast, epoch_plan, score_pool, train_step
+from al_core.train import GraphedStep, autocast, epoch_plan, score_pool, train_step
 from bench import _reference as ref
 from bench._machine import ROOT, PeakMemory, mfu, peak_flops, repeat, stamp, train_flops_per_image
 
@@ -182,7 +182,7 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
         labelled = torch.arange(args.images)  # a CPU index tensor, as the loop passes it
         epochs = itertools.count()
 
-        def train_pass() -> int:
+        def train_pass(step_fn=train_step) -> int:
             plan = epoch_plan(data, labelled, 0, 1, next(epochs), args.batch_size)
             model.train()
             lossnet.train()
@@ -191,7 +191,7 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
             seen = 0
             for step in range(plan.n_steps):
                 x, y = plan.inputs(data, step, cuda)
-                s, k = train_step(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
+                s, k = step_fn(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
                 loss_sum += s
                 correct += k
                 seen += y.shape[0]
@@ -201,6 +201,11 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
         mem.reset()
         result["train"] = repeat(train_pass, args.reps, args.warmup, dev)
         result["train"]["peak_mem_bytes"] = mem.read()
+        if cuda and not args.compile:
+            # train.cuda_graphs: the same passes with forward+backward replayed from a CUDA graph.
+            graphed = GraphedStep(model, lossnet, opt, args.batch_size, 1.0, 1.0, precision)
+            step = lambda _m, _l, _o, x, y, *_: graphed(x, y, False)  # noqa: E731
+            result["train_cuda_graphs"] = repeat(lambda: train_pass(step), args.reps, args.warmup, dev)
 
         pool_idx = np.arange(args.images)
 
@@ -299,6 +304,10 @@ def run_bench(args) -> dict:
                   f"peak {_mib(r['train']['peak_mem_bytes']):>10s} | score {r['score']['img_per_s']:>10,.0f} img/s  "
                   f"MFU {_pct(r['score']['mfu']):>6s}  ({r['precision']}, {r['memory_format']})", flush=True)
         print(f"{name:9s} ratio     train {entry['train_ratio']:.1f}x | score {entry['score_ratio']:.1f}x", flush=True)
+        graphs = entry["project"].get("train_cuda_graphs")
+        if graphs:
+            entry["cuda_graphs_ratio"] = graphs["img_per_s"] / entry["project"]["train"]["img_per_s"]
+            print(f"{name:9s} graphs    train {graphs['img_per_s']:>10,.0f} img/s  ({entry['cuda_graphs_ratio']:.2f}x eager)", flush=True)
 
     config = {k: getattr(args, k) for k in ("models", "width", "batch_size", "images", "data_images", "score_batch_size",
                                             "reps", "warmup", "ref_workers", "compile", "quick")}
@@ -359,6 +368,10 @@ def markdown_section(result: dict, json_path: Path | None) -> str:
                          f"{r['score']['img_per_s']:,.0f} | {_mib(r['train']['peak_mem_bytes'])} | {_pct(r['train']['mfu'])} | "
                          f"{_pct(r['score']['mfu'])} |")
         lines.append(f"| {name} | **ratio** | | **{e['train_ratio']:.1f}x** | **{e['score_ratio']:.1f}x** | | | |")
+        if e.get("cuda_graphs_ratio"):
+            g = e["project"]["train_cuda_graphs"]
+            lines.append(f"| {name} | project, CUDA graphs | {e['project']['precision']} | {g['img_per_s']:,.0f} "
+                         f"({e['cuda_graphs_ratio']:.2f}x eager) | | | | |")
     lines += [
         "",
         f"Data path alone ({dp['images']} images, batch {dp['batch_size']}): on-device gather + crop + flip + normalise "

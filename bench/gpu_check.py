@@ -3,7 +3,9 @@
 1. the node report (`python -m al_core.preflight`): device, compute capability, the build's kernel
    architectures, native bf16, and whether a job here would be refused (exit 78);
 2. the `gpu`-marked tests (tests/test_gpu.py);
-3. `make bench` at full width (bench.bench_train: project path vs DataLoader+PIL reference);
+3. `make bench` at full width (bench.bench_train: project path vs DataLoader+PIL reference, eager
+   and with CUDA graphs), and bench.bench_pack for ResNet18 (K = 1, 2, 4 runs on the GPU, the
+   study's projected GPU-hours);
 4. a timed 3-cycle run of the LL4AL recipe (jobs/ll4al.yaml: ResNet18 at width 64, SGD, 200
    epochs per cycle, learning_loss, 10,000-sample scoring subset, fp32 as the replication sweeps
    train) on CIFAR-shaped synthetic data, and the 10-cycle time projected from it.
@@ -36,7 +38,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--quick", action="store_true", help="toy sizes (seconds): for tests, not for numbers")
-    p.add_argument("--skip", nargs="*", default=[], choices=("tests", "bench", "run"), help="steps to leave out")
+    p.add_argument("--skip", nargs="*", default=[], choices=("tests", "bench", "pack", "run"), help="steps to leave out")
     p.add_argument("--json", type=Path, help="result file (default bench/results/gpu-check-<host>-<time>.json)")
     p.add_argument("--timeout", type=int, default=300, help="seconds allowed to each of the tests and the bench")
     return p.parse_args(argv)
@@ -73,11 +75,29 @@ def step_bench(args, out_dir: Path) -> dict:
                    "score_img_per_s": round(e["project"]["score"]["img_per_s"]),
                    "precision": e["project"]["precision"], "train_mfu": e["project"]["train"].get("mfu"),
                    "peak_mem_bytes": e["project"]["train"].get("peak_mem_bytes"),
-                   "train_ratio": round(e["train_ratio"], 2), "score_ratio": round(e["score_ratio"], 2)}
+                   "train_ratio": round(e["train_ratio"], 2), "score_ratio": round(e["score_ratio"], 2),
+                   "cuda_graphs_ratio": round(e["cuda_graphs_ratio"], 2) if e.get("cuda_graphs_ratio") else None}
             for name, e in data["models"].items()
         }
         result["data_path_ratio"] = round(data["data_path"]["ratio"], 2)
         result["raw"] = data
+    return result
+
+
+def step_pack(args, out_dir: Path) -> dict:
+    """bench.bench_pack for ResNet18: K = 1, 2, 4 runs on the device, and the study's projected GPU-hours."""
+    path = out_dir / "pack.json"
+    cmd = [sys.executable, "-m", "bench.bench_pack", "--device", args.device, "--models", "resnet18",
+           "--json", str(path), "--no-markdown"] + (["--quick", "--k", "1", "2"] if args.quick else [])
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+        rc, tail = p.returncode, (p.stdout + p.stderr).strip().splitlines()[-3:]
+    except subprocess.TimeoutExpired:
+        rc, tail = 124, ["timed out"]
+    result = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": tail}
+    if rc == 0 and path.exists():
+        result["raw"] = json.loads(path.read_text())
     return result
 
 
@@ -135,8 +155,21 @@ def table(result: dict) -> str:
         for model, m in (b.get("models") or {}).items():
             lines.append(f"| bench {model} | train {m['train_img_per_s']:,} img/s ({m['precision']}), score "
                          f"{m['score_img_per_s']:,} img/s; {m['train_ratio']}x / {m['score_ratio']}x the DataLoader+PIL reference |")
+            if m.get("cuda_graphs_ratio"):
+                lines.append(f"| bench {model} CUDA graphs | train {m['cuda_graphs_ratio']}x eager |")
         if b["rc"]:
             lines.append(f"| bench | failed (rc {b['rc']}): {' / '.join(b['tail'])} |")
+    if "pack" in result:
+        pk = result["pack"]
+        for model, m in (pk.get("raw") or {}).get("models", {}).items():
+            lines.append(f"| runs per GPU, {model} | " + ", ".join(
+                f"K={k} {r['aggregate_img_per_s']:,.0f} img/s ({r['speedup']:.2f}x)" for k, r in m["k"].items()) + " |")
+        if pk.get("raw"):
+            pj = pk["raw"]["projection"]
+            lines.append(f"| projected study ({pj['runs']} runs) | " + ", ".join(
+                f"K={k} {h:,.1f} GPU-h" for k, h in pj["gpu_hours_by_k"].items()) + " |")
+        if pk["rc"]:
+            lines.append(f"| runs per GPU | failed (rc {pk['rc']}): {' / '.join(pk['tail'])} |")
     if "run" in result:
         r = result["run"]
         per = ", ".join(f"c{c['cycle']} {c['train_time_s']:.1f}s" for c in r["cycles"])
@@ -167,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     if "bench" not in args.skip:
         print("== bench", flush=True)
         result["bench"] = step_bench(args, out_dir)
+    if "pack" not in args.skip:
+        print("== runs per GPU (bench_pack)", flush=True)
+        result["pack"] = step_pack(args, out_dir)
     if "run" not in args.skip:
         print(f"== {TIMED_CYCLES}-cycle LL4AL-recipe run", flush=True)
         result["run"] = step_run(args, out_dir)
@@ -179,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(path, result)
     print(table(result))
     print(f"wrote {path} ({result['seconds']} s)")
-    failed = any(result.get(k, {}).get("rc") for k in ("tests", "bench"))
+    failed = any(result.get(k, {}).get("rc") for k in ("tests", "bench", "pack"))
     return 1 if failed else 0
 
 

@@ -175,3 +175,42 @@ def test_reference_dataset_is_torchvision_style():
     torch.testing.assert_close(x, (raw - mean) / std)
     batch, _ = next(iter(ref.train_loader(ref.InMemoryCIFAR(images, labels.tolist(), ref.train_transform()), 4, 0, False)))
     assert batch.shape == (4, 3, 32, 32) and np.isfinite(batch.numpy()).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# bench.bench_pack: the projection's arithmetic and the flags (the K-process run itself is
+# exercised by tests/test_preflight.py's gpu-check test, which runs its pack step).
+def test_pack_projection_adds_cycles_and_divides_by_the_measured_speedup(tmp_path):
+    from bench import bench_pack
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        "name: s\noutput: out\ndataset: {name: cifar10, root: data}\n"
+        "grid: {model: [resnet18, resnet34], optimizer: [sgd], strategy: [learning_loss, random], trial: [0]}\n"
+        "al: {cycles: 3, initial_size: 1000, query_size: 1000, subset: 10000}\ntrain: {epochs: 10}\n"
+    )
+    models = {"resnet18": {"k": {"1": {"aggregate_img_per_s": 1000.0, "score_img_per_s": 10000.0},
+                                 "2": {"aggregate_img_per_s": 1600.0}}}}
+    pj = bench_pack.project(sweep, models)
+    assert pj["runs"] == 2 and pj["runs_without_a_measured_model"] == 2  # resnet34 was not measured
+    train = 10 * (1000 + 2000 + 3000) / 1000.0  # epochs x labelled images / rate, per cycle
+    evaluate = 3 * 10000 / 10000.0
+    select = 2 * 10000 / 10000.0  # cycles 2 and 3 score the 10,000-sample subset; random scores nothing
+    lossy, rand = train + evaluate + select, train + evaluate
+    assert pj["gpu_hours_by_k"]["1"] == round((lossy + rand) / 3600, 2)
+    assert pj["gpu_hours_by_k"]["2"] == round((lossy + rand) / 1.6 / 3600, 2)
+    assert pj["run_minutes_at_k1"]["resnet18"] == round((lossy + rand) / 2 / 60, 2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--k", "0"], "--k"),
+    (["--models", "vgg"], "--models"),
+    (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs"),
+    (["--sweep", "/nonexistent.yaml"], "--sweep"),
+])
+def test_pack_bench_refuses_bad_flags(argv, message, capsys):
+    from bench import bench_pack
+
+    with pytest.raises(SystemExit) as e:
+        bench_pack.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err

@@ -114,3 +114,45 @@ def test_benchmark_on_the_gpu_reports_device_memory_and_mfu(tmp_path):
             assert t["img_per_s"] > 0
             assert (t["mfu"] is not None and 0 < t["mfu"] < 1) if known_peak else t["mfu"] is None
     assert torch.cuda.get_device_name(0) in (tmp_path / "B.md").read_text()
+
+
+def test_graphed_step_matches_the_eager_step_and_replays(tmp_path):
+    """train.cuda_graphs: the same weights after full and merged-last batches as train_step (fp32)."""
+    from al_core.train import GraphedStep
+
+    dev = torch.device("cuda")
+    data = load("synthetic", tmp_path, dev)
+    labelled = torch.arange(200)  # 128 + a merged remainder of 72: one replayed step, one eager step per epoch
+    states = []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = MODELS.get("resnet18")(width=8).to(dev).to(memory_format=torch.channels_last)
+        lossnet = LossNet(model.stage_channels, 16).to(dev)
+        opt = make_optimizer("adamw", list(model.parameters()) + list(lossnet.parameters()),
+                             dict(OPTIMIZERS.get("adamw").defaults), dev)
+        amp = autocast(dev, "fp32")
+        step = GraphedStep(model, lossnet, opt, 128, 1.0, 1.0, "fp32") if graphed else None
+        for epoch in range(3):
+            plan = epoch_plan(data, labelled, 0, 1, epoch, 128)
+            for i in range(plan.n_steps):
+                x, y = plan.inputs(data, i, True)
+                detach = epoch == 2
+                s, _ = step(x, y, detach) if step else train_step(model, lossnet, opt, x, y, detach, 1.0, 1.0, amp)
+                assert torch.isfinite(s)
+        if step:
+            assert step.replays == 3  # one full batch per epoch; the graph was captured again for detach
+        states.append({k: v.float().clone() for k, v in model.state_dict().items()})
+    for k in states[0]:
+        torch.testing.assert_close(states[1][k], states[0][k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_run_with_cuda_graphs_trains_as_the_eager_run(tmp_path):
+    rows = {}
+    for graphs in ("false", "true"):
+        r = Run(gpu_spec("resnet18-sgd-learning_loss-t0", f"train.cuda_graphs={graphs}", f"output={tmp_path / graphs}"),
+                tmp_path / graphs / "run", log=quiet)
+        assert r.execute() == "done"
+        rows[graphs] = read_jsonl(tmp_path / graphs / "run" / "cycles.jsonl")
+    for a, b in zip(rows["false"], rows["true"]):
+        assert abs(a["test_accuracy"] - b["test_accuracy"]) <= MAX_ACC_GAP
+        assert a["n_labeled"] == b["n_labeled"]

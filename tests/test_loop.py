@@ -168,3 +168,16 @@ def test_done_run_is_a_no_op_and_config_change_is_refused(sweep, smoke_yaml, tmp
         run(changed, tmp_path / "r", log=quiet)
     assert run(changed, tmp_path / "r", restart=True, log=quiet) == "done"
     assert rows_of(tmp_path / "r")[0]["run_id"] == spec.run_id
+
+
+def test_cuda_graphs_key_leaves_cpu_training_unchanged_and_refuses_dropout(smoke_yaml, tmp_path):
+    """train.cuda_graphs is a CUDA path: on a CPU the run trains eagerly, row for row the same."""
+    rows = {}
+    for graphs in ("false", "true"):
+        sw = load_sweep(smoke_yaml, [f"output={tmp_path / graphs}", f"train.cuda_graphs={graphs}", "al.cycles=2"])
+        spec = sw.run("resnet18-sgd-learning_loss-t0")
+        assert run(spec, sw.run_dir(spec.run_id), log=quiet) == "done"
+        rows[graphs] = [comparable(r) for r in rows_of(sw.run_dir(spec.run_id))]
+    assert rows["true"] == rows["false"]
+    with pytest.raises(ConfigError, match="train.cuda_graphs"):
+        load_sweep(smoke_yaml, ["train.cuda_graphs=true", "train.dropout=0.2"]).runs()

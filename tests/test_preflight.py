@@ -187,6 +187,12 @@ def test_gpu_check_runs_every_step_at_toy_size_on_a_cpu(tmp_path):
     assert [c["cycle"] for c in run["cycles"]] == [1, 2, 3] and run["config"]["precision"] == "fp32"
     assert run["projected_10_cycle_s"] > sum(c["train_time_s"] for c in run["cycles"])
     assert "| projected 10-cycle run |" in p.stdout and result["node"]["host"]
+    pack = result["pack"]  # bench.bench_pack: K = 1 and 2 processes training on the one device
+    assert pack["rc"] == 0, pack["tail"]
+    ks = pack["raw"]["models"]["resnet18"]["k"]
+    assert set(ks) == {"1", "2"} and all(r["aggregate_img_per_s"] > 0 for r in ks.values())
+    assert len(ks["2"]["per_run_img_per_s"]) == 2 and ks["1"]["score_img_per_s"] > 0
+    assert pack["raw"]["projection"]["runs"] == 40 and "| runs per GPU, resnet18 |" in p.stdout
 
 
 def test_train_device_cpu_is_allowed_where_a_gpu_was_expected():
@@ -197,6 +203,7 @@ def test_train_device_cpu_is_allowed_where_a_gpu_was_expected():
 def test_keys_added_today_leave_a_default_runs_recorded_config_as_it_was(tmp_path):
     d = load_sweep(SMOKE).runs()[0].config.to_dict()
     for section, key in (("train", "score_precision"), ("train", "tf32"), ("train", "tensorboard"), ("train", "dropout"),
+                         ("train", "cuda_graphs"),
                          ("dataset", "path"), ("dataset", "size"), ("dataset", "pad"), ("dataset", "flip"),
                          ("dataset", "test_fraction")):
         assert key not in d[section], (section, key)
