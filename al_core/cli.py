@@ -30,9 +30,7 @@ def guarded(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
     the run (NodeError, DataMissing) `error:` + exit 78; OSError `error:` + exit 1."""
 
     def wrapper(argv: list[str] | None = None) -> int:
-        from al_core.config import ConfigError
-        from al_core.data import DataError, DataMissing
-        from al_core.preflight import NodeError
+        from al_core.errors import ConfigError, DataError, DataMissing, NodeError
 
         try:
             return main(argv)

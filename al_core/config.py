@@ -19,10 +19,8 @@ from typing import Any, Optional
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad sweep file, key or value. The message names the key and what was expected."""
-
+from al_core import registry
+from al_core.errors import ConfigError  # noqa: F401  (re-exported: `from al_core.config import ConfigError`)
 
 # ----------------------------------------------------------------------------------------------
 # YAML: PyYAML follows YAML 1.1, where `1e-3` is a string. Researchers write 1e-3; accept it.
@@ -289,8 +287,6 @@ def apply_override(raw: dict, item: str) -> None:
 
 
 def validate(raw: dict, path: str = "") -> Sweep:
-    from al_core import registries
-
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
@@ -310,7 +306,7 @@ def validate(raw: dict, path: str = "") -> Sweep:
     _check_recipe(optim.get("recipe"))
     for opt_name, params in optim.items():
         if opt_name != "recipe":
-            registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
+            registry.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
     slurm = raw.get("slurm") or {}
     if not isinstance(slurm, dict):
         raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
@@ -333,11 +329,11 @@ def validate(raw: dict, path: str = "") -> Sweep:
             raise ConfigError(f"grid.{axis}: expected distinct values, got {values!r}")
         ordered[axis] = values
     for value in ordered["model"]:
-        registries.check_name("model", value, "grid.model")
+        registry.check_name("model", value, "grid.model")
     for value in ordered["optimizer"]:
-        registries.check_name("optimizer", value, "grid.optimizer")
+        registry.check_name("optimizer", value, "grid.optimizer")
     for value in ordered["strategy"]:
-        registries.check_name("strategy", value, "grid.strategy")
+        registry.check_name("strategy", value, "grid.strategy")
     for value in ordered["trial"]:
         if type(value) is not int or value < 0:
             raise ConfigError(f"grid.trial: expected non-negative integers, got {value!r}")
@@ -373,9 +369,7 @@ def validate(raw: dict, path: str = "") -> Sweep:
 
 
 def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
-    from al_core import registries
-
-    registries.check_name("dataset", ds.name, "dataset.name")
+    registry.check_name("dataset", ds.name, "dataset.name")
     if al.cycles < 1:
         raise ConfigError(f"al.cycles: expected an integer >= 1, got {al.cycles}")
     if al.initial_size < 1:
@@ -386,7 +380,7 @@ def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
         raise ConfigError(f"al.initial: expected random or strategy, got {al.initial!r}")
     if al.subset is not None and al.subset < al.query_size:
         raise ConfigError(f"al.subset: expected null or an integer >= al.query_size ({al.query_size}), got {al.subset}")
-    pool = registries.dataset_pool_size(ds)  # None: known only when the files are read (the run checks then)
+    pool = registry.dataset_pool_size(ds)  # None: known only when the files are read (the run checks then)
     budget = al.initial_size + (al.cycles - 1) * al.query_size
     if pool is not None and budget > pool:
         raise ConfigError(
@@ -437,8 +431,6 @@ def _check_recipe(recipe: Any) -> None:
 
 def _run_config(raw: dict, point: dict) -> RunConfig:
     """The resolved config of one grid point: the sweep's sections with the point's values set."""
-    from al_core import registries
-
     raw = copy.deepcopy(raw)
     for axis, value in point.items():
         if axis not in GRID_REQUIRED:
@@ -446,22 +438,22 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
     _check_sizes(sections["dataset"], sections["al"])
     _check_train(sections["train"], sections["ll"])
-    registries.check_name("model", point["model"], "grid.model")
+    registry.check_name("model", point["model"], "grid.model")
     optimizer = point["optimizer"]
-    registries.check_name("optimizer", optimizer, "grid.optimizer")
-    registries.check_name("strategy", point["strategy"], "grid.strategy")
+    registry.check_name("optimizer", optimizer, "grid.optimizer")
+    registry.check_name("strategy", point["strategy"], "grid.strategy")
     from al_core import recipes, tune
 
-    registries.check_needs(point["strategy"], point["model"], sections["train"].dropout)
+    registry.check_needs(point["strategy"], point["model"], sections["train"].dropout)
     optim = raw.get("optim") or {}
     recipe = optim.get("recipe")
     _check_recipe(recipe)
     for opt_name, params in optim.items():
         if opt_name != "recipe":
-            registries.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
+            registry.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
     # The recipe's values, then the sweep's explicit optim.<name> values over them.
     chosen = {**recipes.recipe_params(recipe, optimizer), **(optim.get(optimizer) or {})}
-    params = registries.optimizer_params(optimizer, chosen, f"optim.{optimizer}")
+    params = registry.optimizer_params(optimizer, chosen, f"optim.{optimizer}")
     return RunConfig(
         model=point["model"],
         optimizer=optimizer,

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from al_core import seeding
-from al_core.config import ConfigError, DatasetConfig
-from al_core.data import DATASETS, REQUIRED_FILES, Arrays, DataError, DataMissing, DatasetSpec
+from al_core.config import DatasetConfig
+from al_core.data import DATASETS, REQUIRED_FILES, Arrays, DatasetSpec
+from al_core.errors import ConfigError, DataError, DataMissing
 
 MAKE_DATA = "run `make data SWEEP=<your sweep>` on a node with internet (it downloads into dataset.root) or point dataset.root at an existing copy"
 

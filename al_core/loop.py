@@ -23,13 +23,15 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from al_core import checkpoint, epochs_log, preflight, seeding
-from al_core.config import ConfigError, RunConfig, RunSpec, config_diff
-from al_core.data import DataError, DeviceData, load as load_data
+from al_core.config import RunConfig, RunSpec, config_diff
+from al_core.device_data import DeviceData, load as load_data
+from al_core.errors import ConfigError, DataError
 from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
 from al_core.models import MODELS, LossNet
 from al_core.rundir import RunDirLock, slurm_job_id
 from al_core.optim import make_optimizer, make_scheduler
-from al_core.plugins import dropout_kwargs, load_plugins
+from al_core.plugins import load_plugins
+from al_core.registry import dropout_kwargs
 from al_core.selection import MC_PASSES, SelectionInputs
 from al_core.strategies import STRATEGIES, SelectionContext
 from al_core.telemetry import CycleMeter, device_name

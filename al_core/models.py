@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from al_core.registry import Registry
+from al_core.registry import MODELS
 
 
 class BasicBlock(nn.Module):
@@ -121,9 +121,6 @@ def loss_pred_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 1.0
     diff_true = (target - target.flip(0))[: n // 2]
     sign = 2 * torch.sign(torch.clamp(diff_true, min=0)) - 1  # +1 where the first loss is larger, else -1
     return torch.clamp(margin - sign * diff_pred, min=0).sum() / (n // 2)
-
-
-MODELS: Registry[Callable[..., ResNet]] = Registry("model")
 
 
 @MODELS.register("resnet18")

@@ -1,74 +1,76 @@
 """Optimizers by name, each with defaults sensible for it, and the per-epoch lr schedules.
 
 An SGD learning rate is not an Adam learning rate: every optimizer carries its own defaults,
-overridable from the sweep file under `optim.<name>`.
+overridable from the sweep file under `optim.<name>`. torch is imported when an optimizer is
+built, not when the module is: validating a sweep reads only the defaults.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-import torch
+from al_core.registry import OPTIMIZERS
 
-from al_core.registry import Registry
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
     defaults: dict
-    make: Callable[[Iterable[torch.nn.Parameter], dict, dict], torch.optim.Optimizer]
-
-
-OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
+    make: Callable[[Iterable["torch.nn.Parameter"], dict, dict], "torch.optim.Optimizer"]
 
 
 def _register(name: str, defaults: dict, make: Callable) -> None:
     OPTIMIZERS.register(name)(OptimizerSpec(defaults, make))
 
 
+def _sgd(params, h: dict, fast: dict):
+    import torch
+
+    return torch.optim.SGD(params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["weight_decay"],
+                           nesterov=h["nesterov"], **fast)
+
+
+def _adam(params, h: dict, fast: dict):
+    import torch
+
+    return torch.optim.Adam(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"], weight_decay=h["weight_decay"], **fast)
+
+
+def _adamw(params, h: dict, fast: dict):
+    import torch
+
+    return torch.optim.AdamW(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"], weight_decay=h["weight_decay"], **fast)
+
+
+def _rmsprop(params, h: dict, fast: dict):
+    import torch
+
+    return torch.optim.RMSprop(params, lr=h["lr"], alpha=h["alpha"], eps=h["eps"], momentum=h["momentum"],
+                               weight_decay=h["weight_decay"], foreach=fast.get("foreach", fast.get("fused")))
+
+
 # SGD: the LL4AL / CIFAR ResNet recipe.
-_register(
-    "sgd",
-    {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False},
-    lambda params, h, fast: torch.optim.SGD(
-        params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["weight_decay"], nesterov=h["nesterov"], **fast
-    ),
-)
+_register("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}, _sgd)
 # Adam: the usual 1e-3 with L2 weight decay off (Adam's coupled decay interacts badly with its scaling).
-_register(
-    "adam",
-    {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
-    lambda params, h, fast: torch.optim.Adam(
-        params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"], weight_decay=h["weight_decay"], **fast
-    ),
-)
+_register("adam", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}, _adam)
 # AdamW: decoupled decay of 0.05 at lr 1e-3 (decay per step = lr * wd, so 5e-4 at lr 1e-4 is almost none).
-_register(
-    "adamw",
-    {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05},
-    lambda params, h, fast: torch.optim.AdamW(
-        params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"], weight_decay=h["weight_decay"], **fast
-    ),
-)
+_register("adamw", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05}, _adamw)
 # RMSprop: alpha 0.99 as in the study; 1e-3 diverges often on BN ResNets, 5e-4 trains reliably.
-_register(
-    "rmsprop",
-    {"lr": 5e-4, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0},
-    lambda params, h, fast: torch.optim.RMSprop(
-        params, lr=h["lr"], alpha=h["alpha"], eps=h["eps"], momentum=h["momentum"], weight_decay=h["weight_decay"],
-        foreach=fast.get("foreach", fast.get("fused")),
-    ),
-)
+_register("rmsprop", {"lr": 5e-4, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0}, _rmsprop)
 
 
-def make_optimizer(name: str, params: list[torch.nn.Parameter], hparams: dict, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: list, hparams: dict, device) -> "torch.optim.Optimizer":
     """The optimizer `name` over `params`; on CUDA the fused (or foreach) kernels."""
     fast = {"fused": True} if device.type == "cuda" else {}
     return OPTIMIZERS.get(name).make(params, hparams, fast)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int, milestones: tuple[float, ...], gamma: float):
+def make_scheduler(opt, schedule: str, epochs: int, milestones: tuple[float, ...], gamma: float):
     """A scheduler stepped once per epoch; milestones are fractions of `epochs`."""
+    import torch
+
     if schedule == "multistep":
         steps = sorted({max(1, round(m * epochs)) for m in milestones})
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=gamma)

@@ -17,23 +17,19 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import sys
 from pathlib import Path
 
-from al_core.config import ConfigError
+from al_core.errors import ConfigError
 
 # resolved source file -> (entry, sha256) of every plugin imported in this process
 _LOADED: dict[str, tuple[str, str]] = {}
 
 
 def _registries() -> dict:
-    from al_core.data import DATASETS
-    from al_core.models import MODELS
-    from al_core.optim import OPTIMIZERS
-    from al_core.strategies import STRATEGIES
+    from al_core import registry
 
-    return {"model": MODELS, "strategy": STRATEGIES, "dataset": DATASETS, "optimizer": OPTIMIZERS}
+    return registry.REGISTRIES
 
 
 def _snapshot() -> dict[str, set[str]]:
@@ -164,24 +160,6 @@ def import_plugin(entry: str, file: Path) -> str:
                           "or dataset, e.g. STRATEGIES.register(\"my_strategy\")(MyStrategy())")
     _LOADED[key] = (entry, digest)
     return digest
-
-
-def dropout_kwargs(model: str, dropout: float) -> dict:
-    """`{"dropout": p}` for the model constructor when train.dropout > 0; a model that takes no
-    `dropout` argument is refused then (with dropout 0 any constructor works)."""
-    if dropout <= 0:
-        return {}
-    from al_core.models import MODELS
-
-    ctor = MODELS.get(model)
-    try:
-        params = inspect.signature(ctor).parameters
-    except (TypeError, ValueError):
-        return {"dropout": dropout}
-    if "dropout" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return {"dropout": dropout}
-    raise ConfigError(f"train.dropout: model {model!r} takes no `dropout` argument; expected 0.0 for it, "
-                      "or a model constructor with dropout= (applied before its classifier)")
 
 
 def _host() -> str:

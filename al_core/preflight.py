@@ -16,6 +16,8 @@ import socket
 import sys
 from dataclasses import asdict, dataclass
 
+from al_core.errors import NodeError  # noqa: F401  (re-exported: `preflight.NodeError`)
+
 EX_CONFIG = 78  # sysexits.h: "configuration error": this node cannot serve the job
 
 # SLURM sets these in a job that was given GPUs (--gpus, --gres=gpu:N, --gpus-per-node, ...).
@@ -33,10 +35,6 @@ BUILD_ARCHS = {
     "cu129": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
     "cu130": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),  # PyPI's default torch 2.14 wheel
 }
-
-
-class NodeError(RuntimeError):
-    """This node cannot serve the run; the message says which node, which GPU and what to do."""
 
 
 def _cap(cap) -> tuple[int, int]:

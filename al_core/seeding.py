@@ -8,7 +8,6 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-import torch
 
 # Purposes are hashed with crc32 (stable across processes and Python versions, unlike hash()).
 ROOT = 20190617  # arbitrary fixed root of all streams
@@ -28,7 +27,10 @@ def torch_seed(trial: int, cycle: int, epoch: int, purpose: str) -> int:
     return int(seed_sequence(trial, cycle, epoch, purpose).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def torch_generator(trial: int, cycle: int, epoch: int, purpose: str) -> torch.Generator:
+def torch_generator(trial: int, cycle: int, epoch: int, purpose: str):
+    """A seeded CPU torch.Generator (torch imported here: the numpy streams serve torch-free code too)."""
+    import torch
+
     g = torch.Generator(device="cpu")
     g.manual_seed(torch_seed(trial, cycle, epoch, purpose))
     return g

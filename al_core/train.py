@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from al_core import seeding
-from al_core.data import DeviceData
+from al_core.device_data import DeviceData
 from al_core.models import LossNet, ResNet, loss_pred_loss
 from al_core.strategies import Scores
 

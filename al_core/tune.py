@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from al_core import seeding
-from al_core.config import ConfigError
+from al_core import registry, seeding
+from al_core.errors import ConfigError
 from al_core.io import atomic_write_json
-from al_core.train import epoch_plan, score_pool, train_step
 
 FORMAT = "al_core-tune/1"
 KEYS = ("cycles", "folds", "grid")
@@ -47,8 +45,6 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
     None when the sweep has no `tune:` section (or `tune: null`) or when the run's optimizer has
     an empty grid (`tune.grid.<optimizer>: {}`). Raises ConfigError naming the key otherwise.
     """
-    from al_core import registries
-
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -72,7 +68,7 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
     if not isinstance(grid, dict) or not grid:
         raise ConfigError("tune.grid: expected a mapping of optimizer -> {hyper-parameter: [values]}")
     for name, params in grid.items():
-        registries.check_name("optimizer", name, f"tune.grid.{name}")
+        registry.check_name("optimizer", name, f"tune.grid.{name}")
         if params is None:
             params = {}
         if not isinstance(params, dict):
@@ -84,7 +80,7 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
             if len({json.dumps(v) for v in values}) != len(values):
                 raise ConfigError(f"{key}: expected distinct values, got {values!r}")
             for v in values:
-                registries.optimizer_params(name, {hp: v}, f"tune.grid.{name}")
+                registry.optimizer_params(name, {hp: v}, f"tune.grid.{name}")
     if optimizer not in grid:
         raise ConfigError(
             f"tune.grid.{optimizer}: missing; expected a grid for every optimizer of grid.optimizer "
@@ -93,7 +89,7 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
     mine = grid[optimizer] or {}
     if not mine:
         return None
-    coerced = {hp: [registries.optimizer_params(optimizer, {hp: v}, f"tune.grid.{optimizer}")[hp] for v in values]
+    coerced = {hp: [registry.optimizer_params(optimizer, {hp: v}, f"tune.grid.{optimizer}")[hp] for v in values]
                for hp, values in mine.items()}
     return {"cycles": sorted(set(cycles)), "folds": folds, "grid": coerced}
 
@@ -154,12 +150,14 @@ def _read_side(path: Path, fingerprint: str, labelled_sha: str) -> tuple[dict, f
     return dict(data["scores"]), float(data.get("time_s") or 0.0)
 
 
-def select(run, cycle: int, labelled: np.ndarray, model: torch.nn.Module, lossnet) -> tuple[dict, dict, float]:
+def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict, dict, float]:
     """Score the run's grid at `cycle` on the labelled set; returns (chosen values, record, seconds).
 
     `model` / `lossnet` are the cycle's starting weights (fresh, or the last cycle's with
     train.reset false); they are copied, never trained here.
     """
+    import torch
+
     cfg, spec = run.cfg, run.cfg.tune
     points = grid_points(spec["grid"])
     y = run.data.pool_y[torch.as_tensor(labelled, dtype=torch.long, device=run.data.pool_y.device)].cpu().numpy()
@@ -204,7 +202,10 @@ def select(run, cycle: int, labelled: np.ndarray, model: torch.nn.Module, lossne
 
 def _fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np.ndarray, start: dict, where: str) -> float:
     """Train a copy of the cycle's starting model on `train_idx` with `hp`; accuracy on `val_idx`."""
+    import torch  # tuning trains; validating a sweep's tune: section (above) needs no torch
+
     from al_core.loop import Interrupted
+    from al_core.train import epoch_plan, score_pool, train_step
 
     cfg, data, t, ll = run.cfg, run.data, run.cfg.train, run.cfg.ll
     model, lossnet = run._fresh_model(cycle)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from al_core import checkpoint  # noqa: E402
 from al_core.models import MODELS, LossNet  # noqa: E402
 from al_core.optim import make_optimizer  # noqa: E402
-from al_core.registries import optimizer_params  # noqa: E402
+from al_core.registry import optimizer_params  # noqa: E402
 from al_core.train import train_step  # noqa: E402
 
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from al_core.data import DatasetSpec, DeviceData
+from al_core.data import DatasetSpec
+from al_core.device_data import DeviceData
 from al_core.models import MODELS, LossNet
 from al_core.optim import OPTIMIZERS, make_optimizer
 from al_core.run import configure_threads

@@ -91,9 +91,9 @@ class RunJob(submitit.helpers.Checkpointable):
         try:
             import torch
 
-            from al_core.data import DataMissing
+            from al_core.errors import DataMissing, NodeError
             from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
-            from al_core.preflight import EX_CONFIG, NodeError
+            from al_core.preflight import EX_CONFIG
             from al_core.rundir import RunLocked
 
             stop = StopFlag()

@@ -73,7 +73,7 @@ class PackJob(submitit.helpers.Checkpointable):
         total = torch.cuda.get_device_properties(0).total_memory
         need = mem_bytes(self.gpu_mem_per_run) * len(self.jobs)
         if need > total:
-            from al_core.preflight import NodeError
+            from al_core.errors import NodeError
 
             raise NodeError(f"{len(self.jobs)} runs x slurm.gpu_mem_per_run {self.gpu_mem_per_run} = {need / 2**30:.1f} GiB "
                             f"exceed the {torch.cuda.get_device_name(0)}'s {total / 2**30:.1f} GiB; lower "
@@ -102,7 +102,7 @@ class PackJob(submitit.helpers.Checkpointable):
             try:
                 self._check_gpu_memory()
             except Exception as e:
-                from al_core.preflight import NodeError
+                from al_core.errors import NodeError
 
                 if not isinstance(e, NodeError):
                     raise

@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from al_core.config import ConfigError, RunSpec, Sweep, config_diff
+from al_core.config import RunSpec, Sweep, config_diff
+from al_core.errors import ConfigError
 from al_core.io import read_jsonl
 from slurm.scheduler import JobState
 

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from al_core.config import ConfigError, yaml_load
+from al_core.config import yaml_load
+from al_core.errors import ConfigError
 from al_core.preflight import BUILD_ARCHS, EXPECT_GPU_VAR, serves
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,8 @@ import submitit
 from submitit.core.utils import FailedJobError, environment_variables
 from submitit.slurm.slurm import _make_sbatch_string
 
-from al_core.config import ConfigError, Sweep
+from al_core.config import Sweep
+from al_core.errors import ConfigError
 from slurm import held, ledger, scheduler
 from slurm.plan import Decision, Plan, progress
 from slurm.profiles import ROOT, Resources

@@ -1,6 +1,7 @@
 """The sweep file: validation errors name the key, exit 2, one line, nothing written."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,26 @@ def test_every_sweep_file_validates():
             load_sweep(f)
         except ConfigError as e:
             raise AssertionError(f"{f.name}: {e}") from None
+
+
+def test_validating_and_planning_a_sweep_imports_no_torch():
+    """A login node validates and dry-runs a sweep without importing torch (seconds on a shared file system)."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys\nfrom al_core.config import load_sweep\nfrom slurm import sweep\n"
+            "for path in ('jobs/cifar10.yaml', 'jobs/cifar10-fair.yaml', 'jobs/demo.yaml', 'jobs/smoke.yaml'):\n"
+            "    load_sweep(path).runs()\n"
+            "assert sweep.main(['jobs/cifar10.yaml', '--dry-run']) == 0\n"
+            "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+            "assert not loaded, loaded[:5]\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_a_plugin_cannot_take_a_declared_built_in_name_before_its_module_is_imported():
+    from al_core.registry import STRATEGIES, Registry
+
+    toys = Registry("toy", home="al_core.strategies")
+    toys.declare("entropy", needs_dropout=False)
+    with pytest.raises(ValueError, match="registered twice"):
+        toys.register("entropy")(object())
+    assert STRATEGIES.fact("bald", "needs_dropout") is True and "entropy" in STRATEGIES

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from al_core.models import MODELS, LossNet, loss_pred_loss
 from al_core.optim import OPTIMIZERS, make_optimizer, make_scheduler
-from al_core.registries import optimizer_params
+from al_core.registry import optimizer_params
 
 # Parameter counts of the CIFAR ResNets at width 64 with 10 classes (the study's models).
 EXPECTED_PARAMS = {"resnet18": 11_173_962, "resnet34": 21_282_122, "resnet50": 23_520_842}

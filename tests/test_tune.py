@@ -15,7 +15,7 @@ from al_core import recipes, tune
 from al_core.config import load_sweep
 from al_core.io import read_jsonl
 from al_core.loop import comparable, run
-from al_core.registries import optimizer_params
+from al_core.registry import optimizer_params
 from al_core.run import main as run_main
 from test_resume import wait_stopped
 

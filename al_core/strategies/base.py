@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from al_core.registry import Registry
+from al_core.registry import STRATEGIES
 
 
 @dataclass
@@ -86,4 +86,3 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, ties: np.random.Ge
     return candidates[order[:k]]
 
 
-STRATEGIES: Registry[Strategy] = Registry("strategy")
