@@ -2,7 +2,8 @@
 
 A file is one JSON header line (format, run fingerprint, position, payload length and sha256)
 followed by the torch.save payload, so a truncated, corrupt or foreign file is recognised
-before anything is unpickled.
+before anything is unpickled. `pack` / `unpack` turn a cycle in training into that payload and
+back; `resume_point` decides where a run restarts from its rows and its newest good checkpoint.
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import hashlib
 import io
 import json
 import re
-import sys
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from al_core.io import atomic_write
@@ -38,6 +40,108 @@ class Position:
 
 class BadCheckpoint(Exception):
     pass
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochStats:
+    """Running sums of the epoch in progress (host numbers, moved from the device once per stretch)."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+
+    def means(self) -> tuple[float, float]:
+        """(mean loss, accuracy) over the images seen."""
+        n = max(self.seen, 1)
+        return self.loss_sum / n, self.correct / n
+
+
+@dataclass
+class Saved:
+    """A checkpoint's payload with named fields (`pack` / `unpack`)."""
+
+    labelled: np.ndarray
+    queried: list[int]
+    model: dict
+    lossnet: dict | None
+    optimizer: dict
+    stats: EpochStats
+    last_epoch: tuple
+    epochs: list
+    timing: dict
+    tuned: dict | None = None
+    tune_record: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def pack(run_id: str, cur, timing: dict) -> dict:
+    """The payload of cycle `cur` (a loop.Cycle) in training; `timing` includes this process's costs.
+
+    The on-disk keys are those of every earlier checkpoint ("accum" = [loss sum, correct, seen]),
+    so a run started by an earlier version resumes.
+    """
+    return {
+        "run_id": run_id,
+        "labelled": torch.as_tensor(cur.labelled, dtype=torch.long),
+        "queried": torch.as_tensor(cur.queried, dtype=torch.long),
+        "model": cur.model.state_dict(),
+        "lossnet": cur.lossnet.state_dict() if cur.lossnet is not None else None,
+        "optimizer": cur.opt.state_dict(),
+        "accum": [cur.stats.loss_sum, cur.stats.correct, cur.stats.seen],
+        "last_epoch": list(cur.last_epoch),
+        "epochs": list(cur.epochs),
+        "timing": timing,
+        "tuned": cur.tuned,
+        "tune_record": cur.tune_record,
+    }
+
+
+def unpack(state: dict) -> Saved:
+    loss_sum, correct, seen = state["accum"]
+    return Saved(
+        labelled=state["labelled"].numpy(), queried=state["queried"].tolist(), model=state["model"],
+        lossnet=state["lossnet"], optimizer=state["optimizer"], stats=EpochStats(loss_sum, correct, int(seen)),
+        last_epoch=tuple(state["last_epoch"]), epochs=list(state.get("epochs", [])), timing=dict(state["timing"]),
+        tuned=state.get("tuned"), tune_record=state.get("tune_record"),
+    )
+
+
+class Resume(NamedTuple):
+    start: int  # the first cycle to build (or restore); cycles + 1: nothing left but DONE
+    restore: bool  # start from the checkpoint (its cycle is `start`) rather than a fresh model
+    ignored: str | None = None  # why a checkpoint that exists is not used, for the log
+
+
+def resume_point(rows: int, cycles: int, reset: bool, ckpt_cycle: int | None) -> Resume:
+    """Where a run continues, from its finished rows and the cycle of its newest good checkpoint.
+
+    The rows are the truth; a checkpoint only saves re-training. `rows` = n finished cycles.
+
+    | checkpoint of cycle k       | train.reset | start          | restore | why                                   |
+    |-----------------------------|-------------|----------------|---------|---------------------------------------|
+    | k > n + 1                   | any         | as if none     | no      | ahead of the rows: not trusted        |
+    | k < n                       | true        | as if none     | no      | only cycle n's model matters          |
+    | otherwise                   | any         | k              | yes     | continue cycle k where it stopped     |
+    | none, n == cycles           | any         | cycles + 1     | no      | every row is there; only DONE missing |
+    | none                        | true        | max(1, n)      | no      | re-train cycle n to query cycle n + 1 |
+    | none                        | false       | 1              | no      | weights carry over: replay from 1     |
+
+    Replayed cycles re-derive their models deterministically and write no rows.
+    """
+    ignored = None
+    if ckpt_cycle is not None and ckpt_cycle > rows + 1:
+        ignored = f"checkpoint of cycle {ckpt_cycle} is ahead of cycles.jsonl ({rows} rows); ignored"
+        ckpt_cycle = None
+    elif ckpt_cycle is not None and reset and ckpt_cycle < rows:
+        ckpt_cycle = None
+    if ckpt_cycle is not None:
+        return Resume(ckpt_cycle, True)
+    if rows == cycles:
+        return Resume(cycles + 1, False, ignored)
+    return Resume(max(1, rows) if reset else 1, False, ignored)
 
 
 def save(run_dir: Path, pos: Position, fingerprint: str, state: dict[str, Any]) -> Path:
@@ -116,6 +220,6 @@ def latest_good(run_dir: Path, fingerprint: str) -> tuple[Position, dict] | None
                 path.replace(bad)
             except OSError:
                 bad = path
-            print(f"warning: checkpoint {path.name} is unusable: {e}; moved to {bad.name}, falling back to an older one",
-                  file=sys.stderr, flush=True)
+            log.warning("warning: checkpoint %s is unusable: %s; moved to %s, falling back to an older one",
+                        path.name, e, bad.name)
     return None

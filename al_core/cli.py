@@ -5,12 +5,38 @@ No traceback reaches the user for a mistake in a sweep file, a key or a value.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Callable, NoReturn
 
 EXIT_USAGE = 2
 EXIT_IO = 1
 EXIT_NODE = 78  # EX_CONFIG: this node cannot serve the run (GPU unusable or unserved, dataset missing)
+
+
+class _Console(logging.Handler):
+    """INFO lines to stdout and warnings to stderr, each flushed at once (a job's log is read live);
+    the streams are looked up per record, so a replaced sys.stdout (a test's capture) is honoured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never take the run down
+            self.handleError(record)
+
+
+PROJECT_LOGGERS = ("al_core", "slurm", "analysis", "bench")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The project's library modules log through `logging`; a command shows their lines as plain text."""
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _Console) for h in logger.handlers):
+            logger.addHandler(_Console())
+        logger.setLevel(level)
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
@@ -32,6 +58,7 @@ def guarded(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
     def wrapper(argv: list[str] | None = None) -> int:
         from al_core.errors import ConfigError, DataError, DataMissing, NodeError
 
+        setup_logging()
         try:
             return main(argv)
         except (NodeError, DataMissing) as e:

@@ -6,11 +6,8 @@ A run resumes from the newest good checkpoint, or re-derives the model it needs 
 """
 from __future__ import annotations
 
+import logging
 import math
-import platform
-import shutil
-import socket
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,9 +23,9 @@ from al_core import checkpoint, epochs_log, preflight, seeding
 from al_core.config import RunConfig, RunSpec, config_diff
 from al_core.device_data import DeviceData, load as load_data
 from al_core.errors import ConfigError, DataError
-from al_core.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
+from al_core.io import atomic_write_bytes, atomic_write_jsonl
 from al_core.models import MODELS, LossNet
-from al_core.rundir import RunDirLock, slurm_job_id
+from al_core.rundir import RunDir, RunDirLock
 from al_core.optim import make_optimizer, make_scheduler
 from al_core.plugins import load_plugins
 from al_core.registry import dropout_kwargs
@@ -75,7 +72,7 @@ class Cycle:
     sched: object
     epoch: int = 0  # epochs finished
     step: int = 0  # steps finished in epoch `epoch`
-    accum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, seen (this epoch)
+    stats: checkpoint.EpochStats = field(default_factory=checkpoint.EpochStats)  # the epoch in progress
     timing: dict = field(default_factory=lambda: {"select_time_s": 0.0, "train_time_s": 0.0, "energy_j": None})
     last_epoch: tuple = (float("nan"), float("nan"))  # mean loss and accuracy of the last finished epoch
     img_per_s: float = float("nan")  # training throughput of this process's stretch of the cycle
@@ -90,8 +87,9 @@ class Run:
         self.spec = spec
         self.cfg: RunConfig = spec.config
         self.run_dir = Path(run_dir)
+        self.dir = RunDir(self.run_dir)
         self.stop = stop or StopFlag()
-        self.log = log or (lambda s: print(s, flush=True))
+        self.log = log or logging.getLogger("al_core.run").info
         self.fingerprint = self.cfg.fingerprint()
         load_plugins(self.cfg)  # in every job: before the registries are read; checks the sources' hashes
         self.strategy = STRATEGIES.get(self.cfg.strategy)
@@ -116,7 +114,7 @@ class Run:
     # ------------------------------------------------------------------------------------------
     @property
     def rows_path(self) -> Path:
-        return self.run_dir / "cycles.jsonl"
+        return self.dir.rows_path
 
     def execute(self, restart: bool = False) -> str:
         """Run or resume to the end. Returns "done" or "already done"; raises Interrupted, ConfigError,
@@ -130,27 +128,29 @@ class Run:
 
     def _execute(self, restart: bool) -> str:
         al = self.cfg.al
-        if restart or not (self.run_dir / "DONE").exists():
+        if restart or not self.dir.done:
             # Before the run directory is touched: a node without the dataset, or bad data, leaves nothing behind.
             self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
             budget = al.initial_size + (al.cycles - 1) * al.query_size
             if budget > self.data.n_pool:
                 raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
                                 f"is smaller than the labelling budget {budget}")
-        if not restart and (self.run_dir / "DONE").exists():
+        if not restart and self.dir.done:
             self._check_config()  # a finished run started again: compare, write nothing, take no lock
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
             return "already done"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunDirLock(self.run_dir).acquire()  # one writer per run directory, until this run ends
         self._claim(restart)
-        if (self.run_dir / "DONE").exists():  # finished by another process while this one waited for nothing
+        if self.dir.done:  # finished by another process while this one waited for nothing
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
             return "already done"
-        self.rows = self._read_rows()
+        self.rows = self.dir.read_rows(self.spec.run_id, self.cfg.al.cycles)
         if self.data is None:  # DONE was there before the lock and is gone now (another process restarted the run)
             self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
-        self._write_run_json()
+        self.dir.write_run_json(self.spec.run_id, self.fingerprint, self.cfg.to_dict(), self.spec.axes,
+                                {"device": device_name(self.device), "precision": self.precision,
+                                 "torch_threads": torch.get_num_threads()})
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
             f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.precision}), "
@@ -168,26 +168,16 @@ class Run:
         return "done"
 
     def _loop(self) -> None:
-        al, reset = self.cfg.al, self.cfg.train.reset
-        n_done = len(self.rows)
+        al = self.cfg.al
         restored = checkpoint.latest_good(self.run_dir, self.fingerprint)
-        if restored is not None and restored[0].cycle > n_done + 1:
-            self.log(f"warning: checkpoint of cycle {restored[0].cycle} is ahead of cycles.jsonl ({n_done} rows); ignored")
-            restored = None
-        if restored is not None and reset and restored[0].cycle < n_done:
-            restored = None  # with re-initialisation only the last finished cycle's model matters
-        if restored is not None:
-            start = restored[0].cycle
-        elif n_done == al.cycles:
-            start = al.cycles + 1  # every row is there; only DONE is missing
-        else:
-            start = max(1, n_done) if reset else 1
-
+        where = checkpoint.resume_point(len(self.rows), al.cycles, self.cfg.train.reset,
+                                        restored[0].cycle if restored is not None else None)
+        if where.ignored:
+            self.log(f"warning: {where.ignored}")
         prev: Cycle | None = None
-        for c in range(start, al.cycles + 1):
-            if restored is not None and restored[0].cycle == c:
+        for c in range(where.start, al.cycles + 1):
+            if where.restore and c == where.start:
                 cur = self._restore(*restored)
-                restored = None
             else:
                 cur = self._begin_cycle(c, prev)
             self._train(cur)
@@ -201,16 +191,11 @@ class Run:
         al = self.cfg.al
         self.meter.start()
         t0 = time.perf_counter()
-        if c <= len(self.rows):  # replaying a finished cycle to re-derive its model
+        if c <= len(self.rows):  # replaying a finished cycle to re-derive its model: its rows say what was labelled
             queried = list(self.rows[c - 1]["queried"])
             labelled = np.sort(np.concatenate([np.asarray(r["queried"], dtype=np.int64) for r in self.rows[:c]]))
-        elif c == 1:
-            queried, labelled = self._initial_set(), None
         else:
-            assert prev is not None
-            queried = self._query(c, prev, al.query_size)
-            labelled = None
-        if labelled is None:
+            queried = self._initial_set() if c == 1 else self._query(c, prev, al.query_size)
             base = prev.labelled if prev is not None else np.empty(0, dtype=np.int64)
             labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
         select_time = time.perf_counter() - t0
@@ -248,7 +233,7 @@ class Run:
         probe = Cycle(1, np.empty(0, dtype=np.int64), [], model, lossnet, None, None)
         return self._query(1, probe, al.initial_size)
 
-    def _query(self, c: int, prev: Cycle, k: int) -> list[int]:
+    def _query(self, c: int, prev: Cycle, n_query: int) -> list[int]:
         al, trial = self.cfg.al, self.cfg.trial
         unlabelled = np.setdiff1d(np.arange(self.data.n_pool), prev.labelled, assume_unique=True)
         if al.subset is not None and al.subset < len(unlabelled):
@@ -267,7 +252,7 @@ class Run:
             ctx.inputs = SelectionInputs(prev.model, self.data, unlabelled, prev.labelled, self.strategy.needs, bs,
                                          self.score_amp, trial, c, getattr(self.strategy, "mc_passes", MC_PASSES),
                                          lambda: self._check_stop(f"cycle {c} selection"), self.cfg.strategy)
-        chosen = self.strategy.select(ctx, k)
+        chosen = self.strategy.select(ctx, n_query)
         return [int(i) for i in chosen]
 
     def _fresh_model(self, c: int):
@@ -325,12 +310,13 @@ class Run:
                 if t.dropout > 0:  # dropout masks from (trial, cycle, epoch, step): a resumed step draws the same
                     torch.manual_seed(seeding.torch_seed(self.cfg.trial, cur.cycle, cur.epoch, f"dropout-{step}"))
                 if cur.graphed is not None:
-                    s, k = cur.graphed(x, y, detach)
+                    batch_loss, batch_correct = cur.graphed(x, y, detach)
                 else:
-                    s, k = train_step(cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin, ll.weight, self.amp)
-                loss_sum += s
-                correct += k
-                cur.accum[2] += y.shape[0]
+                    batch_loss, batch_correct = train_step(cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin,
+                                                           ll.weight, self.amp)
+                loss_sum += batch_loss
+                correct += batch_correct
+                cur.stats.seen += y.shape[0]
                 seen += y.shape[0]
                 cur.step = step + 1
                 if self.stop.signame:
@@ -339,9 +325,9 @@ class Run:
                     raise Interrupted(self.stop.signame, f"cycle {cur.cycle} epoch {cur.epoch + 1} step {cur.step}")
             self._flush(cur, loss_sum, correct, t0)
             t0 = time.perf_counter()
-            cur.last_epoch = (cur.accum[0] / max(cur.accum[2], 1), cur.accum[1] / max(cur.accum[2], 1))
+            cur.last_epoch = cur.stats.means()
             cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
-            cur.accum = [0.0, 0.0, 0.0]
+            cur.stats = checkpoint.EpochStats()
             cur.epoch += 1
             cur.step = 0
             with warnings.catch_warnings():
@@ -364,8 +350,8 @@ class Run:
 
     def _flush(self, cur: Cycle, loss_sum, correct, t0: float) -> None:
         """Move this stretch's device accumulators and clocks into `cur` (one host sync)."""
-        cur.accum[0] += float(loss_sum)
-        cur.accum[1] += float(correct)
+        cur.stats.loss_sum += float(loss_sum)
+        cur.stats.correct += float(correct)
         loss_sum.zero_()
         correct.zero_()
         if self.device.type == "cuda":
@@ -384,41 +370,28 @@ class Run:
         return peak, energy
 
     def _checkpoint(self, cur: Cycle) -> None:
-        state = {
-            "run_id": self.spec.run_id,
-            "labelled": torch.as_tensor(cur.labelled, dtype=torch.long),
-            "queried": torch.as_tensor(cur.queried, dtype=torch.long),
-            "model": cur.model.state_dict(),
-            "lossnet": cur.lossnet.state_dict() if cur.lossnet is not None else None,
-            "optimizer": cur.opt.state_dict(),
-            "accum": list(cur.accum),
-            "last_epoch": list(cur.last_epoch),
-            "epochs": list(cur.epochs),
-            "timing": {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))},
-            "tuned": cur.tuned,
-            "tune_record": cur.tune_record,
-        }
+        timing = {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))}
+        state = checkpoint.pack(self.spec.run_id, cur, timing)
         checkpoint.save(self.run_dir, checkpoint.Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, state)
         self.last_checkpoint = time.monotonic()
 
     def _restore(self, pos: checkpoint.Position, state: dict) -> Cycle:
         """Rebuild a Cycle from a checkpoint; the scheduler is re-derived from the epoch."""
         self.meter.start()
+        saved = checkpoint.unpack(state)
         model, lossnet = self._fresh_model(pos.cycle)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(saved.model)
         if lossnet is not None:
-            lossnet.load_state_dict(state["lossnet"])
-        opt, sched = self._optimizer(model, lossnet, state.get("tuned"))
+            lossnet.load_state_dict(saved.lossnet)
+        opt, sched = self._optimizer(model, lossnet, saved.tuned)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(pos.epoch):
                 sched.step()
-        opt.load_state_dict(state["optimizer"])
-        cur = Cycle(pos.cycle, state["labelled"].numpy(), state["queried"].tolist(), model, lossnet, opt, sched,
-                    epoch=pos.epoch, step=pos.step, accum=list(state["accum"]), timing=dict(state["timing"]),
-                    tuned=state.get("tuned"), tune_record=state.get("tune_record"))
-        cur.last_epoch = tuple(state["last_epoch"])
-        cur.epochs = list(state.get("epochs", []))
+        opt.load_state_dict(saved.optimizer)
+        cur = Cycle(pos.cycle, saved.labelled, saved.queried, model, lossnet, opt, sched, epoch=pos.epoch, step=pos.step,
+                    stats=saved.stats, timing=saved.timing, last_epoch=saved.last_epoch, tuned=saved.tuned,
+                    tune_record=saved.tune_record, epochs=saved.epochs)
         self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
         return cur
 
@@ -433,8 +406,8 @@ class Run:
         y = data.test_y.cpu().numpy()
         eval_time = time.perf_counter() - t0
         peak_mem, energy = self._cycle_costs(cur)
-        k = data.n_classes
-        cm = confusion_matrix(y, pred, labels=list(range(k)))
+        n_classes = data.n_classes
+        cm = confusion_matrix(y, pred, labels=list(range(n_classes)))
         support = cm.sum(1)
         per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
         queried_y = data.pool_y[torch.as_tensor(cur.queried, dtype=torch.long, device=data.pool_y.device)].cpu().numpy()
@@ -450,7 +423,7 @@ class Run:
             "n_labeled": int(len(cur.labelled)),
             "n_pool": data.n_pool,
             "queried": cur.queried,
-            "queried_class_counts": np.bincount(queried_y, minlength=k).tolist(),
+            "queried_class_counts": np.bincount(queried_y, minlength=n_classes).tolist(),
             "test_accuracy": float((pred == y).mean()),
             "test_macro_f1": float(f1_score(y, pred, average="macro")),
             "per_class_accuracy": [float(v) for v in per_class],
@@ -493,77 +466,19 @@ class Run:
     def _claim(self, restart: bool) -> None:
         """Refuse to mix two configs in one directory; with restart, start the directory afresh."""
         if restart:
-            shutil.rmtree(self.run_dir / epochs_log.TENSORBOARD_DIR, ignore_errors=True)  # the discarded run's curves
-            for p in self.run_dir.iterdir():
-                if p.is_file() and (p.name in ("run.json", "cycles.jsonl", "DONE", epochs_log.FILE) or p.name.startswith(("ckpt-", ".ckpt-", "tune-"))):
-                    p.unlink()
+            self.dir.clear(epochs_log.TENSORBOARD_DIR, epochs_log.FILE)
             return
-        for stale in self.run_dir.glob(".*.tmp"):  # temp files of writes that a kill cut short
-            stale.unlink(missing_ok=True)
+        self.dir.remove_stale_temps()
         self._check_config()
 
     def _check_config(self) -> None:
         """Raise ConfigError when run.json records another config (reads only)."""
-        import json
-
-        path = self.run_dir / "run.json"
-        if not path.exists():
-            return
-        try:
-            stored = json.loads(path.read_text())["config"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path}: unreadable run.json; expected this run's record (pass --restart to start over)") from None
-        diff = config_diff(stored, self.cfg.to_dict())
+        diff = self.dir.config_diff(self.cfg.to_dict(), "pass --restart to start over")
         if diff:
             raise ConfigError(
                 f"{self.run_dir} holds a run with a different config (differs in {', '.join(diff)}); "
                 "expected the same config, or pass --restart to discard it"
             )
-
-    def _read_rows(self) -> list[dict]:
-        try:
-            rows = read_jsonl(self.rows_path)
-        except ValueError as e:
-            raise ConfigError(f"{e}; expected rows written by this run (pass --restart to start over)") from None
-        for i, r in enumerate(rows, 1):
-            if r.get("run_id") != self.spec.run_id or r.get("cycle") != i:
-                raise ConfigError(f"{self.rows_path}: row {i} is not cycle {i} of {self.spec.run_id}; pass --restart to start over")
-        return rows[: self.cfg.al.cycles]
-
-    def _write_run_json(self) -> None:
-        import json
-
-        path = self.run_dir / "run.json"
-        old = {}
-        if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except ValueError:
-                old = {}
-        job = slurm_job_id()
-        jobs = list(old.get("slurm_job_ids", []))
-        if job and job not in jobs:
-            jobs.append(job)
-        starts = list(old.get("starts", [])) + [datetime.now(timezone.utc).isoformat(timespec="seconds")]
-        record = {
-            "run_id": self.spec.run_id,
-            "fingerprint": self.fingerprint,
-            "config": self.cfg.to_dict(),
-            "axes": self.spec.axes,
-            "provenance": {
-                "git_commit": _git_commit(),
-                "python": platform.python_version(),
-                "packages": _versions(),
-                "host": socket.gethostname(),
-                "device": device_name(self.device),
-                "precision": self.precision,
-                "torch_threads": torch.get_num_threads(),
-            },
-            "slurm_job_ids": jobs,
-            "starts": starts,
-            "restarts": len(starts) - 1,
-        }
-        atomic_write_json(path, record, point="run_json")
 
 
 def run(spec: RunSpec, run_dir: Path, restart: bool = False, stop: StopFlag | None = None, log=None) -> str:
@@ -574,25 +489,3 @@ def run(spec: RunSpec, run_dir: Path, restart: bool = False, stop: StopFlag | No
 def comparable(row: dict) -> dict:
     """A row without the fields that differ between executions (timing, memory, energy, device)."""
     return {k: v for k, v in row.items() if k not in VOLATILE_FIELDS}
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "torchvision", "numpy", "scikit-learn", "submitit"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out

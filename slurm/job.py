@@ -34,6 +34,7 @@ from pathlib import Path
 import submitit
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
+from al_core.cli import setup_logging
 from al_core.config import RunSpec
 from slurm import held
 
@@ -74,6 +75,7 @@ class RunJob(submitit.helpers.Checkpointable):
         self.refused = False  # the last call exited because the node could not serve the run (78) or it was locked (75)
 
     def __call__(self) -> str:
+        setup_logging()  # the library's warnings reach the job's log
         usr_sig = JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr_sig)  # installed by submitit before it calls us
         requested: list[str] = []  # signals that arrive before the run's StopFlag exists

@@ -29,6 +29,7 @@ from pathlib import Path
 import submitit
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
+from al_core.cli import setup_logging
 from slurm.job import RunJob, allocated_cpus, log
 
 EXIT_INTERRUPTED, EX_CONFIG = 75, 78
@@ -80,6 +81,7 @@ class PackJob(submitit.helpers.Checkpointable):
                             "slurm.runs_per_task or use a partition with larger GPUs")
 
     def __call__(self) -> str:
+        setup_logging()  # the library's warnings reach the job's log
         usr_sig = JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr_sig)
         received: list[int] = []

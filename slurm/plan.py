@@ -5,13 +5,11 @@ scheduler's account (slurm.scheduler). Run directories are read, never written, 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from al_core.config import RunSpec, Sweep, config_diff
+from al_core.config import RunSpec, Sweep
 from al_core.errors import ConfigError
-from al_core.io import read_jsonl
+from al_core.rundir import RunDir
 from slurm.scheduler import JobState
 
 
@@ -91,18 +89,9 @@ class Progress:
 
 
 def progress(sweep: Sweep, spec: RunSpec) -> Progress:
-    run_dir = sweep.run_dir(spec.run_id)
-    try:
-        rows = read_jsonl(run_dir / "cycles.jsonl")
-    except ValueError:
-        rows = []  # being replaced right now, or damaged: the run itself will say
-    restarts = 0
-    try:
-        restarts = int(json.loads((run_dir / "run.json").read_text()).get("restarts", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass
-    acc = rows[-1].get("test_accuracy") if rows else None
-    return Progress((run_dir / "DONE").exists(), len(rows), spec.config.al.cycles, acc, restarts)
+    run_dir = RunDir(sweep.run_dir(spec.run_id))
+    cycles, acc, restarts = run_dir.progress()
+    return Progress(run_dir.done, cycles, spec.config.al.cycles, acc, restarts)
 
 
 def check_run_dirs(sweep: Sweep, specs: list[RunSpec] | None = None) -> None:
@@ -111,18 +100,11 @@ def check_run_dirs(sweep: Sweep, specs: list[RunSpec] | None = None) -> None:
     al_core would refuse on the node; here the user learns it at once, with the keys that differ.
     """
     for spec in specs if specs is not None else sweep.runs():
-        path = sweep.run_dir(spec.run_id) / "run.json"
-        if not path.exists():
-            continue
-        try:
-            stored = json.loads(path.read_text())["config"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path}: unreadable run.json; expected this run's record "
-                              f"(remove {path.parent} to start the run over)") from None
-        diff = config_diff(stored, spec.config.to_dict())
+        run_dir = RunDir(sweep.run_dir(spec.run_id))
+        diff = run_dir.config_diff(spec.config.to_dict(), f"remove {run_dir.path} to start the run over")
         if diff:
             raise ConfigError(
-                f"{path.parent} holds run {spec.run_id} with a different config (differs in {', '.join(diff[:5])}); "
+                f"{run_dir.path} holds run {spec.run_id} with a different config (differs in {', '.join(diff[:5])}); "
                 "expected the same config: change `name` for a new sweep, or remove that run directory"
             )
 
@@ -162,10 +144,3 @@ def make_plan(sweep: Sweep, records: dict[str, dict], states: dict[str, JobState
             decisions.append(Decision(spec, True, f"job {job_id} {word}: resubmit ({rec.get('submissions', 1)} so far)",
                                       job_id, word))
     return Plan(sweep, decisions)
-
-
-def run_log(record: dict | None, which: str = "err") -> Path | None:
-    if not record:
-        return None
-    path = record.get(f"log_{which}")
-    return Path(path) if path else None

@@ -203,18 +203,19 @@ def damage_garbage(p):
 
 
 @pytest.mark.parametrize("damage", [damage_truncate, damage_flip, damage_empty, damage_other_format, damage_garbage])
-def test_damaged_newest_checkpoint_falls_back(smoke_yaml, reference, tmp_path, capfd, damage):
+def test_damaged_newest_checkpoint_falls_back(smoke_yaml, reference, tmp_path, caplog, damage):
     spec, run_dir = interrupted_run(smoke_yaml, tmp_path)
     newest = checkpoint.list_checkpoints(run_dir)[0]
     damage(newest)
     run(spec, run_dir, log=lambda s: None)
-    err = capfd.readouterr().err
-    warnings = [line for line in err.splitlines() if line.startswith("warning: checkpoint")]
+    # One warning through logging (a command prints it to stderr: al_core.cli.setup_logging).
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "al_core.checkpoint" and r.getMessage().startswith("warning: checkpoint")]
     assert len(warnings) == 1 and newest.name in warnings[0]
     assert rows_of(run_dir) == reference
 
 
-def test_foreign_checkpoint_of_another_config_is_refused(smoke_yaml, reference, tmp_path, capfd):
+def test_foreign_checkpoint_of_another_config_is_refused(smoke_yaml, reference, tmp_path, caplog):
     spec, run_dir = interrupted_run(smoke_yaml, tmp_path / "a")
     _, other_dir = interrupted_run(smoke_yaml, tmp_path / "b")
     # A checkpoint of another config (another trial's fingerprint), planted as the newest.
@@ -224,7 +225,7 @@ def test_foreign_checkpoint_of_another_config_is_refused(smoke_yaml, reference, 
     planted = checkpoint.list_checkpoints(other_dir)[0]
     (run_dir / planted.name).write_bytes(planted.read_bytes())
     run(spec, run_dir, log=lambda s: None)
-    assert "belongs to another config" in capfd.readouterr().err
+    assert any("belongs to another config" in r.getMessage() for r in caplog.records)
     assert rows_of(run_dir) == reference
 
 

@@ -7,7 +7,7 @@ low-precision probabilities tie often, and "lowest index first" would bias every
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -76,7 +76,7 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, ties: np.random.Ge
         raise ValueError(f"cannot query {k} from {len(candidates)} candidates")
     bad = ~np.isfinite(scores)
     if bad.any():
-        print(f"warning: {int(bad.sum())} non-finite uncertainty scores ranked last", file=sys.stderr)
+        logging.getLogger(__name__).warning("warning: %d non-finite uncertainty scores ranked last", int(bad.sum()))
         scores = np.where(bad, -np.inf, scores)
     if ties is None or len(candidates) == 0:
         order = np.argsort(-scores, kind="stable")
