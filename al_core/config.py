@@ -230,16 +230,37 @@ class Sweep:
 
 
 # ----------------------------------------------------------------------------------------------
+# The example sweeps and cluster profiles travel with the package (al_core/jobs: in a clone, a
+# link to the repository's jobs/), so an installed `al-sweep` finds `demo.yaml` from any directory.
+PACKAGED_JOBS = (Path(__file__).parent / "jobs").resolve()
+
+
+def find_sweep(path: str | Path) -> Path:
+    """`path` itself when it exists; else, for a bare name such as `demo` or `jobs/demo.yaml`, the
+    example sweep of that name shipped with the package; else `path` (the caller reports it missing)."""
+    path = Path(path)
+    if path.exists():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    packaged = PACKAGED_JOBS / name
+    return packaged if packaged.is_file() and path.parent in (Path("."), Path("jobs")) else path
+
+
+def packaged_sweeps() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_JOBS.glob("*.yaml"))
+
+
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read a sweep file, apply `key=value` overrides, validate everything once.
 
     Raises ConfigError with a one-line message naming the key and the expected value.
     """
-    path = Path(path)
+    path = find_sweep(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"sweep file {str(path)!r} not found; expected a YAML file such as jobs/cifar10.yaml") from None
+        raise ConfigError(f"sweep file {str(path)!r} not found; expected a YAML file, or the name of an example "
+                          f"sweep: {', '.join(packaged_sweeps())}") from None
     except OSError as e:
         raise ConfigError(f"sweep file {str(path)!r} cannot be read ({e.strerror})") from None
     except UnicodeDecodeError as e:

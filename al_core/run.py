@@ -17,8 +17,10 @@ from al_core.rundir import RunLocked
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
 
 
-def configure_threads() -> int:
-    """Fix torch's CPU threads: AL_THREADS, else SLURM_CPUS_PER_TASK, else torch's default.
+def configure_threads(share: int | None = None) -> int:
+    """Fix torch's CPU threads, the one policy of every run (here, in a SLURM job, in a packed task):
+    `share` (a local or packed task's cores / runs), else AL_THREADS, else SLURM_CPUS_PER_TASK,
+    else SLURM_CPUS_ON_NODE, else torch's default. Returns the count in force.
 
     CPU results are bit-reproducible only at a fixed thread count, so a job pins it from its
     allocation rather than from whatever the node happens to have.
@@ -27,8 +29,9 @@ def configure_threads() -> int:
 
     import torch
 
-    for var in ("AL_THREADS", "SLURM_CPUS_PER_TASK"):
-        value = os.environ.get(var, "")
+    candidates = [str(share) if share else ""] + [os.environ.get(v, "") for v in
+                                                  ("AL_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")]
+    for value in candidates:
         if value.isdigit() and int(value) > 0:
             torch.set_num_threads(int(value))
             break

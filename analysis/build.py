@@ -1,4 +1,5 @@
-"""Assembling a sweep's report under <sweep_dir>/report/: the CSV tables of CONTRACT section 7,
+"""Assembling a sweep's report under <sweep_dir>/report/: the CSV tables listed in README
+(Results layout),
 results.json for the group's scripts, Markdown/LaTeX tables, figures, report.md and report.html.
 """
 from __future__ import annotations
@@ -165,7 +166,7 @@ def write_report(tables: Tables, command: Optional[str] = None, timings: Optiona
 
 # ---------------------------------------------------------------------------------------------
 def cycles_csv_frame(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """cycles.csv: the scalar fields of CONTRACT section 6 (and any extra scalar field) + label_efficiency."""
+    """cycles.csv: the scalar fields of a cycles.jsonl row (README, Results layout) (and any extra scalar field) + label_efficiency."""
     first = ["run_id", *keys, "trial", "cycle", "n_labeled", "n_pool", "test_accuracy", "test_macro_f1",
              *OPTIONAL_NUMBERS, "device", "label_efficiency"]
     rest = [c for c in cycles.columns if c not in first and c not in LIST_FIELDS and _is_scalar_column(cycles[c])]

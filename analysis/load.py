@@ -19,7 +19,7 @@ import pandas as pd
 
 BASE_KEYS = ["dataset", "model", "optimizer", "strategy"]
 
-# Fields a cycles.jsonl row must carry to be used (CONTRACT section 6), with their JSON types.
+# Fields a cycles.jsonl row must carry to be used (README, Results layout), with their JSON types.
 REQUIRED = {
     "run_id": str,
     "dataset": str,
@@ -166,7 +166,7 @@ def load_sweep_dir(
         others under runs/ are counted in `n_unexpected`. Without it every directory holding a
         run.json or cycles.jsonl is a run (completeness is then done vs in progress only).
     extra_axes : names of grid axes beyond model/optimizer/strategy/trial, in grid order; their
-        values are read back from the run_id (CONTRACT section 5). Unnamed extra parts of a
+        values are read back from the run_id (README, Results layout). Unnamed extra parts of a
         run_id become one `variant` column.
     cycles_expected, dataset : cycles per run and dataset name from the sweep (optional).
 

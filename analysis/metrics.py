@@ -1,4 +1,4 @@
-"""The metrics of shared/design/METRICS.md as pure functions of tidy DataFrames.
+"""The metrics of docs/METRICS.md as pure functions of tidy DataFrames.
 
 Every table is a vectorised groupby of the cycles table (one row per run x finished cycle).
 """
@@ -175,7 +175,7 @@ def vs_random_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     other = cycles.loc[cycles["strategy"] != RANDOM, [*cols, "strategy"]]
     pairs = other.merge(rnd, on=pair_on, suffixes=("", "_random"))
     pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
-    from analysis.headline import add_holm  # Holm over the rows of one dataset x strategy (CONTRACT section 7)
+    from analysis.headline import add_holm  # Holm over the rows of one dataset x strategy (README, Results layout)
 
     return add_holm(paired_stats(pairs, [*keys, "n_labeled"]), ["dataset", "strategy"])
 

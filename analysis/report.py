@@ -3,17 +3,12 @@
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one `error:` line and exit 2, as every command of the project
-        print(f"error: {message}; expected SWEEP.yaml [key=value ...] or --results DIR", file=sys.stderr)
-        raise SystemExit(2)
+from al_core.cli import Parser, setup_logging
 
 
 def _fail(message: str) -> int:
@@ -22,7 +17,8 @@ def _fail(message: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _Parser(prog="python -m analysis.report", description="Report of an active-learning sweep.")
+    setup_logging()
+    parser = Parser(prog="python -m analysis.report", description="Report of an active-learning sweep.")
     parser.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. jobs/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3")
     parser.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")

@@ -16,6 +16,8 @@ from typing import Callable
 
 import torch
 
+from al_core.telemetry import device_name
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Training FLOPs per image (forward + backward = 3 x forward) of the CIFAR ResNets at 32 x 32,
@@ -58,10 +60,6 @@ def peak_flops_of(name: str) -> float | None:
 def mfu(img_per_s: float, flops_per_image: float, peak: float | None) -> float | None:
     """Model-FLOPs utilisation: achieved model FLOP/s over the device's peak (None where unknown)."""
     return None if peak is None else img_per_s * flops_per_image / peak
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def cpu_model() -> str:

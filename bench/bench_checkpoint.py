@@ -1,6 +1,6 @@
 """Checkpoint cost: file size per model at width 64, save/verify time, and overhead against training.
 
-    python bench/bench_checkpoint.py [--reps 5] [--width 32] [--images 1000] [--json out.json]
+    python -m bench.bench_checkpoint [--reps 5] [--width 32] [--images 1000] [--json out.json]
 
 Sizes are of real checkpoints as the run loop writes them (model, loss-prediction module, SGD
 momentum state, labelled indices). The overhead is measured side by side in one process: the
@@ -20,13 +20,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from al_core import checkpoint  # noqa: E402
-from al_core.models import MODELS, LossNet  # noqa: E402
-from al_core.optim import make_optimizer  # noqa: E402
-from al_core.registry import optimizer_params  # noqa: E402
-from al_core.train import train_step  # noqa: E402
+from al_core import checkpoint
+from al_core.models import MODELS, LossNet
+from al_core.optim import make_optimizer
+from al_core.registry import optimizer_params
+from al_core.train import train_step
 
 
 def state_for(name: str, width: int, n_labelled: int = 10000) -> tuple[dict, torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:

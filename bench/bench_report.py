@@ -3,8 +3,8 @@
 Prints the median wall time of the whole command (imports included) and of each phase, and
 writes them as JSON. Generation is not timed; shards are reused when the sizes are unchanged.
 
-    python bench/bench_report.py --runs 120 --cycles 10
-    python bench/bench_report.py --runs 10000 --cycles 10 --repeat 1 --json bench/report_10k.json
+    python -m bench.bench_report --runs 120 --cycles 10
+    python -m bench.bench_report --runs 10000 --cycles 10 --repeat 1 --json bench/report_10k.json
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 MODELS = ("resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -31,7 +30,7 @@ STRATEGIES = ("learning_loss", "random")
 
 def generate(sweep_dir: Path, args: argparse.Namespace) -> float:
     """Write the shards unless the same sizes are already there; return the seconds it took."""
-    from analysis.synthetic import write_synthetic_sweep
+    from bench.synthetic_sweep import write_synthetic_sweep
 
     params = {k: getattr(args, k) for k in ("runs", "cycles", "initial_size", "query_size", "pool", "in_progress")}
     marker = sweep_dir / "bench_params.json"

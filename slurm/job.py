@@ -70,7 +70,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def __init__(self, spec: RunSpec, run_dir: str | os.PathLike, threads: int | None = None) -> None:
         self.spec = spec
         self.run_dir = str(Path(run_dir).resolve())
-        self.threads = threads  # torch threads; None: the cores SLURM allocated
+        self.threads = threads  # torch threads; None: AL_THREADS, else the cores SLURM allocated
         self.requeues = 0  # checkpoint() calls seen by this pickle (time limits and preemptions)
         self.refused = False  # the last call exited because the node could not serve the run (78) or it was locked (75)
 
@@ -96,14 +96,13 @@ class RunJob(submitit.helpers.Checkpointable):
             from al_core.errors import DataMissing, NodeError
             from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
             from al_core.preflight import EX_CONFIG
+            from al_core.run import configure_threads
             from al_core.rundir import RunLocked
 
             stop = StopFlag()
             if requested:  # a signal came during the imports
                 stop.request(requested[0])
-            threads = self.threads or allocated_cpus()
-            if threads:
-                torch.set_num_threads(threads)
+            configure_threads(self.threads)  # the share given, else AL_THREADS, else the SLURM allocation
             log(f"{self.spec.run_id}: job {_job_id()} on {socket.gethostname()}, run dir {self.run_dir}, "
                 f"{torch.get_num_threads()} torch threads")
             try:

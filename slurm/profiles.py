@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from al_core.config import yaml_load
+from al_core.config import PACKAGED_JOBS, yaml_load
 from al_core.errors import ConfigError
 from al_core.preflight import BUILD_ARCHS, EXPECT_GPU_VAR, serves
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES_DIR = ROOT / "jobs" / "profiles"
+PROFILES_DIR = PACKAGED_JOBS / "profiles"  # jobs/profiles in a clone; package data when installed
 
 KEYS = (
     "partition", "gpus", "cpus", "mem", "time", "account", "qos", "array_parallelism", "signal_delay_s",
@@ -85,7 +85,7 @@ class Resources:
     runs_per_task: int = 1
     gpu_mem_per_run: str | None = None
 
-    def executor_parameters(self, job_name: str, python_path: str = str(ROOT)) -> dict[str, Any]:
+    def executor_parameters(self, job_name: str, python_path: str | None = None) -> dict[str, Any]:
         """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
         extra: dict[str, Any] = {"requeue": True}  # node failures and `scontrol requeue` requeue the job
         if self.gpus:
@@ -97,8 +97,10 @@ class Resources:
             "signal_delay_s": self.signal_delay_s,
             "array_parallelism": self.array_parallelism,
             "additional_parameters": extra,
-            # The callable is `slurm.job.RunJob`: importable on the node from the repository.
-            "setup": [*self.setup, f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+            # The callable is `slurm.job.RunJob`: the job imports it from the clone the sweep was
+            # submitted from (none for an installed package: the job's interpreter has its own).
+            "setup": [*self.setup, *([f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+                                     if (python_path := python_path or source_tree()) else [])]
             # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
             + ([f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []),
         }
@@ -122,6 +124,13 @@ class Resources:
         if self.runs_per_task > 1:
             parts.append(f"{self.runs_per_task} runs per task")
         return ", ".join(parts)
+
+
+def source_tree() -> str | None:
+    """The clone the project is imported from (an editable install or PYTHONPATH), for jobs to import
+    the same code; None for a package installed into site-packages."""
+    root = Path(__file__).resolve().parents[1]
+    return None if root.name in ("site-packages", "dist-packages") else str(root)
 
 
 def known_profiles() -> list[str]:
@@ -350,7 +359,3 @@ def parse_time(value: Any, where: str = "time") -> int:
 def format_minutes(minutes: int) -> str:
     d, rest = divmod(minutes, 1440)
     return f"{d}-{rest // 60:02d}:{rest % 60:02d}:00" if d else f"{rest // 60:02d}:{rest % 60:02d}:00"
-
-
-def default_python() -> str:
-    return shlex.quote(sys.executable)

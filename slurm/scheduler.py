@@ -24,8 +24,6 @@ ACTIVE = frozenset({
 })
 # Everything else (COMPLETED without DONE, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY,
 # BOOT_FAIL, DEADLINE, PREEMPTED, UNKNOWN) leaves the run free to be submitted again.
-FAILED = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
-                    "PREEMPTED", "EXITED", "UNKNOWN"})
 
 _ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<ranges>[0-9,\-]+)(%\d+)?\]$")
 TIMEOUT_S = 60

@@ -29,7 +29,7 @@ from al_core.config import Sweep
 from al_core.errors import ConfigError
 from slurm import held, ledger, scheduler
 from slurm.plan import Decision, Plan, progress
-from slurm.profiles import ROOT, Resources
+from slurm.profiles import Resources, source_tree
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
 
@@ -316,7 +316,7 @@ def run_here(sweep: Sweep, resources: Resources, plan: Plan, cluster: str, poll_
     chains: dict[str, list[str]] = {}  # job id -> its runs in order (the first not DONE is the one running)
     failed: list[str] = []
     # The job processes import al_core and slurm from this repository, and share the cores.
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (source_tree(), os.environ.get("PYTHONPATH", "")) if p),
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     queue = [b for b in batches if b]
     while queue or running or others:

@@ -1,4 +1,4 @@
-"""The metrics of METRICS.md on hand-made tables, and loading of damaged and partial run directories.
+"""The metrics of docs/METRICS.md on hand-made tables, and loading of damaged and partial run directories.
 
 Expected values are computed here by other means: hand-written trapezoids, known t-quantiles,
 scipy's paired t-test.

@@ -1,4 +1,4 @@
-"""The report end to end on small synthetic sweeps: files of CONTRACT section 7, figures, the
+"""The report end to end on small synthetic sweeps: files of README's Results layout, figures, the
 self-contained HTML, compile-safe LaTeX, results.json, and the command line's error handling.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from analysis import build_report, compute_tables, load_sweep_dir, results_json,
 from analysis.figures import FIGURES
 from analysis.render import latex_escape
 from analysis.report import main
-from analysis.synthetic import write_synthetic_sweep
+from bench.synthetic_sweep import write_synthetic_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED_COLUMNS = {  # CONTRACT section 7
+REQUIRED_COLUMNS = {  # README, Results layout
     "cycles.csv": ["run_id", "dataset", "model", "optimizer", "strategy", "trial", "cycle", "n_labeled", "n_pool",
                    "test_accuracy", "test_macro_f1", "train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes",
                    "energy_j", "device", "label_efficiency"],

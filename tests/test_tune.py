@@ -315,7 +315,7 @@ def test_report_carries_recipe_tuning_and_the_module_effect(tmp_path):
     from scipy import stats
 
     from analysis import build_report
-    from analysis.synthetic import write_synthetic_sweep
+    from bench.synthetic_sweep import write_synthetic_sweep
 
     sweep_dir = tmp_path / "s"
     ids = write_synthetic_sweep(sweep_dir, models=("resnet18",), optimizers=("sgd", "adam"), trials=(0, 1, 2), cycles=3)

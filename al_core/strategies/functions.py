@@ -1,4 +1,4 @@
-"""The pure computations behind coreset, badge and bald (CONTRACT section 8).
+"""The pure computations behind coreset, badge and bald (README, Add your own strategy).
 
 numpy arrays or torch tensors in, numpy out. Tensors stay on their device (the run loop passes
 them on the training device); nothing here ever builds an N x N (or N x M) matrix larger than one

@@ -1,4 +1,4 @@
-"""Synthetic run directories in the layout of CONTRACT sections 5 and 6, for the tests and the
+"""Synthetic run directories in the layout of README's Results layout, for the tests and the
 report benchmark: plausible accuracy curves, no training. Not used by the report itself.
 """
 from __future__ import annotations
