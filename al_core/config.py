@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -207,7 +208,14 @@ class Sweep:
         return self.runs_dir / run_id
 
     def runs(self) -> list[RunSpec]:
-        """Every run of the grid, in grid order (model, optimizer, strategy, trial, extra axes)."""
+        """Every run of the grid, in grid order (model, optimizer, strategy, trial, extra axes).
+
+        Expanded (and each run's config validated) once per Sweep object, however often a command asks.
+        """
+        return list(self._specs)
+
+    @functools.cached_property
+    def _specs(self) -> tuple[RunSpec, ...]:
         axes = list(self.grid)
         specs = []
         for values in itertools.product(*(self.grid[a] for a in axes)):
@@ -218,13 +226,13 @@ class Sweep:
                 + [_id_part(v) for v in extra.values()]
             )
             specs.append(RunSpec(run_id, _run_config(self.raw, point), extra))
-        return specs
+        return tuple(specs)
 
     def run(self, run_id: str) -> RunSpec:
-        for spec in self.runs():
+        for spec in self._specs:
             if spec.run_id == run_id:
                 return spec
-        known = [s.run_id for s in self.runs()]
+        known = [s.run_id for s in self._specs]
         shown = ", ".join(known[:6]) + (f", ... ({len(known)} runs)" if len(known) > 6 else "")
         raise ConfigError(f"--run: no run {run_id!r} in this sweep; expected one of {shown}")
 

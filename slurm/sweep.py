@@ -24,7 +24,7 @@ import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
-from slurm import checks, held, ledger, profiles, scheduler, submit
+from slurm import checks, held, ledger, local, profiles, scheduler, submit
 from slurm.plan import check_run_dirs, make_plan
 
 EXIT_FAILED = 1
@@ -59,13 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         records = ledger.read(sweep.sweep_dir)
         states = _states(records, name)
         plan = make_plan(sweep, records, states, held_runs, args.retry_failed)
-        print(header)
-        print("\n".join(plan.lines()))
-        for line in trouble:
-            print(f"warning: {line}")
-        print(f"dry run: {plan.summary()}; nothing submitted")
-        if plan.held_note():
-            print(plan.held_note())
+        _print_plan(header, plan, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted")
         if cluster == "slurm":
             n = max(-(-len(plan.to_submit) // resources.runs_per_task), 1)  # array tasks of runs_per_task runs
             chunks = submit.array_chunks(n, scheduler.max_array_size()) if scheduler.have_slurm() else [range(n)]
@@ -77,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(submit.sbatch_script(sweep, resources, folder, n).rstrip())
             print("--- end of sbatch script ---")
         else:
-            parallel, threads = submit.local_parallelism(resources, len(plan.to_submit))
+            parallel, threads = local.local_parallelism(resources, len(plan.to_submit))
             print(f"{cluster}: no sbatch script; at most {parallel if cluster == 'local' else 1} runs at once, "
                   f"{threads} torch threads each")
         return 0
@@ -86,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         with ledger.locked(sweep.sweep_dir):
             records = ledger.read(sweep.sweep_dir)
             plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
-            print(header)
-            print("\n".join(plan.lines()))
-            print(plan.summary())
-            if plan.held_note():
-                print(plan.held_note(), flush=True)
+            _print_plan(header, plan)
             try:
                 submitted = submit.submit_slurm(sweep, resources, plan, records)
             except submit.SubmissionError as e:
@@ -122,15 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     with ledger.locked(sweep.sweep_dir):
         records = ledger.read(sweep.sweep_dir)
         plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
-    print(header)
-    print("\n".join(plan.lines()))
-    print(plan.summary(), flush=True)
-    if plan.held_note():
-        print(plan.held_note(), flush=True)
+    _print_plan(header, plan)
     if not args.wait:
         print(f"{cluster}: runs in the foreground (as with --wait); Ctrl-C stops them after a checkpoint", flush=True)
-    failed = submit.run_here(sweep, resources, plan, cluster)
+    failed = local.run_here(sweep, resources, plan, cluster)
     return _report(failed)
+
+
+def _print_plan(header: str, plan, warnings: list[str] = (), summary: str | None = None) -> None:
+    """The header, one line per run, any warnings, the summary and the note on held runs."""
+    lines = [header, *plan.lines(), *warnings, summary or plan.summary()]
+    if plan.held_note():
+        lines.append(plan.held_note())
+    print("\n".join(lines), flush=True)
 
 
 def _states(records: dict, name: str) -> dict:

@@ -4,7 +4,7 @@ import json
 import re
 
 from al_core.config import load_sweep
-from slurm.submit import Watch
+from slurm.watch import Watch
 
 
 def finish_cycle(sweep, run_id, cycle):
