@@ -92,7 +92,12 @@ def load(name: str, root: str | Path, device: torch.device, options=None) -> Dev
     pool_x, pool_y, test_x, test_y = arrays
     if not (len(pool_x) == len(pool_y) and len(test_x) == len(test_y) and len(test_x) > 0):
         raise DataError(f"dataset {name}: images and labels do not match in number; the files are damaged")
-    spec = finish_spec(spec, arrays, options)
+    return from_arrays(finish_spec(spec, arrays, options), arrays, device)
+
+
+def from_arrays(spec: DatasetSpec, arrays, device: torch.device) -> DeviceData:
+    """`DeviceData` of uint8 NCHW arrays (pool_x, pool_y, test_x, test_y), normalised by the pool's statistics."""
+    pool_x, pool_y, test_x, test_y = arrays
     # Normalisation statistics of the training pool, per channel, computed in float64 once.
     mean = pool_x.mean(axis=(0, 2, 3), dtype=np.float64)
     std = pool_x.astype(np.float32).std(axis=(0, 2, 3), dtype=np.float64)
@@ -106,9 +111,9 @@ def load(name: str, root: str | Path, device: torch.device, options=None) -> Dev
     return DeviceData(
         spec=spec,
         pool_x=px,
-        pool_y=torch.from_numpy(pool_y).to(device),
+        pool_y=torch.from_numpy(np.asarray(pool_y, dtype=np.int64)).to(device),
         test_x=torch.from_numpy(np.ascontiguousarray(test_x)).to(device),
-        test_y=torch.from_numpy(test_y).to(device),
+        test_y=torch.from_numpy(np.asarray(test_y, dtype=np.int64)).to(device),
         scale=scale.to(device),
         shift=shift.to(device),
         padded=padded,

@@ -89,6 +89,24 @@ def _legend(fig: Figure, styles: dict, title: str, extra_handles: list = ()) -> 
     fig.legend(handles=handles, title=title, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8, title_fontsize=8, frameon=False)
 
 
+def _dress_panels(axes: np.ndarray, row_values: list, col_values: list, xlabel: str, ylabel: str, zero_line: bool,
+                  budget: bool) -> None:
+    """Titles (row · column), grids, a zero line if asked, x labels on the bottom row, y labels on the left."""
+    for i, r in enumerate(row_values):
+        for j, c in enumerate(col_values):
+            ax = axes[i, j]
+            ax.set_title(" · ".join(v for v in (r, c) if v), fontsize=9)
+            ax.grid(True, linewidth=0.4, alpha=0.5)
+            ax.tick_params(labelsize=8)
+            if zero_line:
+                ax.axhline(0, color="grey", linewidth=0.8)
+            if i == len(row_values) - 1:
+                ax.set_xlabel(xlabel, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(ylabel, fontsize=9)
+            _x_axis(ax, budget=budget)
+
+
 def _curves(table: pd.DataFrame, path: Path, *, rows: list[str], cols: list[str], hue: str, x: str, y: str,
             band: str | None, title: str, xlabel: str, ylabel: str, scale: float = 100.0, zero_line: bool = False,
             bounds: tuple[float, float] | None = (0.0, 100.0)) -> Path:
@@ -114,19 +132,7 @@ def _curves(table: pd.DataFrame, path: Path, *, rows: list[str], cols: list[str]
             if bounds is not None:
                 lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
             ax.fill_between(xs, lo, hi, color=styles[h]["color"], alpha=0.18, linewidth=0)
-    for i, r in enumerate(row_values):
-        for j, c in enumerate(col_values):
-            ax = axes[i, j]
-            ax.set_title(" · ".join(s for s in (r, c) if s), fontsize=9)
-            ax.grid(True, linewidth=0.4, alpha=0.5)
-            ax.tick_params(labelsize=8)
-            if zero_line:
-                ax.axhline(0, color="grey", linewidth=0.8)
-            if i == len(row_values) - 1:
-                ax.set_xlabel(xlabel, fontsize=9)
-            if j == 0:
-                ax.set_ylabel(ylabel, fontsize=9)
-            _x_axis(ax, budget=x == "n_labeled")
+    _dress_panels(axes, row_values, col_values, xlabel, ylabel, zero_line, budget=x == "n_labeled")
     _legend(fig, styles, hue)
     return _save(fig, path)
 
@@ -187,18 +193,7 @@ def gain_over_random(vs_random: pd.DataFrame, keys: list[str], path: Path) -> Pa
         ax.plot(xs[significant], ys[significant], linestyle="none", marker=st["marker"], color=st["color"], markersize=6)
         ax.plot(xs[~significant], ys[~significant], linestyle="none", marker=st["marker"], markerfacecolor="white",
                 color=st["color"], markersize=5)
-    for i, r in enumerate(row_values):
-        for j, c in enumerate(col_values):
-            ax = axes[i, j]
-            ax.axhline(0, color="grey", linewidth=0.8)
-            ax.set_title(" · ".join(x for x in (r, c) if x), fontsize=9)
-            ax.grid(True, linewidth=0.4, alpha=0.5)
-            ax.tick_params(labelsize=8)
-            if i == len(row_values) - 1:
-                ax.set_xlabel("labelled samples", fontsize=9)
-            if j == 0:
-                ax.set_ylabel("gain (accuracy points)", fontsize=9)
-            _x_axis(ax, budget=True)
+    _dress_panels(axes, row_values, col_values, "labelled samples", "gain (accuracy points)", zero_line=True, budget=True)
     key = [Line2D([], [], marker="o", color="grey", linestyle="none", label="p < 0.05"),
            Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none", label="p ≥ 0.05")]
     _legend(fig, styles, "strategy", key)
@@ -276,6 +271,20 @@ COST_PANELS = [  # column of the groups table, axis label, factor from the store
 ]
 
 
+HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--"]
+
+
+def _grouped_bars(ax, table: pd.DataFrame, styles: dict, index: str, value: str, positions: list) -> None:
+    """One bar per strategy (the `styles` keys) at each of `positions` (values of column `index`);
+    random in grey, each strategy with its own hatch so the bars read in black and white too."""
+    width = 0.8 / len(styles)
+    for k, (strategy, st) in enumerate(styles.items()):
+        heights = table[table["strategy"] == strategy].set_index(index)[value].reindex(positions)
+        ax.bar(np.arange(len(positions)) + (k - (len(styles) - 1) / 2) * width, heights.to_numpy(float), width,
+               color=st["color"] if strategy != "random" else "0.35", hatch=HATCHES[k % len(HATCHES)],
+               edgecolor="white", linewidth=0.4, label=str(strategy))
+
+
 def compute_cost(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Train time, peak memory and energy per model x optimizer, a bar per strategy; only the
     measures that some run recorded (CPU runs have no memory or energy counter)."""
@@ -290,14 +299,8 @@ def compute_cost(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
     fig = Figure(figsize=(max(4.5, 0.55 * len(xs) * max(1, len(styles)) ** 0.5 + 1.5), 2.6 * len(panels) + 0.8), layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
     fig.suptitle(title, fontsize=11)
-    width = 0.8 / len(styles)
-    hatches = ["", "//", "..", "xx", "\\\\", "oo", "--"]
     for ax, (column, label, factor) in zip(axes, panels):
-        for k, (strategy, st) in enumerate(styles.items()):
-            sub = t[t["strategy"] == strategy].set_index("_x")[column].reindex(xs) * factor
-            ax.bar(np.arange(len(xs)) + (k - (len(styles) - 1) / 2) * width, sub.to_numpy(float), width,
-                   color=st["color"] if strategy != "random" else "0.35", hatch=hatches[k % len(hatches)],
-                   edgecolor="white", linewidth=0.4, label=str(strategy))
+        _grouped_bars(ax, t.assign(_v=t[column] * factor), styles, "_x", "_v", xs)
         ax.set_ylabel(label, fontsize=9)
         ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
         ax.tick_params(labelsize=8)
@@ -319,16 +322,10 @@ def queried_class_histogram(classes: pd.DataFrame, keys: list[str], path: Path) 
     fig = Figure(figsize=(max(5.0, 0.35 * n_classes * len(styles) + 1.5), 2.8 * len(row_values) + 0.9), layout="constrained")
     axes = fig.subplots(len(row_values), 1, squeeze=False)[:, 0]
     fig.suptitle(title, fontsize=11)
-    width = 0.8 / len(styles)
-    hatches = ["", "//", "..", "xx", "\\\\", "oo", "--"]
     for ax, r in zip(axes, row_values):
         sub = t[t["_row"] == r]
         classes_here = sorted(sub["class"].unique())
-        for k, (strategy, st) in enumerate(styles.items()):
-            share = sub[sub["strategy"] == strategy].set_index("class")["fraction"].reindex(classes_here) * 100
-            ax.bar(np.arange(len(classes_here)) + (k - (len(styles) - 1) / 2) * width, share.to_numpy(float), width,
-                   color=st["color"] if strategy != "random" else "0.35", hatch=hatches[k % len(hatches)],
-                   edgecolor="white", linewidth=0.4, label=str(strategy))
+        _grouped_bars(ax, sub.assign(_pct=sub["fraction"] * 100), styles, "class", "_pct", classes_here)
         ax.axhline(100 / len(classes_here), color="black", linestyle=":", linewidth=1, label="uniform")
         ax.set_xticks(np.arange(len(classes_here)), [str(c) for c in classes_here], fontsize=8)
         ax.set_xlabel("class", fontsize=9)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from al_core.data import DatasetSpec
-from al_core.device_data import DeviceData
+from al_core.device_data import DeviceData, from_arrays
 from al_core.models import MODELS, LossNet
 from al_core.optim import OPTIMIZERS, make_optimizer
 from al_core.run import configure_threads
@@ -122,18 +122,7 @@ def device_data(images_hwc: np.ndarray, labels: np.ndarray, device: torch.device
     x = np.ascontiguousarray(images_hwc.transpose(0, 3, 1, 2))  # NCHW, the layout of the CIFAR files
     n = len(x)
     spec = DatasetSpec("random-cifar", N_CLASSES, CHANNELS, SIZE, n, n, pad=pad, flip=True, load=lambda root: None)
-    mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
-    std = x.astype(np.float32).std(axis=(0, 2, 3), dtype=np.float64)
-    std = np.where(std > 0, std, 1.0)
-    shape = (1, CHANNELS, 1, 1)
-    px = torch.from_numpy(x).to(device)
-    y = torch.from_numpy(labels.astype(np.int64)).to(device)
-    return DeviceData(
-        spec=spec, pool_x=px, pool_y=y, test_x=px, test_y=y,
-        scale=torch.tensor(1.0 / std, dtype=torch.float32).reshape(shape).to(device),
-        shift=torch.tensor(mean / std, dtype=torch.float32).reshape(shape).to(device),
-        padded=F.pad(px, (pad,) * 4),
-    )
+    return from_arrays(spec, (x, labels, x, labels), device)
 
 
 @contextlib.contextmanager
