@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
 from al_core import checkpoint, epochs_log, preflight, seeding
-from al_core.config import RunConfig, RunSpec, config_diff
+from al_core.config import RunConfig, RunSpec
 from al_core.device_data import DeviceData, load as load_data
 from al_core.errors import ConfigError, DataError
 from al_core.io import atomic_write_bytes, atomic_write_jsonl

@@ -243,7 +243,7 @@ def headline_section(tables: Tables, report_dir: Path) -> list[tuple]:
 def report_blocks(tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str,
                   top: Optional[list[tuple]] = None) -> list[tuple]:
     """The report as a list of blocks (see render): headline, completeness, findings, tables, figures, config."""
-    keys, counts = tables.keys, tables.status_counts()
+    keys = tables.keys
     blocks: list[tuple] = [("h1", f"Active-learning report: {tables.data.sweep_dir.name}"),
                            ("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {tables.data.sweep_dir}.")]
     blocks += [("p", findings.completeness_line(tables) + "."), *(top or [])]

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from al_core.data import DatasetSpec
 from al_core.device_data import DeviceData, from_arrays
@@ -206,8 +205,6 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
         mem.reset()
         result["score"] = repeat(score_pass, args.reps, args.warmup, dev)
         result["score"]["peak_mem_bytes"] = mem.read()
-    del model, lossnet, opt
-    _free(dev)
     return result
 
 
@@ -227,8 +224,6 @@ def reference_train(name: str, args, train_set: ref.InMemoryCIFAR, score_set: re
         mem.reset()
         result["score"] = repeat(lambda: ref.score(model, lossnet, sloader, dev)[0].shape[0], args.reps, args.warmup, dev)
         result["score"]["peak_mem_bytes"] = mem.read()
-    del model, lossnet, opts
-    _free(dev)
     return result
 
 
@@ -280,7 +275,9 @@ def run_bench(args) -> dict:
         flops = train_flops_per_image(name, args.width, SIZE)
         entry = {"train_flops_per_image": flops, "score_flops_per_image": flops / 3}
         entry["project"] = project_train(name, args, data, mem)
+        _free(dev)  # the path's model and optimizer went with its function's scope
         entry["reference"] = reference_train(name, args, train_set, score_set, mem)
+        _free(dev)
         for path in ("project", "reference"):
             for phase, f in (("train", flops), ("score", flops / 3)):
                 r = entry[path][phase]

@@ -110,7 +110,7 @@ def test_cpu_fast_path_equals_the_generic_gather():
     idx = torch.randint(0, data.n_pool, (64,), generator=g)
     shifts = torch.randint(0, 2 * data.spec.pad + 1, (64, 2), generator=g)
     flips = torch.rand(64, generator=g) < 0.5
-    s, ar = data.spec.size, torch.arange(data.spec.size)
+    ar = torch.arange(data.spec.size)
     rows = (shifts[:, 0:1] + ar)[:, None, :, None]
     cols = (shifts[:, 1:2] + ar)[:, None, None, :]
     chan = torch.arange(data.spec.channels)[None, :, None, None]

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from al_core.registry import STRATEGIES
+from al_core.registry import STRATEGIES  # noqa: F401  (re-exported: strategies register here)
 
 
 @dataclass

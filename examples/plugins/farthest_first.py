@@ -4,7 +4,6 @@ embedding of the labelled set (a crude diversity heuristic; ~20 lines is all a s
     plugins: [examples/plugins/farthest_first.py]     # in the sweep file
     grid: {strategy: [farthest_first], ...}
 """
-import numpy as np
 
 from al_core.strategies import STRATEGIES, Strategy, top_k
 
