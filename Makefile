@@ -15,10 +15,10 @@ TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
 TORCH_BUILD ?= $(shell sed -n 's/^torch_build: *\([a-z0-9]*\).*/\1/p' jobs/profiles/$(PROFILE).yaml 2>/dev/null)
 
-.PHONY: setup test demo data sweep status report bench env gpu-check help
+.PHONY: setup test lint demo data sweep status report bench env gpu-check help
 
 help:
-	@echo "make setup | test | demo | data | sweep | status | report | bench | env | gpu-check"
+	@echo "make setup | test | lint | demo | data | sweep | status | report | bench | env | gpu-check"
 	@echo "  SWEEP=$(SWEEP) CLUSTER=$(CLUSTER) ARGS='key=value ...' DRY=1 PYTHON=/path/to/python"
 
 # The stamp makes setup idempotent and cheap; it is skipped when PYTHON already has the project.
@@ -35,6 +35,11 @@ setup:
 
 test: setup
 	$(PYTHON) -m pytest -q --durations=10
+
+# ruff (pinned in the test extra): pyflakes + pycodestyle, and the formatter's check. CI runs it.
+lint: setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 demo: setup
 	$(PYTHON) -m slurm.sweep jobs/demo.yaml --cluster local --wait $(ARGS)

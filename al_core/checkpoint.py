@@ -5,6 +5,7 @@ followed by the torch.save payload, so a truncated, corrupt or foreign file is r
 before anything is unpickled. `pack` / `unpack` turn a cycle in training into that payload and
 back; `resume_point` decides where a run restarts from its rows and its newest good checkpoint.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -102,10 +103,17 @@ def pack(run_id: str, cur, timing: dict) -> dict:
 def unpack(state: dict) -> Saved:
     loss_sum, correct, seen = state["accum"]
     return Saved(
-        labelled=state["labelled"].numpy(), queried=state["queried"].tolist(), model=state["model"],
-        lossnet=state["lossnet"], optimizer=state["optimizer"], stats=EpochStats(loss_sum, correct, int(seen)),
-        last_epoch=tuple(state["last_epoch"]), epochs=list(state.get("epochs", [])), timing=dict(state["timing"]),
-        tuned=state.get("tuned"), tune_record=state.get("tune_record"),
+        labelled=state["labelled"].numpy(),
+        queried=state["queried"].tolist(),
+        model=state["model"],
+        lossnet=state["lossnet"],
+        optimizer=state["optimizer"],
+        stats=EpochStats(loss_sum, correct, int(seen)),
+        last_epoch=tuple(state["last_epoch"]),
+        epochs=list(state.get("epochs", [])),
+        timing=dict(state["timing"]),
+        tuned=state.get("tuned"),
+        tune_record=state.get("tune_record"),
     )
 
 
@@ -220,6 +228,7 @@ def latest_good(run_dir: Path, fingerprint: str) -> tuple[Position, dict] | None
                 path.replace(bad)
             except OSError:
                 bad = path
-            log.warning("warning: checkpoint %s is unusable: %s; moved to %s, falling back to an older one",
-                        path.name, e, bad.name)
+            log.warning(
+                "warning: checkpoint %s is unusable: %s; moved to %s, falling back to an older one", path.name, e, bad.name
+            )
     return None

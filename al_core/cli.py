@@ -2,6 +2,7 @@
 
 No traceback reaches the user for a mistake in a sweep file, a key or a value.
 """
+
 from __future__ import annotations
 
 import argparse

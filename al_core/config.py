@@ -3,6 +3,7 @@
 Validated once, with errors that name the key; a run's resolved config (`RunConfig`) is its
 identity, stored in run.json and in every checkpoint, and compared on resume.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,6 +23,7 @@ import yaml
 
 from al_core import registry
 from al_core.errors import ConfigError  # noqa: F401  (re-exported: `from al_core.config import ConfigError`)
+
 
 # ----------------------------------------------------------------------------------------------
 # YAML: PyYAML follows YAML 1.1, where `1e-3` is a string. Researchers write 1e-3; accept it.
@@ -172,9 +174,15 @@ class RunSpec:
 # Keys added after studies had started, left out of a run's recorded config while at their
 # default, so that runs recorded before them keep their fingerprint and resume.
 ADDED_AT_DEFAULT = (
-    ("train", "score_precision", "fp32"), ("train", "tf32", False), ("train", "tensorboard", False),
-    ("dataset", "path", None), ("dataset", "size", 32), ("dataset", "test_fraction", None),
-    ("dataset", "pad", None), ("dataset", "flip", None), ("train", "cuda_graphs", False),
+    ("train", "score_precision", "fp32"),
+    ("train", "tf32", False),
+    ("train", "tensorboard", False),
+    ("dataset", "path", None),
+    ("dataset", "size", 32),
+    ("dataset", "test_fraction", None),
+    ("dataset", "pad", None),
+    ("dataset", "flip", None),
+    ("train", "cuda_graphs", False),
 )
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
@@ -267,15 +275,21 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"sweep file {str(path)!r} not found; expected a YAML file, or the name of an example "
-                          f"sweep: {', '.join(packaged_sweeps())}") from None
+        raise ConfigError(
+            f"sweep file {str(path)!r} not found; expected a YAML file, or the name of an example "
+            f"sweep: {', '.join(packaged_sweeps())}"
+        ) from None
     except OSError as e:
         raise ConfigError(f"sweep file {str(path)!r} cannot be read ({e.strerror})") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"sweep file {str(path)!r} is not text (undecodable byte at offset {e.start}); "
-                          "expected a UTF-8 YAML file such as jobs/cifar10.yaml") from None
+        raise ConfigError(
+            f"sweep file {str(path)!r} is not text (undecodable byte at offset {e.start}); "
+            "expected a UTF-8 YAML file such as jobs/cifar10.yaml"
+        ) from None
     if "\x00" in text:
-        raise ConfigError(f"sweep file {str(path)!r} is not text (it holds NUL bytes); expected a YAML file such as jobs/cifar10.yaml")
+        raise ConfigError(
+            f"sweep file {str(path)!r} is not text (it holds NUL bytes); expected a YAML file such as jobs/cifar10.yaml"
+        )
     try:
         raw = yaml_load(text)
     except yaml.YAMLError as e:
@@ -427,8 +441,12 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"train.checkpoint_min_s: expected seconds >= 0, got {t.checkpoint_min_s}")
     if t.checkpoint_every < 0:
         raise ConfigError(f"train.checkpoint_every: expected an integer >= 0 (0: only at cycle ends), got {t.checkpoint_every}")
-    choices = {"schedule": ("multistep", "cosine", "constant"), "precision": ("auto", "fp32", "bf16"),
-               "score_precision": ("fp32", "train"), "device": ("auto", "cpu", "cuda")}
+    choices = {
+        "schedule": ("multistep", "cosine", "constant"),
+        "precision": ("auto", "fp32", "bf16"),
+        "score_precision": ("fp32", "train"),
+        "device": ("auto", "cpu", "cuda"),
+    }
     for key, allowed in choices.items():
         if getattr(t, key) not in allowed:
             raise ConfigError(f"train.{key}: expected one of {', '.join(allowed)}, got {getattr(t, key)!r}")
@@ -445,8 +463,10 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
     if not 0 <= t.dropout < 1:
         raise ConfigError(f"train.dropout: expected a probability in [0, 1), got {t.dropout}")
     if t.cuda_graphs and (t.compile or t.dropout):
-        raise ConfigError("train.cuda_graphs: expected train.compile false and train.dropout 0 with it "
-                          f"(got compile {t.compile}, dropout {t.dropout}); graphs replay one fixed step")
+        raise ConfigError(
+            "train.cuda_graphs: expected train.compile false and train.dropout 0 with it "
+            f"(got compile {t.compile}, dropout {t.dropout}); graphs replay one fixed step"
+        )
     if ll.train_module not in ("auto", "always"):
         raise ConfigError(f"ll.train_module: expected auto or always, got {ll.train_module!r}")
 

@@ -4,6 +4,7 @@ Every dataset becomes uint8 NCHW arrays (pool and test); al_core.device_data mov
 training device, where a batch is gathered, cropped, flipped and normalised: no DataLoader and no
 PIL in the hot path. `from al_core.data import DeviceData, load` still works (imported lazily).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -33,8 +34,6 @@ class DatasetSpec:
     load: Callable[[Path], Arrays]
     load_cfg: Callable[..., Arrays] | None = None  # file datasets: reads the whole DatasetConfig
     pool_size_of: Callable[..., int | None] | None = None  # pool size from the files' headers (None: unknown yet)
-
-
 
 
 def _register(spec: DatasetSpec) -> DatasetSpec:

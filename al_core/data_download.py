@@ -3,6 +3,7 @@
 
 For a node with internet (a login node); compute nodes read the files it leaves there.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         path = download(name, root) if name in CIFAR_DIRS else download_real(name, root)
     except Exception as e:  # urllib's URLError, socket errors, checksum failures
         reason = " ".join(str(getattr(e, "reason", None) or e).split())  # one line (torchvision's spans several)
-        fail(f"cannot download {name} into {root} ({reason}); expected a node with internet access, "
-             "e.g. the cluster's login node", EXIT_IO)
+        fail(
+            f"cannot download {name} into {root} ({reason}); expected a node with internet access, e.g. the cluster's login node",
+            EXIT_IO,
+        )
     print(f"{name}: ready in {path}")
     return 0
 

@@ -7,6 +7,7 @@ applies the sweep's `dataset.pad` / `dataset.flip`. Damaged or inconsistent file
 with one line naming the file and what was expected; nothing is written before the data is good
 (the imagefolder cache is written only after every image decoded).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,21 +58,27 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         else:
             raw = path.read_bytes()
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"{path}: not a complete gzip file ({type(e).__name__}: {e}); expected a gzipped idx file, "
-                        "delete it and run `make data` again") from None
+        raise DataError(
+            f"{path}: not a complete gzip file ({type(e).__name__}: {e}); expected a gzipped idx file, "
+            "delete it and run `make data` again"
+        ) from None
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: {len(raw)} bytes, expected an idx header of {header} bytes; the file is truncated")
     magic = int.from_bytes(raw[:4], "big")
     expected = 0x0800 | ndim  # 0x08: unsigned byte, then the number of dimensions
     if magic != expected:
-        raise DataError(f"{path}: idx magic number {magic:#010x}, expected {expected:#010x} "
-                        f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''}); not the file its name says")
+        raise DataError(
+            f"{path}: idx magic number {magic:#010x}, expected {expected:#010x} "
+            f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''}); not the file its name says"
+        )
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     n = math.prod(dims)
     if len(raw) - header != n:
-        raise DataError(f"{path}: {len(raw) - header} bytes of data, expected {n} for shape {' x '.join(map(str, dims))}; "
-                        "the file is truncated or damaged, delete it and run `make data` again")
+        raise DataError(
+            f"{path}: {len(raw) - header} bytes of data, expected {n} for shape {' x '.join(map(str, dims))}; "
+            "the file is truncated or damaged, delete it and run `make data` again"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -105,8 +112,10 @@ def _svhn_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
     except Exception as e:  # truncated or foreign file: scipy raises ValueError, MatReadError, zlib.error...
-        raise DataError(f"{path}: not a readable MATLAB file ({type(e).__name__}); expected SVHN's {path.name}, "
-                        "delete it and run `make data` again") from None
+        raise DataError(
+            f"{path}: not a readable MATLAB file ({type(e).__name__}); expected SVHN's {path.name}, "
+            "delete it and run `make data` again"
+        ) from None
     if "X" not in mat or "y" not in mat:
         raise DataError(f"{path}: expected variables X (32 x 32 x 3 x N images) and y (N labels)")
     x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
@@ -145,8 +154,10 @@ def stratified_split(y: np.ndarray, fraction: float, where: str) -> tuple[np.nda
     try:
         pool, test = train_test_split(np.arange(n), test_size=n_test_of(n, fraction), stratify=y, random_state=split_seed())
     except ValueError as e:
-        raise DataError(f"{where}: cannot split {n} images stratified with dataset.test_fraction={fraction} ({e}); "
-                        "expected at least 2 images per class and a test set with room for every class") from None
+        raise DataError(
+            f"{where}: cannot split {n} images stratified with dataset.test_fraction={fraction} ({e}); "
+            "expected at least 2 images per class and a test set with room for every class"
+        ) from None
     return np.sort(pool), np.sort(test)
 
 
@@ -157,10 +168,14 @@ def _check_labels(y_pool: np.ndarray, y_test: np.ndarray, where: str, test_where
     present = np.unique(y_pool)
     if len(present) != k:
         missing = sorted(set(range(k)) - set(present.tolist()))
-        raise DataError(f"{where}: labels run to {k - 1} but class {missing[0]} has no image; expected labels 0..K-1 with every class present")
+        raise DataError(
+            f"{where}: labels run to {k - 1} but class {missing[0]} has no image; expected labels 0..K-1 with every class present"
+        )
     bad = y_test[(y_test < 0) | (y_test >= k)]
     if len(bad):
-        raise DataError(f"{test_where}: class {int(bad[0])} is in the test set but not in the training pool; expected labels 0..{k - 1}")
+        raise DataError(
+            f"{test_where}: class {int(bad[0])} is in the test set but not in the training pool; expected labels 0..{k - 1}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,8 +226,10 @@ def load_npz(cfg: DatasetConfig) -> Arrays:
             wanted = NPZ_SPLIT if set(NPZ_SPLIT) <= keys or not {"x", "y"} <= keys else ("x", "y")
             missing = [k for k in wanted if k not in keys]
             if missing:
-                raise DataError(f"{path}: key {missing[0]} is missing; expected x_pool, y_pool, x_test, y_test (or x, y "
-                                f"with dataset.test_fraction), found {', '.join(sorted(keys)) or 'no arrays'}")
+                raise DataError(
+                    f"{path}: key {missing[0]} is missing; expected x_pool, y_pool, x_test, y_test (or x, y "
+                    f"with dataset.test_fraction), found {', '.join(sorted(keys)) or 'no arrays'}"
+                )
             arrays = {k: z[k] for k in wanted}
     except DataError:
         raise
@@ -277,8 +294,10 @@ def _image_extensions() -> set[str]:
 def _trees(cfg: DatasetConfig) -> tuple[Path, Path | None]:
     root = Path(cfg.root)
     if not root.is_dir():
-        raise DataMissing(f"dataset.root: {root} is not a directory; expected root/train/<class>/* and root/test/<class>/* "
-                        "(or root/<class>/* with dataset.test_fraction)")
+        raise DataMissing(
+            f"dataset.root: {root} is not a directory; expected root/train/<class>/* and root/test/<class>/* "
+            "(or root/<class>/* with dataset.test_fraction)"
+        )
     train = root / "train" if (root / "train").is_dir() else root
     test = root / "test" if (root / "test").is_dir() else None
     if test is not None and cfg.test_fraction is not None:
@@ -310,7 +329,9 @@ def _classes(cfg: DatasetConfig) -> tuple[list[str], list[Path], np.ndarray, lis
     te = _listing(test, exts) if test is not None else {}
     for c in te:
         if c not in tr:
-            raise DataError(f"{test / c}: class {c!r} is in the test folder but not in {train}; expected test classes among {', '.join(names)}")
+            raise DataError(
+                f"{test / c}: class {c!r} is in the test folder but not in {train}; expected test classes among {', '.join(names)}"
+            )
     pool_files = [f for c in names for f in tr[c]]
     pool_y = np.array([i for i, c in enumerate(names) for _ in tr[c]], dtype=np.int64)
     test_files = [f for c in te for f in te[c]]
@@ -348,8 +369,10 @@ def _decode(files: list[Path], size: int) -> np.ndarray:
                 mode = im.mode
                 im = im.convert("L" if mode in GRAY_MODES else "RGB").resize((size, size), Image.BILINEAR)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise DataError(f"{f}: cannot decode the image ({type(e).__name__}); expected an image file PIL reads "
-                            "(PNG, JPEG, TIFF, ...); delete or replace it") from None
+            raise DataError(
+                f"{f}: cannot decode the image ({type(e).__name__}); expected an image file PIL reads "
+                "(PNG, JPEG, TIFF, ...); delete or replace it"
+            ) from None
         images.append(np.asarray(im, dtype=np.uint8))
         gray.append(mode in GRAY_MODES)
     if all(gray):
@@ -386,7 +409,7 @@ def load_imagefolder(cfg: DatasetConfig) -> Arrays:
                     old.unlink(missing_ok=True)
         except OSError:
             pass  # a read-only data folder: decode every time rather than fail
-    px, tx = x[: len(pool_files)], x[len(pool_files):]
+    px, tx = x[: len(pool_files)], x[len(pool_files) :]
     if cfg.test_fraction is not None:
         pool, test = stratified_split(pool_y, cfg.test_fraction, str(root))
         return px[pool], pool_y[pool], px[test], pool_y[test]
@@ -450,12 +473,50 @@ def _fixed(loader):
 
 
 # npz / imagefolder: pad -1 means size // 8 of the images as loaded; n_classes 0 means from the labels.
-_register(DatasetSpec("fashion_mnist", 10, 1, 28, 60000, 10000, pad=2, flip=True,
-                      load=_fixed(lambda c: load_idx("fashion_mnist", c)), load_cfg=lambda c: load_idx("fashion_mnist", c)))
-_register(DatasetSpec("mnist", 10, 1, 28, 60000, 10000, pad=2, flip=False,
-                      load=_fixed(lambda c: load_idx("mnist", c)), load_cfg=lambda c: load_idx("mnist", c)))
+_register(
+    DatasetSpec(
+        "fashion_mnist",
+        10,
+        1,
+        28,
+        60000,
+        10000,
+        pad=2,
+        flip=True,
+        load=_fixed(lambda c: load_idx("fashion_mnist", c)),
+        load_cfg=lambda c: load_idx("fashion_mnist", c),
+    )
+)
+_register(
+    DatasetSpec(
+        "mnist",
+        10,
+        1,
+        28,
+        60000,
+        10000,
+        pad=2,
+        flip=False,
+        load=_fixed(lambda c: load_idx("mnist", c)),
+        load_cfg=lambda c: load_idx("mnist", c),
+    )
+)
 _register(DatasetSpec("svhn", 10, 3, 32, 73257, 26032, pad=2, flip=False, load=_fixed(load_svhn), load_cfg=load_svhn))
-_register(DatasetSpec("npz", 0, 0, 0, 0, 0, pad=-1, flip=False, load=_fixed(load_npz), load_cfg=load_npz,
-                      pool_size_of=npz_pool_size))
-_register(DatasetSpec("imagefolder", 0, 0, 0, 0, 0, pad=-1, flip=False, load=_fixed(load_imagefolder),
-                      load_cfg=load_imagefolder, pool_size_of=imagefolder_pool_size))
+_register(
+    DatasetSpec("npz", 0, 0, 0, 0, 0, pad=-1, flip=False, load=_fixed(load_npz), load_cfg=load_npz, pool_size_of=npz_pool_size)
+)
+_register(
+    DatasetSpec(
+        "imagefolder",
+        0,
+        0,
+        0,
+        0,
+        0,
+        pad=-1,
+        flip=False,
+        load=_fixed(load_imagefolder),
+        load_cfg=load_imagefolder,
+        pool_size_of=imagefolder_pool_size,
+    )
+)

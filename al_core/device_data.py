@@ -4,6 +4,7 @@ on-device augmentation (`DeviceData`), built by `load` from a registered dataset
 Apart from al_core.data (the torch-free file readers and the dataset registry) so that a sweep
 validates without importing torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

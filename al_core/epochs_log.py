@@ -6,6 +6,7 @@ cycles.jsonl: it keeps the epochs of the cycles cycles.jsonl already holds and a
 A kill between the two writes leaves epochs of an unfinished cycle, which the cycle's rerun
 replaces; so after a resume the file is the same as after an uninterrupted run (on CPU).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,13 @@ TENSORBOARD_DIR = "tensorboard"
 def epoch_row(cycle: int, epoch: int, loss_acc: tuple, opt) -> dict:
     """The row of epoch `epoch` (1-based) of `cycle`: mean training loss and accuracy over the
     epoch, and the learning rate it trained at (before the scheduler steps)."""
-    return {"cycle": int(cycle), "epoch": int(epoch), "train_loss": float(loss_acc[0]),
-            "train_accuracy": float(loss_acc[1]), "lr": float(opt.param_groups[0]["lr"])}
+    return {
+        "cycle": int(cycle),
+        "epoch": int(epoch),
+        "train_loss": float(loss_acc[0]),
+        "train_accuracy": float(loss_acc[1]),
+        "lr": float(opt.param_groups[0]["lr"]),
+    }
 
 
 def read(run_dir: str | Path) -> list[dict]:

@@ -4,6 +4,7 @@ Each message is the whole `error:` line a user sees: what was wrong, and what wa
 The command-line layer (`al_core.cli`) maps them to exit codes: 2 for a bad sweep or input, 78
 for a node that cannot serve a job.
 """
+
 from __future__ import annotations
 
 

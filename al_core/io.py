@@ -3,6 +3,7 @@
 Every file that another process reads is written to a temporary file in the same directory,
 fsynced, and renamed over the target; the directory is fsynced so the rename survives a crash.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ The rows in cycles.jsonl are the truth about what was labelled; checkpoints only
 A run resumes from the newest good checkpoint, or re-derives the model it needs by training again
 (deterministically) when none is usable, so an interruption never changes the result.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,16 @@ from al_core.train import GraphedStep, autocast, epoch_plan, predict, score_pool
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: "interrupted, a checkpoint is on disk: run me again to resume"
 
 # Row fields that legitimately differ between two executions of the same run.
-VOLATILE_FIELDS = ("train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j", "device", "train_img_per_s",
-                   "tune_time_s")
+VOLATILE_FIELDS = (
+    "train_time_s",
+    "select_time_s",
+    "eval_time_s",
+    "peak_mem_bytes",
+    "energy_j",
+    "device",
+    "train_img_per_s",
+    "tune_time_s",
+)
 
 
 class Interrupted(Exception):
@@ -133,8 +142,10 @@ class Run:
             self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
             budget = al.initial_size + (al.cycles - 1) * al.query_size
             if budget > self.data.n_pool:
-                raise DataError(f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
-                                f"is smaller than the labelling budget {budget}")
+                raise DataError(
+                    f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
+                    f"is smaller than the labelling budget {budget}"
+                )
         if not restart and self.dir.done:
             self._check_config()  # a finished run started again: compare, write nothing, take no lock
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
@@ -148,9 +159,13 @@ class Run:
         self.rows = self.dir.read_rows(self.spec.run_id, self.cfg.al.cycles)
         if self.data is None:  # DONE was there before the lock and is gone now (another process restarted the run)
             self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
-        self.dir.write_run_json(self.spec.run_id, self.fingerprint, self.cfg.to_dict(), self.spec.axes,
-                                {"device": device_name(self.device), "precision": self.precision,
-                                 "torch_threads": torch.get_num_threads()})
+        self.dir.write_run_json(
+            self.spec.run_id,
+            self.fingerprint,
+            self.cfg.to_dict(),
+            self.spec.axes,
+            {"device": device_name(self.device), "precision": self.precision, "torch_threads": torch.get_num_threads()},
+        )
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
             f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.precision}), "
@@ -170,8 +185,9 @@ class Run:
     def _loop(self) -> None:
         al = self.cfg.al
         restored = checkpoint.latest_good(self.run_dir, self.fingerprint)
-        where = checkpoint.resume_point(len(self.rows), al.cycles, self.cfg.train.reset,
-                                        restored[0].cycle if restored is not None else None)
+        where = checkpoint.resume_point(
+            len(self.rows), al.cycles, self.cfg.train.reset, restored[0].cycle if restored is not None else None
+        )
         if where.ignored:
             self.log(f"warning: {where.ignored}")
         prev: Cycle | None = None
@@ -242,16 +258,28 @@ class Run:
         bs = self.cfg.train.eval_batch_size
         ctx = SelectionContext(
             candidates=unlabelled,
-            score=lambda idx: score_pool(prev.model, prev.lossnet, self.data, idx, bs, self.score_amp,
-                                         lambda: self._check_stop(f"cycle {c} selection")),
+            score=lambda idx: score_pool(
+                prev.model, prev.lossnet, self.data, idx, bs, self.score_amp, lambda: self._check_stop(f"cycle {c} selection")
+            ),
             rng=seeding.rng(trial, c, 0, "query"),
             ties=seeding.rng(trial, c, 0, "ties"),
             labelled=prev.labelled,
         )
         if self.strategy.needs:  # embeddings, gradient embeddings, MC-dropout probabilities: on demand
-            ctx.inputs = SelectionInputs(prev.model, self.data, unlabelled, prev.labelled, self.strategy.needs, bs,
-                                         self.score_amp, trial, c, getattr(self.strategy, "mc_passes", MC_PASSES),
-                                         lambda: self._check_stop(f"cycle {c} selection"), self.cfg.strategy)
+            ctx.inputs = SelectionInputs(
+                prev.model,
+                self.data,
+                unlabelled,
+                prev.labelled,
+                self.strategy.needs,
+                bs,
+                self.score_amp,
+                trial,
+                c,
+                getattr(self.strategy, "mc_passes", MC_PASSES),
+                lambda: self._check_stop(f"cycle {c} selection"),
+                self.cfg.strategy,
+            )
         chosen = self.strategy.select(ctx, n_query)
         return [int(i) for i in chosen]
 
@@ -262,8 +290,9 @@ class Run:
         hidden = self.cfg.ll.hidden if (self.strategy.needs_lossnet or self.cfg.ll.train_module == "always") else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-model"))
-            model = MODELS.get(self.cfg.model)(num_classes=spec.n_classes, in_channels=spec.channels, width=t.width,
-                                               **dropout_kwargs(self.cfg.model, t.dropout))
+            model = MODELS.get(self.cfg.model)(
+                num_classes=spec.n_classes, in_channels=spec.channels, width=t.width, **dropout_kwargs(self.cfg.model, t.dropout)
+            )
             lossnet = None
             if hidden:
                 torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-lossnet"))
@@ -312,8 +341,9 @@ class Run:
                 if cur.graphed is not None:
                     batch_loss, batch_correct = cur.graphed(x, y, detach)
                 else:
-                    batch_loss, batch_correct = train_step(cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin,
-                                                           ll.weight, self.amp)
+                    batch_loss, batch_correct = train_step(
+                        cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin, ll.weight, self.amp
+                    )
                 loss_sum += batch_loss
                 correct += batch_correct
                 cur.stats.seen += y.shape[0]
@@ -334,8 +364,11 @@ class Run:
                 warnings.simplefilter("ignore")
                 cur.sched.step()
             done = cur.epoch == t.epochs
-            periodic = (t.checkpoint_every and cur.epoch % t.checkpoint_every == 0
-                        and time.monotonic() - self.last_checkpoint >= t.checkpoint_min_s)
+            periodic = (
+                t.checkpoint_every
+                and cur.epoch % t.checkpoint_every == 0
+                and time.monotonic() - self.last_checkpoint >= t.checkpoint_min_s
+            )
             if done or periodic or self.stop.signame:
                 self._checkpoint(cur)
             if self.stop.signame and not done:
@@ -389,9 +422,23 @@ class Run:
             for _ in range(pos.epoch):
                 sched.step()
         opt.load_state_dict(saved.optimizer)
-        cur = Cycle(pos.cycle, saved.labelled, saved.queried, model, lossnet, opt, sched, epoch=pos.epoch, step=pos.step,
-                    stats=saved.stats, timing=saved.timing, last_epoch=saved.last_epoch, tuned=saved.tuned,
-                    tune_record=saved.tune_record, epochs=saved.epochs)
+        cur = Cycle(
+            pos.cycle,
+            saved.labelled,
+            saved.queried,
+            model,
+            lossnet,
+            opt,
+            sched,
+            epoch=pos.epoch,
+            step=pos.step,
+            stats=saved.stats,
+            timing=saved.timing,
+            last_epoch=saved.last_epoch,
+            tuned=saved.tuned,
+            tune_record=saved.tune_record,
+            epochs=saved.epochs,
+        )
         self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
         return cur
 
@@ -400,8 +447,15 @@ class Run:
         """Evaluate on the whole test set, append the row, replace cycles.jsonl atomically."""
         cfg, data = self.cfg, self.data
         t0 = time.perf_counter()
-        scores = predict(cur.model, cur.lossnet, data, data.test_x, cfg.train.eval_batch_size, self.amp,
-                         lambda: self._check_stop(f"cycle {cur.cycle} evaluation"))
+        scores = predict(
+            cur.model,
+            cur.lossnet,
+            data,
+            data.test_x,
+            cfg.train.eval_batch_size,
+            self.amp,
+            lambda: self._check_stop(f"cycle {cur.cycle} evaluation"),
+        )
         pred = scores.probs.argmax(1).numpy()
         y = data.test_y.cpu().numpy()
         eval_time = time.perf_counter() - t0
@@ -444,7 +498,9 @@ class Run:
         if cfg.tune is not None:
             row["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
             row["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
-        epochs_log.write(self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row)  # before the row: see epochs_log
+        epochs_log.write(
+            self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row
+        )  # before the row: see epochs_log
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")
         self._progress(row)

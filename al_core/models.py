@@ -3,6 +3,7 @@
 `forward` returns (logits, [f1, f2, f3, f4]) so the loss-prediction module reads the four stages;
 `width` scales every stage (64 = the standard ResNet: 11.17M / 21.28M / 23.52M parameters).
 """
+
 from __future__ import annotations
 
 
@@ -57,8 +58,9 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     dropout_only_before_classifier = True  # MC-dropout passes may share one backbone pass (al_core.selection)
 
-    def __init__(self, block: type, num_blocks: list[int], num_classes: int, in_channels: int = 3, width: int = 64,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, block: type, num_blocks: list[int], num_classes: int, in_channels: int = 3, width: int = 64, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)  # before the classifier (train.dropout); no parameters, no state
         self.in_planes = width
@@ -135,4 +137,3 @@ def resnet34(num_classes: int = 10, in_channels: int = 3, width: int = 64, dropo
 @MODELS.register("resnet50")
 def resnet50(num_classes: int = 10, in_channels: int = 3, width: int = 64, dropout: float = 0.0) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, width, dropout)
-

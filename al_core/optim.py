@@ -4,6 +4,7 @@ An SGD learning rate is not an Adam learning rate: every optimizer carries its o
 overridable from the sweep file under `optim.<name>`. torch is imported when an optimizer is
 built, not when the module is: validating a sweep reads only the defaults.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ def _register(name: str, defaults: dict, make: Callable) -> None:
 def _sgd(params, h: dict, fast: dict):
     import torch
 
-    return torch.optim.SGD(params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["weight_decay"],
-                           nesterov=h["nesterov"], **fast)
+    return torch.optim.SGD(
+        params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["weight_decay"], nesterov=h["nesterov"], **fast
+    )
 
 
 def _adam(params, h: dict, fast: dict):
@@ -47,8 +49,15 @@ def _adamw(params, h: dict, fast: dict):
 def _rmsprop(params, h: dict, fast: dict):
     import torch
 
-    return torch.optim.RMSprop(params, lr=h["lr"], alpha=h["alpha"], eps=h["eps"], momentum=h["momentum"],
-                               weight_decay=h["weight_decay"], foreach=fast.get("foreach", fast.get("fused")))
+    return torch.optim.RMSprop(
+        params,
+        lr=h["lr"],
+        alpha=h["alpha"],
+        eps=h["eps"],
+        momentum=h["momentum"],
+        weight_decay=h["weight_decay"],
+        foreach=fast.get("foreach", fast.get("fused")),
+    )
 
 
 # SGD: the LL4AL / CIFAR ResNet recipe.

@@ -12,6 +12,7 @@ Each plugin's source (the file, or every .py file of a package) is hashed; the h
 every run's config (run.json, checkpoints), so a changed plugin is a changed config on resume,
 and a job refuses to run a plugin whose source changed since the sweep was validated.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,9 @@ def locate(entry: object, base: Path) -> Path:
         path = Path(entry).expanduser()
         path = (path if path.is_absolute() else base / path).resolve()
         if path.suffix != ".py" or not path.is_file():
-            raise ConfigError(f"plugin {entry!r}: no such .py file ({path}); expected a path relative to the sweep file's directory")
+            raise ConfigError(
+                f"plugin {entry!r}: no such .py file ({path}); expected a path relative to the sweep file's directory"
+            )
         return path
     local = [base / f"{entry.replace('.', '/')}.py", base / entry.replace(".", "/") / "__init__.py"]
     for p in local:
@@ -68,8 +71,9 @@ def locate(entry: object, base: Path) -> Path:
     except (ImportError, ValueError) as e:
         raise ConfigError(f"plugin {entry!r}: cannot be found ({e}); expected an importable module name or a .py path") from None
     if spec is None or not spec.origin or not Path(spec.origin).is_file():
-        raise ConfigError(f"plugin {entry!r}: no such module (searched {base} and sys.path); "
-                          "expected an importable module name or a .py path")
+        raise ConfigError(
+            f"plugin {entry!r}: no such module (searched {base} and sys.path); expected an importable module name or a .py path"
+        )
     return Path(spec.origin).resolve()
 
 
@@ -97,11 +101,15 @@ def load_plugins(cfg) -> None:
     for entry, want in getattr(cfg, "plugins", {}).items():
         file = Path(cfg.plugin_files.get(entry, "")) if getattr(cfg, "plugin_files", None) else Path()
         if not file.is_file():
-            raise ConfigError(f"plugin {entry!r}: source {str(file)!r} not found on {_host()}; expected the file the sweep was validated with")
+            raise ConfigError(
+                f"plugin {entry!r}: source {str(file)!r} not found on {_host()}; expected the file the sweep was validated with"
+            )
         have = import_plugin(entry, file)
         if have != want:
-            raise ConfigError(f"plugin {entry!r}: its source {file} changed since the sweep was validated "
-                              f"(hash {have}, expected {want}); expected the same source, or validate the sweep again")
+            raise ConfigError(
+                f"plugin {entry!r}: its source {file} changed since the sweep was validated "
+                f"(hash {have}, expected {want}); expected the same source, or validate the sweep again"
+            )
 
 
 def import_plugin(entry: str, file: Path) -> str:
@@ -117,8 +125,10 @@ def import_plugin(entry: str, file: Path) -> str:
     else:
         name = entry
         if name in sys.modules:  # imported before, and not as a plugin: a library or one of the project's modules
-            raise ConfigError(f"plugin {entry!r}: already imported by this process (a library or a module of the "
-                              "project); expected a module of your own that registers new names")
+            raise ConfigError(
+                f"plugin {entry!r}: already imported by this process (a library or a module of the "
+                "project); expected a module of your own that registers new names"
+            )
     before = _snapshot()
 
     def rollback() -> None:  # a plugin that fails half-way leaves nothing registered
@@ -129,15 +139,17 @@ def import_plugin(entry: str, file: Path) -> str:
 
     try:
         spec = importlib.util.spec_from_file_location(
-            name, file, submodule_search_locations=[str(file.parent)] if package else None)
+            name, file, submodule_search_locations=[str(file.parent)] if package else None
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     except ValueError as e:
         rollback()
         if "registered twice" in str(e):
-            raise ConfigError(f"plugin {entry!r}: name clash: {e}; expected names not already registered "
-                              f"(built in or by another plugin)") from None
+            raise ConfigError(
+                f"plugin {entry!r}: name clash: {e}; expected names not already registered (built in or by another plugin)"
+            ) from None
         raise ConfigError(f"plugin {entry!r}: import failed: ValueError: {e}") from None
     except ConfigError:
         rollback()
@@ -156,8 +168,10 @@ def import_plugin(entry: str, file: Path) -> str:
     after = _snapshot()
     added = {kind: sorted(after[kind] - before[kind]) for kind in after}
     if not any(added.values()):
-        raise ConfigError(f"plugin {entry!r} ({file}) registers nothing; expected it to register a model, strategy "
-                          "or dataset, e.g. STRATEGIES.register(\"my_strategy\")(MyStrategy())")
+        raise ConfigError(
+            f"plugin {entry!r} ({file}) registers nothing; expected it to register a model, strategy "
+            'or dataset, e.g. STRATEGIES.register("my_strategy")(MyStrategy())'
+        )
     _LOADED[key] = (entry, digest)
     return digest
 

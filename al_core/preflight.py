@@ -8,6 +8,7 @@ with one `error:` line naming the node, the GPU, the build and what to do, and e
 `python -m al_core.preflight` prints the same facts for the node it runs on (the README's
 "check a node" command).
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,10 @@ def resolve_precision(requested: str, device_type: str, capability=None) -> str:
         return "bf16" if native else "fp32"
     if requested == "bf16" and not native:
         cap = "unknown" if capability is None else "%d.%d" % _cap(capability)
-        raise NodeError(f"train.precision=bf16 but this GPU (compute capability {cap}) has no native bf16; "
-                        "use train.precision=auto or fp32, or a partition with Ampere or newer GPUs")
+        raise NodeError(
+            f"train.precision=bf16 but this GPU (compute capability {cap}) has no native bf16; "
+            "use train.precision=auto or fp32, or a partition with Ampere or newer GPUs"
+        )
     return requested
 
 
@@ -131,12 +134,18 @@ def inspect(env=None) -> NodeReport:
         except Exception as e:
             available, problem = False, f"CUDA unusable ({e})"
     return NodeReport(
-        host=host, torch=torch.__version__, build_cuda=torch.version.cuda, build_archs=archs,
-        cuda_available=available, gpu=gpu, capability=cap,
+        host=host,
+        torch=torch.__version__,
+        build_cuda=torch.version.cuda,
+        build_archs=archs,
+        cuda_available=available,
+        gpu=gpu,
+        capability=cap,
         served=None if cap is None else serves(archs, cap),
         native_bf16=None if cap is None else has_native_bf16(cap),
         precision_auto=resolve_precision("auto", "cuda" if available else "cpu", cap),
-        gpu_expected=gpu_expected(env), problem=problem,
+        gpu_expected=gpu_expected(env),
+        problem=problem,
     )
 
 

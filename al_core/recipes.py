@@ -23,6 +23,7 @@ rather than a number a paper reports, the comment says so):
 - Tieleman & Hinton, COURSERA Neural Networks for Machine Learning, lecture 6.5 (2012): RMSprop
   with a moving average of squared gradients, decay 0.9, and lr 1e-3 as the suggested start.
 """
+
 from __future__ import annotations
 
 RECIPES: dict[str, dict[str, dict]] = {

@@ -7,6 +7,7 @@ the few facts validation needs (their names; whether a model takes `dropout=`; w
 strategy needs MC dropout), and their module (`home`) is imported only when an object is asked
 for. Optimizers and datasets live in torch-free modules, imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -130,15 +131,18 @@ def dropout_kwargs(model: str, dropout: float) -> dict:
         return {}
     if takes_dropout(model):
         return {"dropout": dropout}
-    raise ConfigError(f"train.dropout: model {model!r} takes no `dropout` argument; expected 0.0 for it, "
-                      "or a model constructor with dropout= (applied before its classifier)")
+    raise ConfigError(
+        f"train.dropout: model {model!r} takes no `dropout` argument; expected 0.0 for it, "
+        "or a model constructor with dropout= (applied before its classifier)"
+    )
 
 
 def check_needs(strategy: str, model: str, dropout: float) -> None:
     """A strategy that needs MC dropout refuses train.dropout == 0; dropout > 0 needs a model that takes it."""
     if STRATEGIES.fact(strategy, "needs_dropout", False) and dropout <= 0:
-        raise ConfigError(f"train.dropout: strategy {strategy} needs MC dropout; expected train.dropout > 0 "
-                          f"(e.g. 0.3), got {dropout}")
+        raise ConfigError(
+            f"train.dropout: strategy {strategy} needs MC dropout; expected train.dropout > 0 (e.g. 0.3), got {dropout}"
+        )
     dropout_kwargs(model, dropout)
 
 

@@ -4,6 +4,7 @@ Exit status: 0 done (or already done), 2 bad input, 75 interrupted by a signal a
 checkpoint, or the run directory is in use by another live process (run the same command again
 later), 78 this node cannot serve the run, 1 an I/O failure (disk full, not writable).
 """
+
 from __future__ import annotations
 
 import signal
@@ -29,8 +30,9 @@ def configure_threads(share: int | None = None) -> int:
 
     import torch
 
-    candidates = [str(share) if share else ""] + [os.environ.get(v, "") for v in
-                                                  ("AL_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")]
+    candidates = [str(share) if share else ""] + [
+        os.environ.get(v, "") for v in ("AL_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE")
+    ]
     for value in candidates:
         if value.isdigit() and int(value) > 0:
             torch.set_num_threads(int(value))

@@ -10,6 +10,7 @@ writes its host, pid and job id into the file; the kernel releases the lock when
 included, so a stale lock file never blocks anyone. A second process reads who holds it, writes
 nothing, and raises RunLocked (exit 75: try again later).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -57,12 +58,18 @@ class RunDirLock:
             os.close(fd)
             h = holder(self.path.parent)
             who = ", ".join(f"{k} {h[k]}" for k in ("host", "pid", "job") if h.get(k)) or "another process"
-            raise RunLocked(f"{self.path.parent} is in use by {who} (since {h.get('since', '?')}); "
-                            "this process writes nothing: run it again once that one has ended") from None
+            raise RunLocked(
+                f"{self.path.parent} is in use by {who} (since {h.get('since', '?')}); "
+                "this process writes nothing: run it again once that one has ended"
+            ) from None
         from datetime import datetime, timezone
 
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "job": slurm_job_id(),
-                "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "job": slurm_job_id(),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self.fd = fd
@@ -166,10 +173,22 @@ class RunDir:
         if job and job not in jobs:
             jobs.append(job)
         starts = list(old.get("starts", [])) + [datetime.now(timezone.utc).isoformat(timespec="seconds")]
-        record = {"run_id": run_id, "fingerprint": fingerprint, "config": config, "axes": axes,
-                  "provenance": {"git_commit": git_commit(), "python": platform.python_version(),
-                                 "packages": versions(), "host": socket.gethostname(), **provenance},
-                  "slurm_job_ids": jobs, "starts": starts, "restarts": len(starts) - 1}
+        record = {
+            "run_id": run_id,
+            "fingerprint": fingerprint,
+            "config": config,
+            "axes": axes,
+            "provenance": {
+                "git_commit": git_commit(),
+                "python": platform.python_version(),
+                "packages": versions(),
+                "host": socket.gethostname(),
+                **provenance,
+            },
+            "slurm_job_ids": jobs,
+            "starts": starts,
+            "restarts": len(starts) - 1,
+        }
         atomic_write_json(self.run_json, record, point="run_json")
 
     def progress(self) -> tuple[int, float | None, int]:
@@ -217,8 +236,9 @@ def git_commit() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -3,6 +3,7 @@
 No RNG state is ever saved: a resumed run recomputes the same streams from the same four values,
 and two runs that share a trial share every stream that does not depend on their model/strategy.
 """
+
 from __future__ import annotations
 
 import zlib

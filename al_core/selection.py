@@ -19,6 +19,7 @@ keeps its contract, (logits, [four stage features]). A model whose only dropout 
 module right before the classifier says so with `dropout_only_before_classifier = True` (the
 built-in ResNets): its T passes then share one pass of the backbone, since only the head differs.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -44,9 +45,21 @@ def classifier(model: nn.Module) -> nn.Module | None:
 class SelectionInputs:
     """Lazily computed, cached inputs of one selection (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, data, candidates: np.ndarray, labelled: np.ndarray, needs,
-                 batch_size: int, amp, trial: int, cycle: int, mc_passes: int = MC_PASSES,
-                 check_stop: Callable[[], None] | None = None, strategy: str = "") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data,
+        candidates: np.ndarray,
+        labelled: np.ndarray,
+        needs,
+        batch_size: int,
+        amp,
+        trial: int,
+        cycle: int,
+        mc_passes: int = MC_PASSES,
+        check_stop: Callable[[], None] | None = None,
+        strategy: str = "",
+    ) -> None:
         unknown = set(needs) - set(NEEDS)
         if unknown:
             raise ValueError(f"strategy {strategy!r}: unknown needs {sorted(unknown)}; expected some of {', '.join(NEEDS)}")
@@ -109,7 +122,7 @@ class SelectionInputs:
             for s in range(0, idx.shape[0], self.batch_size):
                 if self.check_stop is not None:
                     self.check_stop()
-                x = data.normalise(data.pool_x[idx[s:s + self.batch_size]])
+                x = data.normalise(data.pool_x[idx[s : s + self.batch_size]])
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with self.amp:
@@ -131,8 +144,10 @@ class SelectionInputs:
     def _mc_probs(self) -> torch.Tensor:
         """T passes with dropout on, their masks drawn from (trial, cycle, "mc-dropout")."""
         if not any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.model.modules()):
-            raise RuntimeError(f"strategy {self.strategy!r} needs MC dropout, but the model has no dropout with p > 0 "
-                               "(set train.dropout > 0; a plugin model must take a `dropout` argument)")
+            raise RuntimeError(
+                f"strategy {self.strategy!r} needs MC dropout, but the model has no dropout with p > 0 "
+                "(set train.dropout > 0; a plugin model must take a `dropout` argument)"
+            )
         devices = [self.device] if self.device.type == "cuda" else []
         out = []
         head = classifier(self.model)
@@ -144,9 +159,16 @@ class SelectionInputs:
                 if fast:  # only the head is stochastic: T passes of dropout + classifier over the embeddings
                     p = self.model.dropout.p
                     with torch.no_grad():
-                        out.append(torch.cat([torch.softmax(head(torch.nn.functional.dropout(e, p, True)).float(), 1)
-                                              for e in emb.split(self.batch_size)]) if emb.shape[0] else
-                                   torch.empty(0, self.data.n_classes, device=self.device))
+                        out.append(
+                            torch.cat(
+                                [
+                                    torch.softmax(head(torch.nn.functional.dropout(e, p, True)).float(), 1)
+                                    for e in emb.split(self.batch_size)
+                                ]
+                            )
+                            if emb.shape[0]
+                            else torch.empty(0, self.data.n_classes, device=self.device)
+                        )
                 else:
                     out.append(self._pass(self.candidates, False, mc=True)[0])
         return torch.stack(out)

@@ -2,6 +2,7 @@
 
 Everything here degrades to None where the device does not report it (CPU, old GPUs, no NVML).
 """
+
 from __future__ import annotations
 
 import torch

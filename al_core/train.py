@@ -3,6 +3,7 @@
 One epoch's order, crop offsets and flips are drawn once from (trial, cycle, epoch) and moved to
 the device in one transfer; the step reads them by slice, so nothing syncs with the host per step.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,7 +45,6 @@ class EpochPlan:
             None if self.shifts is None else self.shifts[sl],
             None if self.flips is None else self.flips[sl],
         )
-
 
     def inputs(self, data: DeviceData, step: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented, normalised images of batch `step` (in the model's memory format) and their labels."""
@@ -127,8 +127,7 @@ class GraphedStep:
 
     WARMUP = 3  # eager passes on a side stream before capture (cuDNN autotuning, lazy allocations)
 
-    def __init__(self, model, lossnet, opt: torch.optim.Optimizer, batch_size: int, margin: float, weight: float,
-                 precision: str):
+    def __init__(self, model, lossnet, opt: torch.optim.Optimizer, batch_size: int, margin: float, weight: float, precision: str):
         self.model, self.lossnet, self.opt, self.batch = model, lossnet, opt, batch_size
         self.margin, self.weight = margin, weight
         self.amp = autocast(torch.device("cuda"), precision, cache=False)
@@ -149,8 +148,9 @@ class GraphedStep:
         with torch.cuda.stream(side):
             for _ in range(self.WARMUP):
                 self.opt.zero_grad(set_to_none=True)
-                _forward_backward(self.model, self.lossnet, self.static_x, self.static_y, detach, self.margin,
-                                  self.weight, self.amp)
+                _forward_backward(
+                    self.model, self.lossnet, self.static_x, self.static_y, detach, self.margin, self.weight, self.amp
+                )
         torch.cuda.current_stream().wait_stream(side)
         with torch.no_grad():
             for b, v in zip(buffers, saved):
@@ -158,8 +158,9 @@ class GraphedStep:
         self.opt.zero_grad(set_to_none=True)  # captured backward allocates .grad in the graph's pool
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.out = _forward_backward(self.model, self.lossnet, self.static_x, self.static_y, detach,
-                                         self.margin, self.weight, self.amp)
+            self.out = _forward_backward(
+                self.model, self.lossnet, self.static_x, self.static_y, detach, self.margin, self.weight, self.amp
+            )
         self.graph = graph
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +184,15 @@ class GraphedStep:
 
 
 @torch.no_grad()
-def predict(model: ResNet, lossnet: LossNet | None, data: DeviceData, images: torch.Tensor, batch_size: int, amp,
-            check_stop: Callable[[], None] | None = None) -> Scores:
+def predict(
+    model: ResNet,
+    lossnet: LossNet | None,
+    data: DeviceData,
+    images: torch.Tensor,
+    batch_size: int,
+    amp,
+    check_stop: Callable[[], None] | None = None,
+) -> Scores:
     """Class probabilities (and predicted losses) of un-augmented uint8 `images`, in eval mode.
 
     `check_stop` is called between batches; it raises to abandon the pass (a stop request).
@@ -192,8 +200,9 @@ def predict(model: ResNet, lossnet: LossNet | None, data: DeviceData, images: to
     return _predict(model, lossnet, data, images.shape[0], lambda sl: images[sl], batch_size, amp, check_stop)
 
 
-def score_pool(model, lossnet, data: DeviceData, pool_idx: np.ndarray, batch_size: int, amp,
-               check_stop: Callable[[], None] | None = None) -> Scores:
+def score_pool(
+    model, lossnet, data: DeviceData, pool_idx: np.ndarray, batch_size: int, amp, check_stop: Callable[[], None] | None = None
+) -> Scores:
     """`predict` over pool indices, gathered one batch at a time."""
     idx = torch.as_tensor(pool_idx, dtype=torch.long).to(data.pool_x.device)
     return _predict(model, lossnet, data, idx.shape[0], lambda sl: data.pool_x[idx[sl]], batch_size, amp, check_stop)

@@ -15,6 +15,7 @@ atomically after every fit, so a run killed while tuning loses at most the fit i
 Cost: a tuned cycle trains 1 + P * (k - 1) times the labelled set's worth of epochs with k folds,
 1 + P * (1 - f) times with a held-out fraction f (P grid points).
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,13 +58,20 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
         cycles = list(range(1, n_cycles + 1))
     if isinstance(cycles, int) and not isinstance(cycles, bool):
         cycles = [cycles]
-    if (not isinstance(cycles, list) or not cycles
-            or any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= n_cycles for c in cycles)):
-        raise ConfigError(f"tune.cycles: expected a non-empty list of cycles in 1..{n_cycles} (al.cycles) or 'all', got {cycles!r}")
+    if (
+        not isinstance(cycles, list)
+        or not cycles
+        or any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= n_cycles for c in cycles)
+    ):
+        raise ConfigError(
+            f"tune.cycles: expected a non-empty list of cycles in 1..{n_cycles} (al.cycles) or 'all', got {cycles!r}"
+        )
     folds = raw.get("folds", 3)
     is_int = isinstance(folds, int) and not isinstance(folds, bool)
     if not ((is_int and folds >= 2) or (isinstance(folds, float) and 0 < folds < 1)):
-        raise ConfigError(f"tune.folds: expected an integer k >= 2 (k-fold) or a fraction in (0, 1) (one held-out split), got {folds!r}")
+        raise ConfigError(
+            f"tune.folds: expected an integer k >= 2 (k-fold) or a fraction in (0, 1) (one held-out split), got {folds!r}"
+        )
     grid = raw.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise ConfigError("tune.grid: expected a mapping of optimizer -> {hyper-parameter: [values]}")
@@ -89,8 +97,10 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
     mine = grid[optimizer] or {}
     if not mine:
         return None
-    coerced = {hp: [registry.optimizer_params(optimizer, {hp: v}, f"tune.grid.{optimizer}")[hp] for v in values]
-               for hp, values in mine.items()}
+    coerced = {
+        hp: [registry.optimizer_params(optimizer, {hp: v}, f"tune.grid.{optimizer}")[hp] for v in values]
+        for hp, values in mine.items()
+    }
     return {"cycles": sorted(set(cycles)), "folds": folds, "grid": coerced}
 
 
@@ -121,7 +131,10 @@ def splits(labels: np.ndarray, folds: int | float, trial: int, cycle: int) -> li
             raise ConfigError(f"tune.folds: {folds} folds of a labelled set of {len(labels)}; expected fewer folds")
         tries = [StratifiedKFold(folds, shuffle=True, random_state=seed), KFold(folds, shuffle=True, random_state=seed)]
     else:
-        tries = [StratifiedShuffleSplit(1, test_size=folds, random_state=seed), ShuffleSplit(1, test_size=folds, random_state=seed)]
+        tries = [
+            StratifiedShuffleSplit(1, test_size=folds, random_state=seed),
+            ShuffleSplit(1, test_size=folds, random_state=seed),
+        ]
     for splitter in tries:
         try:
             with warnings.catch_warnings():
@@ -144,8 +157,13 @@ def _read_side(path: Path, fingerprint: str, labelled_sha: str) -> tuple[dict, f
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}, 0.0
-    if (not isinstance(data, dict) or data.get("format") != FORMAT or data.get("fingerprint") != fingerprint
-            or data.get("labelled_sha256") != labelled_sha or not isinstance(data.get("scores"), dict)):
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT
+        or data.get("fingerprint") != fingerprint
+        or data.get("labelled_sha256") != labelled_sha
+        or not isinstance(data.get("scores"), dict)
+    ):
         return {}, 0.0
     return dict(data["scores"]), float(data.get("time_s") or 0.0)
 
@@ -162,8 +180,10 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
     points = grid_points(spec["grid"])
     y = run.data.pool_y[torch.as_tensor(labelled, dtype=torch.long, device=run.data.pool_y.device)].cpu().numpy()
     folds = splits(y, spec["folds"], cfg.trial, cycle)
-    start = {"model": copy.deepcopy(model.state_dict()),
-             "lossnet": copy.deepcopy(lossnet.state_dict()) if lossnet is not None else None}
+    start = {
+        "model": copy.deepcopy(model.state_dict()),
+        "lossnet": copy.deepcopy(lossnet.state_dict()) if lossnet is not None else None,
+    }
     path = side_file(run.run_dir, cycle)
     sha = hashlib.sha256(np.asarray(labelled, dtype=np.int64).tobytes()).hexdigest()
     scores, spent = _read_side(path, run.fingerprint, sha)
@@ -178,8 +198,18 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
             acc = _fit_and_score(run, cycle, hp, labelled[tr], labelled[va], start, f"point {p + 1}/{len(points)} fold {f + 1}")
             spent += time.perf_counter() - t0
             scores[key] = acc
-            atomic_write_json(path, {"format": FORMAT, "fingerprint": run.fingerprint, "cycle": cycle,
-                                     "labelled_sha256": sha, "scores": scores, "time_s": spent}, point="tune")
+            atomic_write_json(
+                path,
+                {
+                    "format": FORMAT,
+                    "fingerprint": run.fingerprint,
+                    "cycle": cycle,
+                    "labelled_sha256": sha,
+                    "scores": scores,
+                    "time_s": spent,
+                },
+                point="tune",
+            )
     table, best = [], None
     for p, hp in enumerate(points):
         fold_acc = [float(scores[f"{p}:{f}"]) for f in range(len(folds))]
@@ -195,8 +225,10 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
         "val_accuracy": table[best]["val_accuracy"],
         "scores": table,
     }
-    run.log(f"{run.spec.run_id}: cycle {cycle} tuned {chosen} (validation accuracy {record['val_accuracy']:.4f}, "
-            f"{len(points)} points x {len(folds)} folds, {spent:.1f}s)")
+    run.log(
+        f"{run.spec.run_id}: cycle {cycle} tuned {chosen} (validation accuracy {record['val_accuracy']:.4f}, "
+        f"{len(points)} points x {len(folds)} folds, {spent:.1f}s)"
+    )
     return chosen, record, spent
 
 

@@ -2,6 +2,7 @@
 
 The command line lives in `analysis.report` (python -m analysis.report); the pieces are here.
 """
+
 from analysis.build import Tables, build_report, compute_tables, load, results_json, write_report
 from analysis.findings import findings, summary_lines
 from analysis.load import ExpectedRun, SweepData, load_sweep_dir
@@ -21,8 +22,27 @@ from analysis.metrics import (
 )
 
 __all__ = [
-    "ExpectedRun", "SweepData", "Tables", "aubc", "build_report", "ci95", "compute_tables", "findings",
-    "group_table", "label_efficiency", "labels_to_target", "load", "load_sweep_dir", "optimizer_ranking",
-    "paired_stats", "queried_classes", "random_targets", "results_json", "runs_table", "summary_lines",
-    "summary_table", "vs_random_table", "write_report",
+    "ExpectedRun",
+    "SweepData",
+    "Tables",
+    "aubc",
+    "build_report",
+    "ci95",
+    "compute_tables",
+    "findings",
+    "group_table",
+    "label_efficiency",
+    "labels_to_target",
+    "load",
+    "load_sweep_dir",
+    "optimizer_ranking",
+    "paired_stats",
+    "queried_classes",
+    "random_targets",
+    "results_json",
+    "runs_table",
+    "summary_lines",
+    "summary_table",
+    "vs_random_table",
+    "write_report",
 ]

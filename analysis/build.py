@@ -2,6 +2,7 @@
 (Results layout),
 results.json for the group's scripts, Markdown/LaTeX tables, figures, report.md and report.html.
 """
+
 from __future__ import annotations
 
 import json
@@ -103,8 +104,7 @@ def load(sweep_dir: str | os.PathLike, sweep=None) -> SweepData:
     return data
 
 
-def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str] = None,
-                 timings: Optional[dict] = None) -> Path:
+def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str] = None, timings: Optional[dict] = None) -> Path:
     """Write the whole report of a sweep to `<sweep_dir>/report/` and return report.html's path.
 
     Parameters
@@ -127,8 +127,9 @@ def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str
     return write_report(tables, command, timings)
 
 
-def write_report(tables: Tables, command: Optional[str] = None, timings: Optional[dict] = None,
-                 curves: Optional[str] = None) -> Path:
+def write_report(
+    tables: Tables, command: Optional[str] = None, timings: Optional[dict] = None, curves: Optional[str] = None
+) -> Path:
     """Write the tables, figures, report.md and report.html of `tables`; return report.html's path.
     `curves` chooses the runs of the training-curves figure (analysis.curves.select)."""
     sweep_dir = tables.data.sweep_dir
@@ -149,15 +150,23 @@ def write_report(tables: Tables, command: Optional[str] = None, timings: Optiona
     epochs = curves_mod.load_epochs(sweep_dir, tables.runs, tables.keys)
     if len(epochs):
         write_text(report_dir / "epochs.csv", epochs.to_csv(index=False))
-        drawn.append((curves_mod.training_curves(epochs, report_dir / "figures" / "training_curves.png", curves),
-                      "Training loss, training accuracy and learning rate per epoch (from each run's epochs.jsonl); "
-                      "grey lines: a new cycle (more labels). Choose the runs with --curves RUN_ID | GROUP | STRATEGY."))
+        drawn.append(
+            (
+                curves_mod.training_curves(epochs, report_dir / "figures" / "training_curves.png", curves),
+                "Training loss, training accuracy and learning rate per epoch (from each run's epochs.jsonl); "
+                "grey lines: a new cycle (more labels). Choose the runs with --curves RUN_ID | GROUP | STRATEGY.",
+            )
+        )
     lap("figures")
     command = command or f"python -m analysis.report --results {sweep_dir}"
     top = headline_section(tables, report_dir)
     blocks = report_blocks(tables, drawn, report_dir, command, top)
-    write_text(report_dir / "summary.md", render.to_markdown(
-        [("h1", f"Summary: {sweep_dir.name}"), ("p", findings.completeness_line(tables) + "."), *top], report_dir))
+    write_text(
+        report_dir / "summary.md",
+        render.to_markdown(
+            [("h1", f"Summary: {sweep_dir.name}"), ("p", findings.completeness_line(tables) + "."), *top], report_dir
+        ),
+    )
     write_text(report_dir / "report.md", render.to_markdown(blocks, report_dir))
     path = write_text(report_dir / "report.html", render.to_html(blocks, f"Active-learning report: {sweep_dir.name}", report_dir))
     lap("render")
@@ -167,8 +176,19 @@ def write_report(tables: Tables, command: Optional[str] = None, timings: Optiona
 # ---------------------------------------------------------------------------------------------
 def cycles_csv_frame(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """cycles.csv: the scalar fields of a cycles.jsonl row (README, Results layout) (and any extra scalar field) + label_efficiency."""
-    first = ["run_id", *keys, "trial", "cycle", "n_labeled", "n_pool", "test_accuracy", "test_macro_f1",
-             *OPTIONAL_NUMBERS, "device", "label_efficiency"]
+    first = [
+        "run_id",
+        *keys,
+        "trial",
+        "cycle",
+        "n_labeled",
+        "n_pool",
+        "test_accuracy",
+        "test_macro_f1",
+        *OPTIONAL_NUMBERS,
+        "device",
+        "label_efficiency",
+    ]
     rest = [c for c in cycles.columns if c not in first and c not in LIST_FIELDS and _is_scalar_column(cycles[c])]
     out = cycles[first + rest].copy()
     out["peak_mem_bytes"] = out["peak_mem_bytes"].round().astype("Int64")
@@ -187,12 +207,19 @@ def results_json(cycles: pd.DataFrame, keys: list[str]) -> dict[str, dict]:
     strategies (and further suffixes for several datasets or extra-axis values)."""
     split = [k for k in keys if k not in ("model", "optimizer") and cycles[k].nunique() > 1]
     c = cycles.sort_values([*keys, "trial", "n_labeled"], kind="stable").assign(acc_pct=cycles["test_accuracy"] * 100)
-    per_run = c.groupby([*keys, "trial"], sort=True, observed=True).agg(
-        labeled_sizes=("n_labeled", list), accuracies=("acc_pct", list)).reset_index()
+    per_run = (
+        c.groupby([*keys, "trial"], sort=True, observed=True)
+        .agg(labeled_sizes=("n_labeled", list), accuracies=("acc_pct", list))
+        .reset_index()
+    )
     files: dict[str, dict] = {}
     for d in per_run.to_dict("records"):  # records, not itertuples: axis names such as train.width
         name = "results" + "".join(f"_{d[k]}" for k in split) + ".json"
-        entry = files.setdefault(name, {}).setdefault(d["optimizer"], {}).setdefault(d["model"], {"labeled_sizes": [], "accuracies": []})
+        entry = (
+            files.setdefault(name, {})
+            .setdefault(d["optimizer"], {})
+            .setdefault(d["model"], {"labeled_sizes": [], "accuracies": []})
+        )
         entry["labeled_sizes"].append([int(v) for v in d["labeled_sizes"]])
         entry["accuracies"].append([float(v) for v in d["accuracies"]])
     return files or {"results.json": {}}
@@ -201,11 +228,23 @@ def results_json(cycles: pd.DataFrame, keys: list[str]) -> dict[str, dict]:
 DISPLAY = {  # table -> (formatter, caption)
     "summary": (render.display_summary, "Test accuracy and macro-F1 per group and budget (mean ± 95% CI over trials)."),
     "runs": (render.display_runs, "Per run: final accuracy, AUBC, labels to reach random's final accuracy, and cost."),
-    "vs_random": (render.display_vs_random, "Accuracy gain over random, paired by trial (mean ± 95% CI, two-sided paired t-test)."),
-    "groups": (render.display_groups, "Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost."),
+    "vs_random": (
+        render.display_vs_random,
+        "Accuracy gain over random, paired by trial (mean ± 95% CI, two-sided paired t-test).",
+    ),
+    "groups": (
+        render.display_groups,
+        "Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost.",
+    ),
     "ranking": (render.display_ranking, "Best optimizer per model and budget against the runner-up (paired by trial)."),
-    "optimizers": (render.display_pairs, "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; Holm over the pairs of one model)."),
-    "models": (render.display_pairs, "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; Holm over the pairs of one optimizer)."),
+    "optimizers": (
+        render.display_pairs,
+        "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; Holm over the pairs of one model).",
+    ),
+    "models": (
+        render.display_pairs,
+        "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; Holm over the pairs of one optimizer).",
+    ),
 }
 
 
@@ -235,44 +274,71 @@ def headline_section(tables: Tables, report_dir: Path) -> list[tuple]:
     blocks = headline.headline_blocks(tables)
     if len(tables.gains):
         path = figures.aubc_gain(tables.gains, tables.keys, report_dir / "figures" / "aubc_gain.png")
-        blocks.append(("figure", path, "AUBC gain over random per model x optimizer, paired by trial (mean, 95% CI; "
-                                       "filled: significant after Holm; no bar: fewer than 3 pairs)."))
+        blocks.append(
+            (
+                "figure",
+                path,
+                "AUBC gain over random per model x optimizer, paired by trial (mean, 95% CI; "
+                "filled: significant after Holm; no bar: fewer than 3 pairs).",
+            )
+        )
     return blocks
 
 
-def report_blocks(tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str,
-                  top: Optional[list[tuple]] = None) -> list[tuple]:
+def report_blocks(
+    tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str, top: Optional[list[tuple]] = None
+) -> list[tuple]:
     """The report as a list of blocks (see render): headline, completeness, findings, tables, figures, config."""
     keys = tables.keys
-    blocks: list[tuple] = [("h1", f"Active-learning report: {tables.data.sweep_dir.name}"),
-                           ("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {tables.data.sweep_dir}.")]
+    blocks: list[tuple] = [
+        ("h1", f"Active-learning report: {tables.data.sweep_dir.name}"),
+        ("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {tables.data.sweep_dir}."),
+    ]
     blocks += [("p", findings.completeness_line(tables) + "."), *(top or [])]
 
     blocks += [("h2", "Completeness"), ("p", findings.completeness_line(tables) + ".")]
     if tables.data.n_unexpected:
-        blocks.append(("p", f"{tables.data.n_unexpected} run directories under runs/ are not part of this sweep's grid and are left out."))
+        blocks.append(
+            ("p", f"{tables.data.n_unexpected} run directories under runs/ are not part of this sweep's grid and are left out.")
+        )
     unfinished = tables.runs[tables.runs["status"] != "done"]
     if len(unfinished):
         shown = render.display_runs(unfinished.head(50), keys)[["run", "status", "cycles"]]
         note = f" (the first 50 of {len(unfinished)})" if len(unfinished) > 50 else ""
-        blocks += [("p", f"Runs not finished{note}: in-progress runs count with the cycles they finished; missing runs have not started."),
-                   ("table", shown)]
+        blocks += [
+            (
+                "p",
+                f"Runs not finished{note}: in-progress runs count with the cycles they finished; missing runs have not started.",
+            ),
+            ("table", shown),
+        ]
 
     blocks += [("h2", "Findings"), ("ul", findings.findings(tables))]
 
-    blocks += [("h2", "Tables"), ("p", "Accuracies in percent; ± is the half-width of the 95% confidence interval (Student's t over trials).")]
-    final = tables.summary[tables.summary["n_labeled"] == tables.summary.groupby(keys, observed=True)["n_labeled"].transform("max")]
+    blocks += [
+        ("h2", "Tables"),
+        ("p", "Accuracies in percent; ± is the half-width of the 95% confidence interval (Student's t over trials)."),
+    ]
+    final = tables.summary[
+        tables.summary["n_labeled"] == tables.summary.groupby(keys, observed=True)["n_labeled"].transform("max")
+    ]
     blocks += [("p", "Accuracy at each group's largest budget:"), ("table", render.display_summary(final, keys))]
     blocks += [("p", DISPLAY["groups"][1]), ("table", render.display_groups(tables.groups, keys))]
     if len(tables.vs_random):
-        blocks += [("p", "Gain over random at each group's largest paired budget:"),
-                   ("table", render.display_vs_random(findings.final_vs_random(tables), keys))]
+        blocks += [
+            ("p", "Gain over random at each group's largest paired budget:"),
+            ("table", render.display_vs_random(findings.final_vs_random(tables), keys)),
+        ]
     for name in ("summary", "vs_random", "ranking", "runs"):
         frame = getattr(tables, name)
         if 0 < len(frame) <= INLINE_ROWS:
-            blocks.append(("details", f"Full table: {CSV_NAMES.get(name, name)} ({len(frame)} rows)", DISPLAY[name][0](frame, keys)))
+            blocks.append(
+                ("details", f"Full table: {CSV_NAMES.get(name, name)} ({len(frame)} rows)", DISPLAY[name][0](frame, keys))
+            )
     files = [(f"{CSV_NAMES.get(n, n)}.csv", f"{CSV_NAMES.get(n, n)}.csv") for n in CSV_TABLES]
-    files += [(f"tables/{CSV_NAMES.get(n, n)}.{ext}", f"tables/{CSV_NAMES.get(n, n)}.{ext}") for n in DISPLAY for ext in ("md", "tex")]
+    files += [
+        (f"tables/{CSV_NAMES.get(n, n)}.{ext}", f"tables/{CSV_NAMES.get(n, n)}.{ext}") for n in DISPLAY for ext in ("md", "tex")
+    ]
     blocks += [("p", "All tables (accuracies in the CSV files are fractions):"), ("files", files)]
 
     blocks.append(("h2", "Figures"))

@@ -8,6 +8,7 @@ Selection (`python -m analysis.report ... --curves SELECT`):
   mean over trials, a panel row per model and a line per optimizer, so that an optimizer that
   diverges stands out.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,9 @@ def training_curves(epochs: pd.DataFrame, path: Path, choice: Optional[str] = No
     t, hue, what = select(epochs, choice)
     title = f"Training curves: {what}" if what else "Training curves"
     if t.empty:
-        return _placeholder(path, title, "no epochs.jsonl in the selected runs" if what else "no run has written epochs.jsonl yet")
+        return _placeholder(
+            path, title, "no epochs.jsonl in the selected runs" if what else "no run has written epochs.jsonl yet"
+        )
     models = sorted(t["model"].unique(), key=str)
     styles = _styles(t[hue])
     fig = Figure(figsize=(3.3 * 3 + 0.4, 2.3 * len(models) + 0.9), layout="constrained")
@@ -87,8 +90,15 @@ def training_curves(epochs: pd.DataFrame, path: Path, choice: Optional[str] = No
         for value, line in m.groupby(hue, sort=True):
             mean = line.groupby("step")[["train_loss", "train_accuracy", "lr"]].mean()
             for j, (col, scale) in enumerate((("train_loss", 1.0), ("train_accuracy", 100.0), ("lr", 1.0))):
-                axes[i, j].plot(mean.index, mean[col] * scale, linewidth=1.3, markersize=0, label=str(value),
-                                color=styles[value]["color"], linestyle=styles[value]["linestyle"])
+                axes[i, j].plot(
+                    mean.index,
+                    mean[col] * scale,
+                    linewidth=1.3,
+                    markersize=0,
+                    label=str(value),
+                    color=styles[value]["color"],
+                    linestyle=styles[value]["linestyle"],
+                )
         per_cycle = m.groupby("cycle")["step"].max().to_numpy()
         for j, ylabel in enumerate(("training loss", "training accuracy (%)", "learning rate")):
             ax = axes[i, j]

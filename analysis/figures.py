@@ -3,6 +3,7 @@
 Okabe-Ito colours plus a distinct marker and line style per line, so that every line stays
 distinguishable in greyscale print and for colour-blind readers; `random` is always black, dashed.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,9 @@ def _styles(values: Iterable) -> dict:
     styles = {}
     others = [v for v in sorted(set(values), key=str) if v != "random"]
     for i, v in enumerate(others):
-        styles[v] = dict(color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)])
+        styles[v] = dict(
+            color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)]
+        )
     if "random" in set(values):
         styles["random"] = dict(RANDOM_STYLE)
     return styles
@@ -86,11 +89,20 @@ def _placeholder(path: Path, title: str, message: str) -> Path:
 
 def _legend(fig: Figure, styles: dict, title: str, extra_handles: list = ()) -> None:
     handles = [Line2D([], [], label=str(v), **s) for v, s in styles.items()] + list(extra_handles)
-    fig.legend(handles=handles, title=title, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8, title_fontsize=8, frameon=False)
+    fig.legend(
+        handles=handles,
+        title=title,
+        loc="outside lower center",
+        ncols=min(len(handles), 6),
+        fontsize=8,
+        title_fontsize=8,
+        frameon=False,
+    )
 
 
-def _dress_panels(axes: np.ndarray, row_values: list, col_values: list, xlabel: str, ylabel: str, zero_line: bool,
-                  budget: bool) -> None:
+def _dress_panels(
+    axes: np.ndarray, row_values: list, col_values: list, xlabel: str, ylabel: str, zero_line: bool, budget: bool
+) -> None:
     """Titles (row · column), grids, a zero line if asked, x labels on the bottom row, y labels on the left."""
     for i, r in enumerate(row_values):
         for j, c in enumerate(col_values):
@@ -107,9 +119,23 @@ def _dress_panels(axes: np.ndarray, row_values: list, col_values: list, xlabel: 
             _x_axis(ax, budget=budget)
 
 
-def _curves(table: pd.DataFrame, path: Path, *, rows: list[str], cols: list[str], hue: str, x: str, y: str,
-            band: str | None, title: str, xlabel: str, ylabel: str, scale: float = 100.0, zero_line: bool = False,
-            bounds: tuple[float, float] | None = (0.0, 100.0)) -> Path:
+def _curves(
+    table: pd.DataFrame,
+    path: Path,
+    *,
+    rows: list[str],
+    cols: list[str],
+    hue: str,
+    x: str,
+    y: str,
+    band: str | None,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    scale: float = 100.0,
+    zero_line: bool = False,
+    bounds: tuple[float, float] | None = (0.0, 100.0),
+) -> Path:
     """A grid of panels (one per row label x column label) with one line per `hue` value and a
     shaded band of +-`band` around it, clipped to the metric's possible range `bounds` (with two
     trials a 95% CI is 12.7 standard errors wide and would otherwise dwarf the curves)."""
@@ -139,38 +165,90 @@ def _curves(table: pd.DataFrame, path: Path, *, rows: list[str], cols: list[str]
 
 def accuracy_by_model(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Test accuracy vs labelled samples; a panel per model (and strategy), a line per optimizer."""
-    return _curves(summary, path, rows=["dataset", *_extra(keys), "strategy"], cols=["model"], hue="optimizer",
-                   x="n_labeled", y="acc_mean", band="acc_ci95", title="Test accuracy per model (mean, 95% CI over trials)",
-                   xlabel="labelled samples", ylabel="accuracy (%)")
+    return _curves(
+        summary,
+        path,
+        rows=["dataset", *_extra(keys), "strategy"],
+        cols=["model"],
+        hue="optimizer",
+        x="n_labeled",
+        y="acc_mean",
+        band="acc_ci95",
+        title="Test accuracy per model (mean, 95% CI over trials)",
+        xlabel="labelled samples",
+        ylabel="accuracy (%)",
+    )
 
 
 def accuracy_by_optimizer(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Test accuracy vs labelled samples; a panel per optimizer (and strategy), a line per model."""
-    return _curves(summary, path, rows=["dataset", *_extra(keys), "strategy"], cols=["optimizer"], hue="model",
-                   x="n_labeled", y="acc_mean", band="acc_ci95", title="Test accuracy per optimizer (mean, 95% CI over trials)",
-                   xlabel="labelled samples", ylabel="accuracy (%)")
+    return _curves(
+        summary,
+        path,
+        rows=["dataset", *_extra(keys), "strategy"],
+        cols=["optimizer"],
+        hue="model",
+        x="n_labeled",
+        y="acc_mean",
+        band="acc_ci95",
+        title="Test accuracy per optimizer (mean, 95% CI over trials)",
+        xlabel="labelled samples",
+        ylabel="accuracy (%)",
+    )
 
 
 def strategies_vs_random(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Each strategy's accuracy curve beside random's; a panel per model x optimizer."""
-    return _curves(summary, path, rows=["dataset", *_extra(keys), "model"], cols=["optimizer"], hue="strategy",
-                   x="n_labeled", y="acc_mean", band="acc_ci95", title="Query strategies against random (mean, 95% CI)",
-                   xlabel="labelled samples", ylabel="accuracy (%)")
+    return _curves(
+        summary,
+        path,
+        rows=["dataset", *_extra(keys), "model"],
+        cols=["optimizer"],
+        hue="strategy",
+        x="n_labeled",
+        y="acc_mean",
+        band="acc_ci95",
+        title="Query strategies against random (mean, 95% CI)",
+        xlabel="labelled samples",
+        ylabel="accuracy (%)",
+    )
 
 
 def macro_f1(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Macro-F1 vs labelled samples; a panel per model (and strategy), a line per optimizer."""
-    return _curves(summary, path, rows=["dataset", *_extra(keys), "strategy"], cols=["model"], hue="optimizer",
-                   x="n_labeled", y="f1_mean", band="f1_ci95", title="Macro-F1 per model (mean, 95% CI over trials)",
-                   xlabel="labelled samples", ylabel="macro-F1 (%)")
+    return _curves(
+        summary,
+        path,
+        rows=["dataset", *_extra(keys), "strategy"],
+        cols=["model"],
+        hue="optimizer",
+        x="n_labeled",
+        y="f1_mean",
+        band="f1_ci95",
+        title="Macro-F1 per model (mean, 95% CI over trials)",
+        xlabel="labelled samples",
+        ylabel="macro-F1 (%)",
+    )
 
 
 def label_efficiency(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Label efficiency (accuracy points per % of the pool labelled) per cycle."""
-    return _curves(summary, path, rows=["dataset", *_extra(keys), "strategy"], cols=["model"], hue="optimizer",
-                   x="cycle", y="le_mean", band="le_ci95", scale=1.0, zero_line=True, bounds=None,
-                   title="Label efficiency: accuracy points gained per % of the pool labelled (mean, 95% CI)",
-                   xlabel="cycle", ylabel="points per % labelled")
+    return _curves(
+        summary,
+        path,
+        rows=["dataset", *_extra(keys), "strategy"],
+        cols=["model"],
+        hue="optimizer",
+        x="cycle",
+        y="le_mean",
+        band="le_ci95",
+        scale=1.0,
+        zero_line=True,
+        bounds=None,
+        title="Label efficiency: accuracy points gained per % of the pool labelled (mean, 95% CI)",
+        xlabel="cycle",
+        ylabel="points per % labelled",
+    )
 
 
 def gain_over_random(vs_random: pd.DataFrame, keys: list[str], path: Path) -> Path:
@@ -191,11 +269,20 @@ def gain_over_random(vs_random: pd.DataFrame, keys: list[str], path: Path) -> Pa
         ax.errorbar(xs, ys, yerr=err, color=st["color"], linestyle=st["linestyle"], linewidth=1.2, capsize=2, marker="none")
         significant = (line["p_value"] < 0.05).to_numpy()
         ax.plot(xs[significant], ys[significant], linestyle="none", marker=st["marker"], color=st["color"], markersize=6)
-        ax.plot(xs[~significant], ys[~significant], linestyle="none", marker=st["marker"], markerfacecolor="white",
-                color=st["color"], markersize=5)
+        ax.plot(
+            xs[~significant],
+            ys[~significant],
+            linestyle="none",
+            marker=st["marker"],
+            markerfacecolor="white",
+            color=st["color"],
+            markersize=5,
+        )
     _dress_panels(axes, row_values, col_values, "labelled samples", "gain (accuracy points)", zero_line=True, budget=True)
-    key = [Line2D([], [], marker="o", color="grey", linestyle="none", label="p < 0.05"),
-           Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none", label="p ≥ 0.05")]
+    key = [
+        Line2D([], [], marker="o", color="grey", linestyle="none", label="p < 0.05"),
+        Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none", label="p ≥ 0.05"),
+    ]
     _legend(fig, styles, "strategy", key)
     return _save(fig, path)
 
@@ -241,13 +328,20 @@ def heatmaps(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
     t = t.assign(_row=_label(t, ["dataset", *_extra(keys), "strategy"]))
     row_values = sorted(t["_row"].unique())
     models, optimizers = sorted(t["model"].unique()), sorted(t["optimizer"].unique())
-    fig = Figure(figsize=(2 * (0.75 * len(optimizers) + 1.8), (0.5 * len(models) + 1.0) * len(row_values) + 0.6), layout="constrained")
+    fig = Figure(
+        figsize=(2 * (0.75 * len(optimizers) + 1.8), (0.5 * len(models) + 1.0) * len(row_values) + 0.6), layout="constrained"
+    )
     axes = fig.subplots(len(row_values), 2, squeeze=False)
     fig.suptitle(title, fontsize=11)
     for i, r in enumerate(row_values):
         sub = t[t["_row"] == r]
         for j, (column, name) in enumerate((("final_acc_mean", "final accuracy"), ("aubc_mean", "AUBC"))):
-            grid = sub.pivot_table(index="model", columns="optimizer", values=column, aggfunc="mean").reindex(index=models, columns=optimizers) * 100
+            grid = (
+                sub.pivot_table(index="model", columns="optimizer", values=column, aggfunc="mean").reindex(
+                    index=models, columns=optimizers
+                )
+                * 100
+            )
             ax = axes[i, j]
             values = grid.to_numpy(float)
             image = ax.imshow(values, cmap="cividis", aspect="auto")
@@ -280,9 +374,16 @@ def _grouped_bars(ax, table: pd.DataFrame, styles: dict, index: str, value: str,
     width = 0.8 / len(styles)
     for k, (strategy, st) in enumerate(styles.items()):
         heights = table[table["strategy"] == strategy].set_index(index)[value].reindex(positions)
-        ax.bar(np.arange(len(positions)) + (k - (len(styles) - 1) / 2) * width, heights.to_numpy(float), width,
-               color=st["color"] if strategy != "random" else "0.35", hatch=HATCHES[k % len(HATCHES)],
-               edgecolor="white", linewidth=0.4, label=str(strategy))
+        ax.bar(
+            np.arange(len(positions)) + (k - (len(styles) - 1) / 2) * width,
+            heights.to_numpy(float),
+            width,
+            color=st["color"] if strategy != "random" else "0.35",
+            hatch=HATCHES[k % len(HATCHES)],
+            edgecolor="white",
+            linewidth=0.4,
+            label=str(strategy),
+        )
 
 
 def compute_cost(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
@@ -296,7 +397,9 @@ def compute_cost(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
     t = groups.assign(_x=_label(groups, ["dataset", *_extra(keys), "model", "optimizer"]).str.replace(" · ", "\n"))
     xs = sorted(t["_x"].unique())
     styles = _styles(t["strategy"])
-    fig = Figure(figsize=(max(4.5, 0.55 * len(xs) * max(1, len(styles)) ** 0.5 + 1.5), 2.6 * len(panels) + 0.8), layout="constrained")
+    fig = Figure(
+        figsize=(max(4.5, 0.55 * len(xs) * max(1, len(styles)) ** 0.5 + 1.5), 2.6 * len(panels) + 0.8), layout="constrained"
+    )
     axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
     fig.suptitle(title, fontsize=11)
     for ax, (column, label, factor) in zip(axes, panels):
@@ -306,7 +409,16 @@ def compute_cost(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
         ax.tick_params(labelsize=8)
     axes[-1].set_xticks(np.arange(len(xs)), xs, fontsize=7)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="strategy", loc="outside lower center", ncols=min(len(labels), 6), fontsize=8, title_fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        title="strategy",
+        loc="outside lower center",
+        ncols=min(len(labels), 6),
+        fontsize=8,
+        title_fontsize=8,
+        frameon=False,
+    )
     return _save(fig, path)
 
 
@@ -340,19 +452,61 @@ def queried_class_histogram(classes: pd.DataFrame, keys: list[str], path: Path) 
 
 # The report's figures, in order: file name, caption, function, the table it is drawn from.
 FIGURES: list[tuple[str, str, Callable, str]] = [
-    ("accuracy_by_model.png", "Test accuracy against labelled samples, a panel per model, a line per optimizer; bands: 95% CI over trials.", accuracy_by_model, "summary"),
-    ("accuracy_by_optimizer.png", "Test accuracy against labelled samples, a panel per optimizer, a line per model.", accuracy_by_optimizer, "summary"),
-    ("strategies_vs_random.png", "Each query strategy against random sampling (black, dashed), per model and optimizer.", strategies_vs_random, "summary"),
-    ("gain_over_random.png", "Accuracy gain over random, paired by trial, with 95% CI; filled markers: p < 0.05 (paired t-test).", gain_over_random, "vs_random"),
-    ("heatmaps.png", "Final accuracy and area under the budget curve (AUBC), model x optimizer, one row per strategy.", heatmaps, "groups"),
+    (
+        "accuracy_by_model.png",
+        "Test accuracy against labelled samples, a panel per model, a line per optimizer; bands: 95% CI over trials.",
+        accuracy_by_model,
+        "summary",
+    ),
+    (
+        "accuracy_by_optimizer.png",
+        "Test accuracy against labelled samples, a panel per optimizer, a line per model.",
+        accuracy_by_optimizer,
+        "summary",
+    ),
+    (
+        "strategies_vs_random.png",
+        "Each query strategy against random sampling (black, dashed), per model and optimizer.",
+        strategies_vs_random,
+        "summary",
+    ),
+    (
+        "gain_over_random.png",
+        "Accuracy gain over random, paired by trial, with 95% CI; filled markers: p < 0.05 (paired t-test).",
+        gain_over_random,
+        "vs_random",
+    ),
+    (
+        "heatmaps.png",
+        "Final accuracy and area under the budget curve (AUBC), model x optimizer, one row per strategy.",
+        heatmaps,
+        "groups",
+    ),
     ("macro_f1.png", "Macro-F1 against labelled samples, a panel per model, a line per optimizer.", macro_f1, "summary"),
-    ("label_efficiency.png", "Label efficiency per cycle: accuracy points gained per percent of the pool labelled (cycle 1: over chance).", label_efficiency, "summary"),
-    ("compute_cost.png", "Compute cost per model x optimizer: train time, peak device memory and energy where recorded.", compute_cost, "groups"),
-    ("queried_classes.png", "Class distribution of the samples each strategy queried (cycles 2+), against the uniform share.", queried_class_histogram, "classes"),
+    (
+        "label_efficiency.png",
+        "Label efficiency per cycle: accuracy points gained per percent of the pool labelled (cycle 1: over chance).",
+        label_efficiency,
+        "summary",
+    ),
+    (
+        "compute_cost.png",
+        "Compute cost per model x optimizer: train time, peak device memory and energy where recorded.",
+        compute_cost,
+        "groups",
+    ),
+    (
+        "queried_classes.png",
+        "Class distribution of the samples each strategy queried (cycles 2+), against the uniform share.",
+        queried_class_histogram,
+        "classes",
+    ),
 ]
 
 
 def draw_all(tables, out_dir: Path) -> list[tuple[Path, str]]:
     """Draw every figure of FIGURES into `out_dir` -> [(path, caption)]."""
     os.makedirs(out_dir, exist_ok=True)
-    return [(function(getattr(tables, table), tables.keys, out_dir / name), caption) for name, caption, function, table in FIGURES]
+    return [
+        (function(getattr(tables, table), tables.keys, out_dir / name), caption) for name, caption, function, table in FIGURES
+    ]

@@ -1,6 +1,7 @@
 """Sentences generated from the report's tables: the findings section and the short summary that
 the CLI prints. They state numbers from the tables and significance at p < 0.05, nothing more.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,11 @@ def completeness_line(tables) -> str:
     text = f"{counts['done']} of {counts['total']} runs done, {counts['in progress']} in progress"
     if tables.data.expected_known:
         text += f", {counts['missing']} missing"
-    return text + f"; {counts['cycles_done']} cycles finished" + (
-        f" of {counts['cycles_expected']}" if counts["cycles_expected"] else "")
+    return (
+        text
+        + f"; {counts['cycles_done']} cycles finished"
+        + (f" of {counts['cycles_expected']}" if counts["cycles_expected"] else "")
+    )
 
 
 def best_by_aubc(tables) -> pd.DataFrame:
@@ -78,8 +82,10 @@ def findings(tables) -> list[str]:
         nxt = best[(best["rank"] == 1) & (best["strategy"] == row["strategy"])]
         for c in facet:
             nxt = nxt[nxt[c] == row[c]]
-        text = (f"{tag}: highest mean AUBC {row['model']} + {row['optimizer']} "
-                f"({_pct(row['aubc_mean'], row['aubc_ci95'])}%, {_count(row['n_final'], 'run')} up to {int(row['final_n_labeled'])} labels)")
+        text = (
+            f"{tag}: highest mean AUBC {row['model']} + {row['optimizer']} "
+            f"({_pct(row['aubc_mean'], row['aubc_ci95'])}%, {_count(row['n_final'], 'run')} up to {int(row['final_n_labeled'])} labels)"
+        )
         if len(nxt):
             n = nxt.iloc[0]
             text += f"; next {n['model']} + {n['optimizer']} ({_pct(n['aubc_mean'], n['aubc_ci95'])}%)"
@@ -95,17 +101,20 @@ def findings(tables) -> list[str]:
             # A tie is nobody's win (the sort put the alphabetically first optimizer on top).
             wins = rows["best"].eq(winner) & (rows["best_acc"] - rows["runner_up_acc"] > EQUAL_TOL)
             wins_sig = (wins & rows["p_value"].lt(ALPHA)).sum()
-            tag = _tag(last, [*facet, 'model', 'strategy'])
+            tag = _tag(last, [*facet, "model", "strategy"])
             if last["best_acc"] - last["runner_up_acc"] > EQUAL_TOL:
-                lead = (f"{winner} has the highest mean accuracy ({last['best_acc'] * 100:.2f}% vs "
-                        f"{last['runner_up']} {last['runner_up_acc'] * 100:.2f}%)")
+                lead = (
+                    f"{winner} has the highest mean accuracy ({last['best_acc'] * 100:.2f}% vs "
+                    f"{last['runner_up']} {last['runner_up_acc'] * 100:.2f}%)"
+                )
             else:
                 lead = f"{winner} and {last['runner_up']} tie for the highest mean accuracy ({last['best_acc'] * 100:.2f}%)"
             out.append(
                 f"{tag}: at {int(last['n_labeled'])} labels {lead}; paired by trial "
                 f"({_count(last['n_pairs'], 'trial')} finished by both) the difference is "
                 f"{_pct(last['diff_mean'], last['diff_ci95'], sign=True)} points, {_p(last['p_value'])}; "
-                f"{winner} leads at {int(wins.sum())} of {len(rows)} budgets, significantly at {wins_sig}.")
+                f"{winner} leads at {int(wins.sum())} of {len(rows)} budgets, significantly at {wins_sig}."
+            )
 
     final = final_vs_random(tables)
     for _, rows in final.groupby([*facet, "strategy"], observed=True, sort=True):
@@ -118,7 +127,8 @@ def findings(tables) -> list[str]:
             f"{_tag(first, [*facet, 'strategy'])} against random at the largest paired budget: higher mean accuracy in {higher} of "
             f"{len(rows)} model x optimizer groups, significantly higher in {sig_up}, significantly lower in {sig_down}; "
             f"largest mean difference {top['model']} + {top['optimizer']} at {int(top['n_labeled'])} labels, "
-            f"{_pct(top['diff_mean'], top['diff_ci95'], sign=True)} points ({_p(top['p_value'])}).")
+            f"{_pct(top['diff_mean'], top['diff_ci95'], sign=True)} points ({_p(top['p_value'])})."
+        )
     if "random" in set(tables.cycles["strategy"]) and final.empty:
         out.append("No non-random run has a random run of the same model, optimizer and trial to pair with yet.")
 
@@ -129,18 +139,23 @@ def findings(tables) -> list[str]:
         lo, hi = rows.loc[rows["fraction"].idxmin()], rows.loc[rows["fraction"].idxmax()]
         out.append(
             f"{_tag(lo, [*facet, 'strategy'])}: queried class shares range from {lo['fraction'] * 100:.1f}% (class {lo['class']}) "
-            f"to {hi['fraction'] * 100:.1f}% (class {hi['class']}); uniform is {100 / len(rows):.1f}%.")
+            f"to {hi['fraction'] * 100:.1f}% (class {hi['class']}); uniform is {100 / len(rows):.1f}%."
+        )
     return out
 
 
 def cost_line(tables) -> str:
     g = tables.groups
-    text = f"compute so far: {g['gpu_hours'].sum():.2f} GPU-hours and {g['cpu_hours'].sum():.2f} CPU-hours (train + select + eval)"
+    text = (
+        f"compute so far: {g['gpu_hours'].sum():.2f} GPU-hours and {g['cpu_hours'].sum():.2f} CPU-hours (train + select + eval)"
+    )
     timed = g.dropna(subset=["train_time_s_mean"])
     if len(timed):
         top = timed.loc[timed["train_time_s_mean"].idxmax()]
-        text += (f"; longest mean train time per run {top['model']} + {top['optimizer']} ({top['strategy']}), "
-                 f"{top['train_time_s_mean'] / 3600:.3f} h")
+        text += (
+            f"; longest mean train time per run {top['model']} + {top['optimizer']} ({top['strategy']}), "
+            f"{top['train_time_s_mean'] / 3600:.3f} h"
+        )
     return text
 
 
@@ -165,8 +180,10 @@ def summary_lines_by_budget(tables) -> list[str]:
     best = best_by_aubc(tables)
     best = best[best["rank"] == 0]
     for _, r in best.iterrows():
-        lines.append(f"best by AUBC, {_tag(r, [*facet, 'strategy'])}: {r['model']} + {r['optimizer']}, "
-                     f"AUBC {_pct(r['aubc_mean'], r['aubc_ci95'])}% over {_count(r['n_final'], 'run')}")
+        lines.append(
+            f"best by AUBC, {_tag(r, [*facet, 'strategy'])}: {r['model']} + {r['optimizer']}, "
+            f"AUBC {_pct(r['aubc_mean'], r['aubc_ci95'])}% over {_count(r['n_final'], 'run')}"
+        )
     final = final_vs_random(tables)
     for _, rows in final.groupby([*facet, "strategy"], observed=True, sort=True):
         # The strategy's best group by AUBC when it has a pair with random, else its largest gain.
@@ -178,6 +195,7 @@ def summary_lines_by_budget(tables) -> list[str]:
             f"{_tag(r, [*facet, 'strategy'])} vs random at {int(r['n_labeled'])} labels, {r['model']} + {r['optimizer']}: "
             f"{_pct(r['diff_mean'], r['diff_ci95'], sign=True)} points, "
             + ("p = n/a" if not math.isfinite(r["p_value"]) else f"p = {r['p_value']:.4f}")
-            + f"; higher in {int((rows['diff_mean'] > 0).sum())} of {len(rows)} groups, {sig} with p < {ALPHA}")
+            + f"; higher in {int((rows['diff_mean'] > 0).sum())} of {len(rows)} groups, {sig} with p < {ALPHA}"
+        )
     lines.append(cost_line(tables))
     return lines

@@ -9,6 +9,7 @@
 Only finished runs (DONE) count; groups with fewer than MIN_TRIALS runs are flagged. Statistics
 come from scipy (ttest_rel) and statsmodels (multipletests, anova_lm).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -110,14 +111,20 @@ def anova(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> pd.DataF
         cells = g.groupby(["model", "optimizer"], observed=True).size()
         if g["model"].nunique() < 2 or g["optimizer"].nunique() < 2 or len(g) - len(cells) < 1:
             continue
-        frame = pd.DataFrame({"aubc": g[metric].to_numpy(float), "model": g["model"].astype(str).to_numpy(),
-                              "optimizer": g["optimizer"].astype(str).to_numpy()})
+        frame = pd.DataFrame(
+            {
+                "aubc": g[metric].to_numpy(float),
+                "model": g["model"].astype(str).to_numpy(),
+                "optimizer": g["optimizer"].astype(str).to_numpy(),
+            }
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             table = anova_lm(ols("aubc ~ C(model) * C(optimizer)", data=frame).fit(), typ=2)
         for term, row in table.iterrows():
-            out.append([*group, names.get(term, term), float(row["df"]), float(row["sum_sq"]),
-                        float(row["F"]), float(row["PR(>F)"])])
+            out.append(
+                [*group, names.get(term, term), float(row["df"]), float(row["sum_sq"]), float(row["F"]), float(row["PR(>F)"])]
+            )
     return pd.DataFrame(out, columns=cols)
 
 
@@ -148,9 +155,14 @@ def grid(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if r.empty:
         return pd.DataFrame(columns=cols)
     g = r.groupby(keys, observed=True, sort=True)
-    out = g.agg(n=("run_id", "size"), aubc_mean=("aubc", "mean"), aubc_std=("aubc", "std"),
-                final_acc_mean=("final_acc", "mean"), final_acc_std=("final_acc", "std"),
-                n_reached=("labels_to_target", "count")).reset_index()
+    out = g.agg(
+        n=("run_id", "size"),
+        aubc_mean=("aubc", "mean"),
+        aubc_std=("aubc", "std"),
+        final_acc_mean=("final_acc", "mean"),
+        final_acc_std=("final_acc", "std"),
+        n_reached=("labels_to_target", "count"),
+    ).reset_index()
     out["few"] = out["n"] < MIN_TRIALS
     out["aubc_ci95"] = np.where(out["few"], np.nan, ci95(out["aubc_std"], out["n"]))
     out["final_acc_ci95"] = np.where(out["few"], np.nan, ci95(out["final_acc_std"], out["n"]))
@@ -187,9 +199,15 @@ def grid_tables(g: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFram
         return out
     shown_by = [k for k in by if g[k].nunique() > 1] or ["strategy"]
     for group, t in g.groupby(by, observed=True, sort=True):
-        cell = (pd.Series(_pct_list(t["aubc_mean"], t["aubc_ci95"]), index=t.index) + " / "
-                + pd.Series(_pct_list(t["final_acc_mean"], t["final_acc_ci95"]), index=t.index)
-                + " (n=" + t["n"].astype(str) + np.where(t["few"], f" {FLAG}", "") + ")")
+        cell = (
+            pd.Series(_pct_list(t["aubc_mean"], t["aubc_ci95"]), index=t.index)
+            + " / "
+            + pd.Series(_pct_list(t["final_acc_mean"], t["final_acc_ci95"]), index=t.index)
+            + " (n="
+            + t["n"].astype(str)
+            + np.where(t["few"], f" {FLAG}", "")
+            + ")"
+        )
         table = t.assign(cell=cell).pivot(index="model", columns="optimizer", values="cell").fillna("–")
         table = table.reset_index()
         table.columns = [str(c) for c in table.columns]
@@ -225,10 +243,14 @@ def best_lines(pairs: pd.DataFrame, g: pd.DataFrame, keys: list[str], factor: st
             sig = np.isfinite(p["p_holm"]) and p["p_holm"] < ALPHA
             few = f" {FLAG}" if p["n_pairs"] < MIN_TRIALS else ""
             ci = p["diff_ci95"] if not few else math.nan
-            parts.append(f"vs {other} {_pct(sign * p['diff_mean'], ci, sign=True)} points "
-                         f"(n={int(p['n_pairs'])}{few}, p_holm {_p(p['p_holm'])}{', significant' if sig else ''})")
+            parts.append(
+                f"vs {other} {_pct(sign * p['diff_mean'], ci, sign=True)} points "
+                f"(n={int(p['n_pairs'])}{few}, p_holm {_p(p['p_holm'])}{', significant' if sig else ''})"
+            )
         label = _tag(key, facet)
-        lines.append(f"{label}: {lvl} (AUBC {_pct(best['aubc_mean'], best['aubc_ci95'])}%)" + ("; " + "; ".join(parts) if parts else ""))
+        lines.append(
+            f"{label}: {lvl} (AUBC {_pct(best['aubc_mean'], best['aubc_ci95'])}%)" + ("; " + "; ".join(parts) if parts else "")
+        )
     return lines
 
 
@@ -252,8 +274,7 @@ def anova_reading(a: pd.DataFrame, by_values: dict) -> str:
         lead = "no evidence that the optimizer's effect on AUBC depends on the architecture"
     else:
         lead = "the interaction could not be tested"
-    return (f"{lead} (interaction: {part('model:optimizer')}); optimizer: {part('optimizer')}; "
-            f"model: {part('model')}.")
+    return f"{lead} (interaction: {part('model:optimizer')}); optimizer: {part('optimizer')}; model: {part('model')}."
 
 
 def headline_blocks(tables) -> list[tuple]:
@@ -263,45 +284,76 @@ def headline_blocks(tables) -> list[tuple]:
     blocks: list[tuple] = [("h2", "Headline")]
     if g.empty:
         return blocks + [("p", "No run has finished yet: nothing to compare.")]
-    blocks.append(("p", "AUBC = area under the accuracy-vs-labels curve, normalised (%). Finished runs only; "
-                        "± is the 95% CI over trials (Student's t); n = trials; "
-                        f"{FLAG} = fewer than {MIN_TRIALS} trials, CI not shown. Paired tests by trial, "
-                        "two-sided; p_holm: Holm-corrected within each family shown."))
+    blocks.append(
+        (
+            "p",
+            "AUBC = area under the accuracy-vs-labels curve, normalised (%). Finished runs only; "
+            "± is the 95% CI over trials (Student's t); n = trials; "
+            f"{FLAG} = fewer than {MIN_TRIALS} trials, CI not shown. Paired tests by trial, "
+            "two-sided; p_holm: Holm-corrected within each family shown.",
+        )
+    )
     answers = answer_lines(tables)
     blocks.append(("ul", answers))
     for label, table in grid_tables(g, keys):
         blocks += [("p", f"{label}: AUBC / final accuracy (%), model x optimizer."), ("table", table)]
     opt_lines = best_lines(tables.optimizers, g, keys, "optimizer")
     if opt_lines:
-        blocks += [("p", "Best optimizer per model (by mean AUBC), against each other optimizer (Holm over the pairs of one model):"),
-                   ("ul", opt_lines)]
+        blocks += [
+            ("p", "Best optimizer per model (by mean AUBC), against each other optimizer (Holm over the pairs of one model):"),
+            ("ul", opt_lines),
+        ]
     mod_lines = best_lines(tables.models, g, keys, "model")
     if mod_lines:
-        blocks += [("p", "Best model per optimizer (by mean AUBC), against each other model (Holm over the pairs of one optimizer):"),
-                   ("ul", mod_lines)]
+        blocks += [
+            ("p", "Best model per optimizer (by mean AUBC), against each other model (Holm over the pairs of one optimizer):"),
+            ("ul", mod_lines),
+        ]
     a = tables.anova
     if len(a):
         by = [k for k in keys if k not in ("model", "optimizer")]
         shown_by = [k for k in by if a[k].nunique() > 1] or ["strategy"]
         for group, t in a.groupby(by, observed=True, sort=True):
             values = dict(zip(by, group if isinstance(group, tuple) else (group,)))
-            disp = pd.DataFrame({"term": t["term"], "df": [f"{v:g}" for v in t["df"]],
-                                 "sum of squares": [f"{v:.3g}" for v in t["sum_sq"]],
-                                 "F": ["–" if not np.isfinite(v) else f"{v:.2f}" for v in t["F"]],
-                                 "p": [_p(v) for v in t["p_value"]]})
-            blocks += [("p", f"Two-way ANOVA of AUBC, {_tag(values, shown_by)} (type II, aubc ~ C(model) * C(optimizer)): "
-                             + anova_reading(a, values)), ("table", disp)]
+            disp = pd.DataFrame(
+                {
+                    "term": t["term"],
+                    "df": [f"{v:g}" for v in t["df"]],
+                    "sum of squares": [f"{v:.3g}" for v in t["sum_sq"]],
+                    "F": ["–" if not np.isfinite(v) else f"{v:.2f}" for v in t["F"]],
+                    "p": [_p(v) for v in t["p_value"]],
+                }
+            )
+            blocks += [
+                (
+                    "p",
+                    f"Two-way ANOVA of AUBC, {_tag(values, shown_by)} (type II, aubc ~ C(model) * C(optimizer)): "
+                    + anova_reading(a, values),
+                ),
+                ("table", disp),
+            ]
     else:
-        blocks.append(("p", "Two-way ANOVA: not computed (it needs 2+ models, 2+ optimizers and replicated cells of finished runs)."))
+        blocks.append(
+            ("p", "Two-way ANOVA: not computed (it needs 2+ models, 2+ optimizers and replicated cells of finished runs).")
+        )
     if len(gn):
-        disp = pd.DataFrame({**{k: gn[k].astype(str) for k in keys if k == "strategy" or gn[k].nunique() > 1},
-                             "pairs": gn["n_pairs"].astype(str) + np.where(gn["n_pairs"] < MIN_TRIALS, f" {FLAG}", ""),
-                             "AUBC gain (points)": [_pct(m, c if n >= MIN_TRIALS else math.nan, sign=True)
-                                                    for m, c, n in zip(gn["diff_mean"], gn["diff_ci95"], gn["n_pairs"])],
-                             "p": [_p(v) for v in gn["p_value"]], "p_holm": [_p(v) for v in gn["p_holm"]],
-                             "significant": np.where(gn["p_holm"] < ALPHA, "yes", "no")})
-        blocks += [("p", "Gain in AUBC over random per model x optimizer, paired by trial (Holm over the groups of one strategy):"),
-                   ("table", disp)]
+        disp = pd.DataFrame(
+            {
+                **{k: gn[k].astype(str) for k in keys if k == "strategy" or gn[k].nunique() > 1},
+                "pairs": gn["n_pairs"].astype(str) + np.where(gn["n_pairs"] < MIN_TRIALS, f" {FLAG}", ""),
+                "AUBC gain (points)": [
+                    _pct(m, c if n >= MIN_TRIALS else math.nan, sign=True)
+                    for m, c, n in zip(gn["diff_mean"], gn["diff_ci95"], gn["n_pairs"])
+                ],
+                "p": [_p(v) for v in gn["p_value"]],
+                "p_holm": [_p(v) for v in gn["p_holm"]],
+                "significant": np.where(gn["p_holm"] < ALPHA, "yes", "no"),
+            }
+        )
+        blocks += [
+            ("p", "Gain in AUBC over random per model x optimizer, paired by trial (Holm over the groups of one strategy):"),
+            ("table", disp),
+        ]
     return blocks
 
 
@@ -313,21 +365,28 @@ def answer_lines(tables) -> list[str]:
     out = []
     for group, t in g.groupby([*facet, "strategy"], observed=True, sort=True):
         best = t.sort_values(["aubc_mean", "model", "optimizer"], ascending=[False, True, True]).iloc[0]
-        out.append(f"{_tag(best, [*facet, 'strategy'])}: best {best['model']} + {best['optimizer']}, AUBC "
-                   f"{_pct(best['aubc_mean'], best['aubc_ci95'])}%, final accuracy {_pct(best['final_acc_mean'], best['final_acc_ci95'])}% "
-                   f"(n={int(best['n'])}{' ' + FLAG if best['few'] else ''}).")
+        out.append(
+            f"{_tag(best, [*facet, 'strategy'])}: best {best['model']} + {best['optimizer']}, AUBC "
+            f"{_pct(best['aubc_mean'], best['aubc_ci95'])}%, final accuracy {_pct(best['final_acc_mean'], best['final_acc_ci95'])}% "
+            f"(n={int(best['n'])}{' ' + FLAG if best['few'] else ''})."
+        )
     for name, frame, factor in (("optimizers", tables.optimizers, "optimizer"), ("models", tables.models, "model")):
         if frame.empty:
             continue
         sig = frame[frame["p_holm"] < ALPHA]
         tested = int(frame["p_holm"].notna().sum())
         if len(sig):
-            items = [f"{r[f'{factor}_a'] if r['diff_mean'] > 0 else r[f'{factor}_b']} > "
-                     f"{r[f'{factor}_b'] if r['diff_mean'] > 0 else r[f'{factor}_a']} "
-                     f"({_tag(r, [k for k in [*facet, 'strategy', 'model', 'optimizer'] if k != factor])}, "
-                     f"{_pct(abs(r['diff_mean']), sign=False)} points)" for _, r in sig.iterrows()]
+            items = [
+                f"{r[f'{factor}_a'] if r['diff_mean'] > 0 else r[f'{factor}_b']} > "
+                f"{r[f'{factor}_b'] if r['diff_mean'] > 0 else r[f'{factor}_a']} "
+                f"({_tag(r, [k for k in [*facet, 'strategy', 'model', 'optimizer'] if k != factor])}, "
+                f"{_pct(abs(r['diff_mean']), sign=False)} points)"
+                for _, r in sig.iterrows()
+            ]
             shown = items[:6] + ([f"{len(items) - 6} more"] if len(items) > 6 else [])
-            out.append(f"Differences between {name} in AUBC that survive Holm: {len(sig)} of {tested} pairs: " + "; ".join(shown) + ".")
+            out.append(
+                f"Differences between {name} in AUBC that survive Holm: {len(sig)} of {tested} pairs: " + "; ".join(shown) + "."
+            )
         else:
             out.append(f"No difference between {name} in AUBC survives Holm ({tested} paired comparisons).")
     a = tables.anova
@@ -336,9 +395,11 @@ def answer_lines(tables) -> list[str]:
         sig = inter[inter["p_value"] < ALPHA]
         by = [*facet, "strategy"]
         if len(sig):
-            out.append("The optimizer's effect depends on the architecture (model x optimizer interaction, p < 0.05) for "
-                       + ", ".join(_tag(r, by) for _, r in sig.iterrows())
-                       + (f"; not for the other {len(inter) - len(sig)}." if len(inter) > len(sig) else "."))
+            out.append(
+                "The optimizer's effect depends on the architecture (model x optimizer interaction, p < 0.05) for "
+                + ", ".join(_tag(r, by) for _, r in sig.iterrows())
+                + (f"; not for the other {len(inter) - len(sig)}." if len(inter) > len(sig) else ".")
+            )
         else:
             out.append(f"No model x optimizer interaction in AUBC (two-way ANOVA, p ≥ 0.05 for all {len(inter)} strategies).")
     gn = tables.gains
@@ -346,9 +407,11 @@ def answer_lines(tables) -> list[str]:
         first = t.iloc[0]
         up = int(((t["diff_mean"] > 0) & (t["p_holm"] < ALPHA)).sum())
         down = int(((t["diff_mean"] < 0) & (t["p_holm"] < ALPHA)).sum())
-        out.append(f"{_tag(first, [*facet, 'strategy'])} vs random (AUBC, paired by trial, Holm): higher in "
-                   f"{int((t['diff_mean'] > 0).sum())} of {len(t)} model x optimizer groups, significantly higher in {up}, "
-                   f"significantly lower in {down}; mean gain {_pct(t['diff_mean'].mean(), sign=True)} points.")
+        out.append(
+            f"{_tag(first, [*facet, 'strategy'])} vs random (AUBC, paired by trial, Holm): higher in "
+            f"{int((t['diff_mean'] > 0).sum())} of {len(t)} model x optimizer groups, significantly higher in {up}, "
+            f"significantly lower in {down}; mean gain {_pct(t['diff_mean'].mean(), sign=True)} points."
+        )
     return out
 
 
@@ -366,8 +429,10 @@ def summary_lines(tables) -> list[str]:
     best = []
     for _, t in g.groupby([*facet, "strategy"], observed=True, sort=True):
         b = t.sort_values(["aubc_mean", "model", "optimizer"], ascending=[False, True, True]).iloc[0]
-        best.append(f"{_tag(b, [*facet, 'strategy'])} {b['model']} + {b['optimizer']} {_pct(b['aubc_mean'], b['aubc_ci95'])}% "
-                    f"(n={int(b['n'])}{' ' + FLAG if b['few'] else ''})")
+        best.append(
+            f"{_tag(b, [*facet, 'strategy'])} {b['model']} + {b['optimizer']} {_pct(b['aubc_mean'], b['aubc_ci95'])}% "
+            f"(n={int(b['n'])}{' ' + FLAG if b['few'] else ''})"
+        )
     lines.append("best by AUBC: " + "; ".join(best))
 
     def survivors(frame: pd.DataFrame, factor: str, within: list[str]) -> str:
@@ -379,22 +444,33 @@ def summary_lines(tables) -> list[str]:
             hi, lo = (r[f"{factor}_a"], r[f"{factor}_b"]) if r["diff_mean"] > 0 else (r[f"{factor}_b"], r[f"{factor}_a"])
             items.append(f"{hi} > {lo} ({_tag(r, within)}, {_pct(abs(r['diff_mean']))} pts, p_holm {_p(r['p_holm'])})")
         shown = "; ".join(items[:4]) + (f"; +{len(items) - 4} more" if len(items) > 4 else "")
-        return f"{len(sig)} of {int(frame['p_holm'].notna().sum())} pairs significant after Holm" + (f": {shown}" if items else "")
+        return f"{len(sig)} of {int(frame['p_holm'].notna().sum())} pairs significant after Holm" + (
+            f": {shown}" if items else ""
+        )
 
-    lines.append("optimizers (AUBC, paired by trial): " + survivors(tables.optimizers, "optimizer", [*facet, "strategy", "model"]))
+    lines.append(
+        "optimizers (AUBC, paired by trial): " + survivors(tables.optimizers, "optimizer", [*facet, "strategy", "model"])
+    )
     a = tables.anova
     inter = a[a["term"] == "model:optimizer"] if len(a) else a
-    anova_text = ("; ".join(f"{_tag(r, [*facet, 'strategy'])} p = {_p(r['p_value'])}" for _, r in inter.iterrows())
-                  if len(inter) else "not testable")
-    lines.append(f"model x optimizer interaction (ANOVA of AUBC): {anova_text}; models: "
-                 + survivors(tables.models, "model", [*facet, "strategy", "optimizer"]))
+    anova_text = (
+        "; ".join(f"{_tag(r, [*facet, 'strategy'])} p = {_p(r['p_value'])}" for _, r in inter.iterrows())
+        if len(inter)
+        else "not testable"
+    )
+    lines.append(
+        f"model x optimizer interaction (ANOVA of AUBC): {anova_text}; models: "
+        + survivors(tables.models, "model", [*facet, "strategy", "optimizer"])
+    )
     gn = tables.gains
     for _, t in gn.groupby([*facet, "strategy"], observed=True, sort=True):
         up = int(((t["diff_mean"] > 0) & (t["p_holm"] < ALPHA)).sum())
         down = int(((t["diff_mean"] < 0) & (t["p_holm"] < ALPHA)).sum())
-        lines.append(f"{_tag(t.iloc[0], [*facet, 'strategy'])} vs random (AUBC, paired, Holm): mean gain "
-                     f"{_pct(t['diff_mean'].mean(), sign=True)} pts, higher in {int((t['diff_mean'] > 0).sum())} of {len(t)} "
-                     f"model x optimizer groups, significantly higher in {up}, lower in {down}")
+        lines.append(
+            f"{_tag(t.iloc[0], [*facet, 'strategy'])} vs random (AUBC, paired, Holm): mean gain "
+            f"{_pct(t['diff_mean'].mean(), sign=True)} pts, higher in {int((t['diff_mean'] > 0).sum())} of {len(t)} "
+            f"model x optimizer groups, significantly higher in {up}, lower in {down}"
+        )
     if gn.empty and "random" in set(g["strategy"]) and g["strategy"].nunique() > 1:
         lines.append("no finished non-random run has a finished random run of the same trial to pair with yet")
     return lines

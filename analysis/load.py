@@ -2,6 +2,7 @@
 
 Damaged inputs are skipped with one `warning:` line per file on stderr; the report uses the rest.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -284,7 +285,7 @@ def _add_config_keys(runs: pd.DataFrame, keys: list[str], meta: list[dict]) -> t
 def _add_extra_axes(runs: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Columns for the grid axes beyond the four, read from what follows `-t<trial>` in run_id."""
     prefix = runs["model"] + "-" + runs["optimizer"] + "-" + runs["strategy"] + "-t" + runs["trial"].astype(str)
-    suffix = [rid[len(p) + 1:] if rid.startswith(p + "-") else "" for rid, p in zip(runs["run_id"], prefix)]
+    suffix = [rid[len(p) + 1 :] if rid.startswith(p + "-") else "" for rid, p in zip(runs["run_id"], prefix)]
     if not any(suffix):
         return runs, list(BASE_KEYS)
     parts = [s.split("-") for s in suffix]

@@ -2,6 +2,7 @@
 
 Every table is a vectorised groupby of the cycles table (one row per run x finished cycle).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -159,9 +160,26 @@ def runs_table(cycles: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.
     )
     out = runs.merge(per_run, left_on="run_id", right_index=True, how="left")
     out["cycles_done"] = out["cycles_done"].fillna(0).astype("int64")
-    cols = ["run_id", *keys, "trial", "cycles_done", "done", "final_acc", "final_f1", "aubc", "labels_to_target",
-            "train_time_s", "peak_mem_bytes", "energy_j", "status", "cycles_expected", "final_n_labeled",
-            "select_time_s", "eval_time_s", "device"]
+    cols = [
+        "run_id",
+        *keys,
+        "trial",
+        "cycles_done",
+        "done",
+        "final_acc",
+        "final_f1",
+        "aubc",
+        "labels_to_target",
+        "train_time_s",
+        "peak_mem_bytes",
+        "energy_j",
+        "status",
+        "cycles_expected",
+        "final_n_labeled",
+        "select_time_s",
+        "eval_time_s",
+        "device",
+    ]
     return out[cols].sort_values([*keys, "trial", "run_id"], kind="stable").reset_index(drop=True)
 
 
@@ -191,10 +209,12 @@ def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     gpu = full["device"].notna() & full["device"].ne("cpu")
     r_gpu = r["device"].notna() & r["device"].ne("cpu")
     seconds = r[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1, min_count=1)
-    totals = pd.DataFrame({
-        "gpu_hours": seconds.where(r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
-        "cpu_hours": seconds.where(~r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
-    })
+    totals = pd.DataFrame(
+        {
+            "gpu_hours": seconds.where(r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
+            "cpu_hours": seconds.where(~r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
+        }
+    )
     g = full.groupby(by, observed=True)
     out = g.agg(
         n_final=("run_id", "size"),
@@ -217,9 +237,25 @@ def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     out = out.join(totals).reset_index()
     out["final_acc_ci95"] = ci95(out["final_acc_std"], out["n_final"])
     out["aubc_ci95"] = ci95(out["aubc_std"], out["aubc_n"])
-    cols = [*by, "n_runs", "n_done", "n_final", "final_n_labeled", "final_acc_mean", "final_acc_ci95", "final_f1_mean",
-            "aubc_mean", "aubc_ci95", "labels_to_target_mean", "labels_to_target_n", "train_time_s_mean",
-            "peak_mem_bytes_max", "energy_j_mean", "gpu_hours", "cpu_hours"]
+    cols = [
+        *by,
+        "n_runs",
+        "n_done",
+        "n_final",
+        "final_n_labeled",
+        "final_acc_mean",
+        "final_acc_ci95",
+        "final_f1_mean",
+        "aubc_mean",
+        "aubc_ci95",
+        "labels_to_target_mean",
+        "labels_to_target_n",
+        "train_time_s_mean",
+        "peak_mem_bytes_max",
+        "energy_j_mean",
+        "gpu_hours",
+        "cpu_hours",
+    ]
     return out[cols]
 
 
@@ -230,8 +266,12 @@ def optimizer_ranking(cycles: pd.DataFrame, summary: pd.DataFrame, keys: list[st
     cols = [*gk, "best", "best_acc", "runner_up", "runner_up_acc", "n_pairs", "diff_mean", "diff_ci95", "p_value"]
     ranked = summary.sort_values([*gk, "acc_mean", "optimizer"], ascending=[True] * len(gk) + [False, True], kind="stable")
     ranked = ranked.assign(rank=ranked.groupby(gk, observed=True).cumcount())
-    best = ranked[ranked["rank"] == 0][[*gk, "optimizer", "acc_mean"]].rename(columns={"optimizer": "best", "acc_mean": "best_acc"})
-    second = ranked[ranked["rank"] == 1][[*gk, "optimizer", "acc_mean"]].rename(columns={"optimizer": "runner_up", "acc_mean": "runner_up_acc"})
+    best = ranked[ranked["rank"] == 0][[*gk, "optimizer", "acc_mean"]].rename(
+        columns={"optimizer": "best", "acc_mean": "best_acc"}
+    )
+    second = ranked[ranked["rank"] == 1][[*gk, "optimizer", "acc_mean"]].rename(
+        columns={"optimizer": "runner_up", "acc_mean": "runner_up_acc"}
+    )
     table = best.merge(second, on=gk, how="inner")
     if table.empty:
         return pd.DataFrame(columns=cols)

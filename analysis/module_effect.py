@@ -10,6 +10,7 @@ acc(random) at cycle 1 is therefore the module's own effect (with `al.initial: r
 Under `ll.train_module: always` both runs train the module and this difference is expected to be
 zero: the `train_module` column tells the two cases apart when a report mixes them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,14 +52,18 @@ def write_module_effect(tables, report_dir: Path) -> Path | None:
     frame = module_effect_table(tables.cycles, tables.keys)
     path = write_text(Path(report_dir) / "module_effect.csv", frame.to_csv(index=False))
     keys = [k for k in tables.keys if k != "strategy"]
-    shown = pd.DataFrame({
-        **{k: frame[k].astype(str) for k in keys},
-        "labelled": frame["n_labeled"].astype(str),
-        "pairs": frame["n_pairs"].astype(str),
-        "effect (points)": render.mean_pm(frame["diff_mean"], frame["diff_ci95"], sign=True),
-        "p": render.p_values(frame["p_value"]),
-    })
-    caption = ("The loss-prediction module's own effect: cycle-1 accuracy of learning_loss minus random, "
-               "paired by trial (same initial set and weights; mean ± 95% CI, two-sided paired t-test).")
+    shown = pd.DataFrame(
+        {
+            **{k: frame[k].astype(str) for k in keys},
+            "labelled": frame["n_labeled"].astype(str),
+            "pairs": frame["n_pairs"].astype(str),
+            "effect (points)": render.mean_pm(frame["diff_mean"], frame["diff_ci95"], sign=True),
+            "p": render.p_values(frame["p_value"]),
+        }
+    )
+    caption = (
+        "The loss-prediction module's own effect: cycle-1 accuracy of learning_loss minus random, "
+        "paired by trial (same initial set and weights; mean ± 95% CI, two-sided paired t-test)."
+    )
     write_text(Path(report_dir) / "tables" / "module_effect.md", f"{caption}\n\n" + render.markdown_table(shown))
     return path

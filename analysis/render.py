@@ -1,6 +1,7 @@
 """Rendering: tables formatted for reading (percent with +-CI) as Markdown, booktabs LaTeX and
 HTML, and the report document (a list of blocks) as report.md and one self-contained report.html.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,84 +39,107 @@ def p_values(values) -> list[str]:
 
 
 def display_summary(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({
-        **{k: summary[k].astype(str) for k in keys},
-        "labelled": summary["n_labeled"].astype(str),
-        "trials": summary["n_trials"].astype(str),
-        "accuracy (%)": mean_pm(summary["acc_mean"], summary["acc_ci95"]),
-        "macro-F1 (%)": mean_pm(summary["f1_mean"], summary["f1_ci95"]),
-    })
+    return pd.DataFrame(
+        {
+            **{k: summary[k].astype(str) for k in keys},
+            "labelled": summary["n_labeled"].astype(str),
+            "trials": summary["n_trials"].astype(str),
+            "accuracy (%)": mean_pm(summary["acc_mean"], summary["acc_ci95"]),
+            "macro-F1 (%)": mean_pm(summary["f1_mean"], summary["f1_ci95"]),
+        }
+    )
 
 
 def display_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     expected = runs["cycles_expected"].map(lambda v: "" if pd.isna(v) else f"/{int(v)}")
-    return pd.DataFrame({
-        "run": runs["run_id"].astype(str),
-        "status": runs["status"].astype(str),
-        "cycles": runs["cycles_done"].astype(str) + expected,
-        "final acc (%)": number(runs["final_acc"], scale=100),
-        "final F1 (%)": number(runs["final_f1"], scale=100),
-        "AUBC (%)": number(runs["aubc"], scale=100),
-        "labels to target": number(runs["labels_to_target"], digits=0),
-        "train (h)": number(runs["train_time_s"], digits=3, scale=1 / 3600),
-        "peak mem (GiB)": number(runs["peak_mem_bytes"], scale=1 / 2**30),
-        "energy (kWh)": number(runs["energy_j"], digits=3, scale=1 / 3.6e6),
-    })
+    return pd.DataFrame(
+        {
+            "run": runs["run_id"].astype(str),
+            "status": runs["status"].astype(str),
+            "cycles": runs["cycles_done"].astype(str) + expected,
+            "final acc (%)": number(runs["final_acc"], scale=100),
+            "final F1 (%)": number(runs["final_f1"], scale=100),
+            "AUBC (%)": number(runs["aubc"], scale=100),
+            "labels to target": number(runs["labels_to_target"], digits=0),
+            "train (h)": number(runs["train_time_s"], digits=3, scale=1 / 3600),
+            "peak mem (GiB)": number(runs["peak_mem_bytes"], scale=1 / 2**30),
+            "energy (kWh)": number(runs["energy_j"], digits=3, scale=1 / 3.6e6),
+        }
+    )
 
 
 def display_vs_random(vs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({
-        **{k: vs[k].astype(str) for k in keys},
-        "labelled": vs["n_labeled"].astype(str),
-        "pairs": vs["n_pairs"].astype(str),
-        "gain (points)": mean_pm(vs["diff_mean"], vs["diff_ci95"], sign=True),
-        "p": p_values(vs["p_value"]),
-        **({"p (Holm)": p_values(vs["p_holm"])} if "p_holm" in vs else {}),
-    })
+    return pd.DataFrame(
+        {
+            **{k: vs[k].astype(str) for k in keys},
+            "labelled": vs["n_labeled"].astype(str),
+            "pairs": vs["n_pairs"].astype(str),
+            "gain (points)": mean_pm(vs["diff_mean"], vs["diff_ci95"], sign=True),
+            "p": p_values(vs["p_value"]),
+            **({"p (Holm)": p_values(vs["p_holm"])} if "p_holm" in vs else {}),
+        }
+    )
 
 
 def display_groups(groups: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({
-        **{k: groups[k].astype(str) for k in keys},
-        "runs": groups["n_runs"].astype(str),
-        "done": groups["n_done"].astype(str),
-        "at budget": groups["n_final"].astype(str),
-        "labelled": groups["final_n_labeled"].map(lambda v: MISSING if pd.isna(v) else str(int(v))),
-        "final acc (%)": mean_pm(groups["final_acc_mean"], groups["final_acc_ci95"]),
-        "AUBC (%)": mean_pm(groups["aubc_mean"], groups["aubc_ci95"]),
-        "labels to target": [f"{v} ({int(k)}/{int(n)} reached)" if n == n else v for v, k, n in
-                             zip(number(groups["labels_to_target_mean"], digits=0), groups["labels_to_target_n"].fillna(0), groups["n_final"])],
-        "train h/run": number(groups["train_time_s_mean"], digits=3, scale=1 / 3600),
-        "peak mem (GiB)": number(groups["peak_mem_bytes_max"], scale=1 / 2**30),
-        "GPU-hours": number(groups["gpu_hours"], digits=3),
-    })
+    return pd.DataFrame(
+        {
+            **{k: groups[k].astype(str) for k in keys},
+            "runs": groups["n_runs"].astype(str),
+            "done": groups["n_done"].astype(str),
+            "at budget": groups["n_final"].astype(str),
+            "labelled": groups["final_n_labeled"].map(lambda v: MISSING if pd.isna(v) else str(int(v))),
+            "final acc (%)": mean_pm(groups["final_acc_mean"], groups["final_acc_ci95"]),
+            "AUBC (%)": mean_pm(groups["aubc_mean"], groups["aubc_ci95"]),
+            "labels to target": [
+                f"{v} ({int(k)}/{int(n)} reached)" if n == n else v
+                for v, k, n in zip(
+                    number(groups["labels_to_target_mean"], digits=0), groups["labels_to_target_n"].fillna(0), groups["n_final"]
+                )
+            ],
+            "train h/run": number(groups["train_time_s_mean"], digits=3, scale=1 / 3600),
+            "peak mem (GiB)": number(groups["peak_mem_bytes_max"], scale=1 / 2**30),
+            "GPU-hours": number(groups["gpu_hours"], digits=3),
+        }
+    )
 
 
 def display_ranking(ranking: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     gk = [k for k in keys if k != "optimizer"]
-    return pd.DataFrame({
-        **{k: ranking[k].astype(str) for k in gk},
-        "labelled": ranking["n_labeled"].astype(str),
-        "best": ranking["best"].astype(str) + " (" + pd.Series(number(ranking["best_acc"], scale=100), index=ranking.index) + ")",
-        "runner-up": ranking["runner_up"].astype(str) + " (" + pd.Series(number(ranking["runner_up_acc"], scale=100), index=ranking.index) + ")",
-        "pairs": ranking["n_pairs"].map(lambda v: "0" if pd.isna(v) else str(int(v))),
-        "gain (points)": mean_pm(ranking["diff_mean"], ranking["diff_ci95"], sign=True),
-        "p": p_values(ranking["p_value"]),
-    })
+    return pd.DataFrame(
+        {
+            **{k: ranking[k].astype(str) for k in gk},
+            "labelled": ranking["n_labeled"].astype(str),
+            "best": ranking["best"].astype(str)
+            + " ("
+            + pd.Series(number(ranking["best_acc"], scale=100), index=ranking.index)
+            + ")",
+            "runner-up": ranking["runner_up"].astype(str)
+            + " ("
+            + pd.Series(number(ranking["runner_up_acc"], scale=100), index=ranking.index)
+            + ")",
+            "pairs": ranking["n_pairs"].map(lambda v: "0" if pd.isna(v) else str(int(v))),
+            "gain (points)": mean_pm(ranking["diff_mean"], ranking["diff_ci95"], sign=True),
+            "p": p_values(ranking["p_value"]),
+        }
+    )
 
 
 def display_pairs(pairs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """optimizers.csv / models.csv for reading: a - b in AUBC points, p and Holm's p."""
     a, b = [c for c in pairs.columns if c.endswith("_a")][0], [c for c in pairs.columns if c.endswith("_b")][0]
     factor = a[:-2]
-    return pd.DataFrame({
-        **{k: pairs[k].astype(str) for k in keys if k != factor},
-        "a": pairs[a].astype(str), "b": pairs[b].astype(str),
-        "pairs": pairs["n_pairs"].astype(str),
-        "AUBC a - b (points)": mean_pm(pairs["diff_mean"], pairs["diff_ci95"], sign=True),
-        "p": p_values(pairs["p_value"]),
-        "p (Holm)": p_values(pairs["p_holm"]),
-    })
+    return pd.DataFrame(
+        {
+            **{k: pairs[k].astype(str) for k in keys if k != factor},
+            "a": pairs[a].astype(str),
+            "b": pairs[b].astype(str),
+            "pairs": pairs["n_pairs"].astype(str),
+            "AUBC a - b (points)": mean_pm(pairs["diff_mean"], pairs["diff_ci95"], sign=True),
+            "p": p_values(pairs["p_value"]),
+            "p (Holm)": p_values(pairs["p_holm"]),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,11 +161,26 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX = str.maketrans({
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
-    PM: r"$\pm$", MISSING: "--", "·": r"\textperiodcentered{}", "≥": r"$\geq$",
-})
+_LATEX = str.maketrans(
+    {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "<": r"\textless{}",
+        ">": r"\textgreater{}",
+        PM: r"$\pm$",
+        MISSING: "--",
+        "·": r"\textperiodcentered{}",
+        "≥": r"$\geq$",
+    }
+)
 
 
 def latex_escape(text: str) -> str:
@@ -160,21 +199,53 @@ def latex_table(table: pd.DataFrame, caption: str, label: str) -> str:
     cap, lab = latex_escape(caption), re.sub(r"[^A-Za-z0-9:.-]", "-", label)  # labels: no special characters
     note = "% generated by python -m analysis.report; needs \\usepackage{booktabs} and \\usepackage{longtable}\n"
     if len(table) > LONG_TABLE_ROWS:
-        return note + "\n".join([
-            rf"\begin{{longtable}}{{{spec}}}", rf"\caption{{{cap}}}\label{{{lab}}} \\", r"\toprule", head, r"\midrule",
-            r"\endfirsthead", r"\toprule", head, r"\midrule", r"\endhead", r"\bottomrule", r"\endfoot",
-            *body, r"\end{longtable}", ""])
-    return note + "\n".join([
-        r"\begin{table}[htbp]", r"\centering", r"\small", rf"\caption{{{cap}}}", rf"\label{{{lab}}}",
-        rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head, r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
-        r"\end{table}", ""])
+        return note + "\n".join(
+            [
+                rf"\begin{{longtable}}{{{spec}}}",
+                rf"\caption{{{cap}}}\label{{{lab}}} \\",
+                r"\toprule",
+                head,
+                r"\midrule",
+                r"\endfirsthead",
+                r"\toprule",
+                head,
+                r"\midrule",
+                r"\endhead",
+                r"\bottomrule",
+                r"\endfoot",
+                *body,
+                r"\end{longtable}",
+                "",
+            ]
+        )
+    return note + "\n".join(
+        [
+            r"\begin{table}[htbp]",
+            r"\centering",
+            r"\small",
+            rf"\caption{{{cap}}}",
+            rf"\label{{{lab}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            head,
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    )
 
 
 def html_table(table: pd.DataFrame) -> str:
     numeric = _numeric_columns(table)
     cls = [' class="num"' if n else "" for n in numeric]
     head = "".join(f"<th{c}>{html.escape(str(h))}</th>" for h, c in zip(table.columns, cls))
-    rows = ["<tr>" + "".join(f"<td{c}>{html.escape(str(v))}</td>" for v, c in zip(row, cls)) + "</tr>" for row in table.itertuples(index=False)]
+    rows = [
+        "<tr>" + "".join(f"<td{c}>{html.escape(str(v))}</td>" for v, c in zip(row, cls)) + "</tr>"
+        for row in table.itertuples(index=False)
+    ]
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
 
 
@@ -222,7 +293,9 @@ details { margin: 0.5rem 0 1rem; }
 
 def to_html(blocks: list[tuple], title: str, report_dir: Path) -> str:
     """One self-contained page: figures embedded as base64 PNG, CSS inline, nothing fetched."""
-    out = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>"]
+    out = [
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>'
+    ]
     for kind, *args in blocks:
         if kind == "h1":
             out.append(f"<h1>{html.escape(args[0])}</h1>")
@@ -239,10 +312,16 @@ def to_html(blocks: list[tuple], title: str, report_dir: Path) -> str:
         elif kind == "figure":
             path, caption = args
             data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         elif kind == "files":
-            out.append("<ul>" + "".join(f'<li><a href="{html.escape(rel)}">{html.escape(label)}</a></li>' for label, rel in args[0]) + "</ul>")
+            out.append(
+                "<ul>"
+                + "".join(f'<li><a href="{html.escape(rel)}">{html.escape(label)}</a></li>' for label, rel in args[0])
+                + "</ul>"
+            )
         elif kind == "details":
             out.append(f"<details><summary>{html.escape(args[0])}</summary>\n{html_table(args[1])}\n</details>")
     out.append("</body>\n</html>\n")

@@ -1,6 +1,7 @@
 """Command line of the report: `python -m analysis.report SWEEP.yaml [key=value ...]` or
 `python -m analysis.report --results DIR`; writes <sweep_dir>/report/ and prints a summary.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -22,8 +23,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. jobs/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3")
     parser.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")
-    parser.add_argument("--curves", metavar="SELECT", help="training curves of a run id, a group (run id without -t<trial>) "
-                        "or a strategy (default: random, mean over trials)")
+    parser.add_argument(
+        "--curves",
+        metavar="SELECT",
+        help="training curves of a run id, a group (run id without -t<trial>) or a strategy (default: random, mean over trials)",
+    )
     args = parser.parse_args(argv)
 
     sweep = None
@@ -50,8 +54,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if not (sweep_dir / "runs").is_dir():
         what = "a results directory" if sweep is None else "the results of this sweep"
-        return _fail(f"{sweep_dir / 'runs'}: no such directory; expected {what} (<output>/<name>/runs/<run_id>/), "
-                     "written once a run has started")
+        return _fail(
+            f"{sweep_dir / 'runs'}: no such directory; expected {what} (<output>/<name>/runs/<run_id>/), "
+            "written once a run has started"
+        )
 
     from analysis.build import compute_tables, load, write_report  # the heavy imports, after the checks
     from analysis.findings import summary_lines

@@ -1,4 +1,5 @@
 """The report's file writes, atomic through al_core.io: a reader never sees half a file."""
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 Every number a benchmark writes carries `stamp()`: host, device, torch version, threads, commit.
 """
+
 from __future__ import annotations
 
 import os
@@ -170,5 +171,10 @@ def repeat(fn: Callable[[], int], reps: int, warmup: int, device: torch.device) 
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     # best_img_per_s (the fastest pass) shows what the median lost to other work on shared cores.
-    return {"img_per_s": images / median, "best_img_per_s": images / min(times), "images_per_rep": images,
-            "median_s": median, "times_s": [round(t, 6) for t in times]}
+    return {
+        "img_per_s": images / median,
+        "best_img_per_s": images / min(times),
+        "images_per_rep": images,
+        "median_s": median,
+        "times_s": [round(t, 6) for t in times],
+    }

@@ -3,6 +3,7 @@
 A torchvision-style CIFAR dataset (HWC uint8 array, a PIL image made per item), PIL transforms, a
 DataLoader, fp32 NCHW, `.to(device)` per batch, two SGD optimizers (backbone and loss module).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,7 +60,9 @@ def train_loader(dataset: InMemoryCIFAR, batch_size: int, workers: int, pin_memo
 
 def score_loader(dataset: InMemoryCIFAR, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """LL4AL's unlabelled loader: the pool in order, test transform, the training batch size."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=SequentialSampler(dataset), num_workers=workers, pin_memory=pin_memory)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=SequentialSampler(dataset), num_workers=workers, pin_memory=pin_memory
+    )
 
 
 def optimizers(model: ResNet, lossnet: LossNet, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4):
@@ -70,8 +73,9 @@ def optimizers(model: ResNet, lossnet: LossNet, lr: float = 0.1, momentum: float
     )
 
 
-def train_epoch(model: ResNet, lossnet: LossNet, opts, loader: DataLoader, device: torch.device,
-                margin: float = 1.0, weight: float = 1.0) -> int:
+def train_epoch(
+    model: ResNet, lossnet: LossNet, opts, loader: DataLoader, device: torch.device, margin: float = 1.0, weight: float = 1.0
+) -> int:
     """One pass of LL4AL's `train_epoch` (before the detach epoch); returns the images seen."""
     opt_backbone, opt_module = opts
     criterion = nn.CrossEntropyLoss(reduction="none")

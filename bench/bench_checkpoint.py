@@ -7,6 +7,7 @@ momentum state, labelled indices). The overhead is measured side by side in one 
 median time of one training epoch on `--images` 32x32 images at `--width`, and the median time to
 write (atomically, fsynced) and to verify-load one checkpoint of that model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,14 @@ from al_core.registry import optimizer_params
 from al_core.train import train_step
 
 
-def state_for(name: str, width: int, n_labelled: int = 10000) -> tuple[dict, torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+def state_for(
+    name: str, width: int, n_labelled: int = 10000
+) -> tuple[dict, torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
     model = MODELS.get(name)(num_classes=10, in_channels=3, width=width)
     lossnet = LossNet(model.stage_channels, 128)
-    opt = make_optimizer("sgd", list(model.parameters()) + list(lossnet.parameters()),
-                         optimizer_params("sgd", {}, "optim"), torch.device("cpu"))
+    opt = make_optimizer(
+        "sgd", list(model.parameters()) + list(lossnet.parameters()), optimizer_params("sgd", {}, "optim"), torch.device("cpu")
+    )
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     train_step(model, lossnet, opt, x, y, False, 1.0, 1.0, torch.autocast("cpu", enabled=False))  # momentum buffers exist
     state = {
@@ -84,27 +88,50 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    out = {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "sizes_width64": {}, "overhead": {}}
+    out = {
+        "machine": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "sizes_width64": {},
+        "overhead": {},
+    }
     for name in MODELS.names():
         state = state_for(name, 64)[0]
         size, saves, loads = time_save(state, args.reps)
-        out["sizes_width64"][name] = {"bytes": size, "save_s_median": statistics.median(saves),
-                                      "verify_load_s_median": statistics.median(loads)}
-        print(f"{name} width 64: checkpoint {size / 2**20:.1f} MiB, save {statistics.median(saves):.3f}s, "
-              f"verify+load {statistics.median(loads):.3f}s (median of {args.reps})", flush=True)
+        out["sizes_width64"][name] = {
+            "bytes": size,
+            "save_s_median": statistics.median(saves),
+            "verify_load_s_median": statistics.median(loads),
+        }
+        print(
+            f"{name} width 64: checkpoint {size / 2**20:.1f} MiB, save {statistics.median(saves):.3f}s, "
+            f"verify+load {statistics.median(loads):.3f}s (median of {args.reps})",
+            flush=True,
+        )
     state, model, lossnet, opt = state_for("resnet18", args.width)
     epochs = time_epoch(model, lossnet, opt, args.images, args.batch_size, args.reps)
     size, saves, _ = time_save(state, args.reps)
     epoch_s, save_s = statistics.median(epochs), statistics.median(saves)
     every, floor_s = 10, 120.0  # the defaults: train.checkpoint_every, train.checkpoint_min_s
-    for label, interval in (("every epoch", epoch_s), ("every 10 epochs", every * epoch_s),
-                            ("default policy (10 epochs and >= 120 s)", max(every * epoch_s, floor_s))):
+    for label, interval in (
+        ("every epoch", epoch_s),
+        ("every 10 epochs", every * epoch_s),
+        ("default policy (10 epochs and >= 120 s)", max(every * epoch_s, floor_s)),
+    ):
         out["overhead"][label] = save_s / interval
-        print(f"resnet18 width {args.width}, {args.images} images/epoch: epoch {epoch_s:.2f}s, checkpoint "
-              f"{save_s:.3f}s ({size / 2**20:.1f} MiB): overhead {label} = {100 * save_s / interval:.2f}%")
-    out["overhead_setup"] = {"model": "resnet18", "width": args.width, "images": args.images, "epoch_s_median": epoch_s,
-                             "save_s_median": save_s, "reps": args.reps}
+        print(
+            f"resnet18 width {args.width}, {args.images} images/epoch: epoch {epoch_s:.2f}s, checkpoint "
+            f"{save_s:.3f}s ({size / 2**20:.1f} MiB): overhead {label} = {100 * save_s / interval:.2f}%"
+        )
+    out["overhead_setup"] = {
+        "model": "resnet18",
+        "width": args.width,
+        "images": args.images,
+        "epoch_s_median": epoch_s,
+        "save_s_median": save_s,
+        "reps": args.reps,
+    }
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -20,6 +20,7 @@ and checkpoints are left out.
     python -m bench.bench_pack --quick --json /tmp/p.json --no-markdown
     python -m bench.bench_pack --k 1 2 4 8 --models resnet18 --cuda-graphs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,17 +53,26 @@ TEST_IMAGES = 10000  # CIFAR-10's test set, evaluated every cycle
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.bench_pack", description=__doc__.splitlines()[0])
     p.add_argument("--k", type=int, nargs="+", default=[1, 2, 4], help="concurrent runs per device (default 1 2 4)")
-    p.add_argument("--models", nargs="+", default=None,
-                   help=f"models (default on a GPU: {','.join(BENCH_MODELS)}; on a CPU: resnet18)")
+    p.add_argument(
+        "--models", nargs="+", default=None, help=f"models (default on a GPU: {','.join(BENCH_MODELS)}; on a CPU: resnet18)"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="auto: bf16 on GPUs with native bf16, else fp32 (as train.precision: auto)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto: bf16 on GPUs with native bf16, else fp32 (as train.precision: auto)",
+    )
     p.add_argument("--cuda-graphs", action="store_true", help="train with train.cuda_graphs (CUDA only)")
     p.add_argument("--quick", action="store_true", help="the tiniest sizes (seconds; for tests)")
-    for key, help_ in (("width", "channels of the first stage"), ("batch_size", "images per step"),
-                       ("images", "labelled images per pass (one epoch)"), ("passes", "timed passes per run"),
-                       ("warmup", "untimed passes per run before the barrier"),
-                       ("score_images", "images per scoring measurement (K = 1)")):
+    for key, help_ in (
+        ("width", "channels of the first stage"),
+        ("batch_size", "images per step"),
+        ("images", "labelled images per pass (one epoch)"),
+        ("passes", "timed passes per run"),
+        ("warmup", "untimed passes per run before the barrier"),
+        ("score_images", "images per scoring measurement (K = 1)"),
+    ):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, help=help_)
     p.add_argument("--sweep", type=Path, default=ROOT / "jobs" / "cifar10.yaml", help="the study to project")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed to each K")
@@ -151,8 +161,14 @@ def _work(conf: dict, barrier) -> dict:
     seen = sum(train_pass() for _ in range(conf["passes"]))
     sync(dev)
     t1 = time.monotonic()
-    out = {"index": conf["index"], "start": t0, "end": t1, "images": seen, "img_per_s": seen / (t1 - t0),
-           "peak_mem_bytes": mem.read()}
+    out = {
+        "index": conf["index"],
+        "start": t0,
+        "end": t1,
+        "images": seen,
+        "img_per_s": seen / (t1 - t0),
+        "peak_mem_bytes": mem.read(),
+    }
     if conf["score"]:
         idx = np.arange(conf["score_images"])
         score_pool(model, lossnet, data, idx, 1024, amp)  # warm-up
@@ -172,9 +188,17 @@ def run_k(args, model: str, k: int, precision: str) -> dict:
     threads = max(1, cores // k)  # as a packed task gives each run cpus / K threads
     procs = []
     for i in range(k):
-        conf = {"index": i, "model": model, "device": args.device, "precision": precision, "threads": threads,
-                "cuda_graphs": args.cuda_graphs, "score": k == 1, "timeout": args.timeout,
-                **{key: getattr(args, key) for key in ("width", "batch_size", "images", "passes", "warmup", "score_images")}}
+        conf = {
+            "index": i,
+            "model": model,
+            "device": args.device,
+            "precision": precision,
+            "threads": threads,
+            "cuda_graphs": args.cuda_graphs,
+            "score": k == 1,
+            "timeout": args.timeout,
+            **{key: getattr(args, key) for key in ("width", "batch_size", "images", "passes", "warmup", "score_images")},
+        }
         proc = ctx.Process(target=worker, args=(conf, barrier, results), daemon=True)
         proc.start()
         procs.append(proc)
@@ -194,9 +218,14 @@ def run_k(args, model: str, k: int, precision: str) -> dict:
     if errors:
         raise RuntimeError(f"{model} K={k}: a worker failed:\n{errors[0]}")
     span = max(o["end"] for o in outs) - min(o["start"] for o in outs)
-    result = {"k": k, "threads_per_run": threads, "aggregate_img_per_s": sum(o["images"] for o in outs) / span,
-              "per_run_img_per_s": [round(o["img_per_s"], 1) for o in outs], "span_s": round(span, 3),
-              "peak_mem_bytes_per_run": max((o["peak_mem_bytes"] or 0) for o in outs) or None}
+    result = {
+        "k": k,
+        "threads_per_run": threads,
+        "aggregate_img_per_s": sum(o["images"] for o in outs) / span,
+        "per_run_img_per_s": [round(o["img_per_s"], 1) for o in outs],
+        "span_s": round(span, 3),
+        "peak_mem_bytes_per_run": max((o["peak_mem_bytes"] or 0) for o in outs) or None,
+    }
     if k == 1:
         result["score_img_per_s"] = outs[0]["score_img_per_s"]
     return result
@@ -238,9 +267,13 @@ def project(sweep_path: Path, models: dict) -> dict:
             hours += sum(secs) / speedup / 3600
         else:
             by_k[str(k)] = round(hours, 2)
-    return {"sweep": _rel(sweep_path), "runs": counted, "runs_without_a_measured_model": skipped,
-            "run_minutes_at_k1": {m: round(sum(s) / len(s) / 60, 2) for m, s in per_run_s.items()},
-            "gpu_hours_by_k": by_k}
+    return {
+        "sweep": _rel(sweep_path),
+        "runs": counted,
+        "runs_without_a_measured_model": skipped,
+        "run_minutes_at_k1": {m: round(sum(s) / len(s) / 60, 2) for m, s in per_run_s.items()},
+        "gpu_hours_by_k": by_k,
+    }
 
 
 def run_bench(args) -> dict:
@@ -250,9 +283,12 @@ def run_bench(args) -> dict:
     if args.precision == "auto":
         native = dev.type == "cuda" and torch.cuda.get_device_capability(dev) >= (8, 0)
         args.precision = "bf16" if native else "fp32"
-    print(f"bench_pack: {st['device']} ({st['cpu_cores']} cores) | torch {st['torch']} | {args.precision}"
-          f"{', CUDA graphs' if args.cuda_graphs else ''} | width {args.width}, batch {args.batch_size}, "
-          f"{args.images} images/pass, {args.passes} passes per run", flush=True)
+    print(
+        f"bench_pack: {st['device']} ({st['cpu_cores']} cores) | torch {st['torch']} | {args.precision}"
+        f"{', CUDA graphs' if args.cuda_graphs else ''} | width {args.width}, batch {args.batch_size}, "
+        f"{args.images} images/pass, {args.passes} passes per run",
+        flush=True,
+    )
     models = {}
     for name in args.models:
         models[name] = {"k": {}}
@@ -261,17 +297,42 @@ def run_bench(args) -> dict:
             base = models[name]["k"].get("1", r)["aggregate_img_per_s"]
             r["speedup"] = r["aggregate_img_per_s"] / base
             models[name]["k"][str(k)] = r
-            print(f"{name:9s} K={k}: {r['aggregate_img_per_s']:>10,.0f} img/s aggregate ({r['speedup']:.2f}x K=1)"
-                  f" | per run {', '.join(f'{v:,.0f}' for v in r['per_run_img_per_s'])}"
-                  + (f" | scoring {r['score_img_per_s']:,.0f} img/s" if k == 1 else ""), flush=True)
+            print(
+                f"{name:9s} K={k}: {r['aggregate_img_per_s']:>10,.0f} img/s aggregate ({r['speedup']:.2f}x K=1)"
+                f" | per run {', '.join(f'{v:,.0f}' for v in r['per_run_img_per_s'])}"
+                + (f" | scoring {r['score_img_per_s']:,.0f} img/s" if k == 1 else ""),
+                flush=True,
+            )
     projection = project(args.sweep, models)
-    print(f"projected {projection['sweep']} ({projection['runs']} runs): "
-          + ", ".join(f"K={k} {h:,.1f} device-h" for k, h in projection["gpu_hours_by_k"].items()), flush=True)
-    return {"benchmark": "bench_pack", "schema": SCHEMA, "stamp": st,
-            "command": " ".join(["python -m bench.bench_pack", *map(shlex.quote, args.argv)]).strip(),
-            "config": {k: getattr(args, k) for k in ("k", "models", "precision", "cuda_graphs", "width", "batch_size",
-                                                     "images", "passes", "warmup", "score_images")},
-            "models": models, "projection": projection, "wall_s": time.perf_counter() - t0}
+    print(
+        f"projected {projection['sweep']} ({projection['runs']} runs): "
+        + ", ".join(f"K={k} {h:,.1f} device-h" for k, h in projection["gpu_hours_by_k"].items()),
+        flush=True,
+    )
+    return {
+        "benchmark": "bench_pack",
+        "schema": SCHEMA,
+        "stamp": st,
+        "command": " ".join(["python -m bench.bench_pack", *map(shlex.quote, args.argv)]).strip(),
+        "config": {
+            k: getattr(args, k)
+            for k in (
+                "k",
+                "models",
+                "precision",
+                "cuda_graphs",
+                "width",
+                "batch_size",
+                "images",
+                "passes",
+                "warmup",
+                "score_images",
+            )
+        },
+        "models": models,
+        "projection": projection,
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def markdown_section(result: dict, json_path: Path | None) -> str:
@@ -292,11 +353,18 @@ def markdown_section(result: dict, json_path: Path | None) -> str:
     for name, m in result["models"].items():
         for k, r in m["k"].items():
             mem = r["peak_mem_bytes_per_run"]
-            lines.append(f"| {name} | {k} | {r['aggregate_img_per_s']:,.0f} | {r['speedup']:.2f}x | "
-                         f"{'n/a' if mem is None else f'{mem / 2**20:,.0f} MiB'} |")
-    lines += ["", f"Projected for `{pj['sweep']}` ({pj['runs']} runs with a measured model), from the K=1 rates above: "
-              + ", ".join(f"K={k}: **{h:,.1f}** device-hours" for k, h in pj["gpu_hours_by_k"].items())
-              + ". A projection, not a measurement of the study" + ("." if gpu else "; on a CPU it only exercises the code."), ""]
+            lines.append(
+                f"| {name} | {k} | {r['aggregate_img_per_s']:,.0f} | {r['speedup']:.2f}x | "
+                f"{'n/a' if mem is None else f'{mem / 2**20:,.0f} MiB'} |"
+            )
+    lines += [
+        "",
+        f"Projected for `{pj['sweep']}` ({pj['runs']} runs with a measured model), from the K=1 rates above: "
+        + ", ".join(f"K={k}: **{h:,.1f}** device-hours" for k, h in pj["gpu_hours_by_k"].items())
+        + ". A projection, not a measurement of the study"
+        + ("." if gpu else "; on a CPU it only exercises the code."),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ scoring throughput). Median of `--reps` runs after one warm-up.
     python -m bench.bench_select                         # 49,000 x 512, k = 1,000
     python -m bench.bench_select --n 10000 --k 500       # reduced, on a busy machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,10 +71,21 @@ def main(argv: list[str] | None = None) -> dict:
         "coreset": lambda: kcenter_greedy(emb, centres, args.k),
         "badge": lambda: badge_seeding_factored(grad_scale(probs), emb, args.k, np.random.default_rng(0)),
     }
-    result = {"stamp": stamp(device), "n": args.n, "d": args.d, "m": args.m,
-              "k": args.k, "classes": args.classes, "passes": args.passes, "device": str(device), "select_s": {}}
-    print(f"selection of {args.k} from {args.n} x {args.d} (m={args.m} labelled, {args.classes} classes, "
-          f"T={args.passes}) on {device}, median of {args.reps}:")
+    result = {
+        "stamp": stamp(device),
+        "n": args.n,
+        "d": args.d,
+        "m": args.m,
+        "k": args.k,
+        "classes": args.classes,
+        "passes": args.passes,
+        "device": str(device),
+        "select_s": {},
+    }
+    print(
+        f"selection of {args.k} from {args.n} x {args.d} (m={args.m} labelled, {args.classes} classes, "
+        f"T={args.passes}) on {device}, median of {args.reps}:"
+    )
     for name, fn in runs.items():
         s = timed(fn, device, args.reps)
         result["select_s"][name] = round(s, 4)

@@ -11,6 +11,7 @@ Writes JSON (`--json`) and appends a section to BENCHMARKS.md (`--markdown`).
     python -m bench.bench_train --quick --json /tmp/b.json --markdown /tmp/B.md
     python -m bench.bench_train --models resnet18 --images 20480 --reps 7
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,15 @@ SCHEMA = 1
 # Sizes per situation; every one can be overridden by its flag.
 SIZES = {
     # A GPU: the study's width and batch, a pass long enough to hide launch and sync overheads.
-    "cuda": {"width": 64, "batch_size": 128, "images": 10240, "data_images": 10240, "score_batch_size": 1024, "reps": 5, "warmup": 2},
+    "cuda": {
+        "width": 64,
+        "batch_size": 128,
+        "images": 10240,
+        "data_images": 10240,
+        "score_batch_size": 1024,
+        "reps": 5,
+        "warmup": 2,
+    },
     # A CPU: narrow models and short passes, so the whole benchmark stays under 3 minutes on 2 cores.
     "cpu": {"width": 16, "batch_size": 128, "images": 256, "data_images": 4096, "score_batch_size": 1024, "reps": 3, "warmup": 1},
     # --quick: the tiniest sizes that still exercise every path (a few seconds; for tests).
@@ -65,19 +74,29 @@ REFERENCE_FLAGS = {"cudnn_benchmark": False, "tf32_matmul": False, "tf32_cudnn":
 # ----------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.bench_train", description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=None, help=f"models, space- or comma-separated (default: {','.join(BENCH_MODELS)})")
+    p.add_argument(
+        "--models", nargs="+", default=None, help=f"models, space- or comma-separated (default: {','.join(BENCH_MODELS)})"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
     p.add_argument("--quick", action="store_true", help="the tiniest sizes (seconds); flags below still override")
     p.add_argument("--width", type=int, help="channels of the first stage (64 = the standard ResNet); default GPU 64, CPU 16")
     p.add_argument("--batch-size", type=int, help="training images per step, both paths (default 128)")
     p.add_argument("--images", type=int, help="images per timed training or scoring pass (default GPU 10240, CPU 256)")
     p.add_argument("--data-images", type=int, help="images per timed pass of the data path alone (default GPU 10240, CPU 4096)")
-    p.add_argument("--score-batch-size", type=int, help="project path: images per no-grad scoring batch (default 1024); "
-                   "the reference scores with --batch-size, as LL4AL does")
+    p.add_argument(
+        "--score-batch-size",
+        type=int,
+        help="project path: images per no-grad scoring batch (default 1024); "
+        "the reference scores with --batch-size, as LL4AL does",
+    )
     p.add_argument("--reps", type=int, help="timed passes; the median is reported (default GPU 5, CPU 3)")
     p.add_argument("--warmup", type=int, help="untimed passes first (default GPU 2, CPU 1)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default on a CPU: 1, see CPU_THREADS; on a GPU: "
-                   "AL_THREADS, else SLURM_CPUS_PER_TASK, else torch's default, as a job sets them)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default on a CPU: 1, see CPU_THREADS; on a GPU: "
+        "AL_THREADS, else SLURM_CPUS_PER_TASK, else torch's default, as a job sets them)",
+    )
     p.add_argument("--ref-workers", type=int, default=0, help="reference DataLoader workers (0, as LL4AL)")
     p.add_argument("--compile", action="store_true", help="project path: torch.compile the model (CUDA only)")
     p.add_argument("--json", type=Path, help="result file (default bench/results/<host>-<device>-<date>.json)")
@@ -91,7 +110,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.models = names
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible; expected auto or cpu")
-    args.device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    args.device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     sizes = SIZES["quick" if args.quick else args.device.type]
     for key, value in sizes.items():
         if getattr(args, key) is None:
@@ -101,8 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_size < 2:
         p.error("--batch-size: expected at least 2 (BatchNorm cannot train on one image)")
     if args.images % args.batch_size == 1:
-        p.error(f"--images {args.images}: leaves a last batch of one image, which BatchNorm cannot train on; "
-                f"expected a count that is not 1 more than a multiple of --batch-size {args.batch_size}")
+        p.error(
+            f"--images {args.images}: leaves a last batch of one image, which BatchNorm cannot train on; "
+            f"expected a count that is not 1 more than a multiple of --batch-size {args.batch_size}"
+        )
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads: expected a positive number, got {args.threads}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -161,13 +184,20 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
     dev, cuda = args.device, args.device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
     amp = autocast(dev, precision)
-    result = {"precision": precision, "memory_format": "channels_last" if cuda else "contiguous",
-              "optimizer": "sgd, fused" if cuda else "sgd", "compiled": bool(args.compile and cuda), "backend": PROJECT_FLAGS if cuda else None}
+    result = {
+        "precision": precision,
+        "memory_format": "channels_last" if cuda else "contiguous",
+        "optimizer": "sgd, fused" if cuda else "sgd",
+        "compiled": bool(args.compile and cuda),
+        "backend": PROJECT_FLAGS if cuda else None,
+    }
     with backend_flags(dev, **PROJECT_FLAGS):
         model, lossnet = build(name, args.width, dev, channels_last=cuda)
         if args.compile and cuda:
             model.compile()
-        opt = make_optimizer("sgd", list(model.parameters()) + list(lossnet.parameters()), dict(OPTIMIZERS.get("sgd").defaults), dev)
+        opt = make_optimizer(
+            "sgd", list(model.parameters()) + list(lossnet.parameters()), dict(OPTIMIZERS.get("sgd").defaults), dev
+        )
         labelled = torch.arange(args.images)  # a CPU index tensor, as the loop passes it
         epochs = itertools.count()
 
@@ -210,8 +240,13 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
 
 def reference_train(name: str, args, train_set: ref.InMemoryCIFAR, score_set: ref.InMemoryCIFAR, mem: PeakMemory) -> dict:
     dev, cuda = args.device, args.device.type == "cuda"
-    result = {"precision": "fp32", "memory_format": "contiguous", "optimizer": "2 x sgd", "compiled": False,
-              "backend": REFERENCE_FLAGS if cuda else None}
+    result = {
+        "precision": "fp32",
+        "memory_format": "contiguous",
+        "optimizer": "2 x sgd",
+        "compiled": False,
+        "backend": REFERENCE_FLAGS if cuda else None,
+    }
     with backend_flags(dev, **REFERENCE_FLAGS):
         model, lossnet = build(name, args.width, dev)
         opts = ref.optimizers(model, lossnet)
@@ -244,8 +279,13 @@ def data_path(args, data: DeviceData, train_set: ref.InMemoryCIFAR) -> dict:
     loader = ref.train_loader(train_set, args.batch_size, args.ref_workers, pin_memory=cuda)
     project = repeat(project_pass, args.reps, args.warmup, dev)
     reference = repeat(lambda: ref.data_epoch(loader, dev), args.reps, args.warmup, dev)
-    return {"batch_size": args.batch_size, "images": args.data_images, "project": project, "reference": reference,
-            "ratio": project["img_per_s"] / reference["img_per_s"]}
+    return {
+        "batch_size": args.batch_size,
+        "images": args.data_images,
+        "project": project,
+        "reference": reference,
+        "ratio": project["img_per_s"] / reference["img_per_s"],
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,9 +294,11 @@ def run_bench(args) -> dict:
     dev = args.device
     peak = peak_flops(dev)
     st = stamp(dev)
-    print(f"bench_train: {st['device']} ({st['cpu']}, {st['cpu_cores']} cores, torch threads {st['torch_threads']}) | torch {st['torch']} | "
-          f"width {args.width}, batch {args.batch_size}, {args.images} images/pass, median of {args.reps} after {args.warmup} warm-up",
-          flush=True)
+    print(
+        f"bench_train: {st['device']} ({st['cpu']}, {st['cpu_cores']} cores, torch threads {st['torch_threads']}) | torch {st['torch']} | "
+        f"width {args.width}, batch {args.batch_size}, {args.images} images/pass, median of {args.reps} after {args.warmup} warm-up",
+        flush=True,
+    )
     n = max(args.images, args.data_images)
     images, labels = random_images(n)
     data = device_data(images, labels, dev)
@@ -267,8 +309,11 @@ def run_bench(args) -> dict:
     mem = PeakMemory(dev)
 
     dp = data_path(args, data, data_set)
-    print(f"data path ({args.batch_size}/batch): project {dp['project']['img_per_s']:,.0f} img/s | "
-          f"DataLoader+PIL {dp['reference']['img_per_s']:,.0f} img/s | {dp['ratio']:.1f}x", flush=True)
+    print(
+        f"data path ({args.batch_size}/batch): project {dp['project']['img_per_s']:,.0f} img/s | "
+        f"DataLoader+PIL {dp['reference']['img_per_s']:,.0f} img/s | {dp['ratio']:.1f}x",
+        flush=True,
+    )
 
     models = {}
     for name in args.models:
@@ -287,17 +332,37 @@ def run_bench(args) -> dict:
         models[name] = entry
         for path in ("project", "reference"):
             r = entry[path]
-            print(f"{name:9s} {path:9s} train {r['train']['img_per_s']:>10,.0f} img/s  MFU {_pct(r['train']['mfu']):>6s}  "
-                  f"peak {_mib(r['train']['peak_mem_bytes']):>10s} | score {r['score']['img_per_s']:>10,.0f} img/s  "
-                  f"MFU {_pct(r['score']['mfu']):>6s}  ({r['precision']}, {r['memory_format']})", flush=True)
+            print(
+                f"{name:9s} {path:9s} train {r['train']['img_per_s']:>10,.0f} img/s  MFU {_pct(r['train']['mfu']):>6s}  "
+                f"peak {_mib(r['train']['peak_mem_bytes']):>10s} | score {r['score']['img_per_s']:>10,.0f} img/s  "
+                f"MFU {_pct(r['score']['mfu']):>6s}  ({r['precision']}, {r['memory_format']})",
+                flush=True,
+            )
         print(f"{name:9s} ratio     train {entry['train_ratio']:.1f}x | score {entry['score_ratio']:.1f}x", flush=True)
         graphs = entry["project"].get("train_cuda_graphs")
         if graphs:
             entry["cuda_graphs_ratio"] = graphs["img_per_s"] / entry["project"]["train"]["img_per_s"]
-            print(f"{name:9s} graphs    train {graphs['img_per_s']:>10,.0f} img/s  ({entry['cuda_graphs_ratio']:.2f}x eager)", flush=True)
+            print(
+                f"{name:9s} graphs    train {graphs['img_per_s']:>10,.0f} img/s  ({entry['cuda_graphs_ratio']:.2f}x eager)",
+                flush=True,
+            )
 
-    config = {k: getattr(args, k) for k in ("models", "width", "batch_size", "images", "data_images", "score_batch_size",
-                                            "reps", "warmup", "ref_workers", "compile", "quick")}
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "models",
+            "width",
+            "batch_size",
+            "images",
+            "data_images",
+            "score_batch_size",
+            "reps",
+            "warmup",
+            "ref_workers",
+            "compile",
+            "quick",
+        )
+    }
     return {
         "benchmark": "bench_train",
         "schema": SCHEMA,
@@ -336,7 +401,8 @@ def markdown_section(result: dict, json_path: Path | None) -> str:
         f"## {st['date'][:16].replace('T', ' ')} UTC: {where}, torch {st['torch']}",
         "",
         f"- Machine: host `{st['host']}`, {st['cpu']} ({st['cpu_cores']} cores, {threads}, load average "
-        f"{st['load_avg_1m']} at the start); device {st['device']}" + (f" (CUDA {st['cuda']}, cuDNN {st['cudnn']})" if gpu else "")
+        f"{st['load_avg_1m']} at the start); device {st['device']}"
+        + (f" (CUDA {st['cuda']}, cuDNN {st['cudnn']})" if gpu else "")
         + f"; torch {st['torch']}, torchvision {st['torchvision']}, Python {st['python']}; commit {st['git_commit'] or 'n/a'}"
         + (" with uncommitted changes." if st["git_dirty"] else "."),
         f"- Command: `{result['command']}` ({result['wall_s']:.0f} s)" + (f"; JSON: `{_rel(json_path)}`." if json_path else "."),
@@ -351,14 +417,18 @@ def markdown_section(result: dict, json_path: Path | None) -> str:
     for name, e in result["models"].items():
         for path in ("project", "reference"):
             r = e[path]
-            lines.append(f"| {name} | {path} | {r['precision']}, {r['memory_format']} | {r['train']['img_per_s']:,.0f} | "
-                         f"{r['score']['img_per_s']:,.0f} | {_mib(r['train']['peak_mem_bytes'])} | {_pct(r['train']['mfu'])} | "
-                         f"{_pct(r['score']['mfu'])} |")
+            lines.append(
+                f"| {name} | {path} | {r['precision']}, {r['memory_format']} | {r['train']['img_per_s']:,.0f} | "
+                f"{r['score']['img_per_s']:,.0f} | {_mib(r['train']['peak_mem_bytes'])} | {_pct(r['train']['mfu'])} | "
+                f"{_pct(r['score']['mfu'])} |"
+            )
         lines.append(f"| {name} | **ratio** | | **{e['train_ratio']:.1f}x** | **{e['score_ratio']:.1f}x** | | | |")
         if e.get("cuda_graphs_ratio"):
             g = e["project"]["train_cuda_graphs"]
-            lines.append(f"| {name} | project, CUDA graphs | {e['project']['precision']} | {g['img_per_s']:,.0f} "
-                         f"({e['cuda_graphs_ratio']:.2f}x eager) | | | | |")
+            lines.append(
+                f"| {name} | project, CUDA graphs | {e['project']['precision']} | {g['img_per_s']:,.0f} "
+                f"({e['cuda_graphs_ratio']:.2f}x eager) | | | | |"
+            )
     lines += [
         "",
         f"Data path alone ({dp['images']} images, batch {dp['batch_size']}): on-device gather + crop + flip + normalise "
@@ -376,8 +446,10 @@ def append_markdown(path: Path, section: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else ""
     if not old.strip():
-        head = ("# Benchmarks\n\nSections appended by `make bench` (`python -m bench.bench_train`); each names its "
-                "machine, device, torch version and command.\n\n")
+        head = (
+            "# Benchmarks\n\nSections appended by `make bench` (`python -m bench.bench_train`); each names its "
+            "machine, device, torch version and command.\n\n"
+        )
     else:
         head = "" if old.endswith("\n\n") else ("\n" if old.endswith("\n") else "\n\n")
     with open(path, "a") as f:

@@ -15,6 +15,7 @@ Needs, beside PyTorch: numpy, scikit-learn, pyyaml, pytest, submitit (`pip insta
 or the wheels of those packages on a node without internet). `--quick --device cpu` runs every
 step at toy sizes on a CPU (how the test suite checks this script).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,11 @@ def step_tests(args) -> dict:
     except subprocess.TimeoutExpired as e:
         out, rc = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""), 124
     lines = [ln for ln in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|error|deselected)", ln)]
-    return {"rc": rc, "summary": lines[-1].strip("= ") if lines else out.strip().splitlines()[-1:] or "",
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "rc": rc,
+        "summary": lines[-1].strip("= ") if lines else out.strip().splitlines()[-1:] or "",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def step_bench(args, out_dir: Path) -> dict:
@@ -71,12 +75,16 @@ def step_bench(args, out_dir: Path) -> dict:
     if rc == 0 and path.exists():
         data = json.loads(path.read_text())
         result["models"] = {
-            name: {"train_img_per_s": round(e["project"]["train"]["img_per_s"]),
-                   "score_img_per_s": round(e["project"]["score"]["img_per_s"]),
-                   "precision": e["project"]["precision"], "train_mfu": e["project"]["train"].get("mfu"),
-                   "peak_mem_bytes": e["project"]["train"].get("peak_mem_bytes"),
-                   "train_ratio": round(e["train_ratio"], 2), "score_ratio": round(e["score_ratio"], 2),
-                   "cuda_graphs_ratio": round(e["cuda_graphs_ratio"], 2) if e.get("cuda_graphs_ratio") else None}
+            name: {
+                "train_img_per_s": round(e["project"]["train"]["img_per_s"]),
+                "score_img_per_s": round(e["project"]["score"]["img_per_s"]),
+                "precision": e["project"]["precision"],
+                "train_mfu": e["project"]["train"].get("mfu"),
+                "peak_mem_bytes": e["project"]["train"].get("peak_mem_bytes"),
+                "train_ratio": round(e["train_ratio"], 2),
+                "score_ratio": round(e["score_ratio"], 2),
+                "cuda_graphs_ratio": round(e["cuda_graphs_ratio"], 2) if e.get("cuda_graphs_ratio") else None,
+            }
             for name, e in data["models"].items()
         }
         result["data_path_ratio"] = round(data["data_path"]["ratio"], 2)
@@ -87,8 +95,18 @@ def step_bench(args, out_dir: Path) -> dict:
 def step_pack(args, out_dir: Path) -> dict:
     """bench.bench_pack for ResNet18: K = 1, 2, 4 runs on the device, and the study's projected GPU-hours."""
     path = out_dir / "pack.json"
-    cmd = [sys.executable, "-m", "bench.bench_pack", "--device", args.device, "--models", "resnet18",
-           "--json", str(path), "--no-markdown"] + (["--quick", "--k", "1", "2"] if args.quick else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.bench_pack",
+        "--device",
+        args.device,
+        "--models",
+        "resnet18",
+        "--json",
+        str(path),
+        "--no-markdown",
+    ] + (["--quick", "--k", "1", "2"] if args.quick else [])
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
@@ -107,11 +125,23 @@ def step_run(args, out_dir: Path) -> dict:
     from al_core.io import read_jsonl
     from al_core.loop import run
 
-    overrides = [f"output={out_dir}", "dataset.name=synthetic_cifar", f"al.cycles={TIMED_CYCLES}",
-                 f"train.device={args.device}", "train.precision=fp32", "train.checkpoint_every=0"]
+    overrides = [
+        f"output={out_dir}",
+        "dataset.name=synthetic_cifar",
+        f"al.cycles={TIMED_CYCLES}",
+        f"train.device={args.device}",
+        "train.precision=fp32",
+        "train.checkpoint_every=0",
+    ]
     if args.quick:
-        overrides += ["dataset.name=synthetic", "train.epochs=2", "train.width=4", "al.initial_size=64",
-                      "al.query_size=64", "al.subset=256"]
+        overrides += [
+            "dataset.name=synthetic",
+            "train.epochs=2",
+            "train.width=4",
+            "al.initial_size=64",
+            "al.query_size=64",
+            "al.subset=256",
+        ]
     sweep = load_sweep(LL4AL, overrides)
     spec = sweep.run(RUN_ID)
     cfg = spec.config
@@ -130,11 +160,31 @@ def step_run(args, out_dir: Path) -> dict:
     sizes = [al.initial_size + c * al.query_size for c in range(PROTOCOL_CYCLES)]
     projected = sum(n * cfg.train.epochs * per_image_epoch + fixed for n in sizes) + overhead
     return {
-        "config": {"model": cfg.model, "width": cfg.train.width, "epochs": cfg.train.epochs, "precision": rows[0]["precision"],
-                   "subset": al.subset, "sizes": [r["n_labeled"] for r in rows]},
+        "config": {
+            "model": cfg.model,
+            "width": cfg.train.width,
+            "epochs": cfg.train.epochs,
+            "precision": rows[0]["precision"],
+            "subset": al.subset,
+            "sizes": [r["n_labeled"] for r in rows],
+        },
         "device": rows[0]["device"],
-        "cycles": [{k: r[k] for k in ("cycle", "n_labeled", "train_time_s", "select_time_s", "eval_time_s",
-                                       "train_img_per_s", "peak_mem_bytes", "energy_j")} for r in rows],
+        "cycles": [
+            {
+                k: r[k]
+                for k in (
+                    "cycle",
+                    "n_labeled",
+                    "train_time_s",
+                    "select_time_s",
+                    "eval_time_s",
+                    "train_img_per_s",
+                    "peak_mem_bytes",
+                    "energy_j",
+                )
+            }
+            for r in rows
+        ],
         "wall_s": round(wall, 1),
         "projected_10_cycle_s": round(projected, 1),
     }
@@ -142,19 +192,24 @@ def step_run(args, out_dir: Path) -> dict:
 
 def table(result: dict) -> str:
     node = result["node"]
-    lines = ["| check | result |", "| --- | --- |",
-             f"| device | {node['gpu'] or 'none'} (capability {node['capability'] or '-'}) on {node['host']} |",
-             f"| build | torch {node['torch']}, CUDA {node['build_cuda']}, kernels {' '.join(node['build_archs']) or '-'} |",
-             f"| served / native bf16 | {node['served']} / {node['native_bf16']} (auto precision: {node['precision_auto']}) |",
-             f"| preflight | {'ok' if not node['problem'] else node['problem']} |"]
+    lines = [
+        "| check | result |",
+        "| --- | --- |",
+        f"| device | {node['gpu'] or 'none'} (capability {node['capability'] or '-'}) on {node['host']} |",
+        f"| build | torch {node['torch']}, CUDA {node['build_cuda']}, kernels {' '.join(node['build_archs']) or '-'} |",
+        f"| served / native bf16 | {node['served']} / {node['native_bf16']} (auto precision: {node['precision_auto']}) |",
+        f"| preflight | {'ok' if not node['problem'] else node['problem']} |",
+    ]
     if "tests" in result:
         t = result["tests"]
         lines.append(f"| gpu tests | {t['summary']} (rc {t['rc']}, {t['seconds']} s) |")
     if "bench" in result:
         b = result["bench"]
         for model, m in (b.get("models") or {}).items():
-            lines.append(f"| bench {model} | train {m['train_img_per_s']:,} img/s ({m['precision']}), score "
-                         f"{m['score_img_per_s']:,} img/s; {m['train_ratio']}x / {m['score_ratio']}x the DataLoader+PIL reference |")
+            lines.append(
+                f"| bench {model} | train {m['train_img_per_s']:,} img/s ({m['precision']}), score "
+                f"{m['score_img_per_s']:,} img/s; {m['train_ratio']}x / {m['score_ratio']}x the DataLoader+PIL reference |"
+            )
             if m.get("cuda_graphs_ratio"):
                 lines.append(f"| bench {model} CUDA graphs | train {m['cuda_graphs_ratio']}x eager |")
         if b["rc"]:
@@ -162,20 +217,28 @@ def table(result: dict) -> str:
     if "pack" in result:
         pk = result["pack"]
         for model, m in (pk.get("raw") or {}).get("models", {}).items():
-            lines.append(f"| runs per GPU, {model} | " + ", ".join(
-                f"K={k} {r['aggregate_img_per_s']:,.0f} img/s ({r['speedup']:.2f}x)" for k, r in m["k"].items()) + " |")
+            lines.append(
+                f"| runs per GPU, {model} | "
+                + ", ".join(f"K={k} {r['aggregate_img_per_s']:,.0f} img/s ({r['speedup']:.2f}x)" for k, r in m["k"].items())
+                + " |"
+            )
         if pk.get("raw"):
             pj = pk["raw"]["projection"]
-            lines.append(f"| projected study ({pj['runs']} runs) | " + ", ".join(
-                f"K={k} {h:,.1f} GPU-h" for k, h in pj["gpu_hours_by_k"].items()) + " |")
+            lines.append(
+                f"| projected study ({pj['runs']} runs) | "
+                + ", ".join(f"K={k} {h:,.1f} GPU-h" for k, h in pj["gpu_hours_by_k"].items())
+                + " |"
+            )
         if pk["rc"]:
             lines.append(f"| runs per GPU | failed (rc {pk['rc']}): {' / '.join(pk['tail'])} |")
     if "run" in result:
         r = result["run"]
         per = ", ".join(f"c{c['cycle']} {c['train_time_s']:.1f}s" for c in r["cycles"])
         lines.append(f"| {TIMED_CYCLES}-cycle LL4AL run | {r['wall_s']} s wall ({per}); {r['config']['precision']} |")
-        lines.append(f"| projected {PROTOCOL_CYCLES}-cycle run | {r['projected_10_cycle_s']:.0f} s "
-                     f"({r['projected_10_cycle_s'] / 60:.1f} min) |")
+        lines.append(
+            f"| projected {PROTOCOL_CYCLES}-cycle run | {r['projected_10_cycle_s']:.0f} s "
+            f"({r['projected_10_cycle_s'] / 60:.1f} min) |"
+        )
     return "\n".join(lines)
 
 
@@ -185,8 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     node = preflight.inspect()
-    result: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
-                    "node": asdict(node)}
+    result: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick, "node": asdict(node)}
     if args.device == "cuda":
         try:
             preflight.check("cuda", "auto", report=node)

@@ -1,6 +1,7 @@
 """Synthetic run directories in the layout of README's Results layout, for the tests and the
 report benchmark: plausible accuracy curves, no training. Not used by the report itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,14 @@ def write_synthetic_sweep(
         run_id = f"{model}-{optimizer}-{strategy}-t{trial}"
         run_dir = runs_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = {"model": model, "optimizer": optimizer, "strategy": strategy, "trial": trial,
-                  "dataset": {"name": dataset, "root": "data"},
-                  "al": {"cycles": cycles, "initial_size": initial_size, "query_size": query_size}}
+        config = {
+            "model": model,
+            "optimizer": optimizer,
+            "strategy": strategy,
+            "trial": trial,
+            "dataset": {"name": dataset, "root": "data"},
+            "al": {"cycles": cycles, "initial_size": initial_size, "query_size": query_size},
+        }
         (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "config": config, "device": device}))
         finished = cycles if index < len(grid) - in_progress else max(1, cycles // 2)
         # A saturating curve: deeper models and SGD a little higher, learning_loss a little above random.
@@ -62,15 +68,27 @@ def write_synthetic_sweep(
             queried = rng.integers(0, n_pool, size=k if queried_size is None else queried_size).tolist()
             if cycle == 1:  # al.initial: random: every run of a trial starts from the same labelled set
                 size = k if queried_size is None else queried_size
-                queried = sorted(np.random.default_rng(1000 + trial).choice(n_pool, size=min(size, n_pool), replace=False).tolist())
+                queried = sorted(
+                    np.random.default_rng(1000 + trial).choice(n_pool, size=min(size, n_pool), replace=False).tolist()
+                )
             row = {
-                "run_id": run_id, "dataset": dataset, "model": model, "optimizer": optimizer, "strategy": strategy,
-                "trial": trial, "cycle": cycle, "n_labeled": n_labeled, "n_pool": n_pool,
+                "run_id": run_id,
+                "dataset": dataset,
+                "model": model,
+                "optimizer": optimizer,
+                "strategy": strategy,
+                "trial": trial,
+                "cycle": cycle,
+                "n_labeled": n_labeled,
+                "n_pool": n_pool,
                 "queried": queried,
                 "queried_class_counts": counts.tolist(),
-                "test_accuracy": acc, "test_macro_f1": float(np.clip(acc - 0.02 + rng.normal(0, 0.005), 0, 1)),
+                "test_accuracy": acc,
+                "test_macro_f1": float(np.clip(acc - 0.02 + rng.normal(0, 0.005), 0, 1)),
                 "per_class_accuracy": np.clip(acc + rng.normal(0, 0.05, n_classes), 0, 1).round(4).tolist(),
-                "train_time_s": float(n_labeled / 50 * (1 + models.index(model))), "select_time_s": 2.0, "eval_time_s": 1.0,
+                "train_time_s": float(n_labeled / 50 * (1 + models.index(model))),
+                "select_time_s": 2.0,
+                "eval_time_s": 1.0,
                 "peak_mem_bytes": int(2**30 * (1 + models.index(model))) if gpu else None,
                 "energy_j": float(300 * n_labeled / 50) if gpu else None,
                 "device": device,

@@ -3,6 +3,7 @@
 Owns planning (which runs need a job), cluster resources (profiles), submission, jobs.json and its
 lock, requeue-safe job callables, status. Entry points: `python -m slurm.sweep`, `python -m slurm.status`.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ must be under `dataset.root`, the results directory writable, and the profile's 
 present where the login node can see its file system. Each problem is one line; nothing is checked
 that the login node cannot see (a scratch file system mounted only on compute nodes).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,25 +28,35 @@ def problems(sweep: Sweep, resources: Resources, cluster: str) -> list[str]:
         seen.add((ds.name, ds.root))
         missing = missing_files(ds.name, ds.root)
         if ds.name == "npz" and ds.path and not Path(ds.path).is_file():
-            out.append(f"dataset npz not found: dataset.path={ds.path} is not a file; expected a .npz with "
-                       "x_pool, y_pool, x_test, y_test (or x, y and dataset.test_fraction)")
+            out.append(
+                f"dataset npz not found: dataset.path={ds.path} is not a file; expected a .npz with "
+                "x_pool, y_pool, x_test, y_test (or x, y and dataset.test_fraction)"
+            )
         if ds.name == "imagefolder" and not Path(ds.root).is_dir():
-            out.append(f"dataset imagefolder not found: dataset.root={ds.root} is not a directory; expected "
-                       "root/train/<class>/* and root/test/<class>/* (or root/<class>/* and dataset.test_fraction)")
+            out.append(
+                f"dataset imagefolder not found: dataset.root={ds.root} is not a directory; expected "
+                "root/train/<class>/* and root/test/<class>/* (or root/<class>/* and dataset.test_fraction)"
+            )
         if missing:
-            out.append(f"dataset {ds.name} not found: {missing[0]} is missing; run `make data SWEEP={sweep.path or '...'}` "
-                       f"on the login node (it downloads into dataset.root={ds.root}) or point dataset.root at a copy")
+            out.append(
+                f"dataset {ds.name} not found: {missing[0]} is missing; run `make data SWEEP={sweep.path or '...'}` "
+                f"on the login node (it downloads into dataset.root={ds.root}) or point dataset.root at a copy"
+            )
     target = sweep.sweep_dir.resolve()
     existing = next((p for p in [target, *target.parents] if p.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        out.append(f"results directory {target} cannot be created or written ({existing} is not a writable directory); "
-                   "expected a writable `output` (on Speed: /speed-scratch/$USER/...)")
+        out.append(
+            f"results directory {target} cannot be created or written ({existing} is not a writable directory); "
+            "expected a writable `output` (on Speed: /speed-scratch/$USER/...)"
+        )
     if cluster == "slurm" and resources.python:
         words = shlex.split(resources.python)
         exe = Path(os.path.expandvars(words[0])) if words else None
         if exe is not None and exe.is_absolute() and "$" not in str(exe):
             top = Path(*exe.parts[:2])  # e.g. /speed-scratch: visible here, or mounted only on the nodes
             if top.is_dir() and not exe.exists():
-                out.append(f"the profile's interpreter {exe} does not exist; create the environment with "
-                           f"`make env` (profile {resources.profile}: env_prefix {resources.env_prefix}) or set slurm.python")
+                out.append(
+                    f"the profile's interpreter {exe} does not exist; create the environment with "
+                    f"`make env` (profile {resources.profile}: env_prefix {resources.env_prefix}) or set slurm.python"
+                )
     return out

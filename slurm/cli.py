@@ -9,6 +9,7 @@
 
 Each takes the same arguments as its module form (`python -m slurm.sweep`, ...).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[command])
     except ModuleNotFoundError as e:
-        print(f"error: al-sweep {command}: {e.name} is not installed here (it ships with the repository, "
-              "not the package); run it from a clone: python -m " + COMMANDS[command], file=sys.stderr)
+        print(
+            f"error: al-sweep {command}: {e.name} is not installed here (it ships with the repository, "
+            "not the package); run it from a clone: python -m " + COMMANDS[command],
+            file=sys.stderr,
+        )
         return 2
     return module.main(rest)
 

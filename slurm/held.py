@@ -6,6 +6,7 @@ missing) needs a person. The job writes `<sweep_dir>/held/<run_id>.json` (atomic
 the run directory, which stays untouched) with the node and its one `error:` line; `make sweep`
 skips held runs and says why until `--retry-failed`, and `make status` shows the line.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,13 @@ def held_dir(sweep_dir: Path) -> Path:
 
 def hold(sweep_dir: Path, run_id: str, message: str) -> Path:
     """Record that `run_id`'s job could not run on this node (called in the job before exit 78)."""
-    record = {"run_id": run_id, "error": message, "host": socket.gethostname(), "job_id": slurm_job_id() or "-",
-              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "run_id": run_id,
+        "error": message,
+        "host": socket.gethostname(),
+        "job_id": slurm_job_id() or "-",
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     path = held_dir(sweep_dir) / f"{run_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)

@@ -22,6 +22,7 @@ held (slurm.held) and its directory untouched; 75 (EX_TEMPFAIL)
 stopped by SIGTERM/SIGINT after writing a checkpoint; 255 (-1) requeued by submitit after USR2;
 1 the run failed (the traceback is in the job's .err log and in submitit's result pickle).
 """
+
 from __future__ import annotations
 
 import os
@@ -103,16 +104,20 @@ class RunJob(submitit.helpers.Checkpointable):
             if requested:  # a signal came during the imports
                 stop.request(requested[0])
             configure_threads(self.threads)  # the share given, else AL_THREADS, else the SLURM allocation
-            log(f"{self.spec.run_id}: job {_job_id()} on {socket.gethostname()}, run dir {self.run_dir}, "
-                f"{torch.get_num_threads()} torch threads")
+            log(
+                f"{self.spec.run_id}: job {_job_id()} on {socket.gethostname()}, run dir {self.run_dir}, "
+                f"{torch.get_num_threads()} torch threads"
+            )
             try:
                 return run(self.spec, Path(self.run_dir), stop=stop, log=log)
             except (NodeError, DataMissing) as e:
                 # This node cannot serve the run: say so once, hold the run, leave its directory alone.
                 print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
                 held.hold(Path(self.run_dir).parent.parent, self.spec.run_id, str(e))
-                log(f"{self.spec.run_id}: exiting with {EX_CONFIG} (this node cannot serve the run); "
-                    "`make sweep` holds it until you fix the cause and pass --retry-failed")
+                log(
+                    f"{self.spec.run_id}: exiting with {EX_CONFIG} (this node cannot serve the run); "
+                    "`make sweep` holds it until you fix the cause and pass --retry-failed"
+                )
                 self.refused = True
                 sys.exit(EX_CONFIG)
             except RunLocked as e:
@@ -125,7 +130,9 @@ class RunJob(submitit.helpers.Checkpointable):
                     # submitit decides: checkpoint() + `scontrol requeue` + exit, or UncompletedJobError
                     # after too many time-outs (the job then FAILs and `make sweep` may resubmit it).
                     submitit_handler(usr_sig, None)
-                log(f"{self.spec.run_id}: exiting with {EXIT_INTERRUPTED}; the run resumes from its checkpoint when started again")
+                log(
+                    f"{self.spec.run_id}: exiting with {EXIT_INTERRUPTED}; the run resumes from its checkpoint when started again"
+                )
                 sys.exit(EXIT_INTERRUPTED)
         finally:
             for sig, handler in previous.items():
@@ -134,8 +141,10 @@ class RunJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Resubmit the same run: its state is on disk in run_dir, nothing to add to the pickle."""
         self.requeues += 1
-        log(f"{self.spec.run_id}: checkpoint(): requeueing (requeue {self.requeues} of this job); "
-            f"the run resumes from {self.run_dir}")
+        log(
+            f"{self.spec.run_id}: checkpoint(): requeueing (requeue {self.requeues} of this job); "
+            f"the run resumes from {self.run_dir}"
+        )
         return super().checkpoint(*args, **kwargs)
 
 

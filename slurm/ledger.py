@@ -5,6 +5,7 @@ paths, every job id so far). It is replaced atomically; it is read and written o
 an exclusive `fcntl.flock` on `<sweep_dir>/.jobs.lock`, so two `make sweep` at once cannot both
 decide that a run needs a job.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,15 @@ def write(sweep_dir: Path, records: dict[str, dict]) -> None:
     atomic_write_json(jobs_path(sweep_dir), dict(sorted(records.items())))
 
 
-def record_submission(records: dict[str, dict], run_id: str, job_id: str, cluster: str, log_out: Path,
-                      log_err: Path, submitted_at: str | None = None) -> dict:
+def record_submission(
+    records: dict[str, dict],
+    run_id: str,
+    job_id: str,
+    cluster: str,
+    log_out: Path,
+    log_err: Path,
+    submitted_at: str | None = None,
+) -> dict:
     """Update `records` in place for a new job of `run_id`; returns the run's record."""
     old = records.get(run_id, {})
     job_ids = list(old.get("job_ids", []))

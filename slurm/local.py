@@ -2,6 +2,7 @@
 threads than cores; the throttle lives in this process, so it always waits) or `--cluster debug`
 (submitit's debug executor: in this process, one run after another, for a debugger).
 """
+
 from __future__ import annotations
 
 import os
@@ -48,16 +49,21 @@ def run_here(sweep: Sweep, resources: Resources, plan: Plan, cluster: str, poll_
     else:
         ex = submitit.LocalExecutor(folder=folder, max_num_timeout=resources.max_timeouts)
         ex.update_parameters(timeout_min=resources.time_min, signal_delay_s=resources.signal_delay_s)
-        watch.note(f"local: at most {parallel} runs at once, {threads} torch thread{'s' if threads > 1 else ''} each "
-                   f"({os.cpu_count()} cores); logs in {folder}")
+        watch.note(
+            f"local: at most {parallel} runs at once, {threads} torch thread{'s' if threads > 1 else ''} each "
+            f"({os.cpu_count()} cores); logs in {folder}"
+        )
         # Round robin: each slot gets the grid's mix.
         batches, slots, job_threads = [todo[i::parallel] for i in range(parallel)], parallel, threads
     running: dict[str, submitit.Job] = {}
     chains: dict[str, list[str]] = {}  # job id -> its runs in order (the first not DONE is the one running)
     failed: list[str] = []
     # The job processes import al_core and slurm from this repository, and share the cores.
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (source_tree(), os.environ.get("PYTHONPATH", "")) if p),
-           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {
+        "PYTHONPATH": os.pathsep.join(p for p in (source_tree(), os.environ.get("PYTHONPATH", "")) if p),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
     queue = [b for b in batches if b]
     while queue or running or others:
         while queue and len({j.job_id for j in running.values()}) < slots:

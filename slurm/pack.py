@@ -16,6 +16,7 @@ does not stop its neighbours: the task ends FAILED naming it, its neighbours are
 Exit status of the task: 0 every run DONE; 75 stopped by a signal after the children
 checkpointed; 78 every run found the node unable to serve it (each is held); 1 some run failed.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,9 +77,11 @@ class PackJob(submitit.helpers.Checkpointable):
         if need > total:
             from al_core.errors import NodeError
 
-            raise NodeError(f"{len(self.jobs)} runs x slurm.gpu_mem_per_run {self.gpu_mem_per_run} = {need / 2**30:.1f} GiB "
-                            f"exceed the {torch.cuda.get_device_name(0)}'s {total / 2**30:.1f} GiB; lower "
-                            "slurm.runs_per_task or use a partition with larger GPUs")
+            raise NodeError(
+                f"{len(self.jobs)} runs x slurm.gpu_mem_per_run {self.gpu_mem_per_run} = {need / 2**30:.1f} GiB "
+                f"exceed the {torch.cuda.get_device_name(0)}'s {total / 2**30:.1f} GiB; lower "
+                "slurm.runs_per_task or use a partition with larger GPUs"
+            )
 
     def __call__(self) -> str:
         setup_logging()  # the library's warnings reach the job's log
@@ -126,8 +129,9 @@ class PackJob(submitit.helpers.Checkpointable):
                 out.parent.mkdir(parents=True, exist_ok=True)
                 env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
                 with open(out, "ab") as fo, open(err, "ab") as fe:
-                    children.append(subprocess.Popen([sys.executable, "-u", "-m", "slurm.pack", str(path)],
-                                                     stdout=fo, stderr=fe, env=env))
+                    children.append(
+                        subprocess.Popen([sys.executable, "-u", "-m", "slurm.pack", str(path)], stdout=fo, stderr=fe, env=env)
+                    )
                 if received:  # a signal came while starting: the new child must hear it too
                     children[-1].send_signal(received[0])
             codes = [c.wait() for c in children]
@@ -145,9 +149,10 @@ class PackJob(submitit.helpers.Checkpointable):
             if all(c == EX_CONFIG for c in codes):
                 sys.exit(EX_CONFIG)
             failed = [r for r, c in zip(self.run_ids, codes) if c != 0]
-            raise RuntimeError(f"{len(failed)} of {len(codes)} runs of this task failed ({summary}); their logs: "
-                               + ", ".join(str(packed_logs(j.run_dir, j.spec.run_id)[1]) for j in self.jobs
-                                           if j.spec.run_id in failed))
+            raise RuntimeError(
+                f"{len(failed)} of {len(codes)} runs of this task failed ({summary}); their logs: "
+                + ", ".join(str(packed_logs(j.run_dir, j.spec.run_id)[1]) for j in self.jobs if j.spec.run_id in failed)
+            )
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

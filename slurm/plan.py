@@ -3,6 +3,7 @@
 A run is submitted unless it is DONE or its last job (jobs.json) is still queued or running by the
 scheduler's account (slurm.scheduler). Run directories are read, never written, here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,9 +58,12 @@ class Plan:
     def summary(self) -> str:
         done = sum(d.reason == "DONE" for d in self.skipped)
         held = len(self.held)
-        text = (f"{len(self.to_submit)} to submit, {len(self.skipped)} skipped "
-                f"({done} DONE, {len(self.skipped) - done - held} queued or running"
-                + (f", {held} held: their node could not serve them" if held else "") + ")")
+        text = (
+            f"{len(self.to_submit)} to submit, {len(self.skipped)} skipped "
+            f"({done} DONE, {len(self.skipped) - done - held} queued or running"
+            + (f", {held} held: their node could not serve them" if held else "")
+            + ")"
+        )
         return text
 
     def held_note(self) -> str | None:
@@ -67,10 +71,12 @@ class Plan:
         if not self.held:
             return None
         first = self.held[0]
-        return (f"{len(self.held)} run{'s' if len(self.held) > 1 else ''} held (exit 78: the node could not serve "
-                f"{'them' if len(self.held) > 1 else 'it'}), e.g. {first.run_id}: {first.hold_error}\n"
-                "fix the cause (partition, GPU, PyTorch build, dataset), then resubmit them with --retry-failed "
-                "(make sweep ARGS=--retry-failed)")
+        return (
+            f"{len(self.held)} run{'s' if len(self.held) > 1 else ''} held (exit 78: the node could not serve "
+            f"{'them' if len(self.held) > 1 else 'it'}), e.g. {first.run_id}: {first.hold_error}\n"
+            "fix the cause (partition, GPU, PyTorch build, dataset), then resubmit them with --retry-failed "
+            "(make sweep ARGS=--retry-failed)"
+        )
 
     def lines(self) -> list[str]:
         width = max((len(d.run_id) for d in self.decisions), default=0)
@@ -109,8 +115,13 @@ def check_run_dirs(sweep: Sweep, specs: list[RunSpec] | None = None) -> None:
             )
 
 
-def make_plan(sweep: Sweep, records: dict[str, dict], states: dict[str, JobState],
-              held: dict[str, dict] | None = None, retry_failed: bool = False) -> Plan:
+def make_plan(
+    sweep: Sweep,
+    records: dict[str, dict],
+    states: dict[str, JobState],
+    held: dict[str, dict] | None = None,
+    retry_failed: bool = False,
+) -> Plan:
     """One decision per run. Held runs (`held`: run_id -> hold record) are skipped unless `retry_failed`."""
     held = held or {}
     decisions = []
@@ -125,12 +136,28 @@ def make_plan(sweep: Sweep, records: dict[str, dict], states: dict[str, JobState
         elif hold is not None and not (state is not None and state.active):
             error = str(hold.get("error", "?"))
             if retry_failed:
-                decisions.append(Decision(spec, True, f"held (job {hold.get('job_id', '-')}, exit 78): retried", job_id,
-                                          state.state if state else None, error))
+                decisions.append(
+                    Decision(
+                        spec,
+                        True,
+                        f"held (job {hold.get('job_id', '-')}, exit 78): retried",
+                        job_id,
+                        state.state if state else None,
+                        error,
+                    )
+                )
             else:
-                decisions.append(Decision(spec, False, f"HELD: job {hold.get('job_id', '-')} on {hold.get('host', '?')} "
-                                          "could not run (exit 78); --retry-failed resubmits", job_id,
-                                          state.state if state else None, error))
+                decisions.append(
+                    Decision(
+                        spec,
+                        False,
+                        f"HELD: job {hold.get('job_id', '-')} on {hold.get('host', '?')} "
+                        "could not run (exit 78); --retry-failed resubmits",
+                        job_id,
+                        state.state if state else None,
+                        error,
+                    )
+                )
         elif rec is None:
             p = progress(sweep, spec)
             reason = f"new (resumes at cycle {p.cycles + 1} from its run directory)" if p.cycles else "new"
@@ -141,6 +168,7 @@ def make_plan(sweep: Sweep, records: dict[str, dict], states: dict[str, JobState
             word = state.state if state is not None else "UNKNOWN"
             if word == "COMPLETED":
                 word = "COMPLETED without DONE"
-            decisions.append(Decision(spec, True, f"job {job_id} {word}: resubmit ({rec.get('submissions', 1)} so far)",
-                                      job_id, word))
+            decisions.append(
+                Decision(spec, True, f"job {job_id} {word}: resubmit ({rec.get('submissions', 1)} so far)", job_id, word)
+            )
     return Plan(sweep, decisions)

@@ -27,6 +27,7 @@ Keys (every profile must define them all; the sweep may override any of them und
 | runs_per_task | | K runs share one array task and its resources, its GPU included (slurm.pack); default 1 |
 | gpu_mem_per_run | | GPU memory one run needs (e.g. 6G): K x this must fit the task's GPU, checked before the runs start; null = unchecked |
 """
+
 from __future__ import annotations
 
 import re
@@ -43,9 +44,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = PACKAGED_JOBS / "profiles"  # jobs/profiles in a clone; package data when installed
 
 KEYS = (
-    "partition", "gpus", "cpus", "mem", "time", "account", "qos", "array_parallelism", "signal_delay_s",
-    "max_timeouts", "required", "extra", "env_prefix", "python", "setup", "torch_build", "gpu_capabilities",
-    "runs_per_task", "gpu_mem_per_run",
+    "partition",
+    "gpus",
+    "cpus",
+    "mem",
+    "time",
+    "account",
+    "qos",
+    "array_parallelism",
+    "signal_delay_s",
+    "max_timeouts",
+    "required",
+    "extra",
+    "env_prefix",
+    "python",
+    "setup",
+    "torch_build",
+    "gpu_capabilities",
+    "runs_per_task",
+    "gpu_mem_per_run",
 )
 # Keys a profile may leave out (profiles written before they existed keep working), with their defaults.
 OPTIONAL = {"torch_build": None, "gpu_capabilities": [], "runs_per_task": 1, "gpu_mem_per_run": None}
@@ -98,8 +115,14 @@ class Resources:
             "additional_parameters": extra,
             # The callable is `slurm.job.RunJob`: the job imports it from the clone the sweep was
             # submitted from (none for an installed package: the job's interpreter has its own).
-            "setup": [*self.setup, *([f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"]
-                                     if (python_path := python_path or source_tree()) else [])]
+            "setup": [
+                *self.setup,
+                *(
+                    [f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+                    if (python_path := python_path or source_tree())
+                    else []
+                ),
+            ]
             # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
             + ([f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []),
         }
@@ -107,8 +130,13 @@ class Resources:
             # Since Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: say it again,
             # or the run's step may be confined to one core.
             params["srun_args"] = [f"--cpus-per-task={self.cpus}"]
-        for key, value in (("partition", self.partition), ("cpus_per_task", self.cpus), ("mem", self.mem),
-                           ("account", self.account), ("qos", self.qos)):
+        for key, value in (
+            ("partition", self.partition),
+            ("cpus_per_task", self.cpus),
+            ("mem", self.mem),
+            ("account", self.account),
+            ("qos", self.qos),
+        ):
             if value is not None:
                 params[key] = value
         return params
@@ -146,8 +174,10 @@ def profile_path(name: Any) -> Path:
     else:
         path = Path("/nonexistent")
     if not path.is_file():
-        raise ConfigError(f"slurm.profile: unknown profile {name!r}; expected one of {', '.join(known_profiles())} "
-                          f"(files in {PROFILES_DIR}) or a path to a .yaml file")
+        raise ConfigError(
+            f"slurm.profile: unknown profile {name!r}; expected one of {', '.join(known_profiles())} "
+            f"(files in {PROFILES_DIR}) or a path to a .yaml file"
+        )
     return path
 
 
@@ -242,8 +272,10 @@ def _validate(profile: str, m: dict, origin: dict) -> Resources:
     parallel = integer("array_parallelism", 1)
     delay = integer("signal_delay_s", 0)
     if delay >= time_min * 60:
-        raise ConfigError(f"{origin['signal_delay_s']}: expected fewer seconds than the time limit "
-                          f"({time_min * 60} s), got {delay}: the job would be told to stop as it starts")
+        raise ConfigError(
+            f"{origin['signal_delay_s']}: expected fewer seconds than the time limit "
+            f"({time_min * 60} s), got {delay}: the job would be told to stop as it starts"
+        )
     max_timeouts = integer("max_timeouts", 0)
 
     extra = m["extra"] or {}
@@ -300,9 +332,11 @@ def _validate(profile: str, m: dict, origin: dict) -> Resources:
     if build is not None:
         unserved = [c for c in caps if not serves(BUILD_ARCHS[build], c)]
         if unserved:
-            raise ConfigError(f"{origin['torch_build']}: build {build} has no kernels for compute capability "
-                              f"{', '.join(unserved)} ({origin['gpu_capabilities']}); expected a build that covers "
-                              f"every GPU of the partitions, e.g. cu126 for V100s (7.0)")
+            raise ConfigError(
+                f"{origin['torch_build']}: build {build} has no kernels for compute capability "
+                f"{', '.join(unserved)} ({origin['gpu_capabilities']}); expected a build that covers "
+                f"every GPU of the partitions, e.g. cu126 for V100s (7.0)"
+            )
 
     runs_per_task = integer("runs_per_task", 1)
     gpu_mem = m["gpu_mem_per_run"]
@@ -313,11 +347,25 @@ def _validate(profile: str, m: dict, origin: dict) -> Resources:
         gpu_mem = gmatch.group(1) + (gmatch.group(2) or "").upper()
 
     return Resources(
-        runs_per_task=runs_per_task, gpu_mem_per_run=gpu_mem,
-        torch_build=build, gpu_capabilities=tuple(caps),
-        profile=profile, partition=partition, gpus=gpus, cpus=cpus, mem=mem, time_min=time_min, account=account,
-        qos=qos, array_parallelism=parallel, signal_delay_s=delay, max_timeouts=max_timeouts, extra=clean_extra,
-        env_prefix=env_prefix, python=python, setup=lines,
+        runs_per_task=runs_per_task,
+        gpu_mem_per_run=gpu_mem,
+        torch_build=build,
+        gpu_capabilities=tuple(caps),
+        profile=profile,
+        partition=partition,
+        gpus=gpus,
+        cpus=cpus,
+        mem=mem,
+        time_min=time_min,
+        account=account,
+        qos=qos,
+        array_parallelism=parallel,
+        signal_delay_s=delay,
+        max_timeouts=max_timeouts,
+        extra=clean_extra,
+        env_prefix=env_prefix,
+        python=python,
+        setup=lines,
     )
 
 

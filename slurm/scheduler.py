@@ -5,6 +5,7 @@ answers for jobs that have left the queue. A job neither knows (a purged id, a r
 no accounting) reads UNKNOWN; one whose name is not the sweep's (an id reused after a reset) too.
 Local jobs (submitit's local executor) are controller processes: alive = RUNNING.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -17,11 +18,26 @@ from pathlib import Path
 from typing import Iterable
 
 # States in which a job still holds, or will again hold, the run: never submit a second job then.
-ACTIVE = frozenset({
-    "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",
-    "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT", "RESV_DEL_HOLD", "POWER_UP_NODE",
-    "UPDATE_DB",
-})
+ACTIVE = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "CONFIGURING",
+        "COMPLETING",
+        "SUSPENDED",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+        "SPECIAL_EXIT",
+        "RESV_DEL_HOLD",
+        "POWER_UP_NODE",
+        "UPDATE_DB",
+    }
+)
 # Everything else (COMPLETED without DONE, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY,
 # BOOT_FAIL, DEADLINE, PREEMPTED, UNKNOWN) leaves the run free to be submitted again.
 

@@ -8,6 +8,7 @@ job ended without DONE: the last lines of its error log and the path to the whol
 Exit status: 0 the table was printed (whatever the runs' states); 1 the scheduler could not be
 asked; 2 bad input (one `error:` line).
 """
+
 from __future__ import annotations
 
 import sys
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         err = Path(rec.get("log_err", ""))
         if state == "HELD":
             h = held_runs[run_id]
-            print(f"\n{run_id}: job {h.get('job_id', rec['job_id'])} on {h.get('host', '?')} exited 78: this node could not serve the run")
+            print(
+                f"\n{run_id}: job {h.get('job_id', rec['job_id'])} on {h.get('host', '?')} exited 78: this node could not serve the run"
+            )
             print(f"  | error: {h.get('error', '?')}")
             print(f"  whole log: {err}; fix the cause, then `make sweep ARGS=--retry-failed` resubmits held runs")
             continue

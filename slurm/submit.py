@@ -8,6 +8,7 @@ submitit's files (pickles, result pickles, logs) go to a fresh `<sweep_dir>/logs
 submission: job ids restart at 1 when a test cluster is reset, and submitit would otherwise serve
 a stale result. `<sweep_dir>/logs/runs/<run_id>.out|.err` link to each run's latest job log.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ def resolve_cluster(name: str, dry_run: bool = False) -> str:
     if name == "auto":
         return "slurm" if scheduler.have_slurm() else "local"
     if name == "slurm" and not dry_run and not scheduler.have_slurm():
-        raise ConfigError("--cluster slurm: sbatch not found on PATH; expected a SLURM login node, "
-                          "or --cluster local to run here")
+        raise ConfigError(
+            "--cluster slurm: sbatch not found on PATH; expected a SLURM login node, or --cluster local to run here"
+        )
     return name
 
 
@@ -80,9 +82,15 @@ def array_chunks(n: int, max_array_size: int) -> list[range]:
     return [range(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
-def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[str, dict],
-                 max_array_size: int | None = None, allowance: int | None = None,
-                 note: Callable[[str], None] = lambda s: print(s, flush=True)) -> list[tuple[Decision, str]]:
+def submit_slurm(
+    sweep: Sweep,
+    resources: Resources,
+    plan: Plan,
+    records: dict[str, dict],
+    max_array_size: int | None = None,
+    allowance: int | None = None,
+    note: Callable[[str], None] = lambda s: print(s, flush=True),
+) -> list[tuple[Decision, str]]:
     """Submit every run of `plan.to_submit` as job arrays within the cluster's MaxArraySize (and
     the user's job limit where the cluster shows one); update `records`. Call under the lock.
 
@@ -99,10 +107,12 @@ def submit_slurm(sweep: Sweep, resources: Resources, plan: Plan, records: dict[s
     allowance = allowance if allowance is not None else scheduler.submit_allowance()
     k = resources.runs_per_task
     if allowance is not None and allowance * k < len(todo):  # the limit counts jobs (array tasks of k runs)
-        note(f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting {allowance * k} of "
-             f"{len(todo)} runs: run `make sweep` again when some have finished to submit the rest")
-        todo = todo[:allowance * k]
-    tasks = [todo[i:i + k] for i in range(0, len(todo), k)]  # K runs share one array task
+        note(
+            f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting {allowance * k} of "
+            f"{len(todo)} runs: run `make sweep` again when some have finished to submit the rest"
+        )
+        todo = todo[: allowance * k]
+    tasks = [todo[i : i + k] for i in range(0, len(todo), k)]  # K runs share one array task
     chunks = array_chunks(len(tasks), limit)
     if len(chunks) > 1:
         note(f"{len(tasks)} tasks exceed the cluster's MaxArraySize of {limit}: submitting {len(chunks)} job arrays")

@@ -17,6 +17,7 @@ on a guess), or (waiting) a run ended without DONE, or an I/O error;
 one `error:` line, nothing submitted, nothing written; 75 a debug run was interrupted after
 writing its checkpoint; 130 interrupted (Ctrl-C) while waiting: submitted jobs keep running.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -35,12 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m slurm.sweep", description="Submit the runs of a sweep that are not finished and not queued.")
     p.add_argument("sweep", help="sweep file, e.g. jobs/cifar10.yaml")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3 slurm.partition=pt")
-    p.add_argument("--cluster", default="auto", choices=submit.CLUSTERS,
-                   help="auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)")
+    p.add_argument(
+        "--cluster",
+        default="auto",
+        choices=submit.CLUSTERS,
+        help="auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true", help="wait for the runs and show their progress")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="also resubmit runs held because their node could not serve them (exit 78)")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="also resubmit runs held because their node could not serve them (exit 78)"
+    )
     args = p.parse_intermixed_args(argv)
 
     # Everything that can be refused is checked before anything is written or submitted.
@@ -50,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     check_run_dirs(sweep)
     trouble = checks.problems(sweep, resources, cluster)
     if trouble and not args.dry_run:
-        fail(f"{trouble[0]}; nothing submitted" + (f" ({len(trouble) - 1} more problem(s): --dry-run lists them)" if len(trouble) > 1 else ""))
+        fail(
+            f"{trouble[0]}; nothing submitted"
+            + (f" ({len(trouble) - 1} more problem(s): --dry-run lists them)" if len(trouble) > 1 else "")
+        )
     name = submit.job_name(sweep)
     held_runs = held.read(sweep.sweep_dir)
     header = f"sweep {sweep.name}: {len(sweep.runs())} runs in {sweep.sweep_dir} | cluster {cluster} | {resources.describe()}"
@@ -72,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             print("--- end of sbatch script ---")
         else:
             parallel, threads = local.local_parallelism(resources, len(plan.to_submit))
-            print(f"{cluster}: no sbatch script; at most {parallel if cluster == 'local' else 1} runs at once, "
-                  f"{threads} torch threads each")
+            print(
+                f"{cluster}: no sbatch script; at most {parallel if cluster == 'local' else 1} runs at once, "
+                f"{threads} torch threads each"
+            )
         return 0
 
     if cluster == "slurm":
@@ -91,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             if len(arrays) > 1:
                 print(f"submitted {len(ids)} runs as {len(arrays)} job arrays: {', '.join(arrays)}")
             else:
-                print(f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
-                      + (f"job array {arrays[0]} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {arrays[0]}"))
+                print(
+                    f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
+                    + (f"job array {arrays[0]} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {arrays[0]}")
+                )
             print(f"jobs: {ledger.jobs_path(sweep.sweep_dir)}; logs: {sweep.sweep_dir / 'logs' / 'runs'}/<run_id>.out")
         else:
             print("nothing to submit")
@@ -136,8 +149,12 @@ def _states(records: dict, name: str) -> dict:
 
 def _report(failed: list[str]) -> int:
     if failed:
-        print(f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}; "
-              "python -m slurm.status shows the end of their error logs", file=sys.stderr, flush=True)
+        print(
+            f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}; "
+            "python -m slurm.status shows the end of their error logs",
+            file=sys.stderr,
+            flush=True,
+        )
         return EXIT_FAILED
     print("all runs DONE", flush=True)
     return 0

@@ -1,4 +1,5 @@
 """Progress of a set of runs while a command waits for them (local runs, `make sweep --wait`)."""
+
 from __future__ import annotations
 
 import sys
@@ -17,8 +18,14 @@ class Watch:
     or a job log, plain timestamped lines when anything changed (and once a minute).
     """
 
-    def __init__(self, sweep: Sweep, run_ids: list[str], print_fn: Callable[[str], None] = lambda s: print(s, flush=True),
-                 heartbeat_s: float = 60, tty: bool | None = None):
+    def __init__(
+        self,
+        sweep: Sweep,
+        run_ids: list[str],
+        print_fn: Callable[[str], None] = lambda s: print(s, flush=True),
+        heartbeat_s: float = 60,
+        tty: bool | None = None,
+    ):
         self.sweep = sweep
         self.specs = {s.run_id: s for s in sweep.runs() if s.run_id in set(run_ids)}
         self.print = print_fn
@@ -53,8 +60,11 @@ class Watch:
         if done == len(progs):
             eta = "0s"
         waiting = max(len(progs) - done - len(running) - len(failed), 0)
-        lines = [f"[{datetime.now():%H:%M:%S}] {done}/{len(progs)} runs done, {len(running)} running, {waiting} queued"
-                 + (f", {len(failed)} failed" if failed else "") + f" | cycles {cycles}/{total} | ETA {eta}"]
+        lines = [
+            f"[{datetime.now():%H:%M:%S}] {done}/{len(progs)} runs done, {len(running)} running, {waiting} queued"
+            + (f", {len(failed)} failed" if failed else "")
+            + f" | cycles {cycles}/{total} | ETA {eta}"
+        ]
         for r in running:
             p = progs[r]
             acc = f", acc {100 * p.accuracy:.2f}%" if p.accuracy is not None else ""
@@ -66,8 +76,11 @@ class Watch:
         gained = cycles - self.cycles0
         elapsed = now - self.t0
         eta = "0s" if done == n else ("?" if gained <= 0 else _duration((total - cycles) * elapsed / gained))
-        line = (f"runs {done}/{n} done, {running} running" + (f", {len(failed)} failed" if failed else "")
-                + f" | cycles {cycles}/{total} | {_duration(elapsed)} elapsed | ETA {eta}")
+        line = (
+            f"runs {done}/{n} done, {running} running"
+            + (f", {len(failed)} failed" if failed else "")
+            + f" | cycles {cycles}/{total} | {_duration(elapsed)} elapsed | ETA {eta}"
+        )
         if line != self.line:
             sys.stdout.write("\r\033[K" + line)
             sys.stdout.flush()

@@ -1,4 +1,5 @@
 """Helpers shared by the tests that run on the real SLURM cluster (tests/test_slurm_*.py)."""
+
 from __future__ import annotations
 
 import json

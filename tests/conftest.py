@@ -1,4 +1,5 @@
 """Shared pytest set-up: the `slurm` and `gpu` markers, and small fixtures."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Expected values are computed here by other means: hand-written trapezoids, known t-quantiles,
 scipy's paired t-test.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,14 +39,42 @@ T_0975_DF1 = math.tan(math.pi * (0.975 - 0.5))  # 12.7062047361747
 T_0975_DF2 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)  # 4.302652729749462
 
 
-def row(model="resnet18", optimizer="sgd", strategy="random", trial=0, cycle=1, n_labeled=100, acc=0.5, f1=None,
-        n_pool=1000, n_classes=10, **extra) -> dict:
+def row(
+    model="resnet18",
+    optimizer="sgd",
+    strategy="random",
+    trial=0,
+    cycle=1,
+    n_labeled=100,
+    acc=0.5,
+    f1=None,
+    n_pool=1000,
+    n_classes=10,
+    **extra,
+) -> dict:
     run_id = f"{model}-{optimizer}-{strategy}-t{trial}"
-    r = {"run_id": run_id, "dataset": "cifar10", "model": model, "optimizer": optimizer, "strategy": strategy,
-         "trial": trial, "cycle": cycle, "n_labeled": n_labeled, "n_pool": n_pool, "queried": list(range(5)),
-         "queried_class_counts": [1] * n_classes, "test_accuracy": acc, "test_macro_f1": acc if f1 is None else f1,
-         "per_class_accuracy": [acc] * n_classes, "train_time_s": 10.0, "select_time_s": 1.0, "eval_time_s": 0.5,
-         "peak_mem_bytes": None, "energy_j": None, "device": "cpu"}
+    r = {
+        "run_id": run_id,
+        "dataset": "cifar10",
+        "model": model,
+        "optimizer": optimizer,
+        "strategy": strategy,
+        "trial": trial,
+        "cycle": cycle,
+        "n_labeled": n_labeled,
+        "n_pool": n_pool,
+        "queried": list(range(5)),
+        "queried_class_counts": [1] * n_classes,
+        "test_accuracy": acc,
+        "test_macro_f1": acc if f1 is None else f1,
+        "per_class_accuracy": [acc] * n_classes,
+        "train_time_s": 10.0,
+        "select_time_s": 1.0,
+        "eval_time_s": 0.5,
+        "peak_mem_bytes": None,
+        "energy_j": None,
+        "device": "cpu",
+    }
     r.update(extra)
     return r
 
@@ -61,8 +90,7 @@ def curve(strategy, trial, accs, model="resnet18", optimizer="sgd", sizes=None, 
     return [row(model, optimizer, strategy, trial, c + 1, n, a, **extra) for c, (n, a) in enumerate(zip(sizes, accs))]
 
 
-def write_run(sweep_dir: Path, rows: list[dict], run_id: str | None = None, done: bool = True,
-              run_json: bool = True) -> Path:
+def write_run(sweep_dir: Path, rows: list[dict], run_id: str | None = None, done: bool = True, run_json: bool = True) -> Path:
     run_id = run_id or rows[0]["run_id"]
     run_dir = sweep_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -84,8 +112,12 @@ def test_ci95_uses_students_t():
 
 
 def test_summary_mean_std_ci_per_group_and_budget():
-    rows = (curve("random", 0, [0.5, 0.8]) + curve("random", 1, [0.6, 0.9]) + curve("random", 2, [0.7])
-            + curve("random", 0, [0.4], optimizer="adam"))
+    rows = (
+        curve("random", 0, [0.5, 0.8])
+        + curve("random", 1, [0.6, 0.9])
+        + curve("random", 2, [0.7])
+        + curve("random", 0, [0.4], optimizer="adam")
+    )
     for r in rows:
         r["test_macro_f1"] = r["test_accuracy"] / 2
     s = summary_table(table(rows), KEYS).set_index(["optimizer", "n_labeled"])
@@ -109,11 +141,13 @@ def test_label_efficiency_points_per_percent_of_pool():
     # n_pool 1000, 10 classes: cycle 1 gains over chance (0.1) from 0 labels.
     rows = curve("random", 0, [0.4, 0.5, 0.65], sizes=[100, 200, 400])
     le = label_efficiency(table(rows))
-    assert le.tolist() == pytest.approx([
-        100 * (0.4 - 0.1) / (100 * 100 / 1000),
-        100 * (0.5 - 0.4) / (100 * 100 / 1000),
-        100 * (0.65 - 0.5) / (100 * 200 / 1000),
-    ])
+    assert le.tolist() == pytest.approx(
+        [
+            100 * (0.4 - 0.1) / (100 * 100 / 1000),
+            100 * (0.5 - 0.4) / (100 * 100 / 1000),
+            100 * (0.65 - 0.5) / (100 * 200 / 1000),
+        ]
+    )
 
 
 def test_label_efficiency_is_nan_without_the_previous_cycle():
@@ -162,10 +196,19 @@ def test_runs_table_sums_maxes_and_final_values():
     for r in rows[3:]:
         r.update(energy_j=5.0, peak_mem_bytes=None)
     cycles = table(rows)
-    runs = pd.DataFrame({"run_id": ["resnet18-sgd-random-t0", "resnet18-sgd-random-t1", "resnet18-sgd-random-t2"],
-                         "dataset": "cifar10", "model": "resnet18", "optimizer": "sgd", "strategy": "random",
-                         "trial": [0, 1, 2], "status": ["done", "in progress", "missing"], "cycles_expected": 3,
-                         "done": [True, False, False]})
+    runs = pd.DataFrame(
+        {
+            "run_id": ["resnet18-sgd-random-t0", "resnet18-sgd-random-t1", "resnet18-sgd-random-t2"],
+            "dataset": "cifar10",
+            "model": "resnet18",
+            "optimizer": "sgd",
+            "strategy": "random",
+            "trial": [0, 1, 2],
+            "status": ["done", "in progress", "missing"],
+            "cycles_expected": 3,
+            "done": [True, False, False],
+        }
+    )
     out = runs_table(cycles, runs, KEYS).set_index("trial")
     assert out.loc[0, "cycles_done"] == 3 and bool(out.loc[0, "done"])
     assert out.loc[0, "final_acc"] == pytest.approx(0.7) and out.loc[0, "final_f1"] == pytest.approx(0.4)
@@ -175,8 +218,23 @@ def test_runs_table_sums_maxes_and_final_values():
     assert out.loc[1, "energy_j"] == pytest.approx(10.0) and math.isnan(out.loc[1, "peak_mem_bytes"])
     assert out.loc[1, "final_acc"] == pytest.approx(0.55) and out.loc[1, "cycles_done"] == 2
     assert out.loc[2, "cycles_done"] == 0 and math.isnan(out.loc[2, "final_acc"])
-    for column in ["run_id", "dataset", "model", "optimizer", "strategy", "trial", "cycles_done", "done", "final_acc",
-                   "final_f1", "aubc", "labels_to_target", "train_time_s", "peak_mem_bytes", "energy_j"]:
+    for column in [
+        "run_id",
+        "dataset",
+        "model",
+        "optimizer",
+        "strategy",
+        "trial",
+        "cycles_done",
+        "done",
+        "final_acc",
+        "final_f1",
+        "aubc",
+        "labels_to_target",
+        "train_time_s",
+        "peak_mem_bytes",
+        "energy_j",
+    ]:
         assert column in out.reset_index().columns
 
 
@@ -186,9 +244,19 @@ def test_gpu_hours_sum_train_select_eval_of_gpu_runs_only():
     for r in rows:
         r.update(train_time_s=3000.0 * r["cycle"], select_time_s=100.0, eval_time_s=50.0)
     cycles = table(rows)
-    runs = pd.DataFrame({"run_id": sorted(cycles["run_id"].unique()), "dataset": "cifar10", "model": "resnet18",
-                         "optimizer": "sgd", "strategy": "random", "trial": [0, 1, 2], "status": "done",
-                         "cycles_expected": 2, "done": True})
+    runs = pd.DataFrame(
+        {
+            "run_id": sorted(cycles["run_id"].unique()),
+            "dataset": "cifar10",
+            "model": "resnet18",
+            "optimizer": "sgd",
+            "strategy": "random",
+            "trial": [0, 1, 2],
+            "status": "done",
+            "cycles_expected": 2,
+            "done": True,
+        }
+    )
     g = group_table(runs_table(cycles, runs, KEYS), KEYS).iloc[0]
     per_run = (3000 + 6000) + 2 * 100 + 2 * 50
     assert g["gpu_hours"] == pytest.approx(2 * per_run / 3600)
@@ -295,7 +363,11 @@ def test_expected_runs_mark_missing_and_ignore_others(tmp_path):
     expected = [ExpectedRun(f"resnet18-sgd-random-t{t}", "resnet18", "sgd", "random", t) for t in range(3)]
     data = load_sweep_dir(tmp_path, expected=expected, cycles_expected=2, dataset="cifar10")
     status = data.runs.set_index("run_id")["status"].to_dict()
-    assert status == {"resnet18-sgd-random-t0": "done", "resnet18-sgd-random-t1": "in progress", "resnet18-sgd-random-t2": "missing"}
+    assert status == {
+        "resnet18-sgd-random-t0": "done",
+        "resnet18-sgd-random-t1": "in progress",
+        "resnet18-sgd-random-t2": "missing",
+    }
     assert data.n_unexpected == 1
     assert set(data.cycles["trial"]) == {0, 1}
     missing = data.runs.set_index("run_id").loc["resnet18-sgd-random-t2"]

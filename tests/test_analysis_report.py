@@ -1,6 +1,7 @@
 """The report end to end on small synthetic sweeps: files of README's Results layout, figures, the
 self-contained HTML, compile-safe LaTeX, results.json, and the command line's error handling.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,15 +24,69 @@ from bench.synthetic_sweep import write_synthetic_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_COLUMNS = {  # README, Results layout
-    "cycles.csv": ["run_id", "dataset", "model", "optimizer", "strategy", "trial", "cycle", "n_labeled", "n_pool",
-                   "test_accuracy", "test_macro_f1", "train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes",
-                   "energy_j", "device", "label_efficiency"],
-    "summary.csv": ["dataset", "model", "optimizer", "strategy", "n_labeled", "n_trials", "acc_mean", "acc_std",
-                    "acc_ci95", "f1_mean", "f1_std", "f1_ci95"],
-    "runs.csv": ["run_id", "dataset", "model", "optimizer", "strategy", "trial", "cycles_done", "done", "final_acc",
-                 "final_f1", "aubc", "labels_to_target", "train_time_s", "peak_mem_bytes", "energy_j"],
-    "vs_random.csv": ["dataset", "model", "optimizer", "strategy", "n_labeled", "n_pairs", "diff_mean", "diff_std",
-                      "diff_ci95", "p_value"],
+    "cycles.csv": [
+        "run_id",
+        "dataset",
+        "model",
+        "optimizer",
+        "strategy",
+        "trial",
+        "cycle",
+        "n_labeled",
+        "n_pool",
+        "test_accuracy",
+        "test_macro_f1",
+        "train_time_s",
+        "select_time_s",
+        "eval_time_s",
+        "peak_mem_bytes",
+        "energy_j",
+        "device",
+        "label_efficiency",
+    ],
+    "summary.csv": [
+        "dataset",
+        "model",
+        "optimizer",
+        "strategy",
+        "n_labeled",
+        "n_trials",
+        "acc_mean",
+        "acc_std",
+        "acc_ci95",
+        "f1_mean",
+        "f1_std",
+        "f1_ci95",
+    ],
+    "runs.csv": [
+        "run_id",
+        "dataset",
+        "model",
+        "optimizer",
+        "strategy",
+        "trial",
+        "cycles_done",
+        "done",
+        "final_acc",
+        "final_f1",
+        "aubc",
+        "labels_to_target",
+        "train_time_s",
+        "peak_mem_bytes",
+        "energy_j",
+    ],
+    "vs_random.csv": [
+        "dataset",
+        "model",
+        "optimizer",
+        "strategy",
+        "n_labeled",
+        "n_pairs",
+        "diff_mean",
+        "diff_std",
+        "diff_ci95",
+        "p_value",
+    ],
 }
 NASTY_DATASET = "cifar_10 50%&#$"  # every character LaTeX treats specially in one name
 
@@ -132,7 +187,8 @@ def test_latex_tables_are_booktabs_and_compile_safe(report):
 
 def test_latex_escape_of_every_special_character():
     assert latex_escape(r"a_b 5% R&D #1 $x {y} ~^\ <>") == (
-        r"a\_b 5\% R\&D \#1 \$x \{y\} \textasciitilde{}\textasciicircum{}\textbackslash{} \textless{}\textgreater{}")
+        r"a\_b 5\% R\&D \#1 \$x \{y\} \textasciitilde{}\textasciicircum{}\textbackslash{} \textless{}\textgreater{}"
+    )
 
 
 def test_results_json_has_the_group_layout_in_percent(report):
@@ -145,7 +201,9 @@ def test_results_json_has_the_group_layout_in_percent(report):
         assert len(entry["accuracies"]) == 3 and all(1 < a <= 100 for acc in entry["accuracies"] for a in acc)
     cycles = pd.read_csv(report_dir / "cycles.csv")
     first = cycles[(cycles["run_id"] == "resnet18-sgd-random-t0")].sort_values("n_labeled")["test_accuracy"] * 100
-    assert json.loads((report_dir / "results_random.json").read_text())["sgd"]["resnet18"]["accuracies"][0] == pytest.approx(first.tolist())
+    assert json.loads((report_dir / "results_random.json").read_text())["sgd"]["resnet18"]["accuracies"][0] == pytest.approx(
+        first.tolist()
+    )
     assert not (report_dir / "results.json").exists()
 
 
@@ -178,7 +236,9 @@ def test_summary_lines_name_the_best_pair_and_the_test_against_random(tmp_path):
     write_synthetic_sweep(tmp_path, cycles=3, trials=(0, 1, 2))
     lines = summary_lines(compute_tables(load_sweep_dir(tmp_path)))
     assert lines[0].startswith("24 of 24 runs done") and "compute so far: " in lines[0]
-    assert re.match(r"best by AUBC: learning_loss resnet\d+ \+ \w+ \d+\.\d\d ± \d+\.\d\d% \(n=3\); random resnet\d+ \+ \w+ ", lines[1])
+    assert re.match(
+        r"best by AUBC: learning_loss resnet\d+ \+ \w+ \d+\.\d\d ± \d+\.\d\d% \(n=3\); random resnet\d+ \+ \w+ ", lines[1]
+    )
     assert re.match(r"optimizers \(AUBC, paired by trial\): \d+ of 4 pairs significant after Holm", lines[2])
     assert lines[3].startswith("model x optimizer interaction (ANOVA of AUBC): learning_loss p = ")
     assert re.match(r"learning_loss vs random \(AUBC, paired, Holm\): mean gain [+-]\d+\.\d\d pts, higher in \d of 4", lines[4])
@@ -195,13 +255,16 @@ def test_cli_results_prints_the_html_path_and_a_summary(tmp_path, capsys):
     assert len(out) - 1 == 5
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--results", "{tmp}/nowhere"], "nowhere/runs: no such directory"),
-    (["{tmp}/missing.yaml"], "missing.yaml: no such sweep file"),
-    ([], "no sweep given"),
-    (["--results", "{tmp}", "x=1"], "takes no sweep file"),
-    (["--bogus"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--results", "{tmp}/nowhere"], "nowhere/runs: no such directory"),
+        (["{tmp}/missing.yaml"], "missing.yaml: no such sweep file"),
+        ([], "no sweep given"),
+        (["--results", "{tmp}", "x=1"], "takes no sweep file"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
 def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path, argv, says):
     argv = [a.format(tmp=tmp_path) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "analysis.report", *argv], cwd=ROOT, capture_output=True, text=True)
@@ -226,10 +289,22 @@ def fake_config(monkeypatch, tmp_path):
     def load_sweep(path, overrides=()):
         if "al.cycles=oops" in overrides:
             raise _ConfigError("al.cycles: expected an integer >= 1, got 'oops'")
-        runs = [types.SimpleNamespace(run_id=f"resnet18-{o}-{s}-t{t}", model="resnet18", optimizer=o, strategy=s, trial=t)
-                for o in grid["optimizer"] for s in grid["strategy"] for t in grid["trial"]]
-        raw = {"name": "demo", "output": str(tmp_path / "results"), "dataset": {"name": "synthetic"}, "grid": grid, "al": {"cycles": 2}}
-        return types.SimpleNamespace(name="demo", sweep_dir=sweep_dir, raw=raw, runs=lambda: runs, al=types.SimpleNamespace(cycles=2))
+        runs = [
+            types.SimpleNamespace(run_id=f"resnet18-{o}-{s}-t{t}", model="resnet18", optimizer=o, strategy=s, trial=t)
+            for o in grid["optimizer"]
+            for s in grid["strategy"]
+            for t in grid["trial"]
+        ]
+        raw = {
+            "name": "demo",
+            "output": str(tmp_path / "results"),
+            "dataset": {"name": "synthetic"},
+            "grid": grid,
+            "al": {"cycles": 2},
+        }
+        return types.SimpleNamespace(
+            name="demo", sweep_dir=sweep_dir, raw=raw, runs=lambda: runs, al=types.SimpleNamespace(cycles=2)
+        )
 
     module = types.ModuleType("al_core.config")
     module.load_sweep, module.ConfigError = load_sweep, _ConfigError

@@ -2,6 +2,7 @@
 
 Speed is not asserted here (BENCHMARKS.md records it, stamped with the machine).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,45 @@ from bench import bench_train
 from bench._machine import peak_flops_of, train_flops_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SIZES = ["--quick", "--device", "cpu", "--width", "2", "--batch-size", "8", "--images", "16", "--data-images", "32",
-        "--score-batch-size", "16", "--reps", "2", "--warmup", "1", "--models", "resnet18,resnet50"]
+TINY_SIZES = [
+    "--quick",
+    "--device",
+    "cpu",
+    "--width",
+    "2",
+    "--batch-size",
+    "8",
+    "--images",
+    "16",
+    "--data-images",
+    "32",
+    "--score-batch-size",
+    "16",
+    "--reps",
+    "2",
+    "--warmup",
+    "1",
+    "--models",
+    "resnet18,resnet50",
+]
 TINY = TINY_SIZES + ["--threads", "1"]
 
-STAMP = ("host", "device", "device_type", "cpu", "cpu_cores", "torch_threads", "load_avg_1m", "torch", "torchvision",
-         "cuda", "cudnn", "python", "git_commit", "date")
+STAMP = (
+    "host",
+    "device",
+    "device_type",
+    "cpu",
+    "cpu_cores",
+    "torch_threads",
+    "load_avg_1m",
+    "torch",
+    "torchvision",
+    "cuda",
+    "cudnn",
+    "python",
+    "git_commit",
+    "date",
+)
 TIMING = ("img_per_s", "best_img_per_s", "images_per_rep", "median_s", "times_s")
 PATH = ("precision", "memory_format", "optimizer", "compiled", "backend", "train", "score")
 
@@ -89,8 +123,17 @@ def test_markdown_goes_to_the_flagged_path_only(tiny_run):
     assert before == after, "the benchmark wrote to the repository's BENCHMARKS.md despite --markdown"
     text = (out / "B.md").read_text()
     assert text.startswith("# Benchmarks") and text.count("\n## ") == 1
-    for needle in ("CPU only", f"torch {torch.__version__}", r["command"], str(out / "r.json"), "| resnet18 | project |",
-                   "| resnet50 | reference |", "**ratio**", "Data path alone", "MFU: n/a"):
+    for needle in (
+        "CPU only",
+        f"torch {torch.__version__}",
+        r["command"],
+        str(out / "r.json"),
+        "| resnet18 | project |",
+        "| resnet50 | reference |",
+        "**ratio**",
+        "Data path alone",
+        "MFU: n/a",
+    ):
         assert needle in text, needle
 
 
@@ -105,8 +148,13 @@ def test_markdown_appends_sections_under_one_header(tmp_path):
 
 def test_no_markdown_and_default_json_path(tmp_path, monkeypatch):
     md = tmp_path / "B.md"
-    assert bench_train.main(TINY_SIZES + ["--models", "resnet18", "--reps", "1", "--json", str(tmp_path / "r.json"),
-                                    "--markdown", str(md), "--no-markdown"]) == 0
+    assert (
+        bench_train.main(
+            TINY_SIZES
+            + ["--models", "resnet18", "--reps", "1", "--json", str(tmp_path / "r.json"), "--markdown", str(md), "--no-markdown"]
+        )
+        == 0
+    )
     assert not md.exists() and (tmp_path / "r.json").is_file()
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["stamp"]["torch_threads"] == bench_train.CPU_THREADS  # the CPU default
@@ -128,7 +176,9 @@ def test_bad_flags_are_refused_with_the_known_names(capsys):
 
 def test_sizes_default_by_device_and_flags_override():
     a = bench_train.parse_args(["--device", "cpu"])
-    assert (a.width, a.batch_size, a.images, a.reps) == tuple(bench_train.SIZES["cpu"][k] for k in ("width", "batch_size", "images", "reps"))
+    assert (a.width, a.batch_size, a.images, a.reps) == tuple(
+        bench_train.SIZES["cpu"][k] for k in ("width", "batch_size", "images", "reps")
+    )
     assert a.models == list(bench_train.BENCH_MODELS)
     b = bench_train.parse_args(["--device", "cpu", "--quick", "--width", "8"])
     assert b.width == 8 and b.images == bench_train.SIZES["quick"]["images"]
@@ -189,8 +239,11 @@ def test_pack_projection_adds_cycles_and_divides_by_the_measured_speedup(tmp_pat
         "grid: {model: [resnet18, resnet34], optimizer: [sgd], strategy: [learning_loss, random], trial: [0]}\n"
         "al: {cycles: 3, initial_size: 1000, query_size: 1000, subset: 10000}\ntrain: {epochs: 10}\n"
     )
-    models = {"resnet18": {"k": {"1": {"aggregate_img_per_s": 1000.0, "score_img_per_s": 10000.0},
-                                 "2": {"aggregate_img_per_s": 1600.0}}}}
+    models = {
+        "resnet18": {
+            "k": {"1": {"aggregate_img_per_s": 1000.0, "score_img_per_s": 10000.0}, "2": {"aggregate_img_per_s": 1600.0}}
+        }
+    }
     pj = bench_pack.project(sweep, models)
     assert pj["runs"] == 2 and pj["runs_without_a_measured_model"] == 2  # resnet34 was not measured
     train = 10 * (1000 + 2000 + 3000) / 1000.0  # epochs x labelled images / rate, per cycle
@@ -202,12 +255,15 @@ def test_pack_projection_adds_cycles_and_divides_by_the_measured_speedup(tmp_pat
     assert pj["run_minutes_at_k1"]["resnet18"] == round((lossy + rand) / 2 / 60, 2)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--k", "0"], "--k"),
-    (["--models", "vgg"], "--models"),
-    (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs"),
-    (["--sweep", "/nonexistent.yaml"], "--sweep"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--k", "0"], "--k"),
+        (["--models", "vgg"], "--models"),
+        (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs"),
+        (["--sweep", "/nonexistent.yaml"], "--sweep"),
+    ],
+)
 def test_pack_bench_refuses_bad_flags(argv, message, capsys):
     from bench import bench_pack
 

@@ -1,4 +1,5 @@
 """`al-sweep COMMAND`: the console script dispatches to the module entry points."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,8 +20,13 @@ def test_every_command_names_an_entry_point_with_main():
 
 
 def test_status_through_the_console_entry_point(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "slurm.cli", "status", "jobs/smoke.yaml", f"output={tmp_path}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "slurm.cli", "status", "jobs/smoke.yaml", f"output={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0 and "total: 12 runs" in p.stdout, p.stderr
 
 

@@ -1,4 +1,5 @@
 """The sweep file: validation errors name the key, exit 2, one line, nothing written."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -66,8 +67,10 @@ def test_overrides_and_scientific_notation(smoke_yaml):
 
 
 def test_extra_grid_axes_are_appended_to_run_ids(smoke_yaml):
-    s = load_sweep(smoke_yaml, ["grid.model=[resnet18]", "grid.optimizer=[sgd]", "grid.strategy=[random]",
-                                "grid.trial=[0]", "grid.train.width=[4,8]"])
+    s = load_sweep(
+        smoke_yaml,
+        ["grid.model=[resnet18]", "grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "grid.train.width=[4,8]"],
+    )
     runs = s.runs()
     assert [r.run_id for r in runs] == ["resnet18-sgd-random-t0-4", "resnet18-sgd-random-t0-8"]
     assert [r.config.train.width for r in runs] == [4, 8]
@@ -89,12 +92,14 @@ def test_every_sweep_file_validates():
 def test_validating_and_planning_a_sweep_imports_no_torch():
     """A login node validates and dry-runs a sweep without importing torch (seconds on a shared file system)."""
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys\nfrom al_core.config import load_sweep\nfrom slurm import sweep\n"
-            "for path in ('jobs/cifar10.yaml', 'jobs/cifar10-fair.yaml', 'jobs/demo.yaml', 'jobs/smoke.yaml'):\n"
-            "    load_sweep(path).runs()\n"
-            "assert sweep.main(['jobs/cifar10.yaml', '--dry-run']) == 0\n"
-            "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
-            "assert not loaded, loaded[:5]\n")
+    code = (
+        "import sys\nfrom al_core.config import load_sweep\nfrom slurm import sweep\n"
+        "for path in ('jobs/cifar10.yaml', 'jobs/cifar10-fair.yaml', 'jobs/demo.yaml', 'jobs/smoke.yaml'):\n"
+        "    load_sweep(path).runs()\n"
+        "assert sweep.main(['jobs/cifar10.yaml', '--dry-run']) == 0\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, loaded[:5]\n"
+    )
     p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
 

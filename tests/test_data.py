@@ -1,4 +1,5 @@
 """Datasets on disk (CIFAR format written here), bundled digits, and the on-device batch path."""
+
 import pickle
 
 import numpy as np
@@ -98,8 +99,11 @@ def test_epoch_plan_shuffles_every_epoch_and_is_reproducible():
     assert sorted(p0.order.tolist()) == list(range(50, 150))
     assert p0.n_steps == 3  # 100 = 32 + 32 + 36: a remainder of 4 joins the last full batch
     assert [len(p0.batch(i)[0]) for i in range(3)] == [32, 32, 36]
-    sizes = lambda n: [len(b[0]) for b in map(epoch_plan(data, torch.arange(n), 0, 1, 0, 32).batch,  # noqa: E731
-                                               range(epoch_plan(data, torch.arange(n), 0, 1, 0, 32).n_steps))]
+
+    def sizes(n):
+        plan = epoch_plan(data, torch.arange(n), 0, 1, 0, 32)
+        return [len(plan.batch(i)[0]) for i in range(plan.n_steps)]
+
     assert sizes(80) == [32, 32, 16]  # half a batch or more stays a batch of its own
     assert sizes(33) == [33] and sizes(20) == [20] and sizes(1) == []
 

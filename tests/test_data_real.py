@@ -5,6 +5,7 @@ The real-data test reads Debian's dataset-fashion-mnist package (/usr/share/data
 laid out as `make data` would; it skips where the package is absent, and fails under
 REQUIRE_REAL_DATA=1 (as CI sets it).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -40,8 +41,10 @@ def write_idx_dataset(root: Path, name="FashionMNIST", n_train=40, n_test=20, gz
     raw = root / name / "raw"
     raw.mkdir(parents=True)
     arrays = {
-        IDX[0]: g.integers(0, 256, (n_train, 28, 28)), IDX[1]: np.arange(n_train) % 10,
-        IDX[2]: g.integers(0, 256, (n_test, 28, 28)), IDX[3]: np.arange(n_test) % 10,
+        IDX[0]: g.integers(0, 256, (n_train, 28, 28)),
+        IDX[1]: np.arange(n_train) % 10,
+        IDX[2]: g.integers(0, 256, (n_test, 28, 28)),
+        IDX[3]: np.arange(n_test) % 10,
     }
     for fname, a in arrays.items():
         data = idx_bytes(a)
@@ -63,7 +66,9 @@ def blocks(n: int, k: int, size: int, channels: int, seed: int) -> tuple[np.ndar
 
 def write_sweep(tmp_path: Path, dataset: dict, **al) -> Path:
     sweep = {
-        "name": "real", "output": str(tmp_path / "results"), "dataset": dataset,
+        "name": "real",
+        "output": str(tmp_path / "results"),
+        "dataset": dataset,
         "grid": {"model": ["resnet18"], "optimizer": ["sgd"], "strategy": ["entropy"], "trial": [0]},
         "al": {"cycles": 2, "initial_size": 20, "query_size": 20, **al},
         "train": {"epochs": 3, "batch_size": 16, "width": 4, "checkpoint_min_s": 0, "eval_batch_size": 256},
@@ -76,8 +81,14 @@ def write_sweep(tmp_path: Path, dataset: dict, **al) -> Path:
 
 def run_cli(sweep: Path, *overrides: str, run_id="resnet18-sgd-entropy-t0", timeout=300) -> subprocess.CompletedProcess:
     env = dict(os.environ, AL_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "al_core.run", str(sweep), *overrides, "--run", run_id],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "al_core.run", str(sweep), *overrides, "--run", run_id],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def assert_one_error_nothing_written(proc: subprocess.CompletedProcess, out: Path, *needles: str, status: int = 2) -> None:
@@ -170,7 +181,13 @@ def test_svhn_mat_layout_and_label_ten_is_zero(tmp_path):
 def test_npz_layouts_and_split(tmp_path):
     x, y = blocks(60, 3, 8, 1, seed=1)
     np.savez(tmp_path / "hwc.npz", x_pool=x[:40], y_pool=y[:40], x_test=x[40:], y_test=y[40:])
-    np.savez(tmp_path / "chw.npz", x_pool=x[:40].transpose(0, 3, 1, 2), y_pool=y[:40], x_test=x[40:].transpose(0, 3, 1, 2), y_test=y[40:])
+    np.savez(
+        tmp_path / "chw.npz",
+        x_pool=x[:40].transpose(0, 3, 1, 2),
+        y_pool=y[:40],
+        x_test=x[40:].transpose(0, 3, 1, 2),
+        y_test=y[40:],
+    )
     np.savez(tmp_path / "hw.npz", x_pool=x[:40, :, :, 0], y_pool=y[:40], x_test=x[40:, :, :, 0], y_test=y[40:])
     got = [load("npz", "", CPU, DatasetConfig(name="npz", path=str(tmp_path / f))) for f in ("hwc.npz", "chw.npz", "hw.npz")]
     for d in got:
@@ -192,15 +209,18 @@ def test_npz_pool_size_checked_at_validation_from_the_headers(tmp_path):
     load_sweep(write_sweep(tmp_path, ds, cycles=2, initial_size=20, query_size=20))
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing_key", "key y_test is missing"),
-    ("label_out_of_range", "y_test: class 5 is in the test set but not in the training pool"),
-    ("negative_label", "y_pool: label -1"),
-    ("float_images", "x_pool is float64, expected uint8"),
-    ("count_mismatch", "y_pool has 39 labels, expected 40"),
-    ("not_npz", "not a readable .npz file"),
-    ("xy_without_fraction", "expected dataset.test_fraction"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing_key", "key y_test is missing"),
+        ("label_out_of_range", "y_test: class 5 is in the test set but not in the training pool"),
+        ("negative_label", "y_pool: label -1"),
+        ("float_images", "x_pool is float64, expected uint8"),
+        ("count_mismatch", "y_pool has 39 labels, expected 40"),
+        ("not_npz", "not a readable .npz file"),
+        ("xy_without_fraction", "expected dataset.test_fraction"),
+    ],
+)
 def test_bad_npz(tmp_path, case, needle):
     x, y = blocks(60, 3, 8, 1, seed=1)
     arrays = dict(x_pool=x[:40], y_pool=y[:40], x_test=x[40:], y_test=y[40:])
@@ -287,8 +307,10 @@ def test_npz_and_imagefolder_run_end_to_end(tmp_path):
     x, y = blocks(300, 4, 16, 3, seed=3)
     np.savez_compressed(tmp_path / "mine.npz", x=x, y=y)
     write_folder(tmp_path / "images", n_per_class=24)
-    for dataset, k in (({"name": "npz", "path": str(tmp_path / "mine.npz"), "test_fraction": 0.2}, 4),
-                       ({"name": "imagefolder", "root": str(tmp_path / "images"), "size": 16}, 3)):
+    for dataset, k in (
+        ({"name": "npz", "path": str(tmp_path / "mine.npz"), "test_fraction": 0.2}, 4),
+        ({"name": "imagefolder", "root": str(tmp_path / "images"), "size": 16}, 3),
+    ):
         out = tmp_path / "results"
         proc = run_cli(write_sweep(tmp_path, dataset), f"output={out}")
         assert proc.returncode == 0, proc.stderr
@@ -315,8 +337,9 @@ def test_bad_idx_files_at_the_command_line(tmp_path, damage):
     sweep = write_sweep(tmp_path, {"name": "fashion_mnist", "root": str(tmp_path / "data")})
     proc = run_cli(sweep, f"output={out}", timeout=120)
     # A missing file: this node cannot serve the run (78); a damaged one is bad input (2).
-    assert_one_error_nothing_written(proc, out, target, *(["make data"] if damage == "missing" else []),
-                                     status=78 if damage == "missing" else 2)
+    assert_one_error_nothing_written(
+        proc, out, target, *(["make data"] if damage == "missing" else []), status=78 if damage == "missing" else 2
+    )
 
 
 def test_bad_imagefolder_at_the_command_line(tmp_path):
@@ -359,9 +382,17 @@ REAL_FLOOR = 0.45
 
 def test_fashion_mnist_short_run_learns(fashion_root, tmp_path):
     out = tmp_path / "results"
-    proc = run_cli(ROOT / "jobs" / "fmnist-cpu.yaml", f"dataset.root={fashion_root}", f"output={out}",
-                   "al.cycles=2", "al.initial_size=200", "al.query_size=200", "al.subset=1000",
-                   "train.epochs=8", "train.width=4")
+    proc = run_cli(
+        ROOT / "jobs" / "fmnist-cpu.yaml",
+        f"dataset.root={fashion_root}",
+        f"output={out}",
+        "al.cycles=2",
+        "al.initial_size=200",
+        "al.query_size=200",
+        "al.subset=1000",
+        "train.epochs=8",
+        "train.width=4",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = rows_of(out)
     assert [r["n_labeled"] for r in rows] == [200, 400] and rows[-1]["n_pool"] == 60000
@@ -376,8 +407,10 @@ def test_make_data_without_network_is_one_line(tmp_path, monkeypatch, capsys):
     from al_core import data_download
 
     def offline(name, root):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://mirror/, got:\n"
-                           f"{urllib.error.URLError('Name or service not known')}\n")
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried http://mirror/, got:\n"
+            f"{urllib.error.URLError('Name or service not known')}\n"
+        )
 
     monkeypatch.setattr(data_download, "download_real", offline)
     sweep = write_sweep(tmp_path, {"name": "fashion_mnist", "root": str(tmp_path / "data")})

@@ -1,5 +1,6 @@
 """Per-epoch training curves: epochs.jsonl per run (identical after an interruption and resume),
 TensorBoard event files with train.tensorboard: true, and the report's training-curves figure."""
+
 import json
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def test_epochs_file_has_every_epoch_and_matches_the_rows(reference):
     assert set(epochs[0]) == {"cycle", "epoch", "train_loss", "train_accuracy", "lr"}
     for row in rows:  # the row's train_loss/accuracy are those of the cycle's last epoch
         last = [e for e in epochs if e["cycle"] == row["cycle"]][-1]
-        assert last["train_loss"] == pytest.approx(row["train_loss"]) and last["train_accuracy"] == pytest.approx(row["train_accuracy"])
+        assert last["train_loss"] == pytest.approx(row["train_loss"]) and last["train_accuracy"] == pytest.approx(
+            row["train_accuracy"]
+        )
     assert epochs[0]["lr"] == pytest.approx(0.1)  # sgd's default lr, the first epoch of the schedule
     assert not (reference / "tensorboard").exists()
 
@@ -92,4 +95,9 @@ def test_report_draws_the_training_curves_of_a_chosen_group(smoke_yaml, tmp_path
     html = write_report(tables, curves="resnet18-sgd-random").read_text()
     assert (sweep.sweep_dir / "report" / "figures" / "training_curves.png").stat().st_size > 1000
     assert "Training loss, training accuracy and learning rate" in html
-    assert json.loads((sweep.run_dir("resnet18-sgd-random-t0") / "run.json").read_text())["config"]["train"].get("tensorboard", False) is False
+    assert (
+        json.loads((sweep.run_dir("resnet18-sgd-random-t0") / "run.json").read_text())["config"]["train"].get(
+            "tensorboard", False
+        )
+        is False
+    )

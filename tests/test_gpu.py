@@ -2,6 +2,7 @@
 
 Every test is `gpu`-marked: tests/conftest.py skips them where no CUDA device is visible.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,15 +91,28 @@ def test_selection_on_the_gpu_is_stable_across_two_runs(tmp_path, strategy):
         overlap = len(set(ra["queried"]) & set(rb["queried"])) / len(ra["queried"])
         assert overlap >= MIN_OVERLAP, f"cycle {ra['cycle']}: {overlap:.0%} of the queried indices agree"
     for ra, rb in zip(a, b):
-        assert abs(ra["test_accuracy"] - rb["test_accuracy"]) <= MAX_ACC_GAP, (ra["cycle"], ra["test_accuracy"], rb["test_accuracy"])
+        assert abs(ra["test_accuracy"] - rb["test_accuracy"]) <= MAX_ACC_GAP, (
+            ra["cycle"],
+            ra["test_accuracy"],
+            rb["test_accuracy"],
+        )
 
 
 def test_benchmark_on_the_gpu_reports_device_memory_and_mfu(tmp_path):
     from bench import bench_train
     from bench._machine import peak_flops
 
-    argv = ["--quick", "--device", "cuda", "--models", "resnet18", "--json", str(tmp_path / "r.json"),
-            "--markdown", str(tmp_path / "B.md")]
+    argv = [
+        "--quick",
+        "--device",
+        "cuda",
+        "--models",
+        "resnet18",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--markdown",
+        str(tmp_path / "B.md"),
+    ]
     assert bench_train.main(argv) == 0
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["stamp"]["device"] == torch.cuda.get_device_name(0) and r["stamp"]["cuda"] == torch.version.cuda
@@ -128,8 +142,9 @@ def test_graphed_step_matches_the_eager_step_and_replays(tmp_path):
         torch.manual_seed(0)
         model = MODELS.get("resnet18")(width=8).to(dev).to(memory_format=torch.channels_last)
         lossnet = LossNet(model.stage_channels, 16).to(dev)
-        opt = make_optimizer("adamw", list(model.parameters()) + list(lossnet.parameters()),
-                             dict(OPTIMIZERS.get("adamw").defaults), dev)
+        opt = make_optimizer(
+            "adamw", list(model.parameters()) + list(lossnet.parameters()), dict(OPTIMIZERS.get("adamw").defaults), dev
+        )
         amp = autocast(dev, "fp32")
         step = GraphedStep(model, lossnet, opt, 128, 1.0, 1.0, "fp32") if graphed else None
         for epoch in range(3):
@@ -149,8 +164,11 @@ def test_graphed_step_matches_the_eager_step_and_replays(tmp_path):
 def test_run_with_cuda_graphs_trains_as_the_eager_run(tmp_path):
     rows = {}
     for graphs in ("false", "true"):
-        r = Run(gpu_spec("resnet18-sgd-learning_loss-t0", f"train.cuda_graphs={graphs}", f"output={tmp_path / graphs}"),
-                tmp_path / graphs / "run", log=quiet)
+        r = Run(
+            gpu_spec("resnet18-sgd-learning_loss-t0", f"train.cuda_graphs={graphs}", f"output={tmp_path / graphs}"),
+            tmp_path / graphs / "run",
+            log=quiet,
+        )
         assert r.execute() == "done"
         rows[graphs] = read_jsonl(tmp_path / graphs / "run" / "cycles.jsonl")
     for a, b in zip(rows["false"], rows["true"]):

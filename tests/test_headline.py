@@ -1,5 +1,6 @@
 """The report's headline against an independent computation on synthetic runs with known effects:
 an optimizer effect, a model x optimizer interaction, a strategy gain; partial and missing runs."""
+
 from __future__ import annotations
 
 import itertools
@@ -26,8 +27,11 @@ BUDGETS = [20, 40, 60, 80]
 def effect(model: str, optimizer: str, strategy: str) -> float:
     """Known accuracy offsets: sgd +4 points on resnet18 only (an optimizer effect and an
     interaction), resnet34 +1, entropy +3 over random."""
-    return (0.04 if (optimizer == "sgd" and model == "resnet18") else 0.0) + (0.01 if model == "resnet34" else 0.0) \
+    return (
+        (0.04 if (optimizer == "sgd" and model == "resnet18") else 0.0)
+        + (0.01 if model == "resnet34" else 0.0)
         + (0.03 if strategy == "entropy" else 0.0)
+    )
 
 
 def write_run(root, model, optimizer, strategy, trial, acc, cycles=None, done=True, suffix=""):
@@ -38,9 +42,23 @@ def write_run(root, model, optimizer, strategy, trial, acc, cycles=None, done=Tr
     for cycle, (n, a) in enumerate(zip(BUDGETS, acc), 1):
         if cycles is not None and cycle > cycles:
             break
-        rows.append({"run_id": run_id, "dataset": "syn", "model": model, "optimizer": optimizer, "strategy": strategy,
-                     "trial": trial, "cycle": cycle, "n_labeled": n, "n_pool": 1000, "test_accuracy": float(a),
-                     "test_macro_f1": float(a), "queried_class_counts": [n // 2, n // 2], "per_class_accuracy": [a, a]})
+        rows.append(
+            {
+                "run_id": run_id,
+                "dataset": "syn",
+                "model": model,
+                "optimizer": optimizer,
+                "strategy": strategy,
+                "trial": trial,
+                "cycle": cycle,
+                "n_labeled": n,
+                "n_pool": 1000,
+                "test_accuracy": float(a),
+                "test_macro_f1": float(a),
+                "queried_class_counts": [n // 2, n // 2],
+                "per_class_accuracy": [a, a],
+            }
+        )
     (d / "run.json").write_text(json.dumps({"run_id": run_id, "config": {"al": {"cycles": len(BUDGETS)}}}))
     (d / "cycles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if done:
@@ -142,9 +160,11 @@ def test_anova_of_a_balanced_design_equals_the_textbook_sums_of_squares(study):
     """Balanced cells (entropy minus the resnet34-adam cell's missing trial: use trials 0-2 only):
     type II sums of squares equal the classical two-way decomposition computed by hand."""
     _, _, aubcs = study
-    frame = pd.DataFrame([{"aubc": v, "model": k[0], "optimizer": k[1]} for k, v in aubcs.items()
-                          if k[2] == "entropy" and k[3] < 3])
+    frame = pd.DataFrame(
+        [{"aubc": v, "model": k[0], "optimizer": k[1]} for k, v in aubcs.items() if k[2] == "entropy" and k[3] < 3]
+    )
     from analysis.headline import anova as headline_anova
+
     runs = frame.assign(dataset="syn", strategy="entropy", done=True, trial=0, run_id=range(len(frame)))
     mine = headline_anova(runs, ["dataset", "model", "optimizer", "strategy"]).set_index("term")
     grand = frame["aubc"].mean()
@@ -165,8 +185,11 @@ def test_gains_over_random_are_paired_by_trial_with_holm_over_the_strategy(study
     gn = tables.gains
     assert len(gn) == 4 and set(gn["strategy"]) == {"entropy"}
     for _, r in gn.iterrows():
-        trials = [t for t in TRIALS if (r["model"], r["optimizer"], "entropy", t) in aubcs
-                  and (r["model"], r["optimizer"], "random", t) in aubcs]
+        trials = [
+            t
+            for t in TRIALS
+            if (r["model"], r["optimizer"], "entropy", t) in aubcs and (r["model"], r["optimizer"], "random", t) in aubcs
+        ]
         a = np.array([aubcs[(r["model"], r["optimizer"], "entropy", t)] for t in trials])
         b = np.array([aubcs[(r["model"], r["optimizer"], "random", t)] for t in trials])
         assert r["n_pairs"] == len(trials)
@@ -192,8 +215,18 @@ def test_report_leads_with_the_headline_and_writes_the_contract_tables(study):
     assert "## Headline" in (report / "summary.md").read_text()
     assert "Headline" in html and "aubc_gain" not in html  # the figure is embedded, not linked
     opt = pd.read_csv(report / "optimizers.csv")
-    assert {"dataset", "strategy", "model", "optimizer_a", "optimizer_b", "n_pairs", "diff_mean", "diff_ci95",
-            "p_value", "p_holm"} <= set(opt.columns)
+    assert {
+        "dataset",
+        "strategy",
+        "model",
+        "optimizer_a",
+        "optimizer_b",
+        "n_pairs",
+        "diff_mean",
+        "diff_ci95",
+        "p_value",
+        "p_holm",
+    } <= set(opt.columns)
     an = pd.read_csv(report / "anova.csv")
     assert {"dataset", "strategy", "term", "df", "sum_sq", "F", "p_value"} <= set(an.columns)
     assert "p_holm" in pd.read_csv(report / "vs_random.csv").columns

@@ -1,4 +1,5 @@
 """One run end to end on smoke data: loop invariants, determinism, resume between and inside cycles."""
+
 import json
 
 import numpy as np
@@ -10,9 +11,28 @@ from al_core import checkpoint
 from al_core.config import ConfigError, load_sweep
 from al_core.loop import Interrupted, Run, StopFlag, comparable, run
 
-REQUIRED = ["run_id", "dataset", "model", "optimizer", "strategy", "trial", "cycle", "n_labeled", "n_pool", "queried",
-            "queried_class_counts", "test_accuracy", "test_macro_f1", "per_class_accuracy", "train_time_s",
-            "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j", "device"]
+REQUIRED = [
+    "run_id",
+    "dataset",
+    "model",
+    "optimizer",
+    "strategy",
+    "trial",
+    "cycle",
+    "n_labeled",
+    "n_pool",
+    "queried",
+    "queried_class_counts",
+    "test_accuracy",
+    "test_macro_f1",
+    "per_class_accuracy",
+    "train_time_s",
+    "select_time_s",
+    "eval_time_s",
+    "peak_mem_bytes",
+    "energy_j",
+    "device",
+]
 
 
 def rows_of(run_dir):

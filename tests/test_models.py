@@ -1,4 +1,5 @@
 """Every registered model: shapes, parameter counts, no NaN, one step of each optimizer lowers the loss."""
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,5 +1,6 @@
 """The installed package: a non-editable `pip install .` runs a sweep through `al-sweep` from a
 directory that is not the clone, with the example sweeps and profiles it ships."""
+
 from __future__ import annotations
 
 import json
@@ -16,25 +17,49 @@ def test_non_editable_install_runs_a_smoke_sweep_from_an_unrelated_directory(tmp
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    pure = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    pure = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     # The dependencies (torch, numpy, ...) and pip come from this environment, appended after the new
     # venv's own site-packages; its .pth files (the editable install of the clone) are not read from there.
     Path(pure, "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    p = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile", str(ROOT)],
-                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    p = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(py), "-c", "import al_core, slurm, analysis; print(al_core.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=elsewhere, check=True).stdout.strip()
+    where = subprocess.run(
+        [str(py), "-c", "import al_core, slurm, analysis; print(al_core.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=elsewhere,
+        check=True,
+    ).stdout.strip()
     assert Path(where).is_relative_to(Path(pure)), where  # the installed copy, not the clone
 
     out = tmp_path / "out"
-    cmd = [str(venv / "bin" / "al-sweep"), "sweep", "smoke", f"output={out}", "grid.optimizer=[sgd]",
-           "grid.strategy=[entropy,random]", "grid.trial=[0]", "al.cycles=2", "--cluster", "local", "--wait"]
+    cmd = [
+        str(venv / "bin" / "al-sweep"),
+        "sweep",
+        "smoke",
+        f"output={out}",
+        "grid.optimizer=[sgd]",
+        "grid.strategy=[entropy,random]",
+        "grid.trial=[0]",
+        "al.cycles=2",
+        "--cluster",
+        "local",
+        "--wait",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=elsewhere)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     runs = sorted((out / "smoke" / "runs").iterdir())
@@ -43,8 +68,22 @@ def test_non_editable_install_runs_a_smoke_sweep_from_an_unrelated_directory(tmp
     record = json.loads((runs[0] / "run.json").read_text())
     assert record["config"]["al"]["cycles"] == 2
 
-    p = subprocess.run([str(venv / "bin" / "al-sweep"), "status", "smoke", f"output={out}", "grid.optimizer=[sgd]",
-                        "grid.strategy=[entropy,random]", "grid.trial=[0]", "al.cycles=2"],
-                       capture_output=True, text=True, timeout=120, env=env, cwd=elsewhere)
+    p = subprocess.run(
+        [
+            str(venv / "bin" / "al-sweep"),
+            "status",
+            "smoke",
+            f"output={out}",
+            "grid.optimizer=[sgd]",
+            "grid.strategy=[entropy,random]",
+            "grid.trial=[0]",
+            "al.cycles=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=elsewhere,
+    )
     assert p.returncode == 0 and "DONE" in p.stdout, p.stdout + p.stderr
     assert not (elsewhere / "results").exists()  # everything went where output= said

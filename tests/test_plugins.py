@@ -1,4 +1,5 @@
 """Plugins: the examples through al_core.run and a local sweep; the three refusals; fingerprints."""
+
 import json
 import shutil
 import subprocess
@@ -29,8 +30,14 @@ def sweep_cmd(python, *args):
 
 def test_example_plugins_through_al_core_run(plugin_sweep, python, tmp_path):
     run_id = "tiny_cnn-sgd-farthest_first-t0"
-    p = subprocess.run([python, "-m", "al_core.run", str(plugin_sweep), "--run", run_id], capture_output=True,
-                       text=True, cwd=ROOT, timeout=600, env={**__import__("os").environ, "AL_THREADS": "1"})
+    p = subprocess.run(
+        [python, "-m", "al_core.run", str(plugin_sweep), "--run", run_id],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**__import__("os").environ, "AL_THREADS": "1"},
+    )
     assert p.returncode == 0, p.stderr
     run_dir = tmp_path / "results" / "plugins-demo" / "runs" / run_id
     rows = [json.loads(line) for line in (run_dir / "cycles.jsonl").read_text().splitlines()]
@@ -41,8 +48,9 @@ def test_example_plugins_through_al_core_run(plugin_sweep, python, tmp_path):
     (run_dir / "DONE").unlink()
     f = plugin_sweep.parent / "farthest_first.py"
     f.write_text(f.read_text() + "\n# changed\n")
-    p = subprocess.run([python, "-m", "al_core.run", str(plugin_sweep), "--run", run_id], capture_output=True,
-                       text=True, cwd=ROOT, timeout=600)
+    p = subprocess.run(
+        [python, "-m", "al_core.run", str(plugin_sweep), "--run", run_id], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     assert p.returncode == 2 and p.stderr.startswith("error:") and "plugins.farthest_first.py" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 
@@ -62,19 +70,30 @@ def write(d: Path, name: str, text: str) -> Path:
 
 def bad_sweep(tmp_path, plugin_file: str, text: str) -> Path:
     write(tmp_path, plugin_file, text)
-    return write(tmp_path, "s.yaml", f"name: s\noutput: {tmp_path / 'out'}\nplugins: [{plugin_file}]\n"
-                 "dataset: {name: synthetic}\ngrid: {model: [resnet18], optimizer: [sgd], strategy: [random], trial: [0]}\n"
-                 "al: {cycles: 2, initial_size: 10, query_size: 10}\nslurm: {profile: local}\n")
+    return write(
+        tmp_path,
+        "s.yaml",
+        f"name: s\noutput: {tmp_path / 'out'}\nplugins: [{plugin_file}]\n"
+        "dataset: {name: synthetic}\ngrid: {model: [resnet18], optimizer: [sgd], strategy: [random], trial: [0]}\n"
+        "al: {cycles: 2, initial_size: 10, query_size: 10}\nslurm: {profile: local}\n",
+    )
 
 
-@pytest.mark.parametrize("plugin_file,text,expected", [
-    ("clash.py", "from al_core.strategies import STRATEGIES\nfrom al_core.strategies.random import RandomSampling\n"
-                 "STRATEGIES.register('entropy')(RandomSampling())\n", "name clash"),
-    ("broken.py", "import numpy\nraise RuntimeError('boom')\n", "import failed (line 2): RuntimeError: boom"),
-    ("syntax.py", "def f(:\n", "import failed"),
-    ("missing_dep.py", "import no_such_module_xyz\n", "ModuleNotFoundError"),
-    ("idle.py", "x = 1\n", "registers nothing"),
-])
+@pytest.mark.parametrize(
+    "plugin_file,text,expected",
+    [
+        (
+            "clash.py",
+            "from al_core.strategies import STRATEGIES\nfrom al_core.strategies.random import RandomSampling\n"
+            "STRATEGIES.register('entropy')(RandomSampling())\n",
+            "name clash",
+        ),
+        ("broken.py", "import numpy\nraise RuntimeError('boom')\n", "import failed (line 2): RuntimeError: boom"),
+        ("syntax.py", "def f(:\n", "import failed"),
+        ("missing_dep.py", "import no_such_module_xyz\n", "ModuleNotFoundError"),
+        ("idle.py", "x = 1\n", "registers nothing"),
+    ],
+)
 def test_plugin_errors_are_one_line_exit_2_nothing_submitted(tmp_path, python, plugin_file, text, expected):
     sweep = bad_sweep(tmp_path, plugin_file, text)
     for cmd in [[]] + ([["--dry-run"]] if plugin_file == "clash.py" else []):
@@ -96,9 +115,15 @@ def test_plugin_paths_and_modules(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="plugin 'no_such_plugin_module': no such module"):
         load_sweep(sweep)
     # A module name found in the sweep file's directory; imported once per process (validated twice).
-    write(tmp_path, "mod_plugin_x.py", "from al_core.strategies import STRATEGIES\n"
-          "from al_core.strategies.uncertainty import Uncertainty\nSTRATEGIES.register('entropy_copy_x')(Uncertainty('entropy'))\n")
-    sweep.write_text(text.replace("no_such_plugin_module", "mod_plugin_x").replace("strategy: [random]", "strategy: [entropy_copy_x]"))
+    write(
+        tmp_path,
+        "mod_plugin_x.py",
+        "from al_core.strategies import STRATEGIES\n"
+        "from al_core.strategies.uncertainty import Uncertainty\nSTRATEGIES.register('entropy_copy_x')(Uncertainty('entropy'))\n",
+    )
+    sweep.write_text(
+        text.replace("no_such_plugin_module", "mod_plugin_x").replace("strategy: [random]", "strategy: [entropy_copy_x]")
+    )
     a = load_sweep(sweep).runs()[0].config
     b = load_sweep(sweep).runs()[0].config
     assert a.fingerprint() == b.fingerprint() and "plugins" in a.to_dict()
@@ -127,8 +152,13 @@ def test_example_plugins_in_slurm_jobs(plugin_sweep, tmp_path):
     """The plugins are imported inside each SLURM job (a fresh process on the node), not only at submission."""
     from slurm import ledger, scheduler
 
-    p = subprocess.run([sys.executable, "-m", "slurm.sweep", str(plugin_sweep), "--cluster", "slurm", "--wait"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    p = subprocess.run(
+        [sys.executable, "-m", "slurm.sweep", str(plugin_sweep), "--cluster", "slurm", "--wait"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     sweep_dir = tmp_path / "results" / "plugins-demo"
     try:
         assert p.returncode == 0, p.stdout + p.stderr

@@ -1,5 +1,6 @@
 """Preflight: a node that cannot serve a run says so before training (exit 78); precision by
 compute capability; seeded tie-breaking; arrays within MaxArraySize; held runs; bad sweep bytes."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,16 @@ CU126 = preflight.BUILD_ARCHS["cu126"]
 CU130 = preflight.BUILD_ARCHS["cu130"]
 
 
-@pytest.mark.parametrize("cap, cu126, cu130, auto, bf16_ok", [
-    ("7.0", True, False, "fp32", False),  # V100: cu126 only, no bf16
-    ("7.5", True, True, "fp32", False),  # T4
-    ("8.0", True, True, "bf16", True),  # A100
-    ("8.9", True, True, "bf16", True),  # RTX 6000 Ada: sm_86 cubins run on 8.9
-    ("9.0", True, True, "bf16", True),  # H100
-])
+@pytest.mark.parametrize(
+    "cap, cu126, cu130, auto, bf16_ok",
+    [
+        ("7.0", True, False, "fp32", False),  # V100: cu126 only, no bf16
+        ("7.5", True, True, "fp32", False),  # T4
+        ("8.0", True, True, "bf16", True),  # A100
+        ("8.9", True, True, "bf16", True),  # RTX 6000 Ada: sm_86 cubins run on 8.9
+        ("9.0", True, True, "bf16", True),  # H100
+    ],
+)
 def test_capability_serving_and_precision(cap, cu126, cu130, auto, bf16_ok):
     assert serves(CU126, cap) is cu126
     assert serves(CU130, cap) is cu130
@@ -49,9 +53,19 @@ def test_ptx_serves_newer_devices_and_cubins_do_not_cross_majors():
 
 
 def _report(**kw) -> NodeReport:
-    base = dict(host="node7", torch="2.14.1+cu130", build_cuda="13.0", build_archs=list(CU130), cuda_available=True,
-                gpu="Tesla V100-SXM2-32GB", capability="7.0", served=False, native_bf16=False, precision_auto="fp32",
-                gpu_expected=True)
+    base = dict(
+        host="node7",
+        torch="2.14.1+cu130",
+        build_cuda="13.0",
+        build_archs=list(CU130),
+        cuda_available=True,
+        gpu="Tesla V100-SXM2-32GB",
+        capability="7.0",
+        served=False,
+        native_bf16=False,
+        precision_auto="fp32",
+        gpu_expected=True,
+    )
     base.update(kw)
     return NodeReport(**base)
 
@@ -90,8 +104,14 @@ def test_gpu_expected_from_the_profile_or_slurm():
 def test_run_cli_exits_78_with_one_error_line_and_writes_nothing(tmp_path):
     out = tmp_path / "results"
     env = {**__import__("os").environ, "AL_EXPECT_GPU": "1", "CUDA_VISIBLE_DEVICES": ""}
-    p = subprocess.run([sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "--run", "resnet18-sgd-random-t0"],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "--run", "resnet18-sgd-random-t0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert p.returncode == 78, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: node ") and "asked for a GPU" in lines[0]
@@ -100,9 +120,22 @@ def test_run_cli_exits_78_with_one_error_line_and_writes_nothing(tmp_path):
 
 def test_missing_dataset_exits_78_before_the_run_directory_exists(tmp_path):
     out = tmp_path / "results"
-    p = subprocess.run([sys.executable, "-m", "al_core.run", str(ROOT / "jobs" / "cifar10.yaml"), f"output={out}",
-                        f"dataset.root={tmp_path / 'nodata'}", "--run", "resnet18-sgd-random-t0"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "al_core.run",
+            str(ROOT / "jobs" / "cifar10.yaml"),
+            f"output={out}",
+            f"dataset.root={tmp_path / 'nodata'}",
+            "--run",
+            "resnet18-sgd-random-t0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert p.returncode == 78, p.stderr
     assert p.stderr.count("\n") == 1 and "make data" in p.stderr
     assert not out.exists()
@@ -156,14 +189,43 @@ def test_held_runs_are_skipped_until_retry(tmp_path):
 
 
 def test_sweep_refuses_to_submit_when_the_dataset_is_missing(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "slurm.sweep", str(ROOT / "jobs" / "cifar10.yaml"), f"output={tmp_path / 'r'}",
-                        f"dataset.root={tmp_path / 'none'}", "slurm.profile=local", "--cluster", "local"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slurm.sweep",
+            str(ROOT / "jobs" / "cifar10.yaml"),
+            f"output={tmp_path / 'r'}",
+            f"dataset.root={tmp_path / 'none'}",
+            "slurm.profile=local",
+            "--cluster",
+            "local",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert p.returncode == 2 and p.stderr.startswith("error: dataset cifar10 not found") and "nothing submitted" in p.stderr
     assert not (tmp_path / "r").exists()
-    dry = subprocess.run([sys.executable, "-m", "slurm.sweep", str(ROOT / "jobs" / "cifar10.yaml"), f"output={tmp_path / 'r'}",
-                          f"dataset.root={tmp_path / 'none'}", "slurm.profile=local", "--cluster", "local", "--dry-run"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    dry = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "slurm.sweep",
+            str(ROOT / "jobs" / "cifar10.yaml"),
+            f"output={tmp_path / 'r'}",
+            f"dataset.root={tmp_path / 'none'}",
+            "slurm.profile=local",
+            "--cluster",
+            "local",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert dry.returncode == 0 and "warning: dataset cifar10 not found" in dry.stdout
 
 
@@ -179,8 +241,13 @@ def test_profile_torch_build_must_cover_its_gpus():
 
 def test_gpu_check_runs_every_step_at_toy_size_on_a_cpu(tmp_path):
     out = tmp_path / "gc.json"
-    p = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--quick", "--device", "cpu", "--skip", "tests", "bench",
-                        "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check", "--quick", "--device", "cpu", "--skip", "tests", "bench", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(out.read_text())
     run = result["run"]
@@ -202,10 +269,18 @@ def test_train_device_cpu_is_allowed_where_a_gpu_was_expected():
 
 def test_keys_added_today_leave_a_default_runs_recorded_config_as_it_was(tmp_path):
     d = load_sweep(SMOKE).runs()[0].config.to_dict()
-    for section, key in (("train", "score_precision"), ("train", "tf32"), ("train", "tensorboard"), ("train", "dropout"),
-                         ("train", "cuda_graphs"),
-                         ("dataset", "path"), ("dataset", "size"), ("dataset", "pad"), ("dataset", "flip"),
-                         ("dataset", "test_fraction")):
+    for section, key in (
+        ("train", "score_precision"),
+        ("train", "tf32"),
+        ("train", "tensorboard"),
+        ("train", "dropout"),
+        ("train", "cuda_graphs"),
+        ("dataset", "path"),
+        ("dataset", "size"),
+        ("dataset", "pad"),
+        ("dataset", "flip"),
+        ("dataset", "test_fraction"),
+    ):
         assert key not in d[section], (section, key)
     changed = load_sweep(SMOKE, ["train.tf32=true", "dataset.pad=0"]).runs()[0].config.to_dict()
     assert changed["train"]["tf32"] is True and changed["dataset"]["pad"] == 0
@@ -222,8 +297,17 @@ def test_packed_logs_live_in_their_sweep(tmp_path):
 def test_a_chain_goes_on_past_a_run_its_node_cannot_serve(tmp_path):
     from slurm.job import RunChain, RunJob
 
-    sweep = load_sweep(SMOKE, [f"output={tmp_path}", "grid.strategy=[random]", "grid.optimizer=[sgd]", "grid.trial=[0]",
-                               "train.epochs=1", "al.cycles=1"])
+    sweep = load_sweep(
+        SMOKE,
+        [
+            f"output={tmp_path}",
+            "grid.strategy=[random]",
+            "grid.optimizer=[sgd]",
+            "grid.trial=[0]",
+            "train.epochs=1",
+            "al.cycles=1",
+        ],
+    )
     good = sweep.runs()[0]
     cifar = load_sweep(ROOT / "jobs" / "cifar10.yaml", [f"output={tmp_path}", f"dataset.root={tmp_path / 'none'}"])
     bad = cifar.runs()[0]

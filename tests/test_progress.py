@@ -1,5 +1,6 @@
 """Progress while waiting: one line redrawn in place on a terminal, timestamped lines in a log;
 several runs in one local job process (RunChain)."""
+
 import json
 import re
 

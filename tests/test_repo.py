@@ -1,4 +1,5 @@
 """The repository keeps its promises: README's make targets exist, environment.yml matches pyproject."""
+
 import re
 import subprocess
 import tomllib

@@ -3,6 +3,7 @@
 Every interrupted run, restarted until DONE, must write the rows of the uninterrupted run
 (timing, memory, energy and device fields aside).
 """
+
 import itertools
 import json
 import os
@@ -209,8 +210,11 @@ def test_damaged_newest_checkpoint_falls_back(smoke_yaml, reference, tmp_path, c
     damage(newest)
     run(spec, run_dir, log=lambda s: None)
     # One warning through logging (a command prints it to stderr: al_core.cli.setup_logging).
-    warnings = [r.getMessage() for r in caplog.records
-                if r.name == "al_core.checkpoint" and r.getMessage().startswith("warning: checkpoint")]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "al_core.checkpoint" and r.getMessage().startswith("warning: checkpoint")
+    ]
     assert len(warnings) == 1 and newest.name in warnings[0]
     assert rows_of(run_dir) == reference
 

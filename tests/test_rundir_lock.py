@@ -1,5 +1,6 @@
 """One run directory, one writer: a second process on a held run directory writes nothing and
 exits 75; a SIGKILLed holder leaves no lock behind."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ RUN_ID = "resnet18-sgd-random-t0"
 
 def start(out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400", "--run", RUN_ID]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "AL_THREADS": "1"})
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "AL_THREADS": "1"}
+    )
 
 
 def wait_for_holder(run_dir: Path, pid: int, timeout: float = 120) -> dict:
@@ -64,15 +66,21 @@ def test_second_process_exits_75_and_writes_nothing_then_a_killed_holder_frees_t
         assert h["host"] and h["since"]
         before = snapshot(run_dir)
         run_json = (run_dir / "run.json").read_text()
-        second = subprocess.run([sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400",
-                                 "--run", RUN_ID], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400", "--run", RUN_ID],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 75, second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and f"pid {first.pid}" in lines[0], lines
         after = snapshot(run_dir)
         assert (run_dir / "run.json").read_text() == run_json, "the refused process must not record a start"
-        assert {n: t for n, t in after.items() if not n.startswith(("ckpt-", "cycles", ".ckpt"))} == \
-            {n: t for n, t in before.items() if not n.startswith(("ckpt-", "cycles", ".ckpt"))}
+        assert {n: t for n, t in after.items() if not n.startswith(("ckpt-", "cycles", ".ckpt"))} == {
+            n: t for n, t in before.items() if not n.startswith(("ckpt-", "cycles", ".ckpt"))
+        }
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
         third = start(out)

@@ -1,6 +1,7 @@
 """slurm/ without a cluster: planning, dry run, profiles and refused values, the Speed sbatch script
 (golden file), jobs.json and its lock, the job callable under submitit's real signal handling, and
 the local executor end to end."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,18 @@ def test_run_ids_follow_the_contract(smoke_yaml):
 
 
 ACTIVE = ["PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUE_HOLD"]
-RESUBMIT = ["FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED",
-            "COMPLETED", "UNKNOWN"]
+RESUBMIT = [
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "COMPLETED",
+    "UNKNOWN",
+]
 
 
 def test_plan_skips_done_and_active_runs_and_resubmits_the_rest(smoke_yaml):
@@ -70,7 +81,7 @@ def test_plan_skips_done_and_active_runs_and_resubmits_the_rest(smoke_yaml):
         assert d.submit == (state not in ACTIVE), (state, d)
         assert d.job_id == records[spec.run_id]["job_id"]
     assert len(plan.decisions) == len(specs)
-    never = [s for s in specs[1 + len(cases):]]
+    never = [s for s in specs[1 + len(cases) :]]
     assert all(by_id[s.run_id].submit and by_id[s.run_id].reason == "new" for s in never)
 
 
@@ -93,8 +104,10 @@ def test_dry_run_prints_plan_skips_and_sbatch_script_and_submits_nothing(smoke_y
     done, queued, failed = (s.run_id for s in sweep.runs()[:3])
     sweep.run_dir(done).mkdir(parents=True)
     (sweep.run_dir(done) / "DONE").write_text("x\n")
-    records = {queued: {"job_id": "41_1", "cluster": "slurm", "submissions": 1},
-               failed: {"job_id": "41_2", "cluster": "slurm", "submissions": 1}}
+    records = {
+        queued: {"job_id": "41_1", "cluster": "slurm", "submissions": 1},
+        failed: {"job_id": "41_2", "cluster": "slurm", "submissions": 1},
+    }
     ledger.write(sweep.sweep_dir, records)
     before = sorted(p for p in tmp_path.rglob("*"))
     states = {"41_1": JobState("PENDING", "squeue"), "41_2": JobState("FAILED", "sacct")}
@@ -146,8 +159,10 @@ def test_local_profile_asks_for_nothing_cluster_specific():
     assert params["additional_parameters"] == {"requeue": True}
 
 
-@pytest.mark.parametrize("text,minutes", [(90, 90), ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-00:00:00", 1440),
-                                          ("2-12", 3600), ("1-01:30", 1530)])
+@pytest.mark.parametrize(
+    "text,minutes",
+    [(90, 90), ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-00:00:00", 1440), ("2-12", 3600), ("1-01:30", 1530)],
+)
 def test_time_limits(text, minutes):
     assert profiles.parse_time(text) == minutes
 
@@ -187,8 +202,7 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("overrides,message", REFUSED)
-def test_refused_values_exit_2_with_one_error_line_before_anything_is_written(smoke_yaml, tmp_path, capsys,
-                                                                             overrides, message):
+def test_refused_values_exit_2_with_one_error_line_before_anything_is_written(smoke_yaml, tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as e:
         sweep_main([str(smoke_yaml), *overrides, "--cluster", "slurm", "--dry-run"])
     assert e.value.code == 2
@@ -241,8 +255,16 @@ def test_speed_sbatch_script_matches_the_golden_file(smoke_yaml, tmp_path):
         f"the sbatch script for jobs/profiles/speed.yaml differs from {GOLDEN.relative_to(ROOT)}; if the change is "
         "intended, refresh it with: UPDATE_GOLDEN=1 pytest tests/test_slurm.py -k golden  (and review the diff)"
     )
-    for line in ("#SBATCH --partition=pg", "#SBATCH --gpus=1", "#SBATCH --mem=32G", "#SBATCH --cpus-per-task=4",
-                 "#SBATCH --time=1440", "#SBATCH --requeue", "#SBATCH --signal=USR2@120", "#SBATCH --array=0-11%12"):
+    for line in (
+        "#SBATCH --partition=pg",
+        "#SBATCH --gpus=1",
+        "#SBATCH --mem=32G",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --time=1440",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --array=0-11%12",
+    ):
         assert line in text.splitlines(), line
 
 
@@ -302,8 +324,16 @@ def _submitit_job(tmp_path: Path, smoke_yaml: Path, name: str):
     delayed = submitit.helpers.DelayedSubmission(RunJob(spec, sweep.run_dir(spec.run_id), threads=1))
     delayed.set_timeout(60, 3)
     delayed.dump(folder / "77_submitted.pkl")
-    env = dict(os.environ, SUBMITIT_EXECUTOR="local", SUBMITIT_LOCAL_JOB_ID="77", SUBMITIT_LOCAL_GLOBALID="0",
-               SUBMITIT_LOCAL_LOCALID="0", SUBMITIT_LOCAL_NTASKS="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        SUBMITIT_EXECUTOR="local",
+        SUBMITIT_LOCAL_JOB_ID="77",
+        SUBMITIT_LOCAL_GLOBALID="0",
+        SUBMITIT_LOCAL_LOCALID="0",
+        SUBMITIT_LOCAL_NTASKS="1",
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+    )
     cmd = [sys.executable, "-u", "-m", "submitit.core._submit", str(folder)]
     return sweep.run_dir(spec.run_id), folder, cmd, env
 
@@ -349,7 +379,9 @@ def test_local_executor_two_at_once_each_run_once(smoke_yaml, tmp_path, python):
         assert (sweep.run_dir(spec.run_id) / "DONE").exists()
         assert records[spec.run_id]["submissions"] == 1 and records[spec.run_id]["cluster"] == "local"
         assert json.loads((sweep.run_dir(spec.run_id) / "run.json").read_text())["restarts"] == 0
-        assert json.loads((sweep.run_dir(spec.run_id) / "run.json").read_text())["provenance"]["torch_threads"] == max(1, os.cpu_count() // min(os.cpu_count(), 4))
+        assert json.loads((sweep.run_dir(spec.run_id) / "run.json").read_text())["provenance"]["torch_threads"] == max(
+            1, os.cpu_count() // min(os.cpu_count(), 4)
+        )
         log = (sweep.sweep_dir / "logs" / "runs" / f"{spec.run_id}.out").read_text()
         assert "\r" not in log and f"{spec.run_id} cycle 3/3 | labelled" in log and "img/s" in log and "ETA" in log
     started = sum(o.count(": started (local job") for o in outs)

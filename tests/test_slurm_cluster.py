@@ -4,6 +4,7 @@ submission, resubmission of a cancelled run, requeue by `scontrol requeue` and b
 Smoke-sized runs with `slurm.profile=local`; outputs under tmp dirs. Marked `slurm`: skipped without
 sbatch (conftest), and skipped when the controller does not answer unless REQUIRE_SLURM=1.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,15 +44,9 @@ def sweeps_to_clean():
     scheduler.cancel(ids)
 
 
-
-
 def sweep(path: Path, overrides: list[str], *flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "slurm.sweep", str(path), *overrides, "--cluster", "slurm", *flags]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-
-
 
 
 def state_of(job_id: str) -> str:
@@ -179,8 +174,11 @@ def test_cancelled_run_is_resubmitted_alone(tmp_path, sweeps_to_clean):
     # accounting at all (it then reads UNKNOWN, which is resubmitted just the same).
     wait_until(lambda: state_of(victim_job) == "RUNNING", 60, "the run to cancel to start", poll=0.2)
     scheduler.cancel([victim_job])
-    wait_until(lambda: (s.run_dir(keep) / "DONE").exists() and state_of(victim_job) == "CANCELLED", 120,
-               "the kept run to finish and the cancelled one to read CANCELLED")
+    wait_until(
+        lambda: (s.run_dir(keep) / "DONE").exists() and state_of(victim_job) == "CANCELLED",
+        120,
+        "the kept run to finish and the cancelled one to read CANCELLED",
+    )
     assert not (s.run_dir(victim) / "DONE").exists()
     p = sweep(path, overrides)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -203,8 +201,14 @@ def test_cancelled_run_is_resubmitted_alone(tmp_path, sweeps_to_clean):
 def interrupted(tmp_path_factory, sweeps_to_clean):
     # A outlives a 1-minute limit (about 100 s of training on an idle core); the limit is
     # checked every 30 s and the warning may come up to a minute early, so USR2 lands mid-run.
-    limit = [*ONE, "train.epochs=240", "train.checkpoint_every=25", "slurm.time=1", "slurm.signal_delay_s=5",
-             "slurm.max_timeouts=8"]
+    limit = [
+        *ONE,
+        "train.epochs=240",
+        "train.checkpoint_every=25",
+        "slurm.time=1",
+        "slurm.signal_delay_s=5",
+        "slurm.max_timeouts=8",
+    ]
     # B trains ~15 s; it is requeued with `scontrol requeue` once its first cycle is done.
     requeue = [*ONE, "train.epochs=30", "train.checkpoint_every=5", "slurm.time=10"]
     path_a, path_b = sweep_file(tmp_path_factory.mktemp("limit")), sweep_file(tmp_path_factory.mktemp("requeue"))
@@ -254,8 +258,9 @@ def test_time_limit_requeues_and_finishes_from_checkpoint(interrupted):
     assert result_of(rec) == ("success", "done")  # a requeued-and-finished job reads as success
 
     def history():  # accounting may trail the controller by a moment
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "--duplicates", "-o", "State", "-j", rec["job_id"]],
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "--duplicates", "-o", "State", "-j", rec["job_id"]], capture_output=True, text=True
+        ).stdout.split()
         return out if out and out[-1] == "COMPLETED" else None
 
     states = wait_until(history, 60, "accounting to record the job as COMPLETED")

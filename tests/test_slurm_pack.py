@@ -4,6 +4,7 @@
 count; `scontrol requeue` of a shared task resumes both runs to identical rows; a failing run does
 not stop its neighbour, and the re-sweep resubmits only the failed run.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,15 +32,14 @@ def controller():
     require_controller()
 
 
-
-
 def sweep(path: Path, overrides: list[str], *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slurm.sweep", str(path), *overrides, "--cluster", "slurm", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-
-
+    return subprocess.run(
+        [sys.executable, "-m", "slurm.sweep", str(path), *overrides, "--cluster", "slurm", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def one_at_a_time(path: Path, overrides: list[str], run_id: str, out: Path) -> list[dict]:
@@ -66,7 +66,9 @@ def test_two_runs_per_task_finish_with_the_rows_of_single_runs(tmp_path):
         for r in ids:
             assert len(records[r]["shares_task_with"]) == 1
         wait_until(lambda: all((s.run_dir(r) / "DONE").exists() for r in ids), 400, "every run DONE", poll=2)
-        status = subprocess.run([sys.executable, "-m", "slurm.status", str(path), *FOUR], cwd=ROOT, capture_output=True, text=True)
+        status = subprocess.run(
+            [sys.executable, "-m", "slurm.status", str(path), *FOUR], cwd=ROOT, capture_output=True, text=True
+        )
         assert "4 DONE" in status.stdout and "+1" in status.stdout, status.stdout
         for r in ids[:2]:
             single = one_at_a_time(path, FOUR, r, tmp_path / "single")

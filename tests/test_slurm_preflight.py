@@ -4,6 +4,7 @@ larger than MaxArraySize goes out as several arrays and finishes, and a re-sweep
 
 CI starts the cluster with AL_SLURM_MAX_ARRAY_SIZE=8 (.ci/run).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,13 +29,9 @@ def controller():
     require_controller()
 
 
-
-
 def cli(module: str, path: Path, overrides: list[str], *flags: str, timeout: float = 120) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", module, str(path), *overrides, *flags]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
 
 
 def test_gpu_job_on_a_node_without_a_usable_gpu_exits_78_and_is_held(tmp_path):
@@ -48,12 +45,16 @@ def test_gpu_job_on_a_node_without_a_usable_gpu_exits_78_and_is_held(tmp_path):
         record = ledger.read(sweep.sweep_dir)[run_id]
         t0 = time.monotonic()
         wait_until(lambda: run_id in held.read(sweep.sweep_dir), 180, "the job's preflight to hold the run")
-        state = wait_until(lambda: (s := scheduler.slurm_states([record["job_id"]]).get(record["job_id"])) and not s.active and s,
-                           120, "the job to end")
+        state = wait_until(
+            lambda: (s := scheduler.slurm_states([record["job_id"]]).get(record["job_id"])) and not s.active and s,
+            120,
+            "the job to end",
+        )
         elapsed = time.monotonic() - t0
         assert state.state == "FAILED"
-        exit_code = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "ExitCode", "-j", record["job_id"]],
-                                   capture_output=True, text=True).stdout.split()[0]
+        exit_code = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "ExitCode", "-j", record["job_id"]], capture_output=True, text=True
+        ).stdout.split()[0]
         assert exit_code.startswith("78:"), exit_code
         err = Path(record["log_err"]).read_text()
         errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -86,8 +87,16 @@ def test_a_sweep_larger_than_max_array_size_is_split_and_finishes(tmp_path):
             pytest.fail(message)
         pytest.skip(message)
     path = sweep_file(tmp_path)
-    over = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0,1,2,3,4,5,6,7,8,9]", "grid.train.width=[2,4]",
-            "al.cycles=2", "train.epochs=1", "train.checkpoint_every=0", "slurm.profile=local"]
+    over = [
+        "grid.optimizer=[sgd]",
+        "grid.strategy=[random]",
+        "grid.trial=[0,1,2,3,4,5,6,7,8,9]",
+        "grid.train.width=[2,4]",
+        "al.cycles=2",
+        "train.epochs=1",
+        "train.checkpoint_every=0",
+        "slurm.profile=local",
+    ]
     sweep = load_sweep(path, over)
     ids = [s.run_id for s in sweep.runs()]
     assert len(ids) == 20

@@ -1,4 +1,5 @@
 """Query strategies on hand-made probability tables with known rankings."""
+
 import numpy as np
 import pytest
 import torch
@@ -35,8 +36,9 @@ def test_entropy_is_finite_at_zero_and_one():
 
 
 def test_accepts_torch_tensors_and_rejects_unknown_measure():
-    np.testing.assert_allclose(uncertainty_scores(torch.tensor(TABLE, dtype=torch.float32), "entropy"),
-                               uncertainty_scores(TABLE, "entropy"), rtol=1e-6)
+    np.testing.assert_allclose(
+        uncertainty_scores(torch.tensor(TABLE, dtype=torch.float32), "entropy"), uncertainty_scores(TABLE, "entropy"), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="least_confidence, margin, entropy"):
         uncertainty_scores(TABLE, "bald")
 

@@ -1,5 +1,6 @@
 """coreset, badge, bald: their pure functions on inputs with known answers, the selection inputs,
 and each strategy end to end through the run loop, killed and resumed."""
+
 import subprocess
 
 import numpy as np
@@ -127,8 +128,9 @@ def test_new_strategies_declare_known_needs():
 def test_bald_refuses_a_config_without_dropout(smoke_yaml, python):
     with pytest.raises(ConfigError, match="train.dropout"):
         load_sweep(smoke_yaml, [*FAST, "grid.strategy=[bald]"])
-    p = subprocess.run([python, "-m", "slurm.sweep", str(smoke_yaml), *FAST, "grid.strategy=[bald]", "--dry-run"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [python, "-m", "slurm.sweep", str(smoke_yaml), *FAST, "grid.strategy=[bald]", "--dry-run"], capture_output=True, text=True
+    )
     assert p.returncode == 2 and p.stderr.startswith("error: train.dropout") and len(p.stderr.splitlines()) == 1
     with pytest.raises(ConfigError, match="train.dropout"):
         load_sweep(smoke_yaml, [*FAST, "train.dropout=1.0"])
@@ -193,8 +195,18 @@ def test_selection_inputs_are_lazy_declared_and_consistent():
     torch.manual_seed(0)
     model = MODELS.get("resnet18")(num_classes=data.n_classes, in_channels=data.spec.channels, width=4, dropout=0.5)
     cand, lab = np.arange(0, 40), np.arange(40, 50)
-    inputs = SelectionInputs(model, data, cand, lab, {"probs", "grad_embeddings", "labelled_embeddings", "mc_probs"},
-                             16, contextlib.nullcontext(), trial=0, cycle=2, mc_passes=3)
+    inputs = SelectionInputs(
+        model,
+        data,
+        cand,
+        lab,
+        {"probs", "grad_embeddings", "labelled_embeddings", "mc_probs"},
+        16,
+        contextlib.nullcontext(),
+        trial=0,
+        cycle=2,
+        mc_passes=3,
+    )
     ctx = SelectionContext(cand, None, np.random.default_rng(0), labelled=lab, inputs=inputs)
     assert inputs._cache == {}  # nothing computed before it is read
     with pytest.raises(RuntimeError, match="does not list it in its `needs`"):
@@ -213,7 +225,9 @@ def test_selection_inputs_are_lazy_declared_and_consistent():
     assert torch.equal(mc, again)  # masks from (trial, cycle): the same on a resumed run
     assert not model.training
     model.dropout_only_before_classifier = False  # the generic path: T full forward passes
-    full = [SelectionInputs(model, data, cand, lab, {"mc_probs"}, 16, contextlib.nullcontext(), 0, 2, 3).get("mc_probs")
-            for _ in range(2)]
+    full = [
+        SelectionInputs(model, data, cand, lab, {"mc_probs"}, 16, contextlib.nullcontext(), 0, 2, 3).get("mc_probs")
+        for _ in range(2)
+    ]
     assert full[0].shape == mc.shape and torch.equal(full[0], full[1]) and not torch.equal(full[0][0], full[0][1])
     assert torch.allclose(full[0].sum(2), torch.ones(3, 40), atol=1e-5)

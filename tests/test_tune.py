@@ -1,4 +1,5 @@
 """Optimizer recipes, hyper-parameter selection inside the loop, and the loss-module control."""
+
 import dataclasses
 import json
 import os
@@ -20,8 +21,17 @@ from al_core.run import main as run_main
 from test_resume import wait_stopped
 
 # digits: 8x8 images, a run of a few cycles takes seconds on a CPU.
-DIGITS = ["dataset.name=digits", "grid.model=[resnet18]", "al.initial_size=60", "al.query_size=30", "al.cycles=2",
-          "train.epochs=2", "train.batch_size=16", "train.width=4", "train.schedule=cosine"]
+DIGITS = [
+    "dataset.name=digits",
+    "grid.model=[resnet18]",
+    "al.initial_size=60",
+    "al.query_size=30",
+    "al.cycles=2",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.width=4",
+    "train.schedule=cosine",
+]
 TUNE = "tune={cycles: [1], folds: 2, grid: {sgd: {lr: [0.001, 0.05]}, adam: {lr: [1.0e-4, 1.0e-3]}}}"
 
 
@@ -73,17 +83,20 @@ def test_recipe_as_a_grid_axis(smoke_yaml):
     assert sweep.run("resnet18-adam-random-t0-published").config.optim["lr"] == 1e-3
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["optim.recipe=mine"], "optim.recipe: expected one of group, published"),
-    (["tune={cycles: [1], grid: {sgd: {lr: [0.1]}}}"], "tune.grid.adam: missing"),
-    (["tune={cycles: [9], grid: {sgd: {}, adam: {}}}"], "tune.cycles"),
-    (["tune={folds: 1, grid: {sgd: {}, adam: {}}}"], "tune.folds"),
-    (["tune={folds: 1.5, grid: {sgd: {}, adam: {}}}"], "tune.folds"),
-    (["tune={grid: {sgd: {momentum: [0.9, 0.9]}, adam: {}}}"], "tune.grid.sgd.momentum: expected distinct values"),
-    (["tune={grid: {sgd: {beta: [0.9]}, adam: {}}}"], "unknown key tune.grid.sgd.beta"),
-    (["tune={grid: {sgd: {lr: [0.1]}, adam: {}}, every: 2}"], "unknown key tune.every"),
-    (["ll.train_module=sometimes"], "ll.train_module: expected auto or always"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optim.recipe=mine"], "optim.recipe: expected one of group, published"),
+        (["tune={cycles: [1], grid: {sgd: {lr: [0.1]}}}"], "tune.grid.adam: missing"),
+        (["tune={cycles: [9], grid: {sgd: {}, adam: {}}}"], "tune.cycles"),
+        (["tune={folds: 1, grid: {sgd: {}, adam: {}}}"], "tune.folds"),
+        (["tune={folds: 1.5, grid: {sgd: {}, adam: {}}}"], "tune.folds"),
+        (["tune={grid: {sgd: {momentum: [0.9, 0.9]}, adam: {}}}"], "tune.grid.sgd.momentum: expected distinct values"),
+        (["tune={grid: {sgd: {beta: [0.9]}, adam: {}}}"], "unknown key tune.grid.sgd.beta"),
+        (["tune={grid: {sgd: {lr: [0.1]}, adam: {}}, every: 2}"], "unknown key tune.every"),
+        (["ll.train_module=sometimes"], "ll.train_module: expected auto or always"),
+    ],
+)
 def test_bad_recipe_tune_and_train_module_values_exit_2(smoke_yaml, tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as e:
         run_main([str(smoke_yaml), *overrides, "--run", "resnet18-sgd-random-t0"])
@@ -96,12 +109,18 @@ def test_bad_recipe_tune_and_train_module_values_exit_2(smoke_yaml, tmp_path, ca
 # ---------------------------------------------------------------------------------------------
 # Tuning: the pieces
 def test_tune_spec_per_run(smoke_yaml):
-    sweep = load_sweep(smoke_yaml, ["tune={cycles: all, folds: 0.2, grid: {sgd: {lr: [0.01, 0.1], weight_decay: [0, 5.0e-4]}, adam: {}}}"])
+    sweep = load_sweep(
+        smoke_yaml, ["tune={cycles: all, folds: 0.2, grid: {sgd: {lr: [0.01, 0.1], weight_decay: [0, 5.0e-4]}, adam: {}}}"]
+    )
     sgd = sweep.run("resnet18-sgd-random-t0").config.tune
     assert sgd == {"cycles": [1, 2, 3], "folds": 0.2, "grid": {"lr": [0.01, 0.1], "weight_decay": [0.0, 5e-4]}}
     assert sweep.run("resnet18-adam-random-t0").config.tune is None  # {}: left untuned
-    assert tune.grid_points(sgd["grid"]) == [{"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 5e-4},
-                                             {"lr": 0.1, "weight_decay": 0.0}, {"lr": 0.1, "weight_decay": 5e-4}]
+    assert tune.grid_points(sgd["grid"]) == [
+        {"lr": 0.01, "weight_decay": 0.0},
+        {"lr": 0.01, "weight_decay": 5e-4},
+        {"lr": 0.1, "weight_decay": 0.0},
+        {"lr": 0.1, "weight_decay": 5e-4},
+    ]
     assert tune.cost_multiplier(sgd) == pytest.approx(1 + 4 * 0.8)
     assert tune.cost_multiplier({**sgd, "folds": 3}) == 1 + 4 * 2
 
@@ -125,8 +144,14 @@ def test_splits_are_stratified_seeded_and_inside_the_labelled_set(folds):
 
 def test_selection_takes_the_best_mean_and_the_first_of_ties(smoke_yaml, monkeypatch, tmp_path):
     """With the fits' scores fixed, the choice is the best mean over folds; ties go to grid order."""
-    sweep = load_sweep(smoke_yaml, [f"output={tmp_path}", "al.cycles=1",
-                                    "tune={cycles: [1], folds: 2, grid: {sgd: {lr: [0.01, 0.02, 0.05, 0.1]}, adam: {}}}"])
+    sweep = load_sweep(
+        smoke_yaml,
+        [
+            f"output={tmp_path}",
+            "al.cycles=1",
+            "tune={cycles: [1], folds: 2, grid: {sgd: {lr: [0.01, 0.02, 0.05, 0.1]}, adam: {}}}",
+        ],
+    )
     spec = sweep.run("resnet18-sgd-random-t0")
     fixed = {0.01: [0.5, 0.5], 0.02: [0.9, 0.5], 0.05: [0.6, 0.8], 0.1: [0.7, 0.6]}  # means .5 .7 .7 .65
     calls = []
@@ -151,6 +176,7 @@ def test_selection_takes_the_best_mean_and_the_first_of_ties(smoke_yaml, monkeyp
 def digits(smoke_yaml, tmp_path):
     def make(*extra, out="a"):
         return load_sweep(smoke_yaml, [f"output={tmp_path / out}", *DIGITS, *extra])
+
     return make
 
 
@@ -159,7 +185,9 @@ def test_tuned_run_records_real_validation_scores_and_trains_with_the_winner(dig
     spec = sweep.run("resnet18-sgd-random-t0")
     used = []
     real = loop_mod.make_optimizer
-    monkeypatch.setattr(loop_mod, "make_optimizer", lambda name, params, hp, dev: used.append(dict(hp)) or real(name, params, hp, dev))
+    monkeypatch.setattr(
+        loop_mod, "make_optimizer", lambda name, params, hp, dev: used.append(dict(hp)) or real(name, params, hp, dev)
+    )
     run(spec, sweep.run_dir(spec.run_id), log=quiet)
     rows = rows_of(sweep.run_dir(spec.run_id))
     rec = rows[0]["tune"]

@@ -2,6 +2,7 @@
 
 One module each behind `Strategy.select(ctx, k)`; the uncertainty family shares `uncertainty_scores`.
 """
+
 from al_core.strategies.base import STRATEGIES, Scores, SelectionContext, Strategy, top_k
 from al_core.strategies import random as _random  # noqa: F401  (registers)
 from al_core.strategies.uncertainty import MEASURES, uncertainty_scores
@@ -9,5 +10,15 @@ from al_core.strategies import learning_loss as _learning_loss  # noqa: F401  (r
 from al_core.strategies.functions import badge_seeding, bald_scores, kcenter_greedy
 from al_core.strategies import coreset as _coreset, badge as _badge, bald as _bald  # noqa: F401,E402  (register)
 
-__all__ = ["STRATEGIES", "Scores", "SelectionContext", "Strategy", "top_k", "uncertainty_scores", "MEASURES",
-           "kcenter_greedy", "badge_seeding", "bald_scores"]
+__all__ = [
+    "STRATEGIES",
+    "Scores",
+    "SelectionContext",
+    "Strategy",
+    "top_k",
+    "uncertainty_scores",
+    "MEASURES",
+    "kcenter_greedy",
+    "badge_seeding",
+    "bald_scores",
+]

@@ -4,6 +4,7 @@ The embeddings (p - onehot(argmax p)) outer h are never formed: `badge_seeding_f
 the same distances from p and h (N x (K + D) memory instead of N x K*D). The draws come from
 ctx.rng, the (trial, cycle) "query" stream.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """BALD (Houlsby et al. 2011; Gal et al., ICML 2017): the mutual information between the label and
 the weights, estimated from T forward passes with dropout on; needs train.dropout > 0."""
+
 from __future__ import annotations
 
 import numpy as np

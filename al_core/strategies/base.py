@@ -5,6 +5,7 @@ against non-finite scores live in `top_k`, so every strategy ranks the same way.
 by a seeded random order of the pool (`ctx.ties`), never by pool index: predicted losses and
 low-precision probabilities tie often, and "lowest index first" would bias every query.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,5 +85,3 @@ def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, ties: np.random.Ge
         keys = ties.random(int(candidates.max()) + 1)[candidates]  # a key per pool index
         order = np.lexsort((candidates, keys, -scores))  # by score, then the seeded key, then index
     return candidates[order[:k]]
-
-

@@ -1,5 +1,6 @@
 """Core-set (Sener & Savarese, ICLR 2018): k-center greedy over penultimate-layer embeddings,
 with the labelled set as the initial centres."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ numpy arrays or torch tensors in, numpy out. Tensors stay on their device (the r
 them on the training device); nothing here ever builds an N x N (or N x M) matrix larger than one
 chunk.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,7 @@ def _min_sq_dist(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     xx = x.pow(2).sum(1, keepdim=True)
     step = max(1, CHUNK_ELEMENTS // max(x.shape[0], 1))
     for s in range(0, centres.shape[0], step):
-        c = centres[s:s + step]
+        c = centres[s : s + step]
         d = (xx + c.pow(2).sum(1)[None, :] - 2.0 * (x @ c.T)).clamp_(min=0)
         best = torch.minimum(best, d.min(1).values)
     return best

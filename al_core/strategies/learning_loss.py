@@ -1,4 +1,5 @@
 """Learning loss (Yoo & Kweon, CVPR 2019): query the samples with the largest predicted loss."""
+
 from __future__ import annotations
 
 import numpy as np

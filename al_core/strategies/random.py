@@ -1,4 +1,5 @@
 """Random sampling: the baseline every strategy is compared with."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Classic uncertainty sampling on the model's class probabilities: least confidence, margin, entropy."""
+
 from __future__ import annotations
 
 import numpy as np

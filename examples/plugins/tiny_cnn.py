@@ -4,6 +4,7 @@ The constructor takes num_classes, in_channels and width (and, optionally, dropo
 returns (logits, [four stage features]) like the built-in models, so learning_loss, coreset,
 badge and bald all work with it.
 """
+
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -18,7 +19,8 @@ class TinyCNN(nn.Module):
         chans = [in_channels] + [c * width for c in (1, 2, 4, 8)]
         self.stages = nn.ModuleList(
             nn.Sequential(nn.Conv2d(a, b, 3, 1 if i == 0 else 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
-            for i, (a, b) in enumerate(zip(chans, chans[1:])))
+            for i, (a, b) in enumerate(zip(chans, chans[1:]))
+        )
         self.stage_channels = chans[1:]  # read by the loss-prediction module
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(chans[-1], num_classes)
