@@ -1,5 +1,5 @@
 """One run directory, one writer: a second process on a held run directory writes nothing and
-exits 75; a SIGKILLed holder leaves no lock behind."""
+exits 75; a SIGKILLed holder leaves no lock behind. Also the resume decision and progress polling."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from al_core.rundir import RunDirLock, RunLocked, holder
 
@@ -93,3 +94,43 @@ def test_second_process_exits_75_and_writes_nothing_then_a_killed_holder_frees_t
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# The run directory's other rules: the resume decision and cheap progress polling.
+@pytest.mark.parametrize(
+    "rows, reset, ckpt, start, restore, ignored",
+    [
+        (2, True, 5, 3, False, True),  # a checkpoint ahead of the rows is not trusted
+        (4, True, 2, 4, False, False),  # with reset only the last finished cycle's model matters
+        (2, True, 3, 3, True, False),  # continue cycle 3 where it stopped
+        (2, False, 1, 1, True, False),  # no reset: weights carry over, any earlier cycle is a start
+        (10, True, None, 11, False, False),  # every row there: only DONE is missing
+        (3, True, None, 3, False, False),  # re-train cycle 3 to query cycle 4
+        (0, True, None, 1, False, False),
+        (3, False, None, 1, False, False),  # weights carry over: replay from cycle 1
+    ],
+)
+def test_resume_point_follows_its_table(rows, reset, ckpt, start, restore, ignored):
+    from al_core.checkpoint import resume_point
+
+    r = resume_point(rows, 10, reset, ckpt)
+    assert (r.start, r.restore, r.ignored is not None) == (start, restore, ignored)
+
+
+def test_progress_counts_rows_and_follows_rewrites(tmp_path):
+    import json
+
+    from al_core.rundir import RunDir
+
+    d = RunDir(tmp_path)
+    assert d.progress() == (0, None, 0)
+    rows = [{"run_id": "r", "cycle": i, "test_accuracy": 0.1 * i} for i in (1, 2)]
+    d.rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d.run_json.write_text(json.dumps({"restarts": 2}))
+    assert d.progress() == (2, 0.2, 2)
+    rows.append({"run_id": "r", "cycle": 3, "test_accuracy": 0.5})
+    d.rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    st = d.rows_path.stat()
+    os.utime(d.rows_path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a rewrite within the clock's resolution
+    assert d.progress() == (3, 0.5, 2)
