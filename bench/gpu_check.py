@@ -61,10 +61,8 @@ def step_tests(args) -> dict:
     }
 
 
-def step_bench(args, out_dir: Path) -> dict:
-    path = out_dir / "bench.json"
-    cmd = [sys.executable, "-m", "bench.bench_train", "--device", args.device, "--json", str(path), "--no-markdown"]
-    cmd += ["--quick", "--models", "resnet18"] if args.quick else ["--width", "64"]
+def _bench_step(args, cmd: list[str], path: Path) -> dict:
+    """Run one benchmark command (JSON to `path`); its exit status, time, last lines and its JSON."""
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
@@ -73,7 +71,17 @@ def step_bench(args, out_dir: Path) -> dict:
         rc, tail = 124, ["timed out"]
     result = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": tail}
     if rc == 0 and path.exists():
-        data = json.loads(path.read_text())
+        result["raw"] = json.loads(path.read_text())
+    return result
+
+
+def step_bench(args, out_dir: Path) -> dict:
+    path = out_dir / "bench.json"
+    cmd = [sys.executable, "-m", "bench.bench_train", "--device", args.device, "--json", str(path), "--no-markdown"]
+    cmd += ["--quick", "--models", "resnet18"] if args.quick else ["--width", "64"]
+    result = _bench_step(args, cmd, path)
+    if "raw" in result:
+        data = result["raw"]
         result["models"] = {
             name: {
                 "train_img_per_s": round(e["project"]["train"]["img_per_s"]),
@@ -88,35 +96,15 @@ def step_bench(args, out_dir: Path) -> dict:
             for name, e in data["models"].items()
         }
         result["data_path_ratio"] = round(data["data_path"]["ratio"], 2)
-        result["raw"] = data
     return result
 
 
 def step_pack(args, out_dir: Path) -> dict:
     """bench.bench_pack for ResNet18: K = 1, 2, 4 runs on the device, and the study's projected GPU-hours."""
     path = out_dir / "pack.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.bench_pack",
-        "--device",
-        args.device,
-        "--models",
-        "resnet18",
-        "--json",
-        str(path),
-        "--no-markdown",
-    ] + (["--quick", "--k", "1", "2"] if args.quick else [])
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
-        rc, tail = p.returncode, (p.stdout + p.stderr).strip().splitlines()[-3:]
-    except subprocess.TimeoutExpired:
-        rc, tail = 124, ["timed out"]
-    result = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": tail}
-    if rc == 0 and path.exists():
-        result["raw"] = json.loads(path.read_text())
-    return result
+    cmd = [sys.executable, "-m", "bench.bench_pack", "--device", args.device, "--models", "resnet18"]
+    cmd += ["--json", str(path), "--no-markdown"] + (["--quick", "--k", "1", "2"] if args.quick else [])
+    return _bench_step(args, cmd, path)
 
 
 def step_run(args, out_dir: Path) -> dict:
