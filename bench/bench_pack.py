@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from bench._machine import ROOT, PeakMemory, stamp, sync
+from bench.bench_train import _rel, append_markdown
 
 BENCH_MODELS = ("resnet18", "resnet34", "resnet50")
 SCHEMA = 1
@@ -368,15 +369,7 @@ def markdown_section(result: dict, json_path: Path | None) -> str:
     return "\n".join(lines)
 
 
-def _rel(p: Path) -> str:
-    try:
-        return str(Path(p).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(p)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.bench_train import append_markdown
 
     args = parse_args(argv)
     try:

@@ -47,19 +47,9 @@ def test_non_editable_install_runs_a_smoke_sweep_from_an_unrelated_directory(tmp
     assert Path(where).is_relative_to(Path(pure)), where  # the installed copy, not the clone
 
     out = tmp_path / "out"
-    cmd = [
-        str(venv / "bin" / "al-sweep"),
-        "sweep",
-        "smoke",
-        f"output={out}",
-        "grid.optimizer=[sgd]",
-        "grid.strategy=[entropy,random]",
-        "grid.trial=[0]",
-        "al.cycles=2",
-        "--cluster",
-        "local",
-        "--wait",
-    ]
+    al_sweep = str(venv / "bin" / "al-sweep")
+    sweep = ["smoke", f"output={out}", "grid.optimizer=[sgd]", "grid.strategy=[entropy,random]", "grid.trial=[0]", "al.cycles=2"]
+    cmd = [al_sweep, "sweep", *sweep, "--cluster", "local", "--wait"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=elsewhere)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     runs = sorted((out / "smoke" / "runs").iterdir())
@@ -69,16 +59,7 @@ def test_non_editable_install_runs_a_smoke_sweep_from_an_unrelated_directory(tmp
     assert record["config"]["al"]["cycles"] == 2
 
     p = subprocess.run(
-        [
-            str(venv / "bin" / "al-sweep"),
-            "status",
-            "smoke",
-            f"output={out}",
-            "grid.optimizer=[sgd]",
-            "grid.strategy=[entropy,random]",
-            "grid.trial=[0]",
-            "al.cycles=2",
-        ],
+        [al_sweep, "status", *sweep],
         capture_output=True,
         text=True,
         timeout=120,
