@@ -112,3 +112,22 @@ def test_a_plugin_cannot_take_a_declared_built_in_name_before_its_module_is_impo
     with pytest.raises(ValueError, match="registered twice"):
         toys.register("entropy")(object())
     assert STRATEGIES.fact("bald", "needs_dropout") is True and "entropy" in STRATEGIES
+
+
+def test_declared_built_ins_are_the_registered_ones_with_the_same_facts():
+    """The names and facts al_core.registry declares (torch-free) are what the modules register."""
+    code = """
+import inspect
+from al_core.registry import MODELS, STRATEGIES
+declared = {"model": dict(MODELS._declared), "strategy": dict(STRATEGIES._declared)}
+assert len(declared["model"]) == 3 and len(declared["strategy"]) == 8, declared
+import al_core.models, al_core.strategies
+for name in declared["model"]:
+    assert "dropout" in inspect.signature(MODELS.get(name)).parameters, name
+for name, facts in declared["strategy"].items():
+    assert STRATEGIES.get(name).needs_dropout == facts["needs_dropout"], name
+assert not MODELS._declared and not STRATEGIES._declared, "a declaration no module filled"
+"""
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
