@@ -246,9 +246,9 @@ class Sweep:
 
 
 # ----------------------------------------------------------------------------------------------
-# The example sweeps and cluster profiles travel with the package (al_core/jobs: in a clone, a
+# The example sweeps and cluster profiles travel with the package (al_core/job-files: in a clone, a
 # link to the repository's jobs/), so an installed `al-sweep` finds `demo.yaml` from any directory.
-PACKAGED_JOBS = (Path(__file__).parent / "jobs").resolve()
+PACKAGED_JOBS = (Path(__file__).parent / "job-files").resolve()
 
 
 def find_sweep(path: str | Path) -> Path:
