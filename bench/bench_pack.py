@@ -24,7 +24,6 @@ and checkpoints are left out.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -37,7 +36,7 @@ from pathlib import Path
 import torch
 
 from bench._machine import ROOT, PeakMemory, stamp, sync
-from bench.bench_train import _rel, append_markdown
+from bench.bench_train import _rel, default_json_path, save
 
 BENCH_MODELS = ("resnet18", "resnet34", "resnet50")
 SCHEMA = 1
@@ -121,8 +120,8 @@ def _work(conf: dict, barrier) -> dict:
     import numpy as np
 
     from al_core.optim import OPTIMIZERS, make_optimizer
-    from al_core.train import GraphedStep, autocast, epoch_plan, score_pool, train_step
-    from bench.bench_train import build, device_data, random_images
+    from al_core.train import GraphedStep, autocast, score_pool, train_step
+    from bench.bench_train import build, device_data, project_epoch, random_images
 
     torch.set_num_threads(conf["threads"])
     dev = torch.device(conf["device"])
@@ -138,19 +137,11 @@ def _work(conf: dict, barrier) -> dict:
     labelled = torch.arange(conf["images"])
     epochs = itertools.count()
 
+    def step(x, y):
+        return graphed(x, y, False) if graphed is not None else train_step(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
+
     def train_pass() -> int:
-        plan = epoch_plan(data, labelled, conf["index"], 1, next(epochs), conf["batch_size"])
-        model.train()
-        lossnet.train()
-        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        seen = 0
-        for step in range(plan.n_steps):
-            x, y = plan.inputs(data, step, cuda)
-            s, _ = graphed(x, y, False) if graphed is not None else train_step(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
-            loss_sum += s
-            seen += y.shape[0]
-        float(loss_sum)  # the loop reads its accumulators once per epoch
-        return seen
+        return project_epoch(model, lossnet, data, labelled, conf["index"], next(epochs), conf["batch_size"], step)
 
     mem = PeakMemory(dev)
     mem.reset()
@@ -377,14 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    when = result["stamp"]["date"].replace(":", "").replace("-", "")[:15]
-    json_path = args.json or ROOT / "bench" / "results" / f"pack-{result['stamp']['host']}-{when}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {json_path}")
-    if not args.no_markdown:
-        append_markdown(args.markdown, markdown_section(result, json_path))
-        print(f"appended to {args.markdown}")
+    json_path = args.json or default_json_path(result, prefix="pack-")
+    save(result, json_path, None if args.no_markdown else args.markdown, markdown_section)
     return 0
 
 

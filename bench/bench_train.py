@@ -25,6 +25,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -180,6 +181,28 @@ def _free(device: torch.device) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # The project's path, as al_core.loop.Run._train and ._query run it.
+def project_epoch(
+    model, lossnet, data: DeviceData, labelled: torch.Tensor, trial: int, epoch: int, batch_size: int, step: Callable
+) -> int:
+    """One epoch as the run loop trains it (device accumulators, read once at the end); `step(x, y)`
+    is `train_step` or a `GraphedStep`. Returns the images trained."""
+    dev = data.pool_x.device
+    plan = epoch_plan(data, labelled, trial, 1, epoch, batch_size)
+    model.train()
+    lossnet.train()
+    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    seen = 0
+    for i in range(plan.n_steps):
+        x, y = plan.inputs(data, i, dev.type == "cuda")
+        s, k = step(x, y)
+        loss_sum += s
+        correct += k
+        seen += y.shape[0]
+    float(loss_sum), float(correct)  # the loop reads its accumulators once per epoch
+    return seen
+
+
 def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
     dev, cuda = args.device, args.device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
@@ -201,21 +224,11 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
         labelled = torch.arange(args.images)  # a CPU index tensor, as the loop passes it
         epochs = itertools.count()
 
-        def train_pass(step_fn=train_step) -> int:
-            plan = epoch_plan(data, labelled, 0, 1, next(epochs), args.batch_size)
-            model.train()
-            lossnet.train()
-            loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-            correct = torch.zeros((), device=dev, dtype=torch.long)
-            seen = 0
-            for step in range(plan.n_steps):
-                x, y = plan.inputs(data, step, cuda)
-                s, k = step_fn(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
-                loss_sum += s
-                correct += k
-                seen += y.shape[0]
-            float(loss_sum), float(correct)  # the loop reads its accumulators once per epoch
-            return seen
+        def eager(x, y):
+            return train_step(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
+
+        def train_pass(step=eager) -> int:
+            return project_epoch(model, lossnet, data, labelled, 0, next(epochs), args.batch_size, step)
 
         mem.reset()
         result["train"] = repeat(train_pass, args.reps, args.warmup, dev)
@@ -223,8 +236,9 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
         if cuda and not args.compile:
             # train.cuda_graphs: the same passes with forward+backward replayed from a CUDA graph.
             graphed = GraphedStep(model, lossnet, opt, args.batch_size, 1.0, 1.0, precision)
-            step = lambda _m, _l, _o, x, y, *_: graphed(x, y, False)  # noqa: E731
-            result["train_cuda_graphs"] = repeat(lambda: train_pass(step), args.reps, args.warmup, dev)
+            result["train_cuda_graphs"] = repeat(
+                lambda: train_pass(lambda x, y: graphed(x, y, False)), args.reps, args.warmup, dev
+            )
 
         pool_idx = np.arange(args.images)
 
@@ -384,11 +398,21 @@ MEMORY_KINDS = {
 }
 
 
-def default_json_path(result: dict) -> Path:
+def default_json_path(result: dict, prefix: str = "") -> Path:
     st = result["stamp"]
     slug = lambda s: re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower() or "unknown"  # noqa: E731
     when = datetime.fromisoformat(st["date"]).astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return ROOT / "bench" / "results" / f"{slug(st['host'])}-{slug(st['device'])}-{when}.json"
+    return ROOT / "bench" / "results" / f"{prefix}{slug(st['host'])}-{slug(st['device'])}-{when}.json"
+
+
+def save(result: dict, json_path: Path, markdown: Path | None, section: Callable[[dict, Path], str]) -> None:
+    """The result as JSON at `json_path`; its section appended to `markdown` (None: not)."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {json_path}")
+    if markdown is not None:
+        append_markdown(markdown, section(result, json_path))
+        print(f"appended to {markdown}")
 
 
 def markdown_section(result: dict, json_path: Path | None) -> str:
@@ -485,13 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_bench(args)
     finally:
         torch.set_num_threads(threads)  # main() may run inside another process (tests)
-    json_path = args.json or default_json_path(result)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {json_path}")
-    if not args.no_markdown:
-        append_markdown(args.markdown, markdown_section(result, json_path))
-        print(f"appended to {args.markdown}")
+    save(result, args.json or default_json_path(result), None if args.no_markdown else args.markdown, markdown_section)
     print(f"bench_train: {time.perf_counter() - t0:.1f} s")
     return 0
 
