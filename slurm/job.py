@@ -50,6 +50,28 @@ def log(message: str) -> None:
     print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {message}", flush=True)
 
 
+def is_submitit_handler(handler) -> bool:
+    """True for the USR2 handler submitit's job runner installs (checkpoint and requeue)."""
+    return isinstance(getattr(handler, "__self__", None), SignalHandler)
+
+
+def ignore_late_signal(usr_sig: signal.Signals, what: str) -> None:
+    """Once `what` has finished and its result stands, the time-limit warning (USR2) must not reach
+    submitit's handler: arriving while the process exits (the interpreter's shutdown takes a
+    second or two), it would requeue a finished job, which then waits up to a scheduler pass to
+    start, finds DONE and ends; meanwhile the job reads PENDING, and accounting shows one requeue
+    more than the run had. Log it and let the process end. Only under submitit's job runner: a
+    debug run in the caller's process keeps the caller's handler.
+    """
+    if not is_submitit_handler(signal.getsignal(usr_sig)):
+        return
+
+    def late(signum, frame):
+        log(f"{signal.Signals(signum).name} after {what} finished: nothing to checkpoint, the job is not requeued")
+
+    signal.signal(usr_sig, late)
+
+
 def allocated_cpus() -> int | None:
     """The cores SLURM gave this job (cpus-per-task, else the cores on this node), or None outside SLURM."""
     for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
@@ -76,6 +98,11 @@ class RunJob(submitit.helpers.Checkpointable):
         self.refused = False  # the last call exited because the node could not serve the run (78) or it was locked (75)
 
     def __call__(self) -> str:
+        return self.call(last=True)
+
+    def call(self, last: bool) -> str:
+        """Run or resume the run. `last`: nothing follows in this process, so a USR2 after the run
+        finished is ignored (`ignore_late_signal`); a chain passes False and decides itself."""
         setup_logging()  # the library's warnings reach the job's log
         usr_sig = JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr_sig)  # installed by submitit before it calls us
@@ -109,7 +136,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 f"{torch.get_num_threads()} torch threads"
             )
             try:
-                return run(self.spec, Path(self.run_dir), stop=stop, log=log)
+                result = run(self.spec, Path(self.run_dir), stop=stop, log=log)
             except (NodeError, DataMissing) as e:
                 # This node cannot serve the run: say so once, hold the run, leave its directory alone.
                 print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
@@ -126,7 +153,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 sys.exit(EXIT_INTERRUPTED)
             except Interrupted as e:
                 log(f"{self.spec.run_id}: {e}")
-                if e.signame == usr_sig.name and isinstance(getattr(submitit_handler, "__self__", None), SignalHandler):
+                if e.signame == usr_sig.name and is_submitit_handler(submitit_handler):
                     # submitit decides: checkpoint() + `scontrol requeue` + exit, or UncompletedJobError
                     # after too many time-outs (the job then FAILs and `make sweep` may resubmit it).
                     submitit_handler(usr_sig, None)
@@ -137,6 +164,9 @@ class RunJob(submitit.helpers.Checkpointable):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if last:
+            ignore_late_signal(usr_sig, f"run {self.spec.run_id}")
+        return result
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Resubmit the same run: its state is on disk in run_dir, nothing to add to the pickle."""
@@ -165,7 +195,7 @@ class RunChain(submitit.helpers.Checkpointable):
         for job in self.jobs:  # a run that fails does not stop the others (its traceback goes to the .err log)
             job.refused = False
             try:
-                results.append(job())
+                results.append(job.call(last=False))
             except SystemExit:
                 if not job.refused:  # an interruption (a signal) ends the chain; it resumes when started again
                     raise
@@ -181,6 +211,7 @@ class RunChain(submitit.helpers.Checkpointable):
         log(f"chain of {len(self.jobs)} runs finished: {usage.ru_utime + usage.ru_stime:.1f} CPU-seconds in this process")
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(self.jobs)} runs failed: {', '.join(failed)}")
+        ignore_late_signal(JobEnvironment._usr_sig(), f"the chain of {len(self.jobs)} runs")
         return results
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:

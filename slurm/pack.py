@@ -28,10 +28,10 @@ import tempfile
 from pathlib import Path
 
 import submitit
-from submitit.core.job_environment import JobEnvironment, SignalHandler
+from submitit.core.job_environment import JobEnvironment
 
 from al_core.cli import setup_logging
-from slurm.job import RunJob, allocated_cpus, log
+from slurm.job import RunJob, allocated_cpus, ignore_late_signal, is_submitit_handler, log
 
 EXIT_INTERRUPTED, EX_CONFIG = 75, 78
 FORWARDED = ("SIGTERM", "SIGINT")  # plus submitit's user signal
@@ -103,6 +103,7 @@ class PackJob(submitit.helpers.Checkpointable):
         previous = {sig: signal.getsignal(sig) for sig in watched}
         for sig in watched:
             signal.signal(sig, forward)
+        done = False
         try:
             try:
                 self._check_gpu_memory()
@@ -140,12 +141,13 @@ class PackJob(submitit.helpers.Checkpointable):
             tmp.rmdir()
             summary = ", ".join(f"{r}: {c}" for r, c in zip(self.run_ids, codes))
             log(f"task ended: exit statuses {summary}")
-            if usr_sig in received and isinstance(getattr(submitit_handler, "__self__", None), SignalHandler):
+            if all(c == 0 for c in codes):  # every run DONE, a signal during the last moments or not
+                done = True
+                return "done"
+            if usr_sig in received and is_submitit_handler(submitit_handler):
                 submitit_handler(usr_sig, None)  # checkpoint() -> requeue the whole task
             if received:
                 sys.exit(EXIT_INTERRUPTED)
-            if all(c == 0 for c in codes):
-                return "done"
             if all(c == EX_CONFIG for c in codes):
                 sys.exit(EX_CONFIG)
             failed = [r for r, c in zip(self.run_ids, codes) if c != 0]
@@ -156,6 +158,8 @@ class PackJob(submitit.helpers.Checkpointable):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if done:
+                ignore_late_signal(usr_sig, f"the task of {len(self.jobs)} runs")
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         self.requeues += 1

@@ -363,6 +363,38 @@ def test_job_interrupted_then_started_again_finishes_and_reads_as_success(tmp_pa
     assert json.loads((run_dir / "run.json").read_text())["restarts"] == 1
 
 
+def test_usr2_after_the_run_finished_does_not_requeue_the_job(tmp_path, smoke_yaml, capsys):
+    """The time-limit warning can land while a finished job's interpreter shuts down; handed to
+    submitit it would requeue a DONE run (seen on the CI cluster: the job read PENDING, not
+    COMPLETED). After the run, the job keeps its own USR2 handler; inside a chain it restores
+    submitit's, because the next run still needs the warning."""
+    from submitit.core.job_environment import SignalHandler
+
+    calls = []
+
+    class Submitit(SignalHandler):  # what process_job installs, without its job environment
+        def __init__(self):
+            pass
+
+        def checkpoint_and_try_requeue(self, signum, frame=None):
+            calls.append(signum)
+
+    sweep = load_sweep(smoke_yaml, ["output=" + str(tmp_path), "train.epochs=1", "al.cycles=2"])
+    spec = sweep.run("resnet18-sgd-random-t0")
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        signal.signal(signal.SIGUSR2, Submitit().checkpoint_and_try_requeue)
+        assert RunJob(spec, sweep.run_dir(spec.run_id), threads=1).call(last=False) == "done"
+        os.kill(os.getpid(), signal.SIGUSR2)  # between two runs of a chain: submitit must hear it
+        assert calls == [signal.SIGUSR2]
+        assert RunJob(spec, sweep.run_dir(spec.run_id), threads=1)() == "already done"
+        os.kill(os.getpid(), signal.SIGUSR2)  # after the job's last run: logged, not requeued
+        assert calls == [signal.SIGUSR2]
+        assert "SIGUSR2 after run resnet18-sgd-random-t0 finished" in capsys.readouterr().out
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 # ----------------------------------------------------------------------------------------------
 # local execution end to end: two `make sweep CLUSTER=local` at once start every run exactly once
 def test_local_executor_two_at_once_each_run_once(smoke_yaml, tmp_path, python):

@@ -52,10 +52,15 @@ def test_gpu_job_on_a_node_without_a_usable_gpu_exits_78_and_is_held(tmp_path):
         )
         elapsed = time.monotonic() - t0
         assert state.state == "FAILED"
-        exit_code = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-o", "ExitCode", "-j", record["job_id"]], capture_output=True, text=True
-        ).stdout.split()[0]
-        assert exit_code.startswith("78:"), exit_code
+
+        def accounted():  # accounting trails the controller: it may still read RUNNING with 0:0 for a moment
+            out = subprocess.run(
+                ["sacct", "-X", "-n", "-P", "-o", "State,ExitCode", "-j", record["job_id"]], capture_output=True, text=True
+            ).stdout.split()
+            return out[-1].split("|") if out and out[-1].split("|")[0] not in ("PENDING", "RUNNING", "REQUEUED") else None
+
+        sacct_state, exit_code = wait_until(accounted, 60, "accounting to record the job's end")
+        assert sacct_state == "FAILED" and exit_code.startswith("78:"), (sacct_state, exit_code)
         err = Path(record["log_err"]).read_text()
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "asked for a GPU" in errors[0] and "node " in errors[0], err
