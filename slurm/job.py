@@ -55,21 +55,23 @@ def is_submitit_handler(handler) -> bool:
     return isinstance(getattr(handler, "__self__", None), SignalHandler)
 
 
-def ignore_late_signal(usr_sig: signal.Signals, what: str) -> None:
+def ignore_late_signal(usr_sig: signal.Signals, what: str, replacing=None) -> bool:
     """Once `what` has finished and its result stands, the time-limit warning (USR2) must not reach
     submitit's handler: arriving while the process exits (the interpreter's shutdown takes a
     second or two), it would requeue a finished job, which then waits up to a scheduler pass to
     start, finds DONE and ends; meanwhile the job reads PENDING, and accounting shows one requeue
     more than the run had. Log it and let the process end. Only under submitit's job runner: a
-    debug run in the caller's process keeps the caller's handler.
+    debug run in the caller's process keeps the caller's handler. `replacing`: the handler that
+    would be restored (default: the one in place). Returns whether it took USR2 over.
     """
-    if not is_submitit_handler(signal.getsignal(usr_sig)):
-        return
+    if not is_submitit_handler(signal.getsignal(usr_sig) if replacing is None else replacing):
+        return False
 
     def late(signum, frame):
         log(f"{signal.Signals(signum).name} after {what} finished: nothing to checkpoint, the job is not requeued")
 
     signal.signal(usr_sig, late)
+    return True
 
 
 def allocated_cpus() -> int | None:
@@ -114,6 +116,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 stop.request(requested[0])
 
         stop = None
+        finished = False
         watched = [usr_sig] + [getattr(signal, name) for name in STOP_SIGNALS]
         previous = {sig: signal.getsignal(sig) for sig in watched}
         for sig in watched:
@@ -137,6 +140,7 @@ class RunJob(submitit.helpers.Checkpointable):
             )
             try:
                 result = run(self.spec, Path(self.run_dir), stop=stop, log=log)
+                finished = True
             except (NodeError, DataMissing) as e:
                 # This node cannot serve the run: say so once, hold the run, leave its directory alone.
                 print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
@@ -162,10 +166,11 @@ class RunJob(submitit.helpers.Checkpointable):
                 )
                 sys.exit(EXIT_INTERRUPTED)
         finally:
+            # USR2 goes straight from our handler to the late one: no moment with submitit's in place
+            late = finished and last and ignore_late_signal(usr_sig, f"run {self.spec.run_id}", previous[usr_sig])
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if last:
-            ignore_late_signal(usr_sig, f"run {self.spec.run_id}")
+                if not (late and sig == usr_sig):
+                    signal.signal(sig, handler)
         return result
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:

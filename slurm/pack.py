@@ -156,10 +156,10 @@ class PackJob(submitit.helpers.Checkpointable):
                 + ", ".join(str(packed_logs(j.run_dir, j.spec.run_id)[1]) for j in self.jobs if j.spec.run_id in failed)
             )
         finally:
+            late = done and ignore_late_signal(usr_sig, f"the task of {len(self.jobs)} runs", previous[usr_sig])
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if done:
-                ignore_late_signal(usr_sig, f"the task of {len(self.jobs)} runs")
+                if not (late and sig == usr_sig):
+                    signal.signal(sig, handler)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         self.requeues += 1
