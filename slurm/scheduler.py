@@ -41,7 +41,7 @@ ACTIVE = frozenset(
 # Everything else (COMPLETED without DONE, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY,
 # BOOT_FAIL, DEADLINE, PREEMPTED, UNKNOWN) leaves the run free to be submitted again.
 
-_ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<ranges>[0-9,\-]+)(%\d+)?\]$")
+_ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<ranges>[0-9,\-:]+)(%\d+)?\]$")
 TIMEOUT_S = 60
 
 
@@ -87,42 +87,46 @@ def slurm_states(job_ids: Iterable[str], job_name: str | None = None) -> dict[st
     wanted = set(job_ids)
     if not wanted or not have_slurm():
         return {}
-    found: dict[str, JobState] = {}
     out = _run(["squeue", "-h", "-r", "-t", "all", "-u", _user(), "-o", "%i|%T|%j"])
     if out is None:  # without the live queue every job would look finished: resubmitting could double-run
         raise SchedulerError("squeue failed: cannot tell which runs are queued or running; is the SLURM controller up?")
-    for line in out.splitlines():
+    found = parse_states(out, wanted, job_name, "squeue")
+    rest = wanted - set(found)
+    if rest:
+        bases = sorted({j.split("_")[0] for j in rest}, key=int)
+        out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,JobName", "-j", ",".join(bases)])
+        found.update(parse_states(out or "", rest, job_name, "sacct"))
+    return found
+
+
+def parse_states(text: str, wanted: set[str], job_name: str | None, source: str) -> dict[str, JobState]:
+    """job id -> JobState from `squeue -o %i|%T|%j` or `sacct -P -o JobID,State,JobName` lines,
+    for the ids in `wanted` (array ranges expanded) whose job name is `job_name` (any if None).
+    A line that is not three fields (a warning, a blank) is ignored; an id listed twice keeps its
+    first line (squeue lists the live job once; sacct without --duplicates its latest record)."""
+    found: dict[str, JobState] = {}
+    for line in text.splitlines():
         parts = line.split("|", 2)
         if len(parts) != 3:
             continue
         jid, state, name = (p.strip() for p in parts)
         for one in _expand(jid):
-            if one in wanted and (job_name is None or name == job_name):
-                found[one] = JobState(state.split()[0] if state else "UNKNOWN", "squeue")
-    rest = wanted - set(found)
-    if rest:
-        bases = sorted({j.split("_")[0] for j in rest}, key=int)
-        out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,JobName", "-j", ",".join(bases)])
-        for line in (out or "").splitlines():
-            parts = line.split("|", 2)
-            if len(parts) != 3:
-                continue
-            jid, state, name = (p.strip() for p in parts)
-            for one in _expand(jid):
-                if one in rest and (job_name is None or name == job_name):
-                    found[one] = JobState(state.split()[0] if state else "UNKNOWN", "sacct")
+            if one in wanted and one not in found and (job_name is None or name == job_name):
+                found[one] = JobState(state.split()[0] if state else "UNKNOWN", source)
     return found
 
 
 def _expand(jid: str) -> list[str]:
-    """'12_[3-5,7%2]' -> ['12_3', '12_4', '12_5', '12_7']; '12_3' and '12' as they are."""
+    """'12_[3-5,7%2]' -> ['12_3', '12_4', '12_5', '12_7']; steps too ('12_[0-6:3]' -> 12_0, 12_3,
+    12_6); '12_3' and '12' as they are."""
     m = _ARRAY_RANGE.match(jid)
     if not m:
         return [jid]
     ids = []
     for part in m.group("ranges").split(","):
-        lo, _, hi = part.partition("-")
-        ids += [f"{m.group('base')}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+        span, _, step = part.partition(":")
+        lo, _, hi = span.partition("-")
+        ids += [f"{m.group('base')}_{i}" for i in range(int(lo), int(hi or lo) + 1, int(step or 1))]
     return ids
 
 

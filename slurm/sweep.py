@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_plan(header, plan, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted")
         if cluster == "slurm":
             n = max(-(-len(plan.to_submit) // resources.runs_per_task), 1)  # array tasks of runs_per_task runs
-            chunks = submit.array_chunks(n, scheduler.max_array_size()) if scheduler.have_slurm() else [range(n)]
+            chunks = submit.array_chunks(n, scheduler.max_array_size())  # the default MaxArraySize without scontrol
             n = len(chunks[0])
             if len(chunks) > 1:
                 print(f"{len(plan.to_submit)} runs exceed the cluster's MaxArraySize: {len(chunks)} job arrays")

@@ -1,29 +1,17 @@
-"""Helpers shared by the tests that run on the real SLURM cluster (tests/test_slurm_*.py)."""
+"""Helpers shared by the tests that run on the real SLURM cluster (tests/test_slurm_*.py).
+
+Whether the cluster is there is checked once, for every `slurm`-marked test, in conftest.py."""
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
+import math
+import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def require_controller() -> None:
-    """Skip (or fail with REQUIRE_SLURM=1) when the SLURM controller does not answer."""
-    try:
-        up = "is UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        up = False
-    if not up:
-        message = "the SLURM controller does not answer; start it with: bash .ci/slurm-cluster.sh up"
-        if os.environ.get("REQUIRE_SLURM") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def sweep_file(directory: Path) -> Path:
@@ -48,3 +36,35 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 1.0):
 def rows(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "cycles.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# Run lengths from a measured rate, not from one machine's speed: a test that needs a job still
+# running (or still training when its time limit warns it) sizes the job in seconds of training.
+_PROBE_EPOCHS = 6
+
+
+@functools.cache
+def _epoch_seconds(overrides: tuple[str, ...]) -> float:
+    """Seconds per training epoch at the initial labelled-set size of these overrides, measured in
+    this process (at the thread count the jobs use, conftest.ROW_THREADS)."""
+    from al_core.config import load_sweep
+    from al_core.loop import run
+
+    with tempfile.TemporaryDirectory() as d:
+        probe = [*overrides, "al.cycles=1", f"train.epochs={_PROBE_EPOCHS}", "train.checkpoint_every=0"]
+        sweep = load_sweep(sweep_file(Path(d)), probe)
+        spec = sweep.runs()[0]
+        run(spec, sweep.run_dir(spec.run_id), log=lambda _: None)
+        return rows(sweep.run_dir(spec.run_id))[0]["train_time_s"] / _PROBE_EPOCHS
+
+
+def epochs_for(seconds: float, overrides: list[str]) -> int:
+    """Epochs per cycle that make one run of these overrides train for about `seconds` here
+    (an epoch's time grows with the labelled set, cycle by cycle)."""
+    from al_core.config import load_sweep
+
+    measured = tuple(o for o in overrides if not o.startswith(("train.epochs=", "train.checkpoint", "slurm.")))
+    with tempfile.TemporaryDirectory() as d:
+        al = load_sweep(sweep_file(Path(d)), list(measured)).runs()[0].config.al
+    growth = sum(al.initial_size + c * al.query_size for c in range(al.cycles)) / al.initial_size
+    return max(2, math.ceil(seconds / (_epoch_seconds(measured) * growth)))

@@ -3,6 +3,7 @@ directory that is not the clone, with the example sweeps and profiles it ships."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import site
@@ -24,8 +25,11 @@ def test_non_editable_install_runs_a_smoke_sweep_from_an_unrelated_directory(tmp
     # venv's own site-packages; its .pth files (the editable install of the clone) are not read from there.
     Path(pure, "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # Without build isolation pip builds with this environment's setuptools (offline, fast); a
+    # Python 3.12+ venv has none, and then pip fetches the build backend into an isolated build env.
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     p = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile", str(ROOT)],
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", *isolation, "--no-compile", str(ROOT)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -13,17 +13,22 @@ from pathlib import Path
 import pytest
 
 from al_core.rundir import RunDirLock, RunLocked, holder
+from tests.test_resume import wait_stopped
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "jobs" / "smoke.yaml"
 RUN_ID = "resnet18-sgd-random-t0"
 
 
-def start(out: Path) -> subprocess.Popen:
+def start(out: Path, pause: str | None = None) -> subprocess.Popen:
+    """The run in a child; with `pause` (AL_PAUSE_AT) it stops itself at that write, lock held, so
+    it is still the holder however fast the machine trains."""
     cmd = [sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400", "--run", RUN_ID]
-    return subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "AL_THREADS": "1"}
-    )
+    env = {**os.environ, "AL_THREADS": "1"}
+    env.pop("AL_PAUSE_AT", None)
+    if pause:
+        env["AL_PAUSE_AT"] = pause
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def wait_for_holder(run_dir: Path, pid: int, timeout: float = 120) -> dict:
@@ -61,8 +66,9 @@ def test_a_second_process_cannot_take_a_held_lock_and_a_released_one_is_free(tmp
 def test_second_process_exits_75_and_writes_nothing_then_a_killed_holder_frees_the_directory(tmp_path):
     out = tmp_path / "results"
     run_dir = out / "smoke" / "runs" / RUN_ID
-    first = start(out)
+    first = start(out, pause="checkpoint:1")
     try:
+        assert wait_stopped(first), "the first run ended before its first checkpoint"
         h = wait_for_holder(run_dir, first.pid)
         assert h["host"] and h["since"]
         before = snapshot(run_dir)

@@ -19,7 +19,7 @@ import pytest
 
 from al_core.config import load_sweep
 from al_core.loop import comparable, run
-from _cluster import require_controller, rows, sweep_file, wait_until
+from _cluster import epochs_for, rows, sweep_file, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -28,11 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ["slurm.profile=local"]
 SMALL = ["grid.optimizer=[sgd]", "grid.strategy=[random,entropy]", "grid.trial=[0,1]", "train.epochs=2", *LOCAL]
 ONE = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "al.initial_size=300", "al.query_size=300", *LOCAL]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def controller():
-    require_controller()
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +108,7 @@ def test_slurm_rows_equal_those_of_a_local_execution(array_sweep, tmp_path):
     path, p, _ = array_sweep
     s = load_sweep(path, SMALL)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the jobs (one core each)
+    torch.set_num_threads(1)  # as in the jobs (AL_THREADS=1, conftest.ROW_THREADS)
     try:
         for spec in s.runs():
             run(spec, tmp_path / spec.run_id, log=lambda _: None)
@@ -137,7 +132,7 @@ def test_sweep_again_after_done_submits_nothing(array_sweep):
 # idempotence: twice in a row, and two at once
 def test_two_at_once_submit_each_run_once_and_again_submits_nothing(tmp_path, sweeps_to_clean):
     path = sweep_file(tmp_path)
-    overrides = [*SMALL, "train.epochs=40"]  # long enough to still be queued or running below
+    overrides = [*SMALL, f"train.epochs={epochs_for(60, SMALL)}"]  # a minute each: still queued or running below
     s = load_sweep(path, overrides)
     sweeps_to_clean.append(s.sweep_dir)
     cmd = [sys.executable, "-m", "slurm.sweep", str(path), *overrides, "--cluster", "slurm"]
@@ -162,7 +157,8 @@ def test_two_at_once_submit_each_run_once_and_again_submits_nothing(tmp_path, sw
 # a cancelled run: `make sweep` again resubmits only that run
 def test_cancelled_run_is_resubmitted_alone(tmp_path, sweeps_to_clean):
     path = sweep_file(tmp_path)
-    overrides = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0,1]", "train.epochs=20", *LOCAL]
+    two = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0,1]", *LOCAL]
+    overrides = [*two, f"train.epochs={epochs_for(20, two)}"]  # still running when it is cancelled
     s = load_sweep(path, overrides)
     sweeps_to_clean.append(s.sweep_dir)
     first = sweep(path, overrides)
@@ -199,18 +195,19 @@ def test_cancelled_run_is_resubmitted_alone(tmp_path, sweeps_to_clean):
 # requeue: `scontrol requeue` (SIGTERM) and the time limit (USR2), both submitted at once
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory, sweeps_to_clean):
-    # A outlives a 1-minute limit (about 100 s of training on an idle core); the limit is
-    # checked every 30 s and the warning may come up to a minute early, so USR2 lands mid-run.
+    # A outlives a 1-minute limit (about 100 s of training, at the rate measured here); the limit
+    # is checked every 30 s and the warning may come up to a minute early, so USR2 lands mid-run.
     limit = [
         *ONE,
-        "train.epochs=240",
+        f"train.epochs={epochs_for(100, ONE)}",
         "train.checkpoint_every=25",
         "slurm.time=1",
         "slurm.signal_delay_s=5",
         "slurm.max_timeouts=8",
     ]
-    # B trains ~15 s; it is requeued with `scontrol requeue` once its first cycle is done.
-    requeue = [*ONE, "train.epochs=30", "train.checkpoint_every=5", "slurm.time=10"]
+    # B trains about 30 s; it is requeued with `scontrol requeue` once its first cycle (a sixth of
+    # its training) is done, so it is still running then.
+    requeue = [*ONE, f"train.epochs={epochs_for(30, ONE)}", "train.checkpoint_every=5", "slurm.time=10"]
     path_a, path_b = sweep_file(tmp_path_factory.mktemp("limit")), sweep_file(tmp_path_factory.mktemp("requeue"))
     a, b = load_sweep(path_a, limit), load_sweep(path_b, requeue)
     sweeps_to_clean += [a.sweep_dir, b.sweep_dir]
@@ -220,7 +217,7 @@ def interrupted(tmp_path_factory, sweeps_to_clean):
         assert p.returncode == 0, p.stdout + p.stderr
     run_id = "resnet18-sgd-random-t0"
     job_b = ledger.read(b.sweep_dir)[run_id]["job_id"]
-    wait_until(lambda: len(rows(b.run_dir(run_id))) >= 1, 120, "the first cycle of the run to requeue")
+    wait_until(lambda: len(rows(b.run_dir(run_id))) >= 1, 120, "the first cycle of the run to requeue", poll=0.2)
     assert state_of(job_b) == "RUNNING"
     subprocess.run(["scontrol", "requeue", job_b], check=True, timeout=60)
     return {"limit": (a, t0), "requeue": (b, t0), "run_id": run_id}

@@ -17,7 +17,7 @@ import torch
 
 from al_core.config import load_sweep
 from al_core.loop import comparable, run
-from _cluster import require_controller, rows, sweep_file, wait_until
+from _cluster import epochs_for, rows, sweep_file, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -25,11 +25,6 @@ pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ["slurm.profile=local", "slurm.runs_per_task=2", "slurm.cpus=2"]
 FOUR = ["grid.optimizer=[sgd]", "grid.strategy=[random,entropy]", "grid.trial=[0,1]", "train.epochs=2", *PACK]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def controller():
-    require_controller()
 
 
 def sweep(path: Path, overrides: list[str], *flags: str) -> subprocess.CompletedProcess:
@@ -108,7 +103,8 @@ def test_a_failing_run_does_not_stop_its_neighbour_and_only_it_is_resubmitted(tm
 
 def test_scontrol_requeue_of_a_shared_task_resumes_both_runs(tmp_path):
     path = sweep_file(tmp_path)
-    over = ["grid.optimizer=[sgd]", "grid.strategy=[random,entropy]", "grid.trial=[0]", "train.epochs=40", *PACK]
+    two = ["grid.optimizer=[sgd]", "grid.strategy=[random,entropy]", "grid.trial=[0]", *PACK]
+    over = [*two, f"train.epochs={epochs_for(20, two)}"]  # both still training when the task is requeued
     s = load_sweep(path, over)
     ids = [r.run_id for r in s.runs()]
     try:

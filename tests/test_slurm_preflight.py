@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from al_core.config import load_sweep
-from _cluster import require_controller, sweep_file, wait_until
+from _cluster import sweep_file, wait_until
 from slurm import held, ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -24,16 +24,12 @@ pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def controller():
-    require_controller()
-
-
 def cli(module: str, path: Path, overrides: list[str], *flags: str, timeout: float = 120) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", module, str(path), *overrides, *flags]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.cpu_host  # the cluster's GPU is fake: the job must find no real one to fall back on
 def test_gpu_job_on_a_node_without_a_usable_gpu_exits_78_and_is_held(tmp_path):
     path = sweep_file(tmp_path)
     over = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "slurm.profile=local", "slurm.gpus=1"]
