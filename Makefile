@@ -33,8 +33,10 @@ setup:
 	  $(VENV)/bin/pip install -q -e '.[test]' && touch $(VENV)/.installed; \
 	fi
 
+# PYTEST_ARGS: more pytest arguments, e.g. PYTEST_ARGS='-m slurm' (CI's second pass) or '-k resume'.
+PYTEST_ARGS ?=
 test: setup
-	$(PYTHON) -m pytest -q --durations=10
+	$(PYTHON) -m pytest -q --durations=10 $(PYTEST_ARGS)
 
 # ruff (pinned in the test extra): pyflakes + pycodestyle, and the formatter's check. CI runs it.
 lint: setup

@@ -6,6 +6,8 @@ What the suite assumes of the machine, and where it says so:
 - `gpu` tests need a CUDA device (skipped without one). Every other test runs on the CPU whatever
   the machine has: CUDA is hidden from it, in this process and in what it starts (subprocesses and
   SLURM jobs inherit CUDA_VISIBLE_DEVICES=""), so a GPU workstation runs the same suite as a laptop.
+- `real_data` tests read Debian's dataset-fashion-mnist: skipped without it (failing instead with
+  REQUIRE_REAL_DATA=1).
 - Row-equality tests compare CPU rows at ROW_THREADS torch threads (bit-identical only at a fixed
   count): this process uses it, and AL_THREADS makes runs started as subprocesses or SLURM jobs use
   it too, whatever SLURM_CPUS_ON_NODE a hyper-threaded node reports.
@@ -42,6 +44,13 @@ def _slurm_missing() -> str | None:
     except (OSError, subprocess.SubprocessError):
         up = False
     return None if up else "the SLURM controller does not answer (start it with: bash .ci/slurm-cluster.sh up)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests on Debian's Fashion-MNIST (the `fashion_root` fixture) are `real_data`: CI's second pass."""
+    for item in items:
+        if "fashion_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
 
 
 def pytest_runtest_setup(item):
