@@ -43,6 +43,73 @@ def read(sweep_dir: Path) -> dict[str, dict]:
     return {k: v for k, v in data.items() if isinstance(v, dict) and v.get("job_id")}
 
 
+def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dict[str, dict]:
+    """The records of a sweep, rebuilt from the scheduler when jobs.json is missing or unreadable
+    while the sweep has submitted before (submitit's pickles under <sweep_dir>/logs/).
+
+    Every job of the sweep's name that squeue still holds is matched to its runs through the
+    pickle submitit wrote for it (the job callable names its runs), so a re-sweep never submits a
+    run the scheduler still holds. Runs whose jobs have left the queue get no record: their DONE
+    files, or their absence, decide. With `save`, a damaged file is set aside
+    (jobs.json.damaged-<time>) and the rebuilt ledger written atomically. Raises
+    scheduler.SchedulerError when squeue cannot be asked: nothing may be submitted on a guess.
+    """
+    from slurm import scheduler
+
+    note = note or (lambda s: print(s, file=sys.stderr, flush=True))
+    path = jobs_path(sweep_dir)
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            return read(sweep_dir)
+        problem = "not a JSON object"
+    except FileNotFoundError:
+        problem = "missing"
+    except (OSError, ValueError) as e:
+        problem = f"unreadable ({e})"
+    pickles = {p.name[: -len("_submitted.pkl")]: p for p in Path(sweep_dir).glob("logs/*/*_submitted.pkl")}
+    if not pickles:
+        return {}  # never submitted to a scheduler: nothing to rebuild
+    records: dict[str, dict] = {}
+    for job_id in scheduler.active_jobs(job_name):
+        for run_id in _runs_of(job_id, pickles.get(job_id)):
+            folder = pickles[job_id].parent
+            rec = record_submission(
+                records, run_id, job_id, "slurm", folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err"
+            )
+            rec["rebuilt"] = now_iso()
+    note(
+        f"warning: {path} is {problem}; rebuilt {len(records)} record(s) from the scheduler (the runs it still holds)"
+        + ("" if save else "; run `make sweep` to save them")
+    )
+    if save:
+        if path.exists():
+            os.replace(path, path.with_name(f"{JOBS_FILE}.damaged-{datetime.now().strftime('%Y%m%d-%H%M%S')}"))
+        write(sweep_dir, records)
+    return records
+
+
+def _runs_of(job_id: str, pickle_path: Path | None) -> list[str]:
+    """The run ids a job still held by the scheduler runs (a RunJob, or a PackJob of several),
+    from its pickle; SchedulerError when that cannot be told (then no run may be submitted)."""
+    from slurm import scheduler
+
+    why = "has no submitit pickle under the sweep's logs/"
+    if pickle_path is not None:
+        import submitit
+
+        try:
+            fn = submitit.helpers.DelayedSubmission.load(pickle_path).function
+            jobs = getattr(fn, "jobs", None) or [fn]
+            return [j.spec.run_id for j in jobs]
+        except Exception as e:  # a pickle of another version, or cut short
+            why = f"has an unreadable pickle {pickle_path} ({type(e).__name__})"
+    raise scheduler.SchedulerError(
+        f"job {job_id} of this sweep is still queued or running but {why}: cannot tell which runs it holds; "
+        f"wait for it to end or cancel it (scancel {job_id.split('_')[0]}), then run `make sweep` again"
+    )
+
+
 def write(sweep_dir: Path, records: dict[str, dict]) -> None:
     atomic_write_json(jobs_path(sweep_dir), dict(sorted(records.items())))
 

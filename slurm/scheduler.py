@@ -99,6 +99,18 @@ def slurm_states(job_ids: Iterable[str], job_name: str | None = None) -> dict[st
     return found
 
 
+def active_jobs(job_name: str) -> dict[str, JobState]:
+    """Every job (array tasks one by one) of this user named `job_name` that squeue still holds:
+    what a lost ledger is rebuilt from. SchedulerError when squeue cannot be asked."""
+    if not have_slurm():
+        return {}
+    out = _run(["squeue", "-h", "-r", "-u", _user(), "-n", job_name, "-o", "%i|%T|%j"])
+    if out is None:
+        raise SchedulerError("squeue failed: cannot tell which runs are queued or running; is the SLURM controller up?")
+    ids = {one for line in out.splitlines() if line.count("|") >= 2 for one in _expand(line.split("|", 1)[0].strip())}
+    return parse_states(out, ids, job_name, "squeue")
+
+
 def parse_states(text: str, wanted: set[str], job_name: str | None, source: str) -> dict[str, JobState]:
     """job id -> JobState from `squeue -o %i|%T|%j` or `sacct -P -o JobID,State,JobName` lines,
     for the ids in `wanted` (array ranges expanded) whose job name is `job_name` (any if None).

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     sweep = load_sweep(args.sweep, args.overrides)
     profiles.resolve(sweep.slurm)  # the same input rules as slurm.sweep
-    records = ledger.read(sweep.sweep_dir)
     try:
+        records = ledger.recover(sweep.sweep_dir, job_name(sweep), save=False)  # jobs.json, or rebuilt if lost
         states = scheduler.states(records, job_name(sweep))
     except scheduler.SchedulerError as e:
         fail(str(e), EXIT_IO)

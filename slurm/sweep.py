@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"sweep {sweep.name}: {len(sweep.runs())} runs in {sweep.sweep_dir} | cluster {cluster} | {resources.describe()}"
 
     if args.dry_run:
-        records = ledger.read(sweep.sweep_dir)
+        records = _records(sweep, name, save=False) if cluster == "slurm" else ledger.read(sweep.sweep_dir)
         states = _states(records, name)
         plan = make_plan(sweep, records, states, held_runs, args.retry_failed)
         _print_plan(header, plan, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted")
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if cluster == "slurm":
         with ledger.locked(sweep.sweep_dir):
-            records = ledger.read(sweep.sweep_dir)
+            records = _records(sweep, name, save=True)
             plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
             _print_plan(header, plan)
             try:
@@ -138,6 +138,15 @@ def _print_plan(header: str, plan, warnings: list[str] = (), summary: str | None
     if plan.held_note():
         lines.append(plan.held_note())
     print("\n".join(lines), flush=True)
+
+
+def _records(sweep, name: str, save: bool) -> dict:
+    """jobs.json, or, when it is missing or damaged, the records rebuilt from what the scheduler
+    still holds (saved only under the lock, by a real submission)."""
+    try:
+        return ledger.recover(sweep.sweep_dir, name, save=save)
+    except scheduler.SchedulerError as e:
+        fail(f"{e}; nothing submitted", EXIT_IO)
 
 
 def _states(records: dict, name: str) -> dict:
