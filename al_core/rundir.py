@@ -75,6 +75,31 @@ class RunDirLock:
         self.fd = fd
         return self
 
+    def held(self) -> bool:
+        """Whether some process holds the lock now (asked without taking it for long)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+
+    def set_aside(self) -> Path:
+        """Move a lock whose holder is known to be gone (a job on a node that died, whose lock the
+        shared file system still keeps) out of the way, atomically: the next `acquire()` locks a
+        fresh file. The caller decides that the holder is gone; the old file stays for a person."""
+        from datetime import datetime
+
+        aside = self.path.with_name(f"{LOCK_NAME}.stale-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+        os.replace(self.path, aside)
+        return aside
+
     def release(self) -> None:
         if self.fd is not None:
             try:

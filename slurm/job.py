@@ -37,7 +37,7 @@ from submitit.core.job_environment import JobEnvironment, SignalHandler
 
 from al_core.cli import setup_logging
 from al_core.config import RunSpec
-from slurm import held
+from slurm import held, scheduler
 
 # al_core.loop (torch, scikit-learn) is imported inside __call__, after the signal handlers are in
 # place: unpickling this job must be quick, because until submitit has installed its handlers a
@@ -81,6 +81,33 @@ def allocated_cpus() -> int | None:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return None
+
+
+def take_over_stale_lock(run_dir: Path, log=log) -> bool:
+    """Set aside the lock of `run_dir` when its holder is a job on another host that the scheduler
+    says is no longer running (a node that died leaves its lock on a shared file system), or this
+    very job's previous start on another host (SLURM requeued it off a dead node). A lock held by a
+    live job, or one the scheduler cannot be asked about, is left alone: the run then exits 75.
+    Returns whether the lock was taken over."""
+    from al_core.rundir import RunDirLock, holder, slurm_job_id
+
+    lock, h = RunDirLock(run_dir), holder(run_dir)
+    job, host = h.get("job"), h.get("host")
+    if not job or not host or host == socket.gethostname() or not lock.held():
+        return False  # a holder on this host is alive while its lock is held: the kernel frees a dead one's
+    if job == slurm_job_id():
+        why = "this job's previous start there (requeued off that node)"
+    else:
+        try:
+            state = scheduler.slurm_states([job]).get(job, scheduler.UNKNOWN)
+        except scheduler.SchedulerError:
+            return False
+        if state.active:
+            return False
+        why = f"the scheduler says that job is {state.state}"
+    aside = lock.set_aside()
+    log(f"took over the lock of {run_dir} held by job {job} on {host}: {why}; old lock kept as {aside.name}")
+    return True
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -138,6 +165,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 f"{self.spec.run_id}: job {_job_id()} on {socket.gethostname()}, run dir {self.run_dir}, "
                 f"{torch.get_num_threads()} torch threads"
             )
+            take_over_stale_lock(Path(self.run_dir), log)
             try:
                 result = run(self.spec, Path(self.run_dir), stop=stop, log=log)
                 finished = True

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from al_core.config import load_sweep
-from _cluster import epochs_for, sweep_file
+from _cluster import epochs_for, sweep_file, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -64,3 +64,48 @@ def test_a_lost_then_a_truncated_ledger_never_submits_a_held_run_twice(tmp_path)
         assert len({rec["job_id"] for rec in ledger.read(s.sweep_dir).values()}) == 2
     finally:
         scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()])
+
+
+def test_a_lock_left_by_a_dead_node_is_taken_over_and_a_live_jobs_is_not(tmp_path):
+    from tests.test_stale_lock import HOLD
+
+    path = sweep_file(tmp_path)
+    one = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "train.epochs=2", "slurm.profile=local"]
+    s = load_sweep(path, one)
+    run_id = s.runs()[0].run_id
+    run_dir = s.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    live = subprocess.run(["sbatch", "--parsable", "-J", "al-holder", "--wrap", "sleep 300"], capture_output=True, text=True)
+    live_job = live.stdout.strip().split(";")[0]
+    holder = None
+    try:
+        assert live.returncode == 0, live.stderr
+        wait_until(
+            lambda: scheduler.slurm_states([live_job]).get(live_job, scheduler.UNKNOWN).state == "RUNNING",
+            120,
+            "the holder job to run",
+        )
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(run_dir / ".lock"), "othernode", live_job], stdout=subprocess.PIPE, text=True
+        )
+        assert holder.stdout.readline().strip() == "held"
+        refused = sweep(path, one, "--wait")  # the holder's job is alive: the run must not start
+        assert refused.returncode != 0 and not (run_dir / "DONE").exists(), refused.stdout
+        err = Path(ledger.read(s.sweep_dir)[run_id]["log_err"]).read_text()
+        assert "is in use by host othernode" in err and "took over" not in err, err
+        assert not list(run_dir.glob(".lock.stale-*"))
+
+        scheduler.cancel([live_job])  # the holder's job ends; its lock stays (its node "died")
+        wait_until(
+            lambda: not scheduler.slurm_states([live_job]).get(live_job, scheduler.UNKNOWN).active, 60, "the holder job to end"
+        )
+        done = sweep(path, one, "--wait")
+        assert done.returncode == 0 and (run_dir / "DONE").exists(), done.stdout + done.stderr
+        out = Path(ledger.read(s.sweep_dir)[run_id]["log_out"]).read_text()
+        assert f"took over the lock of {run_dir} held by job {live_job} on othernode" in out, out
+        assert len(list(run_dir.glob(".lock.stale-*"))) == 1
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        scheduler.cancel([live_job, *(rec["job_id"] for rec in ledger.read(s.sweep_dir).values())])
