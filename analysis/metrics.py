@@ -13,6 +13,30 @@ RANDOM = "random"
 # Diffs closer together than this count as "every diff is equal" (p-value undefined): float
 # subtraction makes equal decimal differences differ in the last bits.
 EQUAL_TOL = 1e-12
+HOLM_ALPHA = 0.05
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels' multipletests); NaN stays NaN and is not counted."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=HOLM_ALPHA, method="holm")[1]
+    return out
+
+
+def add_holm(table: pd.DataFrame, by: list[str], col: str = "p_value", out: str = "p_holm") -> pd.DataFrame:
+    """`table` with an `out` column: Holm over the rows of each group of `by`."""
+    table = table.copy()
+    table[out] = np.nan
+    if table.empty:
+        return table
+    for _, part in table.groupby(by, observed=True, sort=False):
+        table.loc[part.index, out] = holm(part[col])
+    return table
 
 
 def ci95(std, n):
@@ -193,8 +217,7 @@ def vs_random_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     other = cycles.loc[cycles["strategy"] != RANDOM, [*cols, "strategy"]]
     pairs = other.merge(rnd, on=pair_on, suffixes=("", "_random"))
     pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
-    from analysis.headline import add_holm  # Holm over the rows of one dataset x strategy (README, Results layout)
-
+    # Holm over the rows of one dataset x strategy (README, Results layout)
     return add_holm(paired_stats(pairs, [*keys, "n_labeled"]), ["dataset", "strategy"])
 
 
