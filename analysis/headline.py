@@ -248,11 +248,15 @@ def question_blocks(tables) -> list[tuple]:
     q = tables.questions
     blocks: list[tuple] = []
     if len(q):
-        shown = q.assign(
-            statistic=[f"{v:.2f}" if np.isfinite(v) else "–" for v in q["statistic"]],
-            p_value=[_p(v) for v in q["p_value"]],
-            significant=np.where(q["significant"], "yes", "no"),
-        ).drop(columns=["n_tests"]).astype(str)
+        shown = (
+            q.assign(
+                statistic=[f"{v:.2f}" if np.isfinite(v) else "–" for v in q["statistic"]],
+                p_value=[_p(v) for v in q["p_value"]],
+                significant=np.where(q["significant"], "yes", "no"),
+            )
+            .drop(columns=["n_tests"])
+            .astype(str)
+        )
         blocks += [("p", "Questions (questions.csv): one family each; p is the family's Holm-adjusted p."), ("table", shown)]
     power = getattr(tables, "power", None)
     if power is not None and len(power):
@@ -323,8 +327,14 @@ def pair_claims(frame: pd.DataFrame, factor: str, facet: list[str], limit: int =
 def answer_lines(tables) -> list[str]:
     """The headline answers, one sentence each: best group per strategy (descriptive), then each
     question's claims (significant rows only, with 95% CI and d_z) or 'no evidence of ...'."""
-    g = tables.grid
-    facet = _facets(g, tables.keys) if len(g) else []
+    facet = _facets(tables.grid, tables.keys) if len(tables.grid) else []
+    out = best_group_lines(tables.grid, facet)
+    for name, frame, factor in (("optimizers", tables.optimizers, "optimizer"), ("models", tables.models, "model")):
+        out += pair_answer(frame, name, factor, facet)
+    return out + interaction_lines(tables, facet) + gain_lines(tables, facet)
+
+
+def best_group_lines(g: pd.DataFrame, facet: list[str]) -> list[str]:
     out = []
     for _, t in g.groupby([*facet, "strategy"], observed=True, sort=True):
         best = t.sort_values(["aubc_mean", "model", "optimizer"], ascending=[False, True, True]).iloc[0]
@@ -333,17 +343,19 @@ def answer_lines(tables) -> list[str]:
             f"{_pct(best['aubc_mean'], best['aubc_ci95'])}%, final accuracy {_pct(best['final_acc_mean'], best['final_acc_ci95'])}% "
             f"(n={int(best['n'])}{' ' + FLAG if best['few'] else ''}; descriptive)."
         )
-    for name, frame, factor in (("optimizers", tables.optimizers, "optimizer"), ("models", tables.models, "model")):
-        n_sig, tested, shown = pair_claims(frame, factor, facet)
-        if not tested:
-            continue
-        if n_sig:
-            out.append(f"Differences between {name} in AUBC ({n_sig} of {tested} pairs, Holm over the question): " + "; ".join(shown) + ".")
-        else:
-            out.append(f"No evidence of a difference between {name} in AUBC ({tested} paired tests, Holm over the question).")
-    out += interaction_lines(tables, facet)
-    out += gain_lines(tables, facet)
     return out
+
+
+def pair_answer(frame: pd.DataFrame, name: str, factor: str, facet: list[str]) -> list[str]:
+    """The claims of the optimizer or model question, or that there is no evidence of any."""
+    n_sig, tested, shown = pair_claims(frame, factor, facet)
+    if not tested:
+        return []
+    if n_sig:
+        return [
+            f"Differences between {name} in AUBC ({n_sig} of {tested} pairs, Holm over the question): " + "; ".join(shown) + "."
+        ]
+    return [f"No evidence of a difference between {name} in AUBC ({tested} paired tests, Holm over the question)."]
 
 
 def interaction_lines(tables, facet: list[str]) -> list[str]:
@@ -356,8 +368,12 @@ def interaction_lines(tables, facet: list[str]) -> list[str]:
             f"No evidence that the optimizer's effect depends on the architecture (model x optimizer interaction, "
             f"trial as a block, {len(inter)} tests, Holm)."
         ]
-    where = ", ".join(f"{_tag(r, [*facet, 'strategy'])} (F = {r['F']:.2f}, p_family {_p(r['p_family'])})" for _, r in sig.iterrows())
-    return [f"The optimizer's effect depends on the architecture (model x optimizer interaction, trial as a block, Holm) for {where}."]
+    where = ", ".join(
+        f"{_tag(r, [*facet, 'strategy'])} (F = {r['F']:.2f}, p_family {_p(r['p_family'])})" for _, r in sig.iterrows()
+    )
+    return [
+        f"The optimizer's effect depends on the architecture (model x optimizer interaction, trial as a block, Holm) for {where}."
+    ]
 
 
 def gain_lines(tables, facet: list[str]) -> list[str]:
@@ -367,7 +383,9 @@ def gain_lines(tables, facet: list[str]) -> list[str]:
         within = [*facet, "model", "optimizer"]
         head = f"{_tag(t.iloc[0], [*facet, 'strategy'])} vs random (AUBC, paired by trial, Holm over {int(t['p_value'].notna().sum())} tests): "
         if sig.empty:
-            out.append(head + f"no evidence of a difference; mean gain {_pct(t['diff_mean'].mean(), sign=True)} points (descriptive).")
+            out.append(
+                head + f"no evidence of a difference; mean gain {_pct(t['diff_mean'].mean(), sign=True)} points (descriptive)."
+            )
         else:
             items = [claim_text(r, None, within) for _, r in sig.iterrows()]
             out.append(head + "; ".join(items[:6]) + (f"; {len(items) - 6} more" if len(items) > 6 else "") + ".")
@@ -375,16 +393,25 @@ def gain_lines(tables, facet: list[str]) -> list[str]:
 
 
 def summary_lines(tables) -> list[str]:
-    """The terminal summary: completeness and cost; the best model + optimizer per strategy
-    (descriptive); then the claims of each question, as in the headline."""
-    g = tables.grid
+    """The terminal summary, five lines with one non-random strategy: completeness and cost; the
+    best model + optimizer per strategy (descriptive); the optimizer question; the interaction and
+    model questions; each strategy against random. Claims as in the headline: significant rows only."""
+    g, keys = tables.grid, tables.keys
     lines = [completeness_line(tables) + "; " + cost_line(tables).split(";")[0]]
     if g.empty:
         return lines + ["no finished run yet: nothing to compare"]
-    answers = answer_lines(tables)
-    n_best = g.groupby([*(_facets(g, tables.keys)), "strategy"], observed=True).ngroups
-    lines.append("best by AUBC (descriptive): " + "; ".join(a.split(": highest mean AUBC ")[-1].split(",")[0] for a in answers[:n_best]))
-    lines += answers[n_best:]
+    facet = _facets(g, keys)
+    best = [
+        f"{_tag(b, [*facet, 'strategy'])} {b['model']} + {b['optimizer']} {_pct(b['aubc_mean'], b['aubc_ci95'])}% "
+        f"(n={int(b['n'])}{' ' + FLAG if b['few'] else ''})"
+        for _, t in g.groupby([*facet, "strategy"], observed=True, sort=True)
+        for b in [t.sort_values(["aubc_mean", "model", "optimizer"], ascending=[False, True, True]).iloc[0]]
+    ]
+    lines.append("best by AUBC (descriptive): " + "; ".join(best))
+    lines += pair_answer(tables.optimizers, "optimizers", "optimizer", facet) or ["optimizers: no pairs to test"]
+    rest = interaction_lines(tables, facet) + pair_answer(tables.models, "models", "model", facet)
+    lines.append(" ".join(rest) if rest else "interaction and models: nothing to test")
+    lines += gain_lines(tables, facet)
     if tables.gains.empty and "random" in set(g["strategy"]) and g["strategy"].nunique() > 1:
         lines.append("no finished non-random run has a finished random run of the same trial to pair with yet")
     return lines

@@ -44,7 +44,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. jobs/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. grid.trial=[0,1]")
     parser.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")
-    parser.add_argument("--effect", type=float, default=1.0, metavar="POINTS", help="difference to detect, AUBC points (default 1)")
+    parser.add_argument(
+        "--effect", type=float, default=1.0, metavar="POINTS", help="difference to detect, AUBC points (default 1)"
+    )
     args = parser.parse_args(argv)
     if not args.effect > 0:
         return _fail(f"--effect: {args.effect}; expected a positive number of AUBC points")

@@ -99,8 +99,7 @@ def gains(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> tuple[pd
         same = pairs["tuned"].fillna("").astype(str) == pairs["tuned_random"].fillna("").astype(str)
         dropped, pairs = int((~same).sum()), pairs[same]
     rows = [
-        [*_tuple(group), *paired(g[metric], g[f"{metric}_random"])]
-        for group, g in pairs.groupby(keys, observed=True, sort=True)
+        [*_tuple(group), *paired(g[metric], g[f"{metric}_random"])] for group, g in pairs.groupby(keys, observed=True, sort=True)
     ]
     out = add_holm(pd.DataFrame(rows, columns=cols), [k for k in keys if k not in ("model", "optimizer")])
     return mark_family(out, [*unit_keys(keys), "strategy"]), dropped
