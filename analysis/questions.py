@@ -14,9 +14,8 @@ directly (bench/bench_calibration.py).
 
 from __future__ import annotations
 
-import itertools
 import math
-import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,42 +40,43 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["done"].astype(bool) & runs["aubc"].notna()]
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> list[float]:
-    """PAIR_COLUMNS of the paired difference a - b: n, mean, SD, 95% CI half-width, Cohen's d_z
-    (mean / SD), t and the two-sided paired t-test p (NaN when undefined: n < 2 or all equal)."""
-    d = np.asarray(a, float) - np.asarray(b, float)
-    n = len(d)
-    if n == 0:
-        return [0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan]
-    mean = float(d.mean())
-    if n < 2:
-        return [n, mean, math.nan, math.nan, math.nan, math.nan, math.nan]
-    sd = float(d.std(ddof=1))
-    half = float(ci95(sd, n))
-    if np.ptp(d) <= EQUAL_TOL:
-        return [n, mean, sd, half, math.nan, math.nan, math.nan]
-    t = mean / (sd / math.sqrt(n))
-    return [n, mean, sd, half, mean / sd, t, float(2 * stats.t.sf(abs(t), n - 1))]
-
-
-def _tuple(group) -> tuple:
-    return group if isinstance(group, tuple) else (group,)
+def paired_table(pairs: pd.DataFrame, by: list[str], col: str = "diff") -> pd.DataFrame:
+    """PAIR_COLUMNS of the paired differences `col` per group of `by`, vectorised: n, mean, SD,
+    95% CI half-width, Cohen's d_z (mean / SD), t and the two-sided paired t-test p (NaN when
+    undefined: fewer than 2 pairs, or every difference equal)."""
+    if pairs.empty:
+        return pd.DataFrame(columns=[*by, *PAIR_COLUMNS])
+    g = pairs.groupby(by, observed=True, sort=True)[col]
+    out = g.agg(n_pairs="size", diff_mean="mean", diff_sd="std", lo="min", hi="max").reset_index()
+    n = out["n_pairs"].to_numpy(float)
+    sd = out["diff_sd"].to_numpy(float)
+    undefined = (n < 2) | ((out["hi"] - out["lo"]).to_numpy() <= EQUAL_TOL)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(undefined, np.nan, out["diff_mean"].to_numpy() / (sd / np.sqrt(n)))
+        out["diff_ci95"] = ci95(sd, n)
+        out["d_z"] = np.where(undefined, np.nan, out["diff_mean"].to_numpy() / sd)
+    out["t"] = t
+    out["p_value"] = 2 * stats.t.sf(np.abs(t), np.where(n >= 2, n - 1, np.nan))
+    return out[[*by, *PAIR_COLUMNS]]
 
 
 def pairwise(runs: pd.DataFrame, keys: list[str], factor: str, metric: str = "aubc") -> pd.DataFrame:
-    """Every pair a < b (alphabetical) of `factor`'s values within each group of the other keys:
-    diff = metric(a) - metric(b) of finished runs paired by trial. `p_holm`: Holm over the pairs
-    of one group (descriptive); `p_family`, `significant`: Holm over the question's family."""
+    """Every pair a < b (alphabetical) of `factor`'s values within each group of the other keys
+    with a trial finished by both: diff = metric(a) - metric(b) of finished runs paired by trial;
+    mean_a, mean_b over every finished run. `p_holm`: Holm over the pairs of one group
+    (descriptive); `p_family`, `significant`: Holm over the question's family."""
     within = [k for k in keys if k != factor]
     a_col, b_col = f"{factor}_a", f"{factor}_b"
-    cols = [*within, a_col, b_col, "mean_a", "mean_b", *PAIR_COLUMNS]
-    rows = []
-    for group, g in finished(runs).groupby(within, observed=True, sort=True):
-        wide = g.pivot_table(index="trial", columns=factor, values=metric, aggfunc="first")
-        for a, b in itertools.combinations(sorted(wide.columns, key=str), 2):
-            both = wide[[a, b]].dropna()
-            rows.append([*_tuple(group), a, b, wide[a].mean(), wide[b].mean(), *paired(both[a], both[b])])
-    out = mark_family(add_holm(pd.DataFrame(rows, columns=cols), within), unit_keys(keys))
+    r = finished(runs)[[*within, factor, "trial", metric]].drop_duplicates([*within, factor, "trial"])
+    pairs = r.merge(r, on=[*within, "trial"], suffixes=("_a", "_b"))
+    pairs = pairs[pairs[a_col].astype(str) < pairs[b_col].astype(str)]
+    pairs = pairs.assign(diff=pairs[f"{metric}_a"] - pairs[f"{metric}_b"])
+    out = paired_table(pairs, [*within, a_col, b_col])
+    means = r.groupby([*within, factor], observed=True)[metric].mean()
+    for side in ("a", "b"):
+        name = means.rename(f"mean_{side}").reset_index().rename(columns={factor: f"{factor}_{side}"})
+        out = out.merge(name, on=[*within, f"{factor}_{side}"], how="left")
+    out = mark_family(add_holm(out, within), unit_keys(keys))
     order = [*within, a_col, b_col, "n_pairs", "mean_a", "mean_b", *PAIR_COLUMNS[1:]]
     return out[[*order, "p_holm", "p_family", "significant"]]
 
@@ -88,7 +88,6 @@ def gains(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> tuple[pd
     as module_effect.csv does. `p_holm`: Holm over one strategy's groups (descriptive);
     `p_family`, `significant`: Holm over the `<strategy> vs random` question of the unit."""
     pair_on = [k for k in keys if k != "strategy"]
-    cols = [*keys, *PAIR_COLUMNS]
     r = finished(runs)
     extra = ["tuned"] if "tuned" in r else []
     rnd = r[r["strategy"] == RANDOM][[*pair_on, "trial", metric, *extra]]
@@ -98,11 +97,13 @@ def gains(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> tuple[pd
     if extra:
         same = pairs["tuned"].fillna("").astype(str) == pairs["tuned_random"].fillna("").astype(str)
         dropped, pairs = int((~same).sum()), pairs[same]
-    rows = [
-        [*_tuple(group), *paired(g[metric], g[f"{metric}_random"])] for group, g in pairs.groupby(keys, observed=True, sort=True)
-    ]
-    out = add_holm(pd.DataFrame(rows, columns=cols), [k for k in keys if k not in ("model", "optimizer")])
+    out = paired_table(pairs.assign(diff=pairs[metric] - pairs[f"{metric}_random"]), keys)
+    out = add_holm(out, [k for k in keys if k not in ("model", "optimizer")])
     return mark_family(out, [*unit_keys(keys), "strategy"]), dropped
+
+
+def _tuple(group) -> tuple:
+    return group if isinstance(group, tuple) else (group,)
 
 
 def mark_family(table: pd.DataFrame, family: list[str]) -> pd.DataFrame:
@@ -126,27 +127,36 @@ def interaction(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> pd
 
 
 def interaction_test(g: pd.DataFrame, metric: str = "aubc") -> tuple[float, float, float]:
-    """F, p and df of the model:optimizer term with trial as a block; NaN when not testable."""
-    from statsmodels.formula.api import ols
-    from statsmodels.stats.anova import anova_lm
-
-    cells = g.groupby(["model", "optimizer"], observed=True).size()
-    n_free = len(g) - len(cells) - (g["trial"].nunique() - 1)
-    if g["model"].nunique() < 2 or g["optimizer"].nunique() < 2 or n_free < 1:
+    """F, p and df of the model:optimizer term of `metric ~ C(trial) + C(model) * C(optimizer)`
+    (type II: the full model against the additive one), NaN when not testable. Least squares in
+    numpy, equal to statsmodels' anova_lm on that formula (a test checks it) at a fraction of the
+    cost, for the calibration's thousands of sweeps."""
+    if g["model"].nunique() < 2 or g["optimizer"].nunique() < 2:
         return math.nan, math.nan, math.nan
-    frame = pd.DataFrame(
-        {
-            "y": g[metric].to_numpy(float),
-            "trial": g["trial"].astype(str).to_numpy(),
-            "model": g["model"].astype(str).to_numpy(),
-            "optimizer": g["optimizer"].astype(str).to_numpy(),
-        }
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = anova_lm(ols("y ~ C(trial) + C(model) * C(optimizer)", data=frame).fit(), typ=2)
-    row = table.loc["C(model):C(optimizer)"]
-    return float(row["F"]), float(row["PR(>F)"]), float(row["df"])
+    y = g[metric].to_numpy(float)
+    model, optimizer = g["model"].astype(str).to_numpy(), g["optimizer"].astype(str).to_numpy()
+    trial = _dummies(g["trial"].to_numpy())[:, 1:]
+    additive = np.column_stack([np.ones(len(y)), trial, _dummies(model)[:, 1:], _dummies(optimizer)[:, 1:]])
+    full = np.column_stack([trial, _dummies(np.char.add(np.char.add(model, "\0"), optimizer))])
+    rss_add, rank_add = _rss(additive, y)
+    rss_full, rank_full = _rss(full, y)
+    df_int, df_res = rank_full - rank_add, len(y) - rank_full
+    if df_int < 1 or df_res < 1 or rss_full <= EQUAL_TOL**2:
+        return math.nan, math.nan, math.nan
+    f = ((rss_add - rss_full) / df_int) / (rss_full / df_res)
+    return float(f), float(stats.f.sf(f, df_int, df_res)), float(df_int)
+
+
+def _dummies(values: np.ndarray) -> np.ndarray:
+    """One indicator column per distinct value, in sorted order."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return np.eye(len(uniques))[codes]
+
+
+def _rss(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """Residual sum of squares and rank of the least-squares fit of y on x."""
+    coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+    return float(((y - x @ coef) ** 2).sum()), int(rank)
 
 
 @dataclass
@@ -172,24 +182,30 @@ def answer(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> Answer:
     return Answer(optimizers, models, inter, gn, q, dropped)
 
 
-def family_rows(table: pd.DataFrame, unit: list[str], question, test: str, stat: str) -> list[list]:
-    """One questions.csv row per unit of `table` (per strategy too when `question` is callable)."""
-    rows = []
+def family_rows(table: pd.DataFrame, unit: list[str], question, test: str, stat: str) -> pd.DataFrame:
+    """One questions.csv row per unit of `table` (per strategy too when `question` is callable):
+    the family's strongest test (smallest Holm-adjusted p) gives `statistic` and `p_value`."""
     by = unit + (["strategy"] if callable(question) else [])
     if table.empty:
-        return rows
-    for group, t in table.groupby(by, observed=True, sort=True):
-        values = _tuple(group)
-        tested = t[t["p_family"].notna()]
-        name = question(values[-1]) if callable(question) else question
-        if tested.empty:
-            rows.append([*values[: len(unit)], name, test + "; nothing testable", 0, math.nan, math.nan, False])
-            continue
-        top = tested.loc[tested["p_family"].idxmin()]
-        text = f"{test}; Holm over {len(tested)} test{'s' if len(tested) != 1 else ''}"
-        row = [*values[: len(unit)], name, text, len(tested), float(top[stat]), float(top["p_family"])]
-        rows.append(row + [bool(top["p_family"] < ALPHA)])
-    return rows
+        return pd.DataFrame(columns=[*unit, *QUESTION_COLUMNS])
+    t = table.assign(_p=table["p_family"].fillna(np.inf)).sort_values([*by, "_p"], kind="stable")
+    n_tests = t.groupby(by, observed=True, sort=False)["p_family"].transform("count")
+    top = t.assign(n_tests=n_tests).drop_duplicates(by)
+    tested = top["n_tests"] > 0
+    names = top["strategy"].astype(str).map(question) if callable(question) else question
+    plural = np.where(top["n_tests"] == 1, "", "s")
+    text = np.where(tested, test + "; Holm over " + top["n_tests"].astype(str) + " test" + plural, test + "; nothing testable")
+    return pd.DataFrame(
+        {
+            **{k: top[k].to_numpy() for k in unit},
+            "question": names,
+            "test": text,
+            "n_tests": top["n_tests"].to_numpy(int),
+            "statistic": np.where(tested, top[stat].astype(float), np.nan),
+            "p_value": top["p_family"].to_numpy(float),
+            "significant": (top["p_family"] < ALPHA).to_numpy(bool),
+        }
+    )
 
 
 def questions_table(
@@ -199,15 +215,31 @@ def questions_table(
     family's strongest test (t, or F for the interaction), p Holm-adjusted: the question's p."""
     unit = unit_keys(keys)
     paired_test = "two-sided paired t-tests of AUBC by trial over every {} pair of every {}"
-    rows = family_rows(optimizers, unit, "optimizer", paired_test.format("optimizer", "strategy x model"), "t")
-    rows += family_rows(models, unit, "model", paired_test.format("model", "strategy x optimizer"), "t")
     inter_test = "F-test of the model x optimizer interaction in AUBC ~ C(trial) + C(model) * C(optimizer), per strategy"
-    rows += family_rows(inter, unit, "model:optimizer", inter_test, "F")
     gain_test = "two-sided paired t-tests by trial of the AUBC gain over random of every model x optimizer"
-    rows += family_rows(gn, unit, lambda s: f"{s} vs random", gain_test, "t")
-    out = pd.DataFrame(rows, columns=[*unit, *QUESTION_COLUMNS])
+    parts = [
+        family_rows(optimizers, unit, "optimizer", paired_test.format("optimizer", "strategy x model"), "t"),
+        family_rows(models, unit, "model", paired_test.format("model", "strategy x optimizer"), "t"),
+        family_rows(inter, unit, "model:optimizer", inter_test, "F"),
+        family_rows(gn, unit, lambda s: f"{s} vs random", gain_test, "t"),
+    ]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=[*unit, *QUESTION_COLUMNS])
+    out = pd.concat(parts, ignore_index=True)
     out["significant"] = out["significant"].astype(bool)
     return out
 
 
-__all__ = ["ALPHA", "Answer", "answer", "gains", "holm", "interaction", "pairwise", "paired", "questions_table", "unit_keys"]
+__all__ = [
+    "ALPHA",
+    "Answer",
+    "answer",
+    "gains",
+    "holm",
+    "interaction",
+    "pairwise",
+    "paired_table",
+    "questions_table",
+    "unit_keys",
+]

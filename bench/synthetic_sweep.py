@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def write_synthetic_sweep(
@@ -99,3 +100,37 @@ def write_synthetic_sweep(
             (run_dir / "DONE").write_text("")
         run_ids.append(run_id)
     return run_ids
+
+
+def simulate_runs(
+    rng: np.random.Generator,
+    models: Sequence[str] = ("resnet18", "resnet34"),
+    optimizers: Sequence[str] = ("adam", "sgd"),
+    strategies: Sequence[str] = ("entropy", "random"),
+    n_trials: int = 5,
+    optimizer_effect: float = 0.0,
+    block_sd: float = 0.02,
+    paired_sd: float = 0.01,
+    dataset: str = "synthetic",
+) -> pd.DataFrame:
+    """A run-level table (the columns analysis.questions.answer reads) of one simulated sweep:
+    AUBC = 0.7 + a trial block effect (SD `block_sd`, shared by every run of a trial) + run noise
+    (SD paired_sd / sqrt 2, so a paired difference has SD `paired_sd`) + `optimizer_effect` for
+    the first optimizer on every model and strategy. No model, strategy or interaction effect."""
+    grid = [(m, o, s, t) for t in range(n_trials) for m in models for o in optimizers for s in strategies]
+    block = rng.normal(0, block_sd, n_trials)
+    noise = rng.normal(0, paired_sd / np.sqrt(2), len(grid))
+    return pd.DataFrame(
+        {
+            "run_id": [f"{m}-{o}-{s}-t{t}" for m, o, s, t in grid],
+            "dataset": dataset,
+            "model": [g[0] for g in grid],
+            "optimizer": [g[1] for g in grid],
+            "strategy": [g[2] for g in grid],
+            "trial": [g[3] for g in grid],
+            "done": True,
+            "aubc": [
+                0.7 + block[t] + e + (optimizer_effect if o == optimizers[0] else 0.0) for (m, o, s, t), e in zip(grid, noise)
+            ],
+        }
+    )
