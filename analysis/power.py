@@ -61,6 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from analysis.write import write_text
 
     table = power_table(compute_tables(load(sweep_dir, sweep)), effect=args.effect)
+    (sweep_dir / "report").mkdir(parents=True, exist_ok=True)
     path = write_text(sweep_dir / "report" / "power.csv", table.to_csv(index=False))
     shown = table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
     print(shown if len(table) else "no question has paired finished runs to plan from yet")

@@ -59,7 +59,7 @@ def calibrate(n_sweeps: int, effect_points: float, seed: int = 0, n_trials: int 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_calibration", description=__doc__.split("\n")[0])
-    parser.add_argument("--sweeps", type=int, default=400, help="simulated sweeps per scenario (default 400)")
+    parser.add_argument("--sweeps", type=int, default=1000, help="simulated sweeps per scenario (default 1000)")
     parser.add_argument("--effect", type=float, default=2.0, help="planted optimizer effect, AUBC points (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

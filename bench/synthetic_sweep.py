@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,11 +30,13 @@ def write_synthetic_sweep(
     dataset: str = "synthetic",
     max_runs: int | None = None,
     seed: int = 0,
+    precision: Callable[[str, str, str, int], str] | None = None,
 ) -> list[str]:
     """Write one run directory per grid point under `<sweep_dir>/runs`; return the run_ids.
 
     `queried_size` is how many pool indices each row's `queried` list holds (default: the real
     number, initial_size or query_size). The last `in_progress` runs stop half-way, without DONE.
+    `precision(model, optimizer, strategy, trial)`, when given, is the rows' `precision` field.
     """
     rng = np.random.default_rng(seed)
     runs_dir = Path(sweep_dir) / "runs"
@@ -94,6 +96,8 @@ def write_synthetic_sweep(
                 "energy_j": float(300 * n_labeled / 50) if gpu else None,
                 "device": device,
             }
+            if precision is not None:
+                row["precision"] = precision(model, optimizer, strategy, trial)
             lines.append(json.dumps(row))
         (run_dir / "cycles.jsonl").write_text("".join(line + "\n" for line in lines))
         if finished == cycles:
