@@ -12,6 +12,7 @@ an approximation. `power.csv` is written by the report and by `python -m analysi
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import pandas as pd
 from analysis.questions import ALPHA, unit_keys
 
 POWER = 0.8  # the power a plan aims for
+MAX_TRIALS = 10_000  # beyond this a plan is reported as not reachable (NaN)
 POINTS = 100.0  # AUBC is stored as a fraction; the planning unit is one AUBC point
 COLUMNS = ["question", "effect", "sd_paired", "alpha", "n_trials_now", "power_now", "trials_needed", "device_hours_needed"]
 
@@ -42,10 +44,16 @@ def plan(effect: float, sd: float, alpha: float, n_now: int) -> tuple[float, flo
     es = effect / sd
     test = TTestPower()
     now = float(test.power(effect_size=es, nobs=n_now, alpha=alpha, alternative="two-sided")) if n_now >= 2 else math.nan
-    try:
-        needed = float(test.solve_power(effect_size=es, nobs=None, alpha=alpha, power=POWER, alternative="two-sided"))
-    except (ValueError, RuntimeError):  # the solver found no root in its bracket
-        return now, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns, and returns NaN, when its root finder fails
+        try:
+            needed = float(test.solve_power(effect_size=es, nobs=None, alpha=alpha, power=POWER, alternative="two-sided"))
+        except (ValueError, RuntimeError):
+            needed = math.nan
+        if not math.isfinite(needed):  # the power curve itself, up to MAX_TRIALS trials
+            n = np.arange(2, MAX_TRIALS + 1)
+            reached = np.flatnonzero(test.power(effect_size=es, nobs=n, alpha=alpha, alternative="two-sided") >= POWER)
+            needed = float(n[reached[0]]) if len(reached) else math.nan
     return now, float(max(2, math.ceil(needed))) if math.isfinite(needed) else math.nan
 
 
