@@ -91,7 +91,9 @@ def power_table(tables, effect: float = 1.0) -> pd.DataFrame:
         for question, plan_row in unit_plans(tables, where, effect):
             extra = max(plan_row[5] - plan_row[3], 0) if math.isfinite(plan_row[5]) else math.nan
             rows.append([*values, question, *plan_row, extra * hours if math.isfinite(hours) else math.nan])
-    return pd.DataFrame(rows, columns=[*unit, *COLUMNS])
+    out = pd.DataFrame(rows, columns=[*unit, *COLUMNS])
+    out["trials_needed"] = out["trials_needed"].astype("Int64")  # a whole number of trials, or empty
+    return out
 
 
 def _select(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
@@ -131,11 +133,11 @@ def display_power(power: pd.DataFrame) -> list[tuple]:
         sd_paired=num(power["sd_paired"], ".2f"),
         alpha=num(power["alpha"], ".4f"),
         power_now=num(power["power_now"], ".2f"),
-        trials_needed=num(power["trials_needed"], ".0f"),
+        trials_needed=num(power["trials_needed"].astype(float), ".0f"),
         device_hours_needed=num(power["device_hours_needed"], ".2f"),
     ).astype(str)
     text = (
-        f"Power of each question (power.csv) for a difference of {power['effect'].iloc[0]:g} AUBC points, from the "
+        f"Power of each question (power.csv) for a difference of {power['effect'].iloc[0]:g} AUBC point(s), from the "
         f"paired SD observed: power now and the trials needed for {POWER:.0%} power (two-sided paired t-test, "
         "statsmodels TTestPower) at the question's per-test level (Holm's first step); device-hours for the "
         "extra trials of the whole grid. Plan another effect with: al-sweep power SWEEP.yaml --effect POINTS."
