@@ -274,14 +274,17 @@ DISPLAY = {  # table -> (formatter, caption)
         render.display_groups,
         "Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost.",
     ),
-    "ranking": (render.display_ranking, "Best optimizer per model and budget against the runner-up (paired by trial)."),
+    "ranking": (
+        render.display_ranking,
+        "Best optimizer per model and budget against the runner-up (paired by trial; descriptive: both are chosen from the same data, so p is no test of them; the claims are in optimizers.csv).",
+    ),
     "optimizers": (
         render.display_pairs,
-        "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; Holm over the pairs of one model).",
+        "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; significant: Holm over the optimizer question's pairs).",
     ),
     "models": (
         render.display_pairs,
-        "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; Holm over the pairs of one optimizer).",
+        "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; significant: Holm over the model question's pairs).",
     ),
 }
 
