@@ -91,6 +91,10 @@ def _p(p: float) -> str:
     return "–" if not np.isfinite(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
 
 
+def _dz(v: float) -> str:
+    return "–" if not np.isfinite(v) else f"{v:+.2f}"
+
+
 def _facets(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     return [k for k in keys if k not in ("model", "optimizer", "strategy") and runs[k].nunique() > 1]
 
@@ -169,7 +173,8 @@ def best_lines(pairs: pd.DataFrame, g: pd.DataFrame, keys: list[str], factor: st
             ci = p["diff_ci95"] if not few else math.nan
             parts.append(
                 f"vs {other} {_pct(sign * p['diff_mean'], ci, sign=True)} points "
-                f"(n={int(p['n_pairs'])}{few}, p_family {_p(p['p_family'])}{', significant' if p['significant'] else ''})"
+                f"(n={int(p['n_pairs'])}{few}, d_z {_dz(sign * p['d_z'])}, p_family {_p(p['p_family'])}"
+                f"{', significant' if p['significant'] else ''})"
             )
         label = _tag(key, facet)
         lines.append(
