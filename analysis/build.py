@@ -15,11 +15,26 @@ from typing import Optional
 import pandas as pd
 
 from analysis import curves as curves_mod
-from analysis import figures, findings, headline, metrics, render
+from analysis import figures, findings, headline, metrics, planning, questions, render
 from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData, load_sweep_dir
 from analysis.write import write_text
 
-CSV_TABLES = ("cycles", "summary", "runs", "vs_random", "groups", "ranking", "classes", "optimizers", "models", "anova", "gains")
+CSV_TABLES = (
+    "cycles",
+    "summary",
+    "runs",
+    "vs_random",
+    "groups",
+    "ranking",
+    "classes",
+    "optimizers",
+    "models",
+    "anova",
+    "gains",
+    "questions",
+    "interaction",
+    "power",
+)
 CSV_NAMES = {"ranking": "optimizer_ranking", "classes": "queried_classes"}  # file stem when not the table name
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
 
@@ -42,6 +57,11 @@ class Tables:
     models: pd.DataFrame = field(default_factory=pd.DataFrame)  # models.csv: the same between models
     anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova.csv: two-way ANOVA of AUBC
     gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains.csv: AUBC gain over random, Holm
+    # The claims (analysis.questions) and trial planning (analysis.power):
+    questions: pd.DataFrame = field(default_factory=pd.DataFrame)  # questions.csv: one row per unit x question
+    interaction: pd.DataFrame = field(default_factory=pd.DataFrame)  # interaction.csv: blocked F-test per strategy
+    power: pd.DataFrame = field(default_factory=pd.DataFrame)  # power.csv: trials needed for 80% power
+    gains_tuned_dropped: int = 0  # gain pairs left out: the two runs chose different tuned hyper-parameters
 
     @property
     def keys(self) -> list[str]:
@@ -66,7 +86,8 @@ def compute_tables(data: SweepData) -> Tables:
     cycles = data.cycles.assign(label_efficiency=metrics.label_efficiency(data.cycles))
     summary = metrics.summary_table(cycles, keys)
     runs = metrics.runs_table(cycles, data.runs, keys)
-    return Tables(
+    claims = questions.answer(runs.merge(tuned_signature(cycles), on="run_id", how="left"), keys)
+    tables = Tables(
         data=data,
         cycles=cycles,
         summary=summary,
@@ -76,11 +97,28 @@ def compute_tables(data: SweepData) -> Tables:
         ranking=metrics.optimizer_ranking(cycles, summary, keys),
         classes=metrics.queried_classes(cycles, keys),
         grid=headline.grid(runs, keys),
-        optimizers=headline.pairwise(runs, keys, "optimizer"),
-        models=headline.pairwise(runs, keys, "model"),
+        optimizers=claims.optimizers,
+        models=claims.models,
         anova=headline.anova(runs, keys),
-        gains=headline.gains(runs, keys),
+        gains=claims.gains,
+        questions=claims.questions,
+        interaction=claims.interaction,
+        gains_tuned_dropped=claims.gains_tuned_dropped,
     )
+    tables.power = planning.power_table(tables)
+    return tables
+
+
+def tuned_signature(cycles: pd.DataFrame) -> pd.DataFrame:
+    """Per run: `tuned`, the hyper-parameters its cycles chose (tuned.* columns) as one string;
+    None when the run tuned nothing. Gains over random pair only runs with equal signatures."""
+    cols = sorted(c for c in cycles.columns if str(c).startswith("tuned."))
+    if not cols:
+        return pd.DataFrame({"run_id": cycles["run_id"].unique(), "tuned": None})
+    c = cycles.sort_values(["run_id", "cycle"], kind="stable")
+    text = c[cols].astype(str).agg(",".join, axis=1)
+    sig = text.groupby(c["run_id"], sort=True).agg("|".join)
+    return sig.rename("tuned").reset_index()
 
 
 def expected_runs(sweep) -> list[ExpectedRun]:
@@ -236,14 +274,17 @@ DISPLAY = {  # table -> (formatter, caption)
         render.display_groups,
         "Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost.",
     ),
-    "ranking": (render.display_ranking, "Best optimizer per model and budget against the runner-up (paired by trial)."),
+    "ranking": (
+        render.display_ranking,
+        "Best optimizer per model and budget against the runner-up (paired by trial; descriptive: both are chosen from the same data, so p is no test of them; the claims are in optimizers.csv).",
+    ),
     "optimizers": (
         render.display_pairs,
-        "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; Holm over the pairs of one model).",
+        "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; significant: Holm over the optimizer question's pairs).",
     ),
     "models": (
         render.display_pairs,
-        "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; Holm over the pairs of one optimizer).",
+        "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; significant: Holm over the model question's pairs).",
     ),
 }
 

@@ -305,7 +305,7 @@ def aubc_gain(gains: pd.DataFrame, keys: list[str], path: Path) -> Path:
         ys = np.array([labels.index(v) for v in rows["_y"]], dtype=float)
         xs = rows["diff_mean"].to_numpy(float) * 100
         err = np.where(rows["n_pairs"].to_numpy(float) >= MIN_BAND_N, rows["diff_ci95"].to_numpy(float) * 100, np.nan)
-        sig = (rows["p_holm"] < 0.05).to_numpy()
+        sig = rows["significant"].astype(bool).to_numpy()
         ax.errorbar(xs, ys, xerr=np.nan_to_num(err), fmt="none", ecolor=COLOURS[0], elinewidth=1.2, capsize=2)
         ax.plot(xs[sig], ys[sig], "o", color=COLOURS[0], markersize=6)
         ax.plot(xs[~sig], ys[~sig], "o", color=COLOURS[0], markerfacecolor="white", markersize=5)

@@ -1,5 +1,7 @@
 """Sentences generated from the report's tables: the findings section and the short summary that
-the CLI prints. They state numbers from the tables and significance at p < 0.05, nothing more.
+the CLI prints. They state numbers from the tables; a difference is claimed only where a pair
+table's `significant` says so (analysis.questions: one Holm family per question), never from a
+raw p-value.
 """
 
 from __future__ import annotations
@@ -8,22 +10,16 @@ import math
 
 import pandas as pd
 
+from analysis.headline import claim_text, completeness_line, cost_line
+from analysis.headline import summary_lines as headline_summary
 from analysis.metrics import EQUAL_TOL
 
-ALPHA = 0.05
+__all__ = ["completeness_line", "cost_line", "findings", "summary_lines"]
 
 
 def _pct(value: float, ci: float = math.nan, sign: bool = False) -> str:
     text = f"{value * 100:+.2f}" if sign else f"{value * 100:.2f}"
     return f"{text} ± {ci * 100:.2f}" if math.isfinite(ci) else text
-
-
-def _p(p: float) -> str:
-    if not math.isfinite(p):
-        return "no paired test (fewer than 2 paired trials, or all differences equal)"
-    verdict = "significant" if p < ALPHA else "not significant"
-    shown = "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
-    return f"{shown}, {verdict} at p < {ALPHA}"
 
 
 def _count(n, noun: str) -> str:
@@ -38,18 +34,6 @@ def _facet_columns(tables) -> list[str]:
 
 def _tag(row, columns: list[str]) -> str:
     return " · ".join(str(row[c]) for c in columns)
-
-
-def completeness_line(tables) -> str:
-    counts = tables.status_counts()
-    text = f"{counts['done']} of {counts['total']} runs done, {counts['in progress']} in progress"
-    if tables.data.expected_known:
-        text += f", {counts['missing']} missing"
-    return (
-        text
-        + f"; {counts['cycles_done']} cycles finished"
-        + (f" of {counts['cycles_expected']}" if counts["cycles_expected"] else "")
-    )
 
 
 def best_by_aubc(tables) -> pd.DataFrame:
@@ -71,71 +55,12 @@ def final_vs_random(tables) -> pd.DataFrame:
 
 def findings(tables) -> list[str]:
     """The findings section: one sentence per item, every number taken from a table."""
-    facet = _facet_columns(tables)
-    out = []
     if tables.cycles.empty:
         return ["No cycle has finished yet: there is nothing to compare."]
-
-    best = best_by_aubc(tables)
-    for _, row in best[best["rank"] == 0].iterrows():
-        tag = _tag(row, [*facet, "strategy"])
-        nxt = best[(best["rank"] == 1) & (best["strategy"] == row["strategy"])]
-        for c in facet:
-            nxt = nxt[nxt[c] == row[c]]
-        text = (
-            f"{tag}: highest mean AUBC {row['model']} + {row['optimizer']} "
-            f"({_pct(row['aubc_mean'], row['aubc_ci95'])}%, {_count(row['n_final'], 'run')} up to {int(row['final_n_labeled'])} labels)"
-        )
-        if len(nxt):
-            n = nxt.iloc[0]
-            text += f"; next {n['model']} + {n['optimizer']} ({_pct(n['aubc_mean'], n['aubc_ci95'])}%)"
-        out.append(text + ".")
-
-    ranking = tables.ranking
-    if not ranking.empty:
-        gk = [k for k in tables.keys if k != "optimizer"]
-        for _, rows in ranking.groupby(gk, observed=True, sort=True):
-            rows = rows.sort_values("n_labeled")
-            last = rows.iloc[-1]
-            winner = last["best"]
-            # A tie is nobody's win (the sort put the alphabetically first optimizer on top).
-            wins = rows["best"].eq(winner) & (rows["best_acc"] - rows["runner_up_acc"] > EQUAL_TOL)
-            wins_sig = (wins & rows["p_value"].lt(ALPHA)).sum()
-            tag = _tag(last, [*facet, "model", "strategy"])
-            if last["best_acc"] - last["runner_up_acc"] > EQUAL_TOL:
-                lead = (
-                    f"{winner} has the highest mean accuracy ({last['best_acc'] * 100:.2f}% vs "
-                    f"{last['runner_up']} {last['runner_up_acc'] * 100:.2f}%)"
-                )
-            else:
-                lead = f"{winner} and {last['runner_up']} tie for the highest mean accuracy ({last['best_acc'] * 100:.2f}%)"
-            out.append(
-                f"{tag}: at {int(last['n_labeled'])} labels {lead}; paired by trial "
-                f"({_count(last['n_pairs'], 'trial')} finished by both) the difference is "
-                f"{_pct(last['diff_mean'], last['diff_ci95'], sign=True)} points, {_p(last['p_value'])}; "
-                f"{winner} leads at {int(wins.sum())} of {len(rows)} budgets, significantly at {wins_sig}."
-            )
-
-    final = final_vs_random(tables)
-    for _, rows in final.groupby([*facet, "strategy"], observed=True, sort=True):
-        first = rows.iloc[0]
-        higher = int((rows["diff_mean"] > 0).sum())
-        sig_up = int(((rows["diff_mean"] > 0) & (rows["p_value"] < ALPHA)).sum())
-        sig_down = int(((rows["diff_mean"] < 0) & (rows["p_value"] < ALPHA)).sum())
-        top = rows.sort_values("diff_mean", ascending=False).iloc[0]
-        out.append(
-            f"{_tag(first, [*facet, 'strategy'])} against random at the largest paired budget: higher mean accuracy in {higher} of "
-            f"{len(rows)} model x optimizer groups, significantly higher in {sig_up}, significantly lower in {sig_down}; "
-            f"largest mean difference {top['model']} + {top['optimizer']} at {int(top['n_labeled'])} labels, "
-            f"{_pct(top['diff_mean'], top['diff_ci95'], sign=True)} points ({_p(top['p_value'])})."
-        )
-    if "random" in set(tables.cycles["strategy"]) and final.empty:
-        out.append("No non-random run has a random run of the same model, optimizer and trial to pair with yet.")
-
+    out = best_lines(tables) + ranking_lines(tables) + vs_random_lines(tables)
     out.append(cost_line(tables) + ".")
-
-    classes = tables.classes
-    for _, rows in classes.groupby([*facet, "strategy"], observed=True, sort=True):
+    facet = _facet_columns(tables)
+    for _, rows in tables.classes.groupby([*facet, "strategy"], observed=True, sort=True):
         lo, hi = rows.loc[rows["fraction"].idxmin()], rows.loc[rows["fraction"].idxmax()]
         out.append(
             f"{_tag(lo, [*facet, 'strategy'])}: queried class shares range from {lo['fraction'] * 100:.1f}% (class {lo['class']}) "
@@ -144,58 +69,90 @@ def findings(tables) -> list[str]:
     return out
 
 
-def cost_line(tables) -> str:
-    g = tables.groups
-    text = (
-        f"compute so far: {g['gpu_hours'].sum():.2f} GPU-hours and {g['cpu_hours'].sum():.2f} CPU-hours (train + select + eval)"
-    )
-    timed = g.dropna(subset=["train_time_s_mean"])
-    if len(timed):
-        top = timed.loc[timed["train_time_s_mean"].idxmax()]
-        text += (
-            f"; longest mean train time per run {top['model']} + {top['optimizer']} ({top['strategy']}), "
-            f"{top['train_time_s_mean'] / 3600:.3f} h"
+def best_lines(tables) -> list[str]:
+    """Per strategy (and facet): the two model x optimizer groups with the highest mean AUBC (descriptive)."""
+    facet = _facet_columns(tables)
+    best = best_by_aubc(tables)
+    out = []
+    for _, row in best[best["rank"] == 0].iterrows():
+        nxt = best[(best["rank"] == 1) & (best["strategy"] == row["strategy"])]
+        for c in facet:
+            nxt = nxt[nxt[c] == row[c]]
+        text = (
+            f"{_tag(row, [*facet, 'strategy'])}: highest mean AUBC {row['model']} + {row['optimizer']} "
+            f"({_pct(row['aubc_mean'], row['aubc_ci95'])}%, {_count(row['n_final'], 'run')} up to {int(row['final_n_labeled'])} labels)"
         )
-    return text
+        if len(nxt):
+            n = nxt.iloc[0]
+            text += f"; next {n['model']} + {n['optimizer']} ({_pct(n['aubc_mean'], n['aubc_ci95'])}%)"
+        out.append(text + ".")
+    return out
+
+
+def ranking_lines(tables) -> list[str]:
+    """Per model x strategy: which optimizer has the highest mean accuracy at the last budget
+    (descriptive: the leader and runner-up are chosen from the same data, so optimizer_ranking's
+    p is not a test of them), then the optimizer differences the optimizer question claims."""
+    ranking, facet = tables.ranking, _facet_columns(tables)
+    if ranking.empty:
+        return []
+    out = []
+    for _, rows in ranking.groupby([k for k in tables.keys if k != "optimizer"], observed=True, sort=True):
+        last = rows.sort_values("n_labeled").iloc[-1]
+        wins = rows["best"].eq(last["best"]) & (rows["best_acc"] - rows["runner_up_acc"] > EQUAL_TOL)
+        if last["best_acc"] - last["runner_up_acc"] > EQUAL_TOL:
+            lead = (
+                f"{last['best']} has the highest mean accuracy ({last['best_acc'] * 100:.2f}% vs "
+                f"{last['runner_up']} {last['runner_up_acc'] * 100:.2f}%) and leads at {int(wins.sum())} of {len(rows)} budgets"
+            )
+        else:
+            lead = f"{last['best']} and {last['runner_up']} tie for the highest mean accuracy ({last['best_acc'] * 100:.2f}%)"
+        out.append(
+            f"{_tag(last, [*facet, 'model', 'strategy'])}: at {int(last['n_labeled'])} labels {lead} (descriptive); "
+            + _claims(tables.optimizers, "optimizer", last, [*facet, "strategy", "model"])
+        )
+    return out
+
+
+def _claims(frame: pd.DataFrame, factor: str | None, where, within: list[str]) -> str:
+    """The significant rows of `frame` that match `where` on `within`, as claims."""
+    rows = frame
+    for k in within:
+        rows = rows[rows[k] == where[k]]
+    what = "optimizers" if factor == "optimizer" else "models" if factor == "model" else "random"
+    sig = rows[rows["significant"]] if len(rows) else rows
+    if sig.empty:
+        return f"no evidence in AUBC of a difference from {what} here (Holm over the question)."
+    tag = within if factor else [*within, "model", "optimizer"]
+    return "in AUBC " + "; ".join(claim_text(r, factor, tag) for _, r in sig.iterrows()) + "."
+
+
+def vs_random_lines(tables) -> list[str]:
+    """Per strategy: how often its accuracy is above random at the largest paired budget
+    (descriptive), then what the `<strategy> vs random` question claims (AUBC, gains.csv)."""
+    facet, final, out = _facet_columns(tables), final_vs_random(tables), []
+    for _, rows in final.groupby([*facet, "strategy"], observed=True, sort=True):
+        first = rows.iloc[0]
+        top = rows.sort_values("diff_mean", ascending=False).iloc[0]
+        out.append(
+            f"{_tag(first, [*facet, 'strategy'])} against random at the largest paired budget: higher mean accuracy in "
+            f"{int((rows['diff_mean'] > 0).sum())} of {len(rows)} model x optimizer groups, largest mean difference "
+            f"{top['model']} + {top['optimizer']} at {int(top['n_labeled'])} labels, "
+            f"{_pct(top['diff_mean'], top['diff_ci95'], sign=True)} points (descriptive); "
+            + _claims(tables.gains, None, first, [*facet, "strategy"])
+        )
+    if "random" in set(tables.cycles["strategy"]) and final.empty:
+        out.append("No non-random run has a random run of the same model, optimizer and trial to pair with yet.")
+    return out
 
 
 def summary_lines(tables) -> list[str]:
     """A short summary for a terminal: completeness, the best model x optimizer by AUBC per
-    strategy, each strategy against random at the final budget, and the compute used.
+    strategy, the claims of each question, and the compute used.
 
     Example
     -------
     >>> for line in summary_lines(compute_tables(load_sweep_dir("results/demo"))):  # doctest: +SKIP
     ...     print(line)
     """
-    from analysis.headline import summary_lines as headline_summary
-
     return headline_summary(tables)
-
-
-def summary_lines_by_budget(tables) -> list[str]:
-    """The earlier summary: best group by AUBC per strategy and the test against random at the final budget."""
-    facet = _facet_columns(tables)
-    lines = [completeness_line(tables)]
-    best = best_by_aubc(tables)
-    best = best[best["rank"] == 0]
-    for _, r in best.iterrows():
-        lines.append(
-            f"best by AUBC, {_tag(r, [*facet, 'strategy'])}: {r['model']} + {r['optimizer']}, "
-            f"AUBC {_pct(r['aubc_mean'], r['aubc_ci95'])}% over {_count(r['n_final'], 'run')}"
-        )
-    final = final_vs_random(tables)
-    for _, rows in final.groupby([*facet, "strategy"], observed=True, sort=True):
-        # The strategy's best group by AUBC when it has a pair with random, else its largest gain.
-        pick = best[(best["strategy"] == rows.iloc[0]["strategy"])]
-        chosen = rows.merge(pick[[*facet, "strategy", "model", "optimizer"]], on=[*facet, "strategy", "model", "optimizer"])
-        r = (chosen if len(chosen) else rows.sort_values("diff_mean", ascending=False)).iloc[0]
-        sig = int((rows["p_value"] < ALPHA).sum())
-        lines.append(
-            f"{_tag(r, [*facet, 'strategy'])} vs random at {int(r['n_labeled'])} labels, {r['model']} + {r['optimizer']}: "
-            f"{_pct(r['diff_mean'], r['diff_ci95'], sign=True)} points, "
-            + ("p = n/a" if not math.isfinite(r["p_value"]) else f"p = {r['p_value']:.4f}")
-            + f"; higher in {int((rows['diff_mean'] > 0).sum())} of {len(rows)} groups, {sig} with p < {ALPHA}"
-        )
-    lines.append(cost_line(tables))
-    return lines

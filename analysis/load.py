@@ -215,6 +215,7 @@ def load_sweep_dir(
     runs, keys = _add_extra_axes(runs, list(extra_axes))
     runs, keys = _add_config_keys(runs, keys, meta)
     cycles = _cycles_frame(rows, runs, keys)
+    runs, cycles, keys = _add_precision_key(runs, cycles, keys)
     return SweepData(
         cycles=cycles,
         runs=runs,
@@ -295,6 +296,22 @@ def _add_extra_axes(runs: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame,
         return runs, [*BASE_KEYS, *names]
     runs["variant"] = suffix
     return runs, [*BASE_KEYS, "variant"]
+
+
+def _add_precision_key(runs: pd.DataFrame, cycles: pd.DataFrame, keys: list[str]):
+    """`precision` (the row field: what a cycle trained in) as a key when the runs trained in more
+    than one: runs of different precisions are then never paired or pooled. A run whose cycles
+    mixed precisions gets them joined ("bf16+fp32"), a precision of its own."""
+    if "precision" not in cycles or "precision" in keys:
+        return runs, cycles, keys
+    known = cycles.dropna(subset=["precision"])
+    per_run = known.groupby("run_id", sort=True)["precision"].agg(lambda v: "+".join(sorted(set(map(str, v)))))
+    if per_run.nunique() < 2:
+        return runs, cycles, keys
+    fill = per_run.mode().iloc[0]  # runs without a finished cycle yet
+    runs = runs.assign(precision=runs["run_id"].map(per_run).fillna(fill).astype(str))
+    cycles = cycles.drop(columns=["precision"]).merge(runs[["run_id", "precision"]], on="run_id", how="left")
+    return runs, cycles.sort_values(["run_id", "cycle"], kind="stable").reset_index(drop=True), [*keys, "precision"]
 
 
 def _flatten_tuned(cycles: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,38 @@ RANDOM = "random"
 EQUAL_TOL = 1e-12
 
 
+def holm(p_values) -> np.ndarray:
+    """Holm-adjusted p-values, equal to statsmodels' multipletests(method="holm") (a test checks it;
+    multipletests runs gc.collect() on every call, too slow for the calibration's thousands of
+    families): the i-th smallest of m p-values becomes max over j <= i of min(1, (m - j + 1) p_(j)).
+    NaN stays NaN and is not counted."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if len(ok):
+        order = ok[np.argsort(p[ok], kind="stable")]
+        steps = (len(ok) - np.arange(len(ok))) * p[order]
+        out[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    return out
+
+
+def add_holm(table: pd.DataFrame, by: list[str], col: str = "p_value", out: str = "p_holm") -> pd.DataFrame:
+    """`table` with an `out` column: Holm over the rows of each group of `by` (vectorised over the
+    groups, the same numbers as `holm` per group); NaN p-values stay NaN and are not counted."""
+    table = table.copy()
+    table[out] = np.nan
+    p = pd.to_numeric(table[col], errors="coerce") if len(table) else table[col]
+    ok = p.notna()
+    if not ok.any():
+        return table
+    key = table.loc[ok].groupby(by, observed=True, sort=False, dropna=False).ngroup() if by else pd.Series(0, index=p[ok].index)
+    s = pd.DataFrame({"g": key, "p": p[ok].astype(float)}).sort_values(["g", "p"], kind="stable")
+    m = s.groupby("g")["p"].transform("size")
+    steps = (m - s.groupby("g").cumcount()) * s["p"]
+    table.loc[s.index, out] = steps.groupby(s["g"]).cummax().clip(upper=1.0)
+    return table
+
+
 def ci95(std, n):
     """Half-width of the 95% CI of a mean: t(0.975, n - 1) * std / sqrt(n); NaN when n < 2."""
     n = np.asarray(n, dtype=float)
@@ -193,8 +225,7 @@ def vs_random_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     other = cycles.loc[cycles["strategy"] != RANDOM, [*cols, "strategy"]]
     pairs = other.merge(rnd, on=pair_on, suffixes=("", "_random"))
     pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
-    from analysis.headline import add_holm  # Holm over the rows of one dataset x strategy (README, Results layout)
-
+    # Holm over the rows of one dataset x strategy (README, Results layout)
     return add_holm(paired_stats(pairs, [*keys, "n_labeled"]), ["dataset", "strategy"])
 
 

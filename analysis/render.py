@@ -138,6 +138,9 @@ def display_pairs(pairs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             "AUBC a - b (points)": mean_pm(pairs["diff_mean"], pairs["diff_ci95"], sign=True),
             "p": p_values(pairs["p_value"]),
             "p (Holm)": p_values(pairs["p_holm"]),
+            "d_z": number(pairs["d_z"]) if "d_z" in pairs else "–",
+            "p (question)": p_values(pairs["p_family"]) if "p_family" in pairs else "–",
+            "significant": np.where(pairs["significant"], "yes", "no") if "significant" in pairs else "–",
         }
     )
 

@@ -4,6 +4,7 @@
     al-sweep status SWEEP.yaml [key=value ...]
     al-sweep run    SWEEP.yaml [key=value ...] --run RUN_ID
     al-sweep report SWEEP.yaml [key=value ...]
+    al-sweep power  SWEEP.yaml [key=value ...] [--results DIR] [--effect POINTS]
     al-sweep data   SWEEP.yaml
     al-sweep bench  [bench options]
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "status": "slurm.status",
     "run": "al_core.run",
     "report": "analysis.report",
+    "power": "analysis.power",
     "data": "al_core.data_download",
     "bench": "bench.bench_train",
 }

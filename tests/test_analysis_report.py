@@ -237,11 +237,14 @@ def test_summary_lines_name_the_best_pair_and_the_test_against_random(tmp_path):
     lines = summary_lines(compute_tables(load_sweep_dir(tmp_path)))
     assert lines[0].startswith("24 of 24 runs done") and "compute so far: " in lines[0]
     assert re.match(
-        r"best by AUBC: learning_loss resnet\d+ \+ \w+ \d+\.\d\d ± \d+\.\d\d% \(n=3\); random resnet\d+ \+ \w+ ", lines[1]
+        r"best by AUBC \(descriptive\): learning_loss resnet\d+ \+ \w+ \d+\.\d\d ± \d+\.\d\d% \(n=3\); random resnet\d+ \+ \w+ ",
+        lines[1],
     )
-    assert re.match(r"optimizers \(AUBC, paired by trial\): \d+ of 4 pairs significant after Holm", lines[2])
-    assert lines[3].startswith("model x optimizer interaction (ANOVA of AUBC): learning_loss p = ")
-    assert re.match(r"learning_loss vs random \(AUBC, paired, Holm\): mean gain [+-]\d+\.\d\d pts, higher in \d of 4", lines[4])
+    assert re.match(
+        r"(Differences between optimizers in AUBC \(\d+ of 4 pairs|No evidence of a difference between optimizers)", lines[2]
+    )
+    assert "model x optimizer interaction" in lines[3] and "models" in lines[3]
+    assert lines[4].startswith("learning_loss vs random (AUBC, paired by trial, Holm over 4 tests): ")
     assert len(lines) == 5
 
 

@@ -240,12 +240,13 @@ def test_summary_lines_name_the_answer(study):
     _, tables, _ = study
     lines = summary_lines(tables)
     assert len(lines) == 5
-    assert lines[1].startswith("best by AUBC: entropy resnet18 + sgd")
-    assert lines[2].startswith("optimizers (AUBC, paired by trial): ") and "sgd > adam (entropy · resnet18" in lines[2]
-    assert "model x optimizer interaction (ANOVA of AUBC): entropy p = " in lines[3]
-    assert lines[4].startswith("entropy vs random (AUBC, paired, Holm): mean gain +")
-    assert float(lines[4].split("mean gain ")[1].split(" ")[0]) == pytest.approx(3.0, abs=0.5)
-    assert "significantly higher in 4, lower in 0" in lines[4]
+    assert lines[1].startswith("best by AUBC (descriptive): entropy resnet18 + sgd")
+    assert lines[2].startswith("Differences between optimizers in AUBC (") and "sgd > adam (entropy · resnet18" in lines[2]
+    assert "model x optimizer interaction" in lines[3] and "between models" in lines[3]
+    assert lines[4].startswith("entropy vs random (AUBC, paired by trial, Holm over 4 tests): ")
+    # Every claim carries its 95% CI and Cohen's d_z; every claimed gain is a significant row of gains.csv.
+    assert lines[4].count("entropy > random") == int(tables.gains["significant"].sum()) > 0
+    assert " ± " in lines[4] and "d_z = " in lines[4]
 
 
 def test_typed_axes_sort_numerically(tmp_path):
