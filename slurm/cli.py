@@ -5,6 +5,7 @@
     al-sweep run    SWEEP.yaml [key=value ...] --run RUN_ID
     al-sweep report SWEEP.yaml [key=value ...]
     al-sweep data   SWEEP.yaml
+    al-sweep sync   SWEEP.yaml [key=value ...]       # upload the sweep's offline W&B runs
     al-sweep bench  [bench options]
 
 Each takes the same arguments as its module form (`python -m slurm.sweep`, ...).
@@ -21,6 +22,7 @@ COMMANDS = {
     "run": "al_core.run",
     "report": "analysis.report",
     "data": "al_core.data_download",
+    "sync": "slurm.sync",
     "bench": "bench.bench_train",
 }
 

@@ -24,6 +24,7 @@ import shlex
 import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
+from al_core import tracking
 from al_core.config import load_sweep
 from slurm import checks, cost, held, ledger, local, profiles, report_job, scheduler, submit
 from slurm.plan import check_run_dirs, make_plan
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Everything that can be refused is checked before anything is written or submitted.
     sweep = load_sweep(args.sweep, args.overrides)
+    tracking.require(sweep.tracking)  # a sweep asking for W&B without wandb: one error line, nothing planned
     resources = profiles.resolve(sweep.slurm)
     cluster = submit.resolve_cluster(args.cluster, dry_run=args.dry_run)
     check_run_dirs(sweep)
