@@ -123,9 +123,10 @@ def from_bench(data: dict, spec: RunSpec, done: int) -> float | None:
     return total * scale
 
 
-def estimate(sweep: Sweep, todo: list[tuple[RunSpec, int]], resources: Resources, bench_dir: Path = BENCH_DIR) -> Cost:
-    """`todo`: (spec, cycles already done) of each run to submit."""
+def estimate(sweep: Sweep, todo: list[tuple[RunSpec, int]], resources: Resources, bench_dir: Path | None = None) -> Cost:
+    """`todo`: (spec, cycles already done) of each run to submit; bench_dir: default BENCH_DIR."""
     cost = Cost()
+    bench_dir = bench_dir if bench_dir is not None else BENCH_DIR
     times = measured(sweep)
     kind = "cuda" if resources.gpus else "cpu"
     bench = newest_bench(kind, bench_dir)

@@ -455,7 +455,9 @@ def _report_job(m: dict, origin: dict) -> bool:
 def _mail_user(m: dict, origin: dict) -> str | None:
     v = m["mail_user"]
     if v is not None and (not isinstance(v, str) or not _MAIL_USER.match(v)):
-        raise ConfigError(f"{origin['mail_user']}: expected null or an address such as me@example.org (no spaces or quotes), got {v!r}")
+        raise ConfigError(
+            f"{origin['mail_user']}: expected null or an address such as me@example.org (no spaces or quotes), got {v!r}"
+        )
     return v
 
 
@@ -467,7 +469,9 @@ def _mail_type(m: dict, origin: dict) -> str | None:
     words = v if isinstance(v, list) else str(v).split(",") if isinstance(v, str) else None
     words = [str(w).strip().upper() for w in words] if words is not None else None
     if not words or any(w not in MAIL_TYPES for w in words):
-        raise ConfigError(f"{origin['mail_type']}: expected null or comma-separated values among {', '.join(MAIL_TYPES)}, got {v!r}")
+        raise ConfigError(
+            f"{origin['mail_type']}: expected null or comma-separated values among {', '.join(MAIL_TYPES)}, got {v!r}"
+        )
     return ",".join(words)
 
 

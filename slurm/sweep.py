@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         records = ledger.read(sweep.sweep_dir)
         states = _states(records, name)
         plan = make_plan(sweep, records, states, held_runs, args.retry_failed)
-        _print_plan(header, plan, resources, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted")
+        _print_plan(
+            header, plan, resources, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted"
+        )
         if cluster == "slurm":
             n = max(-(-len(plan.to_submit) // resources.runs_per_task), 1)  # array tasks of runs_per_task runs
             chunks = submit.array_chunks(n, scheduler.max_array_size()) if scheduler.have_slurm() else [range(n)]
