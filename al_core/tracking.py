@@ -6,8 +6,8 @@ The W&B run's id is derived from the sweep's name and the run id (`wandb_id`), a
 with `resume="allow"`, so a requeued or resubmitted job continues the same W&B run. Each finished
 cycle is logged once: its row's scalar fields (x axis `n_labeled`) and its epochs' training curve
 (x axis `epoch`, counted from the run's start); the cycles logged so far are recorded in
-`<run_dir>/tracking.json` (written atomically after each one), and a resumed run logs the cycles
-it finds unlogged before going on. Offline mode (the default) writes under `<run_dir>/wandb`;
+`<run_dir>/tracking.json` (written atomically once the W&B run holding them has been finished, so
+its records are on disk), and a resumed run logs the cycles it finds unlogged before going on. Offline mode (the default) writes under `<run_dir>/wandb`;
 `python -m slurm.sync SWEEP` uploads those runs. A tracking failure is logged once and the run goes
 on untracked: tracking never fails a run, and W&B's own console capture and system metrics are off.
 """
@@ -154,26 +154,31 @@ class WandbTracker:
 
     def catch_up(self, rows: list[dict], epochs: list[dict]) -> None:
         """Log the finished cycles not logged yet (a job killed between its row and its log)."""
-        for row in rows:
-            if int(row["cycle"]) not in self.logged:
-                self.log_cycle(row, [e for e in epochs if int(e.get("cycle", 0)) == int(row["cycle"])])
+        todo = [r for r in rows if int(r["cycle"]) not in self.logged]
+        self._log([(r, [e for e in epochs if int(e.get("cycle", 0)) == int(r["cycle"])]) for r in todo])
 
     def log_cycle(self, row: dict, epochs: list[dict]) -> None:
-        cycle = int(row["cycle"])
-        if cycle in self.logged:
+        if int(row["cycle"]) not in self.logged:
+            self._log([(row, epochs)])
+
+    def _log(self, cycles: list[tuple[dict, list[dict]]]) -> None:
+        """Log whole cycles, then finish the W&B run before recording them as logged: wandb writes
+        its offline records only when a run finishes (a SIGKILL before that loses them all), so a
+        cycle counts as logged only once it is on disk. About a second per cycle, offline."""
+        if not cycles:
             return
         run = self._start()
-        n = max(len(epochs), int(row.get("epochs") or len(epochs)), 1)
-        for e in epochs:
-            run.log(
-                {
-                    "epoch": (cycle - 1) * n + int(e["epoch"]),
-                    **{f"train/{k}": e[k] for k in ("train_loss", "train_accuracy", "lr") if k in e},
-                }
-            )
-        run.log({"n_labeled": row["n_labeled"], **{f"cycle/{k}": v for k, v in scalars(row).items()}})
-        self.logged.add(cycle)
-        atomic_write_json(self.run_dir / STATE_FILE, {"wandb_id": run.id, "logged_cycles": sorted(self.logged)})
+        for row, epochs in cycles:
+            cycle = int(row["cycle"])
+            n = max(len(epochs), int(row.get("epochs") or len(epochs)), 1)
+            for e in epochs:
+                curve = {f"train/{k}": e[k] for k in ("train_loss", "train_accuracy", "lr") if k in e}
+                run.log({"epoch": (cycle - 1) * n + int(e["epoch"]), **curve})
+            run.log({"n_labeled": row["n_labeled"], **{f"cycle/{k}": v for k, v in scalars(row).items()}})
+        wid = run.id
+        self.close()
+        self.logged |= {int(row["cycle"]) for row, _ in cycles}
+        atomic_write_json(self.run_dir / STATE_FILE, {"wandb_id": wid, "logged_cycles": sorted(self.logged)})
 
     def close(self) -> None:
         if self.run is not None:

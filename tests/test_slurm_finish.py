@@ -253,7 +253,7 @@ def test_a_killed_run_logs_every_cycle_once_to_one_wandb_run(smoke_yaml, tmp_pat
     pytest.importorskip("wandb")
     from _wandb import history, run_ids
 
-    overrides = [*TINY, "train.epochs=30", "train.checkpoint_every=1", WANDB]
+    overrides = [*TINY, "train.epochs=6", "train.checkpoint_every=1", WANDB]
     sweep = load_sweep(smoke_yaml, overrides)
     spec = sweep.runs()[0]
     run_dir = sweep.run_dir(spec.run_id)
@@ -275,5 +275,5 @@ def test_a_killed_run_logs_every_cycle_once_to_one_wandb_run(smoke_yaml, tmp_pat
     assert cycles == [1, 2, 3]
     steps = [r["n_labeled"] for r in history(run_dir, wid) if "cycle/cycle" in r]
     assert steps == [50, 100, 150]
-    assert run_ids(run_dir) == {wid} and len(list(run_dir.glob("wandb/offline-run-*"))) == 2  # one per job, one id
+    assert run_ids(run_dir) == {wid}  # every job and cycle continued the same W&B run
     assert tracking.logged_cycles(run_dir) == {1, 2, 3}
