@@ -18,7 +18,7 @@ TORCH_BUILD ?= $(shell sed -n 's/^torch_build: *\([a-z0-9]*\).*/\1/p' jobs/profi
 .PHONY: setup test lint demo data sweep status sync report bench env gpu-check help
 
 help:
-	@echo "make setup | test | lint | demo | data | sweep | status | report | bench | env | gpu-check"
+	@echo "make setup | test | lint | demo | data | sweep | status | sync | report | bench | env | gpu-check"
 	@echo "  SWEEP=$(SWEEP) CLUSTER=$(CLUSTER) ARGS='key=value ...' DRY=1 PYTHON=/path/to/python"
 
 # The stamp makes setup idempotent and cheap; it is skipped when PYTHON already has the project.
