@@ -46,7 +46,7 @@ class Cost:
                 return head
             head += f"; the other {len(self.run_seconds)}:"
         else:
-            head = f"cost: {n} runs to submit:"
+            head = f"cost: {n} run{'s' if n != 1 else ''} to submit:"
         src = "; ".join(f"{m} on {d} {s}" for (m, d), s in self.sources.items())
         return (
             f"{head} expected {self.device_hours:.3g} {device}-hours, wall about {hms(self.wall_s)} "

@@ -277,3 +277,22 @@ def test_a_killed_run_logs_every_cycle_once_to_one_wandb_run(smoke_yaml, tmp_pat
     assert steps == [50, 100, 150]
     assert run_ids(run_dir) == {wid}  # every job and cycle continued the same W&B run
     assert tracking.logged_cycles(run_dir) == {1, 2, 3}
+
+
+def test_sync_uploads_every_offline_run_and_refuses_an_untracked_sweep(smoke_yaml, capsys, monkeypatch):
+    pytest.importorskip("wandb")
+    from slurm import sync
+
+    sweep = load_sweep(smoke_yaml, [WANDB])
+    for run_id in ("a", "b"):
+        (sweep.runs_dir / run_id / "wandb" / f"offline-run-20260101_000000-smoke-{run_id}").mkdir(parents=True)
+    called = []
+    monkeypatch.setattr(sync.subprocess, "run", lambda cmd: called.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert sync.main([str(smoke_yaml), WANDB]) == 0
+    assert called[0][1:5] == ["-m", "wandb", "sync", "--yes"] and [Path(p).parent.parent.name for p in called[0][5:]] == [
+        "a",
+        "b",
+    ]
+    with pytest.raises(SystemExit) as e:
+        sync.main([str(smoke_yaml)])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith("error: tracking:")
