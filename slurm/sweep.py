@@ -3,8 +3,10 @@
 Submits every run of the sweep that is neither DONE nor queued/running, as one SLURM job array,
 prints what it did and returns; `--wait` then follows the runs to the end. `--cluster local` runs
 them on this machine (never more at once than cores) and `debug` in this process; both wait.
-`--dry-run` prints the runs that would be submitted, those skipped and why, and the sbatch script,
-and submits and writes nothing. Before submitting, the login node checks what it can see (the
+`--dry-run` prints the runs that would be submitted, those skipped and why, their expected cost
+(slurm.cost), the sbatch script and the report job, and submits and writes nothing. On SLURM, a
+report job (slurm.report_job) follows the arrays and writes the report when the last run ends;
+local and debug write it at the end of their wait. Before submitting, the login node checks what it can see (the
 dataset under dataset.root, a writable results directory, the profile's interpreter). Runs whose
 job found a node that could not serve them (exit 78) are held, not resubmitted, until
 `--retry-failed`. Running it again is safe: under the sweep's lock it asks the
@@ -23,8 +25,8 @@ from __future__ import annotations
 import shlex
 import sys
 
-from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core import tracking
+from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
 from slurm import checks, cost, held, ledger, local, profiles, report_job, scheduler, submit
 from slurm.plan import check_run_dirs, make_plan
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cluster}: runs in the foreground (as with --wait); Ctrl-C stops them after a checkpoint", flush=True)
     failed = local.run_here(sweep, resources, plan, cluster)
     if resources.report_job:  # as `make demo`: the report of whatever the runs wrote, finished or not
-        report_job.run_locally(args.sweep, args.overrides)
+        report_job.run_locally(sweep.path or args.sweep, args.overrides)
     return _report(failed)
 
 
@@ -156,7 +158,10 @@ def _report_job(sweep, resources, args, plan, submitted: list) -> None:
     new = [j.split("_")[0] for _, j in submitted]
     earlier = [d.job_id.split("_")[0] for d in plan.active if d.job_id]
     arrays = list(dict.fromkeys(new + earlier))
-    report_job.ensure(sweep, resources, args.sweep, args.overrides, arrays, bool(submitted))
+    try:
+        report_job.ensure(sweep, resources, sweep.path or args.sweep, args.overrides, arrays, bool(submitted))
+    except (scheduler.SchedulerError, OSError) as e:  # the runs are submitted: say so, do not fail them
+        print(f"warning: no report job ({e}); run `make report` when the runs have ended", file=sys.stderr, flush=True)
 
 
 def _print_plan(header: str, plan, resources, warnings: list[str] = (), summary: str | None = None) -> None:
