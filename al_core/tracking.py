@@ -118,6 +118,11 @@ def scalars(row: dict) -> dict:
     return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def tags(spec) -> list[str]:
+    """The run's grid point as W&B tags: model, optimizer, strategy, trial, then key=value of extra axes."""
+    return [spec.model, spec.optimizer, spec.strategy, f"t{spec.trial}", *(f"{k}={v}" for k, v in spec.axes.items())][:20]
+
+
 class WandbTracker:
     def __init__(self, spec, run_dir: Path) -> None:
         self.spec, self.run_dir, self.cfg = spec, run_dir, spec.tracking["wandb"]
@@ -142,7 +147,7 @@ class WandbTracker:
             resume="allow",
             dir=str(self.run_dir),
             config={**self.spec.config.to_dict(), **self.spec.axes},
-            tags=[self.spec.model, self.spec.optimizer, self.spec.strategy, f"t{self.spec.trial}"],
+            tags=tags(self.spec),
             reinit="create_new",
             settings=settings,
         )

@@ -214,6 +214,11 @@ def test_tracking_keys_are_checked_and_leave_fingerprints_alone(smoke_yaml):
             load_sweep(smoke_yaml, [bad])
 
 
+def test_tags_are_the_grid_point(smoke_yaml):
+    spec = load_sweep(smoke_yaml, ["grid.train.width=[4,8]"]).runs()[0]
+    assert tracking.tags(spec) == ["resnet18", "sgd", "entropy", "t0", "train.width=4"]
+
+
 def test_wandb_ids_are_stable_and_valid():
     assert tracking.wandb_id("smoke", "resnet18-sgd-random-t0") == "smoke-resnet18-sgd-random-t0"
     long = tracking.wandb_id("a" * 40, "resnet18-sgd-random-t0-train.width_0.5")
