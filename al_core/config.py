@@ -153,6 +153,9 @@ class RunSpec:
     run_id: str
     config: RunConfig
     axes: dict = field(default_factory=dict)  # extra grid axes: dotted key -> value
+    # Not part of the run's identity (never fingerprinted): where its progress is also reported.
+    tracking: Optional[dict] = None  # {"wandb": {project, entity, mode, group}} (al_core.tracking); None: untracked
+    sweep_name: str = ""  # the sweep's `name`: with run_id, the tracking run's stable id
 
     @property
     def model(self) -> str:
@@ -187,7 +190,9 @@ ADDED_AT_DEFAULT = (
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins")
+TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins", "tracking")
+# tracking.wandb: its keys and defaults (group null: the sweep's name).
+WANDB_DEFAULTS = {"project": "al-sweep", "entity": None, "mode": "offline", "group": None}
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,7 @@ class Sweep:
     slurm: dict  # profile name and resource overrides (validated by slurm.profiles)
     raw: dict  # the whole resolved sweep as plain data
     path: str = ""
+    tracking: Optional[dict] = None  # validated `tracking:` section (check_tracking); None: no tracking
 
     @property
     def sweep_dir(self) -> Path:
@@ -233,7 +239,7 @@ class Sweep:
                 [point["model"], point["optimizer"], point["strategy"], f"t{point['trial']}"]
                 + [_id_part(v) for v in extra.values()]
             )
-            specs.append(RunSpec(run_id, _run_config(self.raw, point), extra))
+            specs.append(RunSpec(run_id, _run_config(self.raw, point), extra, self.tracking, self.name))
         return tuple(specs)
 
     def run(self, run_id: str) -> RunSpec:
@@ -405,10 +411,36 @@ def validate(raw: dict, path: str = "") -> Sweep:
     }
     if raw.get("tune") is not None:
         resolved["tune"] = raw["tune"]
-    sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, **sections)
+    tracking = check_tracking(raw.get("tracking"), name)
+    sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, tracking=tracking, **sections)
     # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.
     sweep.runs()
     return sweep
+
+
+def check_tracking(section: Any, sweep_name: str) -> Optional[dict]:
+    """The `tracking:` section with defaults filled in, or None when absent (whether wandb is
+    installed is checked when runs are planned: al_core.tracking.require)."""
+    if section is None:
+        return None
+    if not isinstance(section, dict) or set(section) - {"wandb"}:
+        raise ConfigError(f"tracking: expected a mapping with the key wandb, got {section!r}")
+    wandb = section.get("wandb")
+    if wandb is None:
+        return None
+    if not isinstance(wandb, dict) or set(wandb) - set(WANDB_DEFAULTS):
+        raise ConfigError(f"tracking.wandb: expected a mapping with keys among {', '.join(WANDB_DEFAULTS)}, got {wandb!r}")
+    merged = {**WANDB_DEFAULTS, **wandb}
+    for key in ("project", "entity", "group"):
+        v = merged[key]
+        if v is not None and (not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v)):
+            raise ConfigError(f"tracking.wandb.{key}: expected a name of letters, digits, '_', '.', '-', got {v!r}")
+    if merged["project"] is None:
+        raise ConfigError("tracking.wandb.project: expected a project name, got None")
+    if merged["mode"] not in ("offline", "online"):
+        raise ConfigError(f"tracking.wandb.mode: expected offline or online, got {merged['mode']!r}")
+    merged["group"] = merged["group"] or sweep_name
+    return {"wandb": merged}
 
 
 def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:

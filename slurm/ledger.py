@@ -3,7 +3,8 @@
 `<sweep_dir>/jobs.json` maps run_id -> record (last job id, cluster, submit time, submissions, log
 paths, every job id so far). It is replaced atomically; it is read and written only while holding
 an exclusive `fcntl.flock` on `<sweep_dir>/.jobs.lock`, so two `make sweep` at once cannot both
-decide that a run needs a job.
+decide that a run needs a job. The sweep's report job (slurm.report_job) is kept under the key
+`@report` (no run id starts with '@'): {job_id, depends_on, submitted_at, log_out, report}.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from al_core.io import atomic_write_json
 
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".jobs.lock"
+REPORT_KEY = "@report"  # the report job's record; never a run id
 
 
 def jobs_path(sweep_dir: Path) -> Path:
@@ -40,7 +42,7 @@ def read(sweep_dir: Path) -> dict[str, dict]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v for k, v in data.items() if isinstance(v, dict) and v.get("job_id")}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and v.get("job_id") and k != REPORT_KEY}
 
 
 def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dict[str, dict]:
@@ -110,8 +112,23 @@ def _runs_of(job_id: str, pickle_path: Path | None) -> list[str]:
     )
 
 
-def write(sweep_dir: Path, records: dict[str, dict]) -> None:
-    atomic_write_json(jobs_path(sweep_dir), dict(sorted(records.items())))
+def read_report(sweep_dir: Path) -> dict | None:
+    """The record of the sweep's latest report job, or None."""
+    try:
+        data = json.loads(jobs_path(sweep_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    rec = data.get(REPORT_KEY) if isinstance(data, dict) else None
+    return rec if isinstance(rec, dict) and rec.get("job_id") else None
+
+
+def write(sweep_dir: Path, records: dict[str, dict], report: dict | None = None) -> None:
+    """Replace jobs.json with `records`; the report job's record is kept (or replaced by `report`)."""
+    data = {k: v for k, v in sorted(records.items()) if k != REPORT_KEY}
+    report = report if report is not None else read_report(sweep_dir)
+    if report is not None:
+        data[REPORT_KEY] = report
+    atomic_write_json(jobs_path(sweep_dir), data)
 
 
 def record_submission(
