@@ -94,7 +94,11 @@ def test_select_keys_stay_out_of_the_fingerprint_at_their_defaults(smoke_yaml):
     assert load_sweep(smoke_yaml, same).runs()[0].config.fingerprint() == base.fingerprint()  # keys others read
     one = ["grid.optimizer=[sgd]", "grid.trial=[0]"]
     drawn = load_sweep(smoke_yaml, [*one, "grid.strategy=[margin, margin+power, margin+softrank]", "select.beta=2.0"]).runs()
-    assert [r.run_id for r in drawn] == ["resnet18-sgd-margin-t0", "resnet18-sgd-margin+power-t0", "resnet18-sgd-margin+softrank-t0"]
+    assert [r.run_id for r in drawn] == [
+        "resnet18-sgd-margin-t0",
+        "resnet18-sgd-margin+power-t0",
+        "resnet18-sgd-margin+softrank-t0",
+    ]
     assert [r.config.stochastic for r in drawn[:3]] == [None, ("power", 2.0), ("softrank", 2.0)]
     assert drawn[1].config.to_dict()["select"] == {"beta": 2.0} and "select" not in drawn[0].config.to_dict()
     axis = load_sweep(smoke_yaml, [*one, "grid.strategy=[margin]", "grid.select.stochastic=[none, power]"]).runs()
