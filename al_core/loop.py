@@ -101,7 +101,7 @@ class Run:
         self.log = log or logging.getLogger("al_core.run").info
         self.fingerprint = self.cfg.fingerprint()
         load_plugins(self.cfg)  # in every job: before the registries are read; checks the sources' hashes
-        self.strategy = STRATEGIES.get(self.cfg.strategy)
+        self.strategy = STRATEGIES.get(self.cfg.base_strategy)  # `margin` for `margin+power`
         t = self.cfg.train
         # Before anything is written: a job that asked for a GPU it cannot use stops here (NodeError, exit 78).
         node = preflight.check(t.device, t.precision)
@@ -269,6 +269,8 @@ class Run:
             rng=seeding.rng(trial, c, 0, "query"),
             ties=seeding.rng(trial, c, 0, "ties"),
             labelled=prev.labelled,
+            stochastic=self.cfg.stochastic,
+            options=self.cfg.select,
         )
         if self.strategy.needs:  # embeddings, gradient embeddings, MC-dropout probabilities: on demand
             ctx.inputs = SelectionInputs(
@@ -500,6 +502,8 @@ class Run:
             "recipe": cfg.recipe,
             "tuned": cur.tuned,
         }
+        if cfg.stochastic is not None:  # the batch was drawn (Kirsch et al. 2023), not the top k
+            row["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
         if cfg.tune is not None:
             row["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
             row["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
