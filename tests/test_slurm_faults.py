@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,55 @@ def test_a_controller_restart_mid_sweep_loses_nothing_and_runs_nothing_twice(tmp
         if stopped:
             subprocess.run(["bash", str(CLUSTER_SCRIPT), "start-ctld"], capture_output=True, timeout=300)
         scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_a_full_disk_stops_the_run_in_one_line_and_a_re_sweep_resumes_it(tmp_path):
+    import torch
+
+    from al_core.io import read_jsonl
+    from al_core.loop import comparable, run
+
+    mnt = tmp_path / "scratch"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], check=True, timeout=60)
+    try:
+        path = sweep_file(mnt)  # results, checkpoints and job logs on the small file system
+        one = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "slurm.profile=local"]
+        over = [*one, f"train.epochs={epochs_for(30, one)}", "train.checkpoint_every=1"]
+        s = load_sweep(path, over)
+        run_id = s.runs()[0].run_id
+        run_dir = s.run_dir(run_id)
+        first = sweep(path, over)
+        assert first.returncode == 0, first.stdout + first.stderr
+        job = ledger.read(s.sweep_dir)[run_id]["job_id"]
+        wait_until(lambda: len(rows(run_dir)) >= 1, 300, "the first cycle's row", poll=0.2)
+        # Fill the disk but for 64 kB: log lines still fit, the next checkpoint (hundreds of kB) does not.
+        with open(mnt / "filler", "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, max(shutil.disk_usage(mnt).free - 64 * 1024, 1))
+        wait_until(lambda: not scheduler.slurm_states([job]).get(job, scheduler.UNKNOWN).active, 300, "the job to stop")
+        errors = [
+            line
+            for line in Path(ledger.read(s.sweep_dir)[run_id]["log_err"]).read_text().splitlines()
+            if line.startswith("error:")
+        ]
+        assert len(errors) == 1 and "no space left on device" in errors[0] and str(run_dir) in errors[0], errors
+        assert "the write needs" in errors[0] and "bytes free there" in errors[0], errors[0]
+        assert not list(run_dir.glob(".*.tmp")) and not (run_dir / "DONE").exists()  # nothing half-written
+        kept = read_jsonl(run_dir / "cycles.jsonl")  # whole rows only
+        assert [r["cycle"] for r in kept] == list(range(1, len(kept) + 1)) and len(kept) < 3
+        json.loads((run_dir / "run.json").read_text())
+
+        subprocess.run(["mount", "-o", "remount,size=96m", str(mnt)], check=True, timeout=60)  # the quota raised
+        done = sweep(path, over, "--wait")
+        assert done.returncode == 0 and "all runs DONE" in done.stdout, done.stdout + done.stderr
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the job's thread count (AL_THREADS=1)
+        try:
+            run(s.run(run_id), tmp_path / "undisturbed", log=lambda _: None)
+        finally:
+            torch.set_num_threads(threads)
+        assert [comparable(r) for r in rows(run_dir)] == [comparable(r) for r in rows(tmp_path / "undisturbed")]
+    finally:
+        scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()] if "s" in locals() else [])
+        subprocess.run(["umount", "-l", str(mnt)], timeout=60)
