@@ -221,3 +221,54 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_re_sweep_resumes_it(tmp_pat
     finally:
         scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()] if "s" in locals() else [])
         subprocess.run(["umount", "-l", str(mnt)], timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting the node DOWN needs root (CI runs as root)")
+def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkpoint(tmp_path):
+    import torch
+
+    from al_core.loop import comparable, run
+
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, check=True).stdout.split()[0]
+    path = sweep_file(tmp_path)
+    one = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "slurm.profile=local"]
+    over = [*one, f"train.epochs={epochs_for(30, one)}", "train.checkpoint_every=1"]
+    s = load_sweep(path, over)
+    run_id = s.runs()[0].run_id
+    run_dir = s.run_dir(run_id)
+    down = False
+    try:
+        first = sweep(path, over)
+        assert first.returncode == 0, first.stdout + first.stderr
+        job = ledger.read(s.sweep_dir)[run_id]["job_id"]
+        wait_until(lambda: len(rows(run_dir)) >= 1 and list(run_dir.glob("ckpt-*")), 300, "cycle 2 to start", poll=0.2)
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=al-sweep fault test"], check=True)
+        down = True  # the job's processes are killed; SLURM requeues the job (it was submitted with --requeue)
+        wait_until(
+            lambda: scheduler.slurm_states([job]).get(job, scheduler.UNKNOWN).state != "RUNNING", 120, "the job to leave the node"
+        )
+        status = subprocess.run(
+            [sys.executable, "-m", "slurm.status", str(path), *over], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert status.returncode == 0 and job in status.stdout, status.stdout + status.stderr
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+        down = False
+        wait_until(lambda: (run_dir / "DONE").exists(), 600, "the requeued run to finish", poll=2)
+        assert ledger.read(s.sweep_dir)[run_id]["submissions"] == 1  # SLURM requeued the same job: nothing resubmitted
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["restarts"] >= 1
+        log = (s.sweep_dir / "logs" / "runs" / f"{run_id}.out").read_text()
+        assert "resumed at cycle" in log, log
+        again = sweep(path, over)
+        assert again.returncode == 0 and "0 to submit, 1 skipped (1 DONE" in again.stdout, again.stdout
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the job's thread count (AL_THREADS=1)
+        try:
+            run(s.run(run_id), tmp_path / "undisturbed", log=lambda _: None)
+        finally:
+            torch.set_num_threads(threads)
+        assert [comparable(r) for r in rows(run_dir)] == [comparable(r) for r in rows(tmp_path / "undisturbed")]
+    finally:
+        if down:
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"])
+        scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()])
