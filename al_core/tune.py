@@ -244,7 +244,9 @@ def _fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np
     model.load_state_dict(start["model"])
     if lossnet is not None and start["lossnet"] is not None:
         lossnet.load_state_dict(start["lossnet"])
-    opt, sched = run._optimizer(model, lossnet, hp)  # the run's optimizer and schedule, with `hp` over its values
+    # The run's optimizer and schedule, with `hp` over its values; with optim.wd_normalized the decay
+    # is scaled to this fit's training folds, as the cycle's model will be to the whole labelled set.
+    opt, sched = run._optimizer(model, lossnet, len(train_idx), hp)
     idx = torch.as_tensor(train_idx, dtype=torch.long)
     channels_last = run.device.type == "cuda" and t.channels_last
     detach_epoch = math.ceil(ll.detach_at * t.epochs)
@@ -268,6 +270,6 @@ def _fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np
         if run.stop.signame:
             raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
 
-    probs = score_pool(model, lossnet, data, val_idx, t.eval_batch_size, run.amp, check_stop).probs
+    probs = score_pool(model, lossnet, data, val_idx, run.eval_batch_size, run.amp, check_stop).probs
     y = data.pool_y[torch.as_tensor(val_idx, dtype=torch.long, device=data.pool_y.device)].cpu()
     return float((probs.argmax(1) == y).double().mean())
