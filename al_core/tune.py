@@ -8,7 +8,10 @@ labelled set with it. At later cycles not listed, the last chosen values are reu
 labels of the labelled set are read: the test set never takes part in a choice.
 
 Each fit is trained exactly as the cycle's model would be (same epochs, schedule, batch size,
-augmentation streams, loss-prediction module if the run trains one, same starting weights).
+augmentation streams, loss-prediction module if the run trains one, same starting weights,
+same decay groups). With `optim.wd_normalized` the grid's weight_decay values are normalised ones:
+each fit's decay is scaled to its own training folds (al_core.optim.normalized_decay), as the
+cycle's model is to the whole labelled set, so the chosen value transfers between the two.
 Finished (grid point, fold) scores go to `tune-cNNN.json` in the run directory, written
 atomically after every fit, so a run killed while tuning loses at most the fit in progress.
 
