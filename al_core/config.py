@@ -86,12 +86,15 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     checkpoint_every: int = 10  # epochs between checkpoints inside a cycle (0: cycle ends only) ...
     checkpoint_min_s: float = 120.0  # ... and at least this many seconds since the last one (0: no floor)
-    eval_batch_size: int = 1024  # images per no-grad batch when scoring the pool / the test set
+    # images per no-grad batch when scoring the pool / the test set; auto: per device at run time
+    # (al_core.train.eval_batch_size: 1024 on CUDA, a CPU's measured best below that)
+    eval_batch_size: int | str = "auto"
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (CUDA only; off until measured)
     cuda_graphs: bool = False  # replay each step's forward+backward from a CUDA graph (CUDA only; off until measured)
     tensorboard: bool = False  # also write TensorBoard event files under <run_dir>/tensorboard (epochs.jsonl is always written)
     dropout: float = 0.0  # dropout probability before the classifier; MC-dropout strategies (bald) need > 0
+    deterministic: bool = False  # cuDNN benchmark off, deterministic algorithms, fixed cuBLAS workspace (replications)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ class RunConfig:
     optim: dict  # hyper-parameters of `optimizer`, registry defaults merged with the sweep's
     recipe: Optional[str] = None  # optim.recipe the values came from (al_core/recipes.py); None: registry defaults
     tune: Optional[dict] = None  # {"cycles", "folds", "grid"} of this run's optimizer (al_core/tune.py); None: no tuning
+    decay_exclude_norm_bias: bool = False  # optim.decay_exclude_norm_bias resolved for this run's optimizer
+    wd_normalized: bool = False  # optim.wd_normalized: weight_decay is L&H 2019's normalised value (al_core/optim.py)
     plugins: dict = field(default_factory=dict)  # plugin entry -> hash of its source (al_core.plugins)
     plugin_files: dict = field(default_factory=dict, compare=False)  # entry -> source file: where, not what
     select: SelectConfig = field(default_factory=SelectConfig)  # how the batch is drawn; strategy settings
@@ -162,6 +167,14 @@ class RunConfig:
         for key in ("recipe", "tune"):
             if d[key] is None:
                 del d[key]
+        for key in OPTIM_FLAGS:
+            if not d[key]:
+                del d[key]
+        if d["train"]["eval_batch_size"] == "auto":
+            # Before `auto` the default was 1024 (what auto still means on CUDA): the recorded value
+            # keeps the fingerprint of every run recorded then. The size in force on this device is
+            # in run.json's provenance (`eval_batch_size`).
+            d["train"]["eval_batch_size"] = EVAL_BATCH_RECORDED_AUTO
         if d["ll"]["train_module"] == "auto":
             del d["ll"]["train_module"]
         d.pop("plugin_files")
@@ -219,7 +232,14 @@ ADDED_AT_DEFAULT = (
     ("dataset", "pad", None),
     ("dataset", "flip", None),
     ("train", "cuda_graphs", False),
+    ("train", "deterministic", False),
 )
+EVAL_BATCH_RECORDED_AUTO = 1024  # train.eval_batch_size: auto, as a run's config records it (see RunConfig.to_dict)
+
+# Sweep-wide switches under `optim:` beside the per-optimizer mappings and `recipe`; each is
+# true, false or a list of optimizer names it applies to, and resolves to a bool per run.
+OPTIM_FLAGS = ("decay_exclude_norm_bias", "wd_normalized")
+OPTIM_KEYS = ("recipe", *OPTIM_FLAGS)
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig, "select": SelectConfig}
@@ -408,7 +428,9 @@ def validate(raw: dict, path: str = "") -> Sweep:
         raise ConfigError(f"optim: expected a mapping of optimizer name -> hyper-parameters, got {optim!r}")
     _check_recipe(optim.get("recipe"))
     for opt_name, params in optim.items():
-        if opt_name != "recipe":
+        if opt_name in OPTIM_FLAGS:
+            _optim_flag(opt_name, params, "")
+        elif opt_name != "recipe":
             registry.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
     slurm = raw.get("slurm") or {}
     if not isinstance(slurm, dict):
@@ -520,7 +542,11 @@ def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
 
 
 def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
-    positive = {"epochs": t.epochs, "batch_size": t.batch_size, "width": t.width, "eval_batch_size": t.eval_batch_size}
+    if isinstance(t.eval_batch_size, str) and t.eval_batch_size != "auto":
+        raise ConfigError(f"train.eval_batch_size: expected auto or an integer >= 1, got {t.eval_batch_size!r}")
+    positive = {"epochs": t.epochs, "batch_size": t.batch_size, "width": t.width}
+    if t.eval_batch_size != "auto":
+        positive["eval_batch_size"] = t.eval_batch_size
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"train.{key}: expected an integer >= 1, got {value}")
@@ -600,6 +626,17 @@ def _check_recipe(recipe: Any) -> None:
         raise ConfigError(f"optim.recipe: expected one of {', '.join(recipes.names())} (or no recipe), got {recipe!r}")
 
 
+def _optim_flag(key: str, value: Any, optimizer: str) -> bool:
+    """`optim.<key>`: true, false, or a list of optimizer names; whether it applies to `optimizer`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        for name in value:
+            registry.check_name("optimizer", name, f"optim.{key}")
+        return optimizer in value
+    raise ConfigError(f"optim.{key}: expected true, false or a list of optimizer names, got {value!r}")
+
+
 def _run_config(raw: dict, point: dict) -> RunConfig:
     """The resolved config of one grid point: the sweep's sections with the point's values set."""
     raw = copy.deepcopy(raw)
@@ -621,11 +658,20 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     recipe = optim.get("recipe")
     _check_recipe(recipe)
     for opt_name, params in optim.items():
-        if opt_name != "recipe":
+        if opt_name not in OPTIM_KEYS:
             registry.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
     # The recipe's values, then the sweep's explicit optim.<name> values over them.
     chosen = {**recipes.recipe_params(recipe, optimizer), **(optim.get(optimizer) or {})}
     params = registry.optimizer_params(optimizer, chosen, f"optim.{optimizer}")
+    tuning = tune.for_run(raw.get("tune"), optimizer, sections["al"].cycles)
+    later = [c for c in (tuning or {}).get("cycles", []) if c > 1]
+    if later and not sections["train"].reset:
+        # With weights carried over, a fit at cycle c starts from a model already trained on the
+        # labels of cycles < c, validation folds included: the choice would see its validation set.
+        raise ConfigError(
+            f"train.reset false with tune.cycles {tuning['cycles']}: tuning after cycle 1 would start its fits from "
+            "weights trained on their own validation folds; expected tune.cycles: [1] or train.reset: true"
+        )
     return RunConfig(
         model=point["model"],
         optimizer=optimizer,
@@ -633,7 +679,8 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
         trial=point["trial"],
         optim=params,
         recipe=recipe,
-        tune=tune.for_run(raw.get("tune"), optimizer, sections["al"].cycles),
+        tune=tuning,
+        **{flag: _optim_flag(flag, optim.get(flag, False), optimizer) for flag in OPTIM_FLAGS},
         **sections,
         plugins=dict(raw.get("plugins") or {}),
         plugin_files=dict(raw.get("plugin_files") or {}),
@@ -662,8 +709,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(value, inner, key)
+        inner = [a for a in args if a is not type(None)]
+        if inner == [int, str]:  # an integer or a keyword (train.eval_batch_size: auto)
+            if isinstance(value, str):
+                return value
+            return _coerce(value, int, key)
+        return _coerce(value, inner[0], key)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -27,13 +27,13 @@ from al_core.errors import ConfigError, DataError
 from al_core.io import atomic_write_bytes, atomic_write_jsonl
 from al_core.models import MODELS, LossNet
 from al_core.rundir import RunDir, RunDirLock
-from al_core.optim import make_optimizer, make_scheduler
+from al_core.optim import decay_groups, make_optimizer, make_scheduler, normalized_decay
 from al_core.plugins import load_plugins
 from al_core.registry import dropout_kwargs
 from al_core.selection import MC_PASSES, SelectionInputs
 from al_core.strategies import STRATEGIES, SelectionContext
 from al_core.telemetry import CycleMeter, device_name
-from al_core.train import GraphedStep, autocast, epoch_plan, predict, score_pool, train_step
+from al_core.train import GraphedStep, autocast, epoch_plan, eval_batch_size, predict, score_pool, set_deterministic, train_step
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: "interrupted, a checkpoint is on disk: run me again to resume"
 
@@ -111,10 +111,12 @@ class Run:
         self.amp = autocast(self.device, self.precision)
         # Selection ranks scores: fp32 by default, so bf16 rounding does not make ties of distinct scores.
         self.score_amp = autocast(self.device, "fp32" if t.score_precision == "fp32" else self.precision)
+        set_deterministic(t.deterministic)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = not t.deterministic  # autotuning may pick another kernel per process
             torch.backends.cuda.matmul.allow_tf32 = t.tf32
             torch.backends.cudnn.allow_tf32 = t.tf32
+        self.eval_batch_size = eval_batch_size(t.eval_batch_size, self.device)
         self.rows: list[dict] = []
         self.data: DeviceData | None = None
         self.last_checkpoint = time.monotonic()
@@ -166,7 +168,13 @@ class Run:
             self.fingerprint,
             self.cfg.to_dict(),
             self.spec.axes,
-            {"device": device_name(self.device), "precision": self.precision, "torch_threads": torch.get_num_threads()},
+            {
+                "device": device_name(self.device),
+                "precision": self.precision,
+                "torch_threads": torch.get_num_threads(),
+                "eval_batch_size": self.eval_batch_size,
+                "deterministic": self.cfg.train.deterministic,
+            },
         )
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
@@ -222,7 +230,7 @@ class Run:
         select_time = time.perf_counter() - t0
         model, lossnet = self._fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
         tuned, record, tune_s = self._tuned(c, prev, labelled, model, lossnet)
-        opt, sched = self._optimizer(model, lossnet, tuned)
+        opt, sched = self._optimizer(model, lossnet, len(labelled), tuned)
         cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched, tuned=tuned, tune_record=record)
         cur.timing["select_time_s"] = select_time
         cur.timing["tune_time_s"] = tune_s
@@ -260,7 +268,7 @@ class Run:
         if al.subset is not None and al.subset < len(unlabelled):
             sub = seeding.rng(trial, c, 0, "subset").choice(unlabelled, size=al.subset, replace=False)
             unlabelled = np.sort(sub)
-        bs = self.cfg.train.eval_batch_size
+        bs = self.eval_batch_size
         ctx = SelectionContext(
             candidates=unlabelled,
             score=lambda idx: score_pool(
@@ -313,10 +321,23 @@ class Run:
             lossnet = lossnet.to(self.device)
         return model, lossnet
 
-    def _optimizer(self, model, lossnet, tuned: dict | None = None):
+    def hparams(self, n_train: int, tuned: dict | None = None) -> dict:
+        """The optimizer's hyper-parameters in force for a fit on `n_train` images: the config's,
+        tuned values over them, and with `optim.wd_normalized` the decay scaled to the budget."""
+        h = {**self.cfg.optim, **(tuned or {})}
+        if self.cfg.wd_normalized and "weight_decay" in h:
+            t = self.cfg.train
+            h["weight_decay"] = normalized_decay(h["weight_decay"], t.batch_size, n_train, t.epochs)
+        return h
+
+    def _optimizer(self, model, lossnet, n_train: int, tuned: dict | None = None):
         t = self.cfg.train
-        params = list(model.parameters()) + (list(lossnet.parameters()) if lossnet is not None else [])
-        opt = make_optimizer(self.cfg.optimizer, params, {**self.cfg.optim, **(tuned or {})}, self.device)
+        modules = [model] + ([lossnet] if lossnet is not None else [])
+        if self.cfg.decay_exclude_norm_bias:
+            params = decay_groups(modules)
+        else:
+            params = [p for m in modules for p in m.parameters()]
+        opt = make_optimizer(self.cfg.optimizer, params, self.hparams(n_train, tuned), self.device)
         sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
         return opt, sched
 
@@ -423,7 +444,7 @@ class Run:
         model.load_state_dict(saved.model)
         if lossnet is not None:
             lossnet.load_state_dict(saved.lossnet)
-        opt, sched = self._optimizer(model, lossnet, saved.tuned)
+        opt, sched = self._optimizer(model, lossnet, len(saved.labelled), saved.tuned)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(pos.epoch):
@@ -459,7 +480,7 @@ class Run:
             cur.lossnet,
             data,
             data.test_x,
-            cfg.train.eval_batch_size,
+            self.eval_batch_size,
             self.amp,
             lambda: self._check_stop(f"cycle {cur.cycle} evaluation"),
         )
@@ -499,11 +520,14 @@ class Run:
             "energy_j": None if energy is None else round(energy, 3),
             "device": device_name(self.device),
             "precision": self.precision,
+            "deterministic": cfg.train.deterministic,
             "recipe": cfg.recipe,
             "tuned": cur.tuned,
         }
         if cfg.stochastic is not None:  # the batch was drawn (Kirsch et al. 2023), not the top k
             row["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
+        if cfg.wd_normalized:  # the decay in force for this cycle's budget (optim.wd_normalized)
+            row["weight_decay"] = cur.opt.param_groups[0]["weight_decay"]
         if cfg.tune is not None:
             row["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
             row["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)

@@ -7,6 +7,7 @@ built, not when the module is: validating a sweep reads only the defaults.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -70,8 +71,39 @@ _register("adamw", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_deca
 _register("rmsprop", {"lr": 5e-4, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0}, _rmsprop)
 
 
+def normalized_decay(weight_decay: float, batch_size: int, n_train: int, epochs: int) -> float:
+    """The weight decay in force for L&H's normalised value `weight_decay` (`optim.wd_normalized`).
+
+    Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (their normalized
+    weight decay): lambda = lambda_norm * sqrt(b / (B * T)), with b the
+    batch size, B the training points per epoch and T the epochs. b / (B * T) is one over the
+    number of steps, so one lambda_norm means the same total decay at any budget: here B is the
+    labelled set of the cycle (or, in tuning, the fit's training folds), which grows every cycle.
+    """
+    return weight_decay * math.sqrt(batch_size / (n_train * epochs))
+
+
+def decay_groups(modules: Iterable["torch.nn.Module"]) -> list[dict]:
+    """The parameters of `modules` in two groups: decayed, and biases and norm parameters with
+    weight_decay 0 (`optim.decay_exclude_norm_bias`).
+
+    Excluded: every parameter of at most one dimension, i.e. every bias (convolutions, the
+    classifier, the loss-prediction module's layers) and BatchNorm / GroupNorm / LayerNorm scales
+    and shifts, the rule of the AdamW image recipes (DeiT, ConvNeXt via timm). Decay pulls a
+    norm scale or a bias towards 0 without regularising the function (the following norm undoes a
+    weight's scale; a bias has no scale to restrain). The loss-prediction module (al_core.models.
+    LossNet) follows the same rule: its fully connected weights decay, its biases do not.
+    """
+    decay, no_decay = [], []
+    for module in modules:
+        for _, p in module.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def make_optimizer(name: str, params: list, hparams: dict, device) -> "torch.optim.Optimizer":
-    """The optimizer `name` over `params`; on CUDA the fused (or foreach) kernels."""
+    """The optimizer `name` over `params` (tensors or param-group dicts); on CUDA the fused (or
+    foreach) kernels."""
     fast = {"fused": True} if device.type == "cuda" else {}
     return OPTIMIZERS.get(name).make(params, hparams, fast)
 

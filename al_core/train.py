@@ -20,6 +20,35 @@ from al_core.models import LossNet, ResNet, loss_pred_loss
 from al_core.strategies import Scores
 
 
+# Images per scoring batch under train.eval_batch_size: auto. On CUDA a large batch fills the GPU.
+# On a CPU, blocks of activations this large are returned to the OS after every batch and faulted
+# in again on the next; smaller batches stay in the allocator's reuse range (BENCHMARKS.md, issue 26).
+EVAL_BATCH_AUTO = {"cuda": 1024, "cpu": 64}
+
+
+def eval_batch_size(setting: int | str, device: torch.device) -> int:
+    """`train.eval_batch_size` in force on `device`: an explicit size wins; auto picks per device."""
+    if setting != "auto":
+        return int(setting)
+    return EVAL_BATCH_AUTO.get(device.type, EVAL_BATCH_AUTO["cuda"])
+
+
+def set_deterministic(on: bool) -> None:
+    """`train.deterministic`: deterministic algorithms (and cuBLAS's fixed workspace) for this process.
+
+    warn_only: some CUDA backward kernels have no deterministic version (adaptive_avg_pool2d's,
+    which every ResNet here uses); torch then warns once naming the op instead of failing the
+    run. cuDNN benchmark is turned off by the caller. CUBLAS_WORKSPACE_CONFIG must be set before
+    cuBLAS starts; a job's environment may set it earlier (it is left as given).
+    """
+    import os
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+
+
 @dataclass
 class EpochPlan:
     order: torch.Tensor  # pool indices in this epoch's shuffled order (device)

@@ -8,7 +8,10 @@ labelled set with it. At later cycles not listed, the last chosen values are reu
 labels of the labelled set are read: the test set never takes part in a choice.
 
 Each fit is trained exactly as the cycle's model would be (same epochs, schedule, batch size,
-augmentation streams, loss-prediction module if the run trains one, same starting weights).
+augmentation streams, loss-prediction module if the run trains one, same starting weights,
+same decay groups). With `optim.wd_normalized` the grid's weight_decay values are normalised ones:
+each fit's decay is scaled to its own training folds (al_core.optim.normalized_decay), as the
+cycle's model is to the whole labelled set, so the chosen value transfers between the two.
 Finished (grid point, fold) scores go to `tune-cNNN.json` in the run directory, written
 atomically after every fit, so a run killed while tuning loses at most the fit in progress.
 
@@ -244,7 +247,9 @@ def _fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np
     model.load_state_dict(start["model"])
     if lossnet is not None and start["lossnet"] is not None:
         lossnet.load_state_dict(start["lossnet"])
-    opt, sched = run._optimizer(model, lossnet, hp)  # the run's optimizer and schedule, with `hp` over its values
+    # The run's optimizer and schedule, with `hp` over its values; with optim.wd_normalized the decay
+    # is scaled to this fit's training folds, as the cycle's model will be to the whole labelled set.
+    opt, sched = run._optimizer(model, lossnet, len(train_idx), hp)
     idx = torch.as_tensor(train_idx, dtype=torch.long)
     channels_last = run.device.type == "cuda" and t.channels_last
     detach_epoch = math.ceil(ll.detach_at * t.epochs)
@@ -268,6 +273,6 @@ def _fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np
         if run.stop.signame:
             raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
 
-    probs = score_pool(model, lossnet, data, val_idx, t.eval_batch_size, run.amp, check_stop).probs
+    probs = score_pool(model, lossnet, data, val_idx, run.eval_batch_size, run.amp, check_stop).probs
     y = data.pool_y[torch.as_tensor(val_idx, dtype=torch.long, device=data.pool_y.device)].cpu()
     return float((probs.argmax(1) == y).double().mean())

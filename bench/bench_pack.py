@@ -7,14 +7,18 @@ optimizer on CUDA, `train.cuda_graphs` with `--cuda-graphs`), start together at 
 time the same number of passes. The aggregate is every image trained divided by the span from
 the first start to the last finish. A pass is one epoch of `--images` labelled samples (1,000:
 the first cycle, whose 8 steps per epoch are the most launch-bound), so the K = 1 figure is the
-slowest per-image rate of a run. With K = 1, each model's scoring rate is measured too.
+slowest per-image rate of a run. With K = 1, each model's scoring rate is measured too, and its
+training rate at further labelled-set sizes (`--sizes`).
 
 The projection (`--sweep`, default jobs/cifar10.yaml) adds up, for every run of the sweep, its
 cycles' training (epochs x labelled images / training rate at K = 1), selection (scored images /
 scoring rate; none for random) and evaluation (test images / scoring rate), and divides the total
-by the measured packing speed-up (aggregate at K / aggregate at 1) for each K. It is an estimate
-from rates at the smallest labelled set, not a measurement of the study; data loading, start-up
-and checkpoints are left out.
+by the measured packing speed-up (aggregate at K / aggregate at 1) for each K. An epoch's time is
+fitted over the sizes measured at K = 1 as a fixed part (launches, the merged last batch, the
+per-epoch plan) plus a per-image part, t(n) = a + b * n (least squares), so each cycle is
+charged the rate of its own labelled-set size: the small first cycles are launch-bound on a GPU,
+the large later ones are not. It is an estimate, not a measurement of the study; data loading,
+start-up and checkpoints are left out.
 
     python -m bench.bench_pack                       # sizes for the device found
     python -m bench.bench_pack --quick --json /tmp/p.json --no-markdown
@@ -42,11 +46,15 @@ BENCH_MODELS = ("resnet18", "resnet34", "resnet50")
 SCHEMA = 1
 SIZES = {
     # A GPU: the study's width, batch and first labelled set; enough passes for a few seconds per K.
+    # --sizes: cycles 1, 4 and 10 of jobs/cifar10.yaml.
     "cuda": {"width": 64, "batch_size": 128, "images": 1000, "passes": 60, "warmup": 5, "score_images": 10240},
     # A CPU: narrow models, short passes (the code path, not a GPU figure).
     "cpu": {"width": 8, "batch_size": 64, "images": 256, "passes": 2, "warmup": 1, "score_images": 1024},
     "quick": {"width": 4, "batch_size": 16, "images": 32, "passes": 1, "warmup": 1, "score_images": 32},
 }
+# Labelled-set sizes at which K = 1 also times its training (as many images per size as the main
+# measurement: passes x images / size epochs, at least one), for the projection's fit.
+SIZES_MEASURED = {"cuda": [4000, 10000], "cpu": [1024], "quick": [64]}
 TEST_IMAGES = 10000  # CIFAR-10's test set, evaluated every cycle
 
 
@@ -74,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("score_images", "images per scoring measurement (K = 1)"),
     ):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, help=help_)
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="further labelled-set sizes timed at K = 1 for the projection (default GPU 4000 10000, CPU 1024)",
+    )
     p.add_argument("--sweep", type=Path, default=ROOT / "jobs" / "cifar10.yaml", help="the study to project")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed to each K")
     p.add_argument("--json", type=Path, help="result file (default bench/results/pack-<host>-<time>.json)")
@@ -98,6 +113,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
         if getattr(args, key) < (0 if key == "warmup" else 1):
             p.error(f"--{key.replace('_', '-')}: expected a positive number, got {getattr(args, key)}")
+    if args.sizes is None:
+        args.sizes = SIZES_MEASURED["quick" if args.quick else args.device]
+    if any(n < 2 for n in args.sizes):
+        p.error(f"--sizes: expected labelled-set sizes of at least 2, got {args.sizes}")
+    args.sizes = sorted(set(args.sizes) - {args.images})
     if not args.sweep.exists():
         p.error(f"--sweep {args.sweep}: no such file; expected a sweep YAML (jobs/cifar10.yaml)")
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -120,7 +140,7 @@ def _work(conf: dict, barrier) -> dict:
     import numpy as np
 
     from al_core.optim import OPTIMIZERS, make_optimizer
-    from al_core.train import GraphedStep, autocast, score_pool, train_step
+    from al_core.train import GraphedStep, autocast, eval_batch_size, score_pool, train_step
     from bench.bench_train import build, device_data, project_epoch, random_images
 
     torch.set_num_threads(conf["threads"])
@@ -128,19 +148,20 @@ def _work(conf: dict, barrier) -> dict:
     cuda = dev.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
-    images, labels = random_images(max(conf["images"], conf["score_images"]), seed=conf["index"])
+    sizes = conf["sizes"] if conf["score"] else []
+    images, labels = random_images(max(conf["images"], conf["score_images"], *sizes), seed=conf["index"])
     data = device_data(images, labels, dev)
     model, lossnet = build(conf["model"], conf["width"], dev, channels_last=cuda)
     opt = make_optimizer("sgd", list(model.parameters()) + list(lossnet.parameters()), dict(OPTIMIZERS.get("sgd").defaults), dev)
     amp = autocast(dev, conf["precision"])
     graphed = GraphedStep(model, lossnet, opt, conf["batch_size"], 1.0, 1.0, conf["precision"]) if conf["cuda_graphs"] else None
-    labelled = torch.arange(conf["images"])
     epochs = itertools.count()
 
     def step(x, y):
         return graphed(x, y, False) if graphed is not None else train_step(model, lossnet, opt, x, y, False, 1.0, 1.0, amp)
 
-    def train_pass() -> int:
+    def train_pass(n: int = conf["images"]) -> int:
+        labelled = torch.arange(n)
         return project_epoch(model, lossnet, data, labelled, conf["index"], next(epochs), conf["batch_size"], step)
 
     mem = PeakMemory(dev)
@@ -162,11 +183,22 @@ def _work(conf: dict, barrier) -> dict:
         "peak_mem_bytes": mem.read(),
     }
     if conf["score"]:
+        out["epoch_s_by_size"] = {conf["images"]: (t1 - t0) / conf["passes"]}
+        for n in sizes:
+            reps = max(1, conf["passes"] * conf["images"] // n)
+            train_pass(n)  # warm-up at this size
+            sync(dev)
+            s0 = time.monotonic()
+            for _ in range(reps):
+                train_pass(n)
+            sync(dev)
+            out["epoch_s_by_size"][n] = (time.monotonic() - s0) / reps
         idx = np.arange(conf["score_images"])
-        score_pool(model, lossnet, data, idx, 1024, amp)  # warm-up
+        bs = eval_batch_size("auto", dev)  # as a run with train.eval_batch_size: auto scores
+        score_pool(model, lossnet, data, idx, bs, amp)  # warm-up
         sync(dev)
         s0 = time.monotonic()
-        score_pool(model, lossnet, data, idx, 1024, amp)
+        score_pool(model, lossnet, data, idx, bs, amp)
         sync(dev)
         out["score_img_per_s"] = conf["score_images"] / (time.monotonic() - s0)
     return out
@@ -189,6 +221,7 @@ def run_k(args, model: str, k: int, precision: str) -> dict:
             "cuda_graphs": args.cuda_graphs,
             "score": k == 1,
             "timeout": args.timeout,
+            "sizes": args.sizes,
             **{key: getattr(args, key) for key in ("width", "batch_size", "images", "passes", "warmup", "score_images")},
         }
         proc = ctx.Process(target=worker, args=(conf, barrier, results), daemon=True)
@@ -220,7 +253,25 @@ def run_k(args, model: str, k: int, precision: str) -> dict:
     }
     if k == 1:
         result["score_img_per_s"] = outs[0]["score_img_per_s"]
+        result["epoch_s_by_size"] = {str(n): round(s, 6) for n, s in sorted(outs[0]["epoch_s_by_size"].items())}
     return result
+
+
+def epoch_time_fit(k1: dict):
+    """Seconds per epoch of n labelled images at K = 1: t(n) = a + b * n fitted (least squares)
+    over the sizes measured, a >= 0; with one size, that size's rate for every n."""
+    points = sorted((int(n), s) for n, s in (k1.get("epoch_s_by_size") or {}).items())
+    if len(points) < 2:
+        rate = k1["aggregate_img_per_s"]
+        return lambda n: n / rate
+    xs = [float(n) for n, _ in points]
+    ys = [s for _, s in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    if a < 0 or b <= 0:  # noise made the fixed part negative: per-image cost through the origin
+        a, b = 0.0, sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
+    return lambda n: a + b * n
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,12 +288,12 @@ def project(sweep_path: Path, models: dict) -> dict:
         if m is None:
             skipped += 1
             continue
-        train_rate, score_rate = m["k"]["1"]["aggregate_img_per_s"], m["k"]["1"]["score_img_per_s"]
+        epoch_s, score_rate = epoch_time_fit(m["k"]["1"]), m["k"]["1"]["score_img_per_s"]
         pool = DATASETS.get(cfg.dataset.name).pool_size
         al, seconds = cfg.al, 0.0
         for c in range(1, al.cycles + 1):
             n = al.initial_size + (c - 1) * al.query_size
-            seconds += cfg.train.epochs * n / train_rate + TEST_IMAGES / score_rate
+            seconds += cfg.train.epochs * epoch_s(n) + TEST_IMAGES / score_rate
             if c > 1 and cfg.strategy != "random":
                 scored = min(al.subset or pool, pool - (n - al.query_size))
                 seconds += scored / score_rate
@@ -292,7 +343,12 @@ def run_bench(args) -> dict:
             print(
                 f"{name:9s} K={k}: {r['aggregate_img_per_s']:>10,.0f} img/s aggregate ({r['speedup']:.2f}x K=1)"
                 f" | per run {', '.join(f'{v:,.0f}' for v in r['per_run_img_per_s'])}"
-                + (f" | scoring {r['score_img_per_s']:,.0f} img/s" if k == 1 else ""),
+                + (f" | scoring {r['score_img_per_s']:,.0f} img/s" if k == 1 else "")
+                + (
+                    " | by size " + ", ".join(f"{int(n):,}: {int(n) / t:,.0f} img/s" for n, t in r["epoch_s_by_size"].items())
+                    if k == 1
+                    else ""
+                ),
                 flush=True,
             )
     projection = project(args.sweep, models)
@@ -319,6 +375,7 @@ def run_bench(args) -> dict:
                 "passes",
                 "warmup",
                 "score_images",
+                "sizes",
             )
         },
         "models": models,
@@ -349,9 +406,17 @@ def markdown_section(result: dict, json_path: Path | None) -> str:
                 f"| {name} | {k} | {r['aggregate_img_per_s']:,.0f} | {r['speedup']:.2f}x | "
                 f"{'n/a' if mem is None else f'{mem / 2**20:,.0f} MiB'} |"
             )
+    sized = [
+        f"{name} " + ", ".join(f"{int(n):,}: {int(n) / t:,.0f} img/s" for n, t in m["k"]["1"].get("epoch_s_by_size", {}).items())
+        for name, m in result["models"].items()
+        if "1" in m["k"]
+    ]
     lines += [
         "",
-        f"Projected for `{pj['sweep']}` ({pj['runs']} runs with a measured model), from the K=1 rates above: "
+        "Training rate at K=1 by labelled-set size (one epoch): " + "; ".join(sized) + ".",
+        "",
+        f"Projected for `{pj['sweep']}` ({pj['runs']} runs with a measured model), from the K=1 rates above "
+        "(an epoch's time fitted as a + b x labelled images over those sizes): "
         + ", ".join(f"K={k}: **{h:,.1f}** device-hours" for k, h in pj["gpu_hours_by_k"].items())
         + ". A projection, not a measurement of the study"
         + ("." if gpu else "; on a CPU it only exercises the code."),

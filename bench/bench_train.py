@@ -35,7 +35,7 @@ from al_core.device_data import DeviceData, from_arrays
 from al_core.models import MODELS, LossNet
 from al_core.optim import OPTIMIZERS, make_optimizer
 from al_core.run import configure_threads
-from al_core.train import GraphedStep, autocast, epoch_plan, score_pool, train_step
+from al_core.train import EVAL_BATCH_AUTO, GraphedStep, autocast, epoch_plan, eval_batch_size, score_pool, train_step
 from bench import _reference as ref
 from bench._machine import ROOT, PeakMemory, mfu, peak_flops, repeat, stamp, train_flops_per_image
 
@@ -51,14 +51,16 @@ SIZES = {
         "batch_size": 128,
         "images": 10240,
         "data_images": 10240,
-        "score_batch_size": 1024,
+        "score_images": 10240,
         "reps": 5,
         "warmup": 2,
     },
     # A CPU: narrow models and short passes, so the whole benchmark stays under 3 minutes on 2 cores.
-    "cpu": {"width": 16, "batch_size": 128, "images": 256, "data_images": 4096, "score_batch_size": 1024, "reps": 3, "warmup": 1},
+    # Scoring passes cover several batches (4,096 images: 64 of the CPU's auto batch, 32 of the
+    # reference's 128), so the figure is the steady rate, not one batch's start-up.
+    "cpu": {"width": 16, "batch_size": 128, "images": 256, "data_images": 4096, "score_images": 4096, "reps": 3, "warmup": 1},
     # --quick: the tiniest sizes that still exercise every path (a few seconds; for tests).
-    "quick": {"width": 4, "batch_size": 16, "images": 32, "data_images": 64, "score_batch_size": 32, "reps": 1, "warmup": 1},
+    "quick": {"width": 4, "batch_size": 16, "images": 32, "data_images": 64, "score_images": 64, "reps": 1, "warmup": 1},
 }
 
 # On a CPU both paths compute on one thread by default: the reference's PIL work runs in one
@@ -82,13 +84,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="the tiniest sizes (seconds); flags below still override")
     p.add_argument("--width", type=int, help="channels of the first stage (64 = the standard ResNet); default GPU 64, CPU 16")
     p.add_argument("--batch-size", type=int, help="training images per step, both paths (default 128)")
-    p.add_argument("--images", type=int, help="images per timed training or scoring pass (default GPU 10240, CPU 256)")
+    p.add_argument("--images", type=int, help="images per timed training pass (default GPU 10240, CPU 256)")
+    p.add_argument("--score-images", type=int, help="images per timed scoring pass, both paths (default GPU 10240, CPU 4096)")
     p.add_argument("--data-images", type=int, help="images per timed pass of the data path alone (default GPU 10240, CPU 4096)")
     p.add_argument(
         "--score-batch-size",
         type=int,
-        help="project path: images per no-grad scoring batch (default 1024); "
-        "the reference scores with --batch-size, as LL4AL does",
+        help="project path: images per no-grad scoring batch (default: train.eval_batch_size auto for the device, "
+        f"{EVAL_BATCH_AUTO}); the reference scores with --batch-size, as LL4AL does",
     )
     p.add_argument("--reps", type=int, help="timed passes; the median is reported (default GPU 5, CPU 3)")
     p.add_argument("--warmup", type=int, help="untimed passes first (default GPU 2, CPU 1)")
@@ -129,6 +132,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads: expected a positive number, got {args.threads}")
+    if args.score_batch_size is None:
+        args.score_batch_size = eval_batch_size("auto", args.device)  # as a run with the default resolves it
+    elif args.score_batch_size < 1:
+        p.error(f"--score-batch-size: expected a positive number, got {args.score_batch_size}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -240,7 +247,7 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
                 lambda: train_pass(lambda x, y: graphed(x, y, False)), args.reps, args.warmup, dev
             )
 
-        pool_idx = np.arange(args.images)
+        pool_idx = np.arange(args.score_images)
 
         def score_pass() -> int:
             scores = score_pool(model, lossnet, data, pool_idx, args.score_batch_size, amp)
@@ -310,15 +317,16 @@ def run_bench(args) -> dict:
     st = stamp(dev)
     print(
         f"bench_train: {st['device']} ({st['cpu']}, {st['cpu_cores']} cores, torch threads {st['torch_threads']}) | torch {st['torch']} | "
-        f"width {args.width}, batch {args.batch_size}, {args.images} images/pass, median of {args.reps} after {args.warmup} warm-up",
+        f"width {args.width}, batch {args.batch_size}, {args.images} images/training pass, {args.score_images}/scoring pass "
+        f"(batch {args.score_batch_size} project, {args.batch_size} reference), median of {args.reps} after {args.warmup} warm-up",
         flush=True,
     )
-    n = max(args.images, args.data_images)
+    n = max(args.images, args.data_images, args.score_images)
     images, labels = random_images(n)
     data = device_data(images, labels, dev)
     targets = labels.tolist()
     train_set = ref.InMemoryCIFAR(images[: args.images], targets[: args.images], ref.train_transform())
-    score_set = ref.InMemoryCIFAR(images[: args.images], targets[: args.images], ref.test_transform())
+    score_set = ref.InMemoryCIFAR(images[: args.score_images], targets[: args.score_images], ref.test_transform())
     data_set = ref.InMemoryCIFAR(images[: args.data_images], targets[: args.data_images], ref.train_transform())
     mem = PeakMemory(dev)
 
@@ -369,6 +377,7 @@ def run_bench(args) -> dict:
             "batch_size",
             "images",
             "data_images",
+            "score_images",
             "score_batch_size",
             "reps",
             "warmup",
@@ -431,7 +440,8 @@ def markdown_section(result: dict, json_path: Path | None) -> str:
         + (" with uncommitted changes." if st["git_dirty"] else "."),
         f"- Command: `{result['command']}` ({result['wall_s']:.0f} s)" + (f"; JSON: `{_rel(json_path)}`." if json_path else "."),
         f"- Sizes: {', '.join(cfg['models'])} at width {cfg['width']}, {result['image_size']}x{result['image_size']}; batch "
-        f"{cfg['batch_size']}; {cfg['images']} images per timed pass (scoring batch {cfg['score_batch_size']} project, "
+        f"{cfg['batch_size']}; {cfg['images']} images per timed training pass, "
+        f"{cfg.get('score_images', cfg['images'])} per scoring pass (scoring batch {cfg['score_batch_size']} project, "
         f"{cfg['batch_size']} reference); median of {cfg['reps']} after {cfg['warmup']} warm-up; reference DataLoader workers "
         f"{cfg['ref_workers']}. Peak memory: {memory}.",
         "",

@@ -33,6 +33,8 @@ TINY_SIZES = [
     "16",
     "--data-images",
     "32",
+    "--score-images",
+    "24",
     "--score-batch-size",
     "16",
     "--reps",
@@ -109,7 +111,8 @@ def test_json_has_every_field_with_positive_numbers(tiny_run):
             for phase in ("train", "score"):
                 t = s[phase]
                 assert set(TIMING + ("peak_mem_bytes", "mfu")) <= set(t), (name, side, phase)
-                assert _positive(t["img_per_s"]) and _positive(t["median_s"]) and t["images_per_rep"] == 16
+                assert _positive(t["img_per_s"]) and _positive(t["median_s"])
+                assert t["images_per_rep"] == (16 if phase == "train" else 24)  # scoring: --score-images
                 assert t["mfu"] is None
                 if r["memory_kind"] is None:
                     assert t["peak_mem_bytes"] is None
@@ -270,3 +273,26 @@ def test_pack_bench_refuses_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         bench_pack.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_pack_projection_charges_each_cycle_the_rate_fitted_at_its_size(tmp_path):
+    from bench import bench_pack
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        "name: s\noutput: out\ndataset: {name: cifar10, root: data}\n"
+        "grid: {model: [resnet18], optimizer: [sgd], strategy: [random], trial: [0]}\n"
+        "al: {cycles: 3, initial_size: 1000, query_size: 1000}\ntrain: {epochs: 10}\n"
+    )
+    # An epoch takes 0.5 s + 1 ms per image: 667 img/s at 1,000 labels, 909 img/s at 5,000.
+    k1 = {"aggregate_img_per_s": 1000 / 1.5, "score_img_per_s": 10000.0, "epoch_s_by_size": {"1000": 1.5, "5000": 5.5}}
+    fit = bench_pack.epoch_time_fit(k1)
+    assert fit(3000) == pytest.approx(3.5) and fit(1000) == pytest.approx(1.5)
+    pj = bench_pack.project(sweep, {"resnet18": {"k": {"1": k1}}})
+    train = 10 * (1.5 + 2.5 + 3.5)  # each cycle at its own size, not 1,000's rate
+    assert pj["gpu_hours_by_k"]["1"] == round((train + 3 * 10000 / 10000.0) / 3600, 2)
+    assert pj["run_minutes_at_k1"]["resnet18"] == round((train + 3.0) / 60, 2)
+    # One size measured (or an old result): that size's rate for every cycle, as before.
+    assert bench_pack.epoch_time_fit({"aggregate_img_per_s": 500.0})(2000) == pytest.approx(4.0)
+    # Noise that would make the fixed part negative: per-image cost through the origin.
+    assert bench_pack.epoch_time_fit({"epoch_s_by_size": {"1000": 1.0, "2000": 1.5, "4000": 5.0}})(0) >= 0

@@ -163,3 +163,86 @@ assert not MODELS._declared and not STRATEGIES._declared, "a declaration no modu
     root = Path(__file__).resolve().parents[1]
     p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys added with issue 21 (optim.decay_exclude_norm_bias, optim.wd_normalized,
+# train.deterministic) and issue 26 (train.eval_batch_size: auto): at their defaults they leave
+# every recorded config, and so every fingerprint, as it was.
+ADDED_BAD = [
+    (["optim.decay_exclude_norm_bias=maybe"], "optim.decay_exclude_norm_bias: expected true, false or a list"),
+    (["optim.wd_normalized=[lion]"], "optim.wd_normalized: unknown optimizer 'lion'"),
+    (["train.deterministic=1"], "train.deterministic: expected true or false"),
+    (["train.eval_batch_size=big"], "train.eval_batch_size: expected auto or an integer >= 1"),
+    (["train.eval_batch_size=0"], "train.eval_batch_size: expected an integer >= 1"),
+    (
+        ["train.reset=false", "tune={cycles: [1, 3], grid: {sgd: {lr: [0.1]}, adam: {}}}"],
+        "train.reset false with tune.cycles [1, 3]",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides,message", ADDED_BAD)
+def test_added_keys_refuse_bad_values_with_one_error_line(smoke_yaml, tmp_path, capsys, overrides, message):
+    test_bad_values_exit_2_with_one_error_line(smoke_yaml, tmp_path, capsys, overrides, message)
+
+
+def test_reset_false_may_tune_at_cycle_1_only(smoke_yaml):
+    cfg = load_sweep(smoke_yaml, ["train.reset=false", "tune={cycles: [1], grid: {sgd: {lr: [0.1]}, adam: {}}}"])
+    assert cfg.run("resnet18-sgd-random-t0").config.tune["cycles"] == [1]
+
+
+# Recorded before these keys existed (commit f6ecedb): pinned so no later key moves them.
+OLD_FINGERPRINTS = {
+    ("cifar10", "resnet18-sgd-random-t0"): "3fdecc13bbc5f5ad",
+    ("smoke", "resnet18-adam-learning_loss-t1"): "d1f15bc49225f9e1",
+}
+
+
+@pytest.mark.parametrize("sweep_name,run_id", list(OLD_FINGERPRINTS))
+@pytest.mark.parametrize(
+    "defaults",
+    [
+        [],
+        ["optim.decay_exclude_norm_bias=false", "optim.wd_normalized=false", "train.deterministic=false"],
+        ["optim.decay_exclude_norm_bias=[adamw]", "optim.wd_normalized=[rmsprop]"],  # not this run's optimizer
+    ],
+)
+def test_added_keys_at_their_defaults_keep_old_fingerprints(sweep_name, run_id, defaults):
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_sweep(root / "jobs" / f"{sweep_name}.yaml", defaults).run(run_id).config
+    assert cfg.fingerprint() == OLD_FINGERPRINTS[(sweep_name, run_id)]
+    d = cfg.to_dict()
+    assert "deterministic" not in d["train"] and "decay_exclude_norm_bias" not in d and "wd_normalized" not in d
+
+
+def test_eval_batch_size_auto_records_the_old_default(smoke_yaml):
+    auto = load_sweep(smoke_yaml, ["train.eval_batch_size=auto"]).run("resnet18-sgd-random-t0").config
+    old = load_sweep(smoke_yaml, ["train.eval_batch_size=1024"]).run("resnet18-sgd-random-t0").config
+    assert auto.train.eval_batch_size == "auto" and auto.to_dict()["train"]["eval_batch_size"] == 1024
+    assert auto.fingerprint() == old.fingerprint()  # runs recorded with the old default 1024 resume
+
+
+def test_added_keys_when_set_are_part_of_the_identity(smoke_yaml):
+    base = load_sweep(smoke_yaml).run("resnet18-adam-random-t0").config
+    for extra, where in [
+        (["train.deterministic=true"], lambda d: d["train"]["deterministic"] is True),
+        (["optim.decay_exclude_norm_bias=true"], lambda d: d["decay_exclude_norm_bias"] is True),
+        (["optim.wd_normalized=[adam]"], lambda d: d["wd_normalized"] is True),
+    ]:
+        cfg = load_sweep(smoke_yaml, extra).run("resnet18-adam-random-t0").config
+        assert where(cfg.to_dict()) and cfg.fingerprint() != base.fingerprint(), extra
+    # A list names the optimizers a flag applies to; resolved per run.
+    sweep = load_sweep(smoke_yaml, ["optim.decay_exclude_norm_bias=[adam]"])
+    assert sweep.run("resnet18-adam-random-t0").config.decay_exclude_norm_bias is True
+    assert sweep.run("resnet18-sgd-random-t0").config.decay_exclude_norm_bias is False
+
+
+def test_fair_and_replication_sweeps_pin_precision_and_determinism():
+    root = Path(__file__).resolve().parents[1]
+    fair = load_sweep(root / "jobs" / "cifar10-fair.yaml")
+    for spec in fair.runs():
+        assert spec.config.train.precision == "fp32"
+        assert spec.config.decay_exclude_norm_bias == (spec.optimizer == "adamw")
+    ll4al = load_sweep(root / "jobs" / "ll4al.yaml")
+    assert all(s.config.train.precision == "fp32" and s.config.train.deterministic for s in ll4al.runs())

@@ -201,3 +201,31 @@ def test_cuda_graphs_key_leaves_cpu_training_unchanged_and_refuses_dropout(smoke
     assert rows["true"] == rows["false"]
     with pytest.raises(ConfigError, match="train.cuda_graphs"):
         load_sweep(smoke_yaml, ["train.cuda_graphs=true", "train.dropout=0.2"]).runs()
+
+
+def test_deterministic_mode_and_the_cpu_scoring_batch_leave_rows_unchanged(smoke_yaml, tmp_path):
+    """train.deterministic and train.eval_batch_size: auto (64 on a CPU) against 1024: row for row
+    the same on a CPU (scores at 64 and 1024 are bit-identical there, BENCHMARKS.md)."""
+    from al_core.train import EVAL_BATCH_AUTO, set_deterministic
+
+    rows, meta = {}, {}
+    cases = {"plain": ["train.eval_batch_size=1024"], "det": ["train.deterministic=true", "train.eval_batch_size=auto"]}
+    for name, extra in cases.items():
+        sw = load_sweep(smoke_yaml, [f"output={tmp_path / name}", "al.cycles=2", *extra])
+        spec = sw.run("resnet18-sgd-learning_loss-t0")
+        try:
+            r = Run(spec, sw.run_dir(spec.run_id), log=quiet)
+            assert r.eval_batch_size == (EVAL_BATCH_AUTO["cpu"] if name == "det" else 1024)
+            assert torch.are_deterministic_algorithms_enabled() is (name == "det")
+            assert r.execute() == "done"
+        finally:
+            set_deterministic(False)  # process-wide: later tests run as a plain run would
+        rows[name] = rows_of(sw.run_dir(spec.run_id))
+        meta[name] = json.loads((sw.run_dir(spec.run_id) / "run.json").read_text())
+    assert [r["deterministic"] for r in rows["det"]] == [True, True]
+    assert [r["deterministic"] for r in rows["plain"]] == [False, False]
+    assert meta["det"]["provenance"]["eval_batch_size"] == EVAL_BATCH_AUTO["cpu"]
+    assert meta["det"]["provenance"]["deterministic"] is True and meta["det"]["config"]["train"]["deterministic"] is True
+    assert meta["det"]["config"]["train"]["eval_batch_size"] == 1024  # auto is recorded as the old default
+    strip = lambda rs: [{k: v for k, v in comparable(r).items() if k != "deterministic"} for r in rs]  # noqa: E731
+    assert strip(rows["det"]) == strip(rows["plain"])

@@ -374,3 +374,86 @@ def test_report_carries_recipe_tuning_and_the_module_effect(tmp_path):
     assert got["diff_mean"] == pytest.approx((ll - rnd).mean())
     assert got["p_value"] == pytest.approx(stats.ttest_rel(ll, rnd).pvalue)
     assert (report / "tables" / "module_effect.md").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# optim.decay_exclude_norm_bias and optim.wd_normalized (issue 21)
+def test_decay_groups_put_biases_and_norms_of_model_and_lossnet_at_zero_decay():
+    from al_core.models import MODELS, LossNet
+    from al_core.optim import decay_groups, make_optimizer
+
+    model = MODELS.get("resnet18")(num_classes=10, in_channels=3, width=4)
+    lossnet = LossNet(model.stage_channels, 8)
+    decay, no_decay = decay_groups([model, lossnet])
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay  # the optimizer's value applies
+    assert ids(decay["params"]) | ids(no_decay["params"]) == ids([*model.parameters(), *lossnet.parameters()])
+    assert not ids(decay["params"]) & ids(no_decay["params"])
+    norms = [p for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    biases = [model.linear.bias, lossnet.out.bias, *(fc.bias for fc in lossnet.fcs)]
+    assert ids(norms + biases) == ids(no_decay["params"])
+    assert ids([lossnet.out.weight, *(fc.weight for fc in lossnet.fcs)]) <= ids(decay["params"])
+    opt = make_optimizer("adamw", decay_groups([model, lossnet]), optimizer_params("adamw", {}, "x"), torch.device("cpu"))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+
+
+def test_normalized_decay_is_loshchilov_hutters_formula():
+    from al_core.optim import normalized_decay
+
+    assert normalized_decay(0.05, 128, 1000, 200) == pytest.approx(0.05 * (128 / (1000 * 200)) ** 0.5)
+    # One normalised value, four times the steps: half the per-step decay.
+    assert normalized_decay(0.05, 128, 4000, 200) == pytest.approx(normalized_decay(0.05, 128, 1000, 200) / 2)
+
+
+def test_wd_normalized_scales_each_fit_to_its_own_budget_and_the_row_records_it(digits, monkeypatch):
+    sweep = digits(
+        "optim.wd_normalized=true",
+        "optim.decay_exclude_norm_bias=true",
+        "optim.sgd.weight_decay=0.5",
+        "tune={cycles: [1], folds: 2, grid: {sgd: {weight_decay: [0.5, 2.0]}, adam: {}}}",
+    )
+    spec = sweep.run("resnet18-sgd-random-t0")
+    used = []
+    real = loop_mod.make_optimizer
+    monkeypatch.setattr(
+        loop_mod,
+        "make_optimizer",
+        lambda name, params, hp, dev: used.append((dict(hp), params)) or real(name, params, hp, dev),
+    )
+    run(spec, sweep.run_dir(spec.run_id), log=quiet)
+    rows = rows_of(sweep.run_dir(spec.run_id))
+    scale = lambda n: (16 / (n * 2)) ** 0.5  # noqa: E731  batch 16, 2 epochs, n training images
+    # Four tuning fits on one fold (30 of the 60 labels), then cycles 1 and 2 on 60 and 90 labels.
+    fits = [hp["weight_decay"] for hp, _ in used[:4]]
+    assert fits == pytest.approx([0.5 * scale(30), 0.5 * scale(30), 2.0 * scale(30), 2.0 * scale(30)])
+    lam = rows[0]["tuned"]["weight_decay"]
+    assert [r["weight_decay"] for r in rows] == pytest.approx([lam * scale(60), lam * scale(90)])
+    assert all(isinstance(p, dict) and p["weight_decay"] == 0.0 for _, groups in used for p in groups[1:])
+    cfg = json.loads((sweep.run_dir(spec.run_id) / "run.json").read_text())["config"]
+    assert cfg["wd_normalized"] is True and cfg["decay_exclude_norm_bias"] is True
+
+
+def test_decay_groups_and_normalized_decay_resume_to_the_same_rows(digits):
+    from al_core.loop import Interrupted, StopFlag
+
+    extra = ("optim.wd_normalized=true", "optim.decay_exclude_norm_bias=true", "optim.adam.weight_decay=0.1")
+    spec = digits(*extra).run("resnet18-adam-learning_loss-t0")
+    run(spec, digits(*extra).run_dir(spec.run_id), log=quiet)
+    ref = [comparable(r) for r in rows_of(digits(*extra).run_dir(spec.run_id))]
+    steps = {"n": 0}
+
+    class StopAtStep6(StopFlag):
+        @property
+        def signame(self):
+            steps["n"] += 1
+            return "SIGTERM" if steps["n"] == 6 else None
+
+        @signame.setter
+        def signame(self, v):
+            pass
+
+    other = digits(*extra, out="b")
+    with pytest.raises(Interrupted):
+        run(spec, other.run_dir(spec.run_id), stop=StopAtStep6(), log=quiet)
+    run(spec, other.run_dir(spec.run_id), log=quiet)
+    assert [comparable(r) for r in rows_of(other.run_dir(spec.run_id))] == ref
