@@ -63,16 +63,24 @@ def slurm_python(resources: Resources) -> str:
     return resources.python or shlex.quote(sys.executable)
 
 
-def sbatch_script(sweep: Sweep, resources: Resources, folder: Path, n_runs: int) -> str:
-    """The sbatch script a submission of `n_runs` writes (what SlurmExecutor.batch() would submit)."""
+def executor_parameters(sweep: Sweep, resources: Resources, hold: bool = False) -> dict:
+    """submitit's parameters of the sweep's arrays; `hold`: submitted held (`#SBATCH --hold`)."""
     params = resources.executor_parameters(job_name(sweep))
+    if hold:
+        params["additional_parameters"] = {**params.get("additional_parameters", {}), "hold": True}
+    return params
+
+
+def sbatch_script(sweep: Sweep, resources: Resources, folder: Path, n_runs: int, hold: bool = False) -> str:
+    """The sbatch script a submission of `n_runs` writes (what SlurmExecutor.batch() would submit)."""
+    params = executor_parameters(sweep, resources, hold)
     command = " ".join([slurm_python(resources), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=n_runs if n_runs > 1 else None, **params)
 
 
-def slurm_executor(sweep: Sweep, resources: Resources, folder: Path) -> submitit.SlurmExecutor:
+def slurm_executor(sweep: Sweep, resources: Resources, folder: Path, hold: bool = False) -> submitit.SlurmExecutor:
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_timeouts, python=slurm_python(resources))
-    ex.update_parameters(**resources.executor_parameters(job_name(sweep)))
+    ex.update_parameters(**executor_parameters(sweep, resources, hold))
     return ex
 
 
@@ -90,12 +98,14 @@ def submit_slurm(
     max_array_size: int | None = None,
     allowance: int | None = None,
     note: Callable[[str], None] = lambda s: print(s, flush=True),
+    hold: bool = False,
 ) -> list[tuple[Decision, str]]:
     """Submit every run of `plan.to_submit` as job arrays within the cluster's MaxArraySize (and
     the user's job limit where the cluster shows one); update `records`. Call under the lock.
 
     Each array is recorded in jobs.json as soon as sbatch accepts it, so a refusal of a later
-    array leaves the earlier ones known (a re-sweep then submits only the rest).
+    array leaves the earlier ones known (a re-sweep then submits only the rest). `hold`: the
+    arrays are submitted held (sbatch --hold; their tasks read PENDING until released).
     """
     todo = plan.to_submit
     if not todo:
@@ -120,7 +130,7 @@ def submit_slurm(
     for chunk in chunks:
         part = [tasks[i] for i in chunk]
         folder = new_log_folder(sweep)
-        ex = slurm_executor(sweep, resources, folder)
+        ex = slurm_executor(sweep, resources, folder, hold)
         jobs = []
         held.release(sweep.sweep_dir, [d.run_id for t in part for d in t])  # retried: a new exit 78 holds them again
         try:
