@@ -51,10 +51,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], point: str = "") -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], point: str = "", durable: bool = True) -> None:
     """Write `path` atomically: `write(f)` fills a temp file in the same directory, then rename.
 
-    On any error the temp file is removed and the old `path` (if any) is untouched.
+    On any error the temp file is removed and the old `path` (if any) is untouched. `durable=False`
+    skips the fsyncs: the file is whole or absent after the process dies, not after a power loss.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -63,7 +64,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], poi
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if point:
             pause_point(point)
         os.replace(tmp, path)
@@ -73,11 +75,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], poi
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, point: str = "") -> None:
-    atomic_write(path, lambda f: f.write(data), point)
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, point: str = "", durable: bool = True) -> None:
+    atomic_write(path, lambda f: f.write(data), point, durable)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, point: str = "") -> None:

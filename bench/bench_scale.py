@@ -58,7 +58,11 @@ def sweep_file(directory: Path, runs: int, name: str) -> tuple[Path, list[str]]:
     path = directory / "scale.yaml"
     path.write_text(text)
     if runs % 4 == 0:  # two optimizers x two strategies x runs/4 trials
-        axes = ["grid.optimizer=[sgd,adam]", "grid.strategy=[random,entropy]", f"grid.trial=[{','.join(map(str, range(runs // 4)))}]"]
+        axes = [
+            "grid.optimizer=[sgd,adam]",
+            "grid.strategy=[random,entropy]",
+            f"grid.trial=[{','.join(map(str, range(runs // 4)))}]",
+        ]
     else:
         axes = ["grid.optimizer=[sgd]", "grid.strategy=[random]", f"grid.trial=[{','.join(map(str, range(runs)))}]"]
     return path, ["al.cycles=1", "train.epochs=1", *axes]
@@ -106,8 +110,7 @@ def cluster_rep(work: Path, runs: int, rep: int) -> dict[str, float]:
     finally:
         arrays = cancel_own(sweep_dir)
     print(
-        f"  rep {rep + 1}: submit {submit_s:.2f} s ({len(arrays)} arrays), status {status_s:.2f} s, "
-        f"re-sweep {resweep_s:.2f} s",
+        f"  rep {rep + 1}: submit {submit_s:.2f} s ({len(arrays)} arrays), status {status_s:.2f} s, re-sweep {resweep_s:.2f} s",
         flush=True,
     )
     return {"submit": submit_s, "status": status_s, "resweep": resweep_s}
