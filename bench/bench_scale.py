@@ -53,6 +53,7 @@ def max_array_size() -> int | None:
 
 def sweep_file(directory: Path, runs: int, name: str) -> tuple[Path, list[str]]:
     """A copy of jobs/smoke.yaml writing under `directory`, and the overrides that make `runs` runs."""
+    directory.mkdir(parents=True, exist_ok=True)
     text = (ROOT / "jobs" / "smoke.yaml").read_text()
     text = text.replace("output: results", f"output: {directory / 'results'}").replace("name: smoke", f"name: {name}")
     path = directory / "scale.yaml"
