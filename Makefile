@@ -15,10 +15,10 @@ TORCH_VERSION ?= 2.14.1
 TORCHVISION_VERSION ?= 0.29.1
 TORCH_BUILD ?= $(shell sed -n 's/^torch_build: *\([a-z0-9]*\).*/\1/p' jobs/profiles/$(PROFILE).yaml 2>/dev/null)
 
-.PHONY: setup test lint demo data sweep status report bench env gpu-check help
+.PHONY: setup test lint demo data sweep status sync report bench env gpu-check help
 
 help:
-	@echo "make setup | test | lint | demo | data | sweep | status | report | bench | env | gpu-check"
+	@echo "make setup | test | lint | demo | data | sweep | status | sync | report | bench | env | gpu-check"
 	@echo "  SWEEP=$(SWEEP) CLUSTER=$(CLUSTER) ARGS='key=value ...' DRY=1 PYTHON=/path/to/python"
 
 # The stamp makes setup idempotent and cheap; it is skipped when PYTHON already has the project.
@@ -43,9 +43,9 @@ lint: setup
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
+# The local backend writes the report at the end of its wait (slurm.report_job, on by default).
 demo: setup
 	$(PYTHON) -m slurm.sweep jobs/demo.yaml --cluster local --wait $(ARGS)
-	$(PYTHON) -m analysis.report jobs/demo.yaml $(ARGS)
 
 data: setup
 	$(PYTHON) -m al_core.data_download $(SWEEP) $(ARGS)
@@ -55,6 +55,10 @@ sweep: setup
 
 status: setup
 	$(PYTHON) -m slurm.status $(SWEEP) $(ARGS)
+
+# Uploads the sweep's offline W&B runs (tracking.wandb); from a node with internet.
+sync: setup
+	$(PYTHON) -m slurm.sync $(SWEEP) $(ARGS)
 
 report: setup
 	$(PYTHON) -m analysis.report $(SWEEP) $(ARGS)

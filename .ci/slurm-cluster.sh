@@ -5,6 +5,7 @@
 #   bash .ci/slurm-cluster.sh status   # daemons, sinfo, squeue; exit 0 if healthy, 1 if not
 #   bash .ci/slurm-cluster.sh down     # cancel jobs, stop every daemon this script started
 #   bash .ci/slurm-cluster.sh reset    # down, wipe the state directory, up (job ids restart at 1)
+#   bash .ci/slurm-cluster.sh stop-ctld | start-ctld   # slurmctld alone (the controller-restart test)
 #
 # Everything (config, state, spool, logs, pids, the MariaDB datadir and socket) lives under
 # ${SLURM_LOCAL_DIR:-/tmp/al-slurm}; outside it only the munge socket (/run/munge, see below),
@@ -655,13 +656,31 @@ cmd_reset() {
   cmd_up
 }
 
+# A controller restart (maintenance): the fault tests stop slurmctld alone while jobs run, then
+# start it again; slurmd, slurmdbd and the jobs' processes go on.
+cmd_stop_ctld() {
+  stop_daemon slurmctld
+  log "slurmctld stopped"
+}
+
+cmd_start_ctld() {
+  local t
+  t=$(now_us)
+  check_port_free slurmctld "$CTLD_PORT"
+  start_daemon slurmctld slurmctld -D -f "$D/etc/slurm.conf"
+  wait_for slurmctld "slurmctld to answer" ctld_answers
+  log "slurmctld ready ($(fmt_since "$t"))"
+}
+
 case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   reset) cmd_reset ;;
+  stop-ctld) cmd_stop_ctld ;;
+  start-ctld) cmd_start_ctld ;;
   *)
-    echo "usage: $0 up|down|status|reset   (state in \${SLURM_LOCAL_DIR:-/tmp/al-slurm})" >&2
+    echo "usage: $0 up|down|status|reset|stop-ctld|start-ctld   (state in \${SLURM_LOCAL_DIR:-/tmp/al-slurm})" >&2
     exit 2
     ;;
 esac

@@ -106,6 +106,26 @@ class LossPredConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    """How a strategy turns its inputs into a batch (README, Sweep keys: select.*)."""
+
+    stochastic: str = "none"  # none (top k) | power | softmax | softrank: draw a scored strategy's batch (Kirsch et al. 2023)
+    beta: float = 1.0  # stochastic: inverse temperature (weights score**beta, exp(beta*score), rank**-beta)
+    batchbald_samples: int = (
+        1000  # batchbald: exact joint entropy while classes**batch <= this, else this many sampled configurations
+    )
+    batchbald_candidates: int = 1000  # batchbald: only this many candidates, the highest BALD scores, enter the greedy steps
+    probcover_delta: Optional[float] = (
+        None  # probcover: ball radius; null: the largest with purity >= 0.95 (k-means pseudo-labels)
+    )
+
+
+STOCHASTIC_MODES = ("none", "power", "softmax", "softrank")
+# The `select` keys that reach a run's identity only for the strategies that read them.
+SELECT_KEYS_OF = {"batchbald_samples": ("batchbald",), "batchbald_candidates": ("batchbald",), "probcover_delta": ("probcover",)}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that decides a run's result: its identity (fingerprinted in run.json and checkpoints)."""
 
@@ -122,6 +142,18 @@ class RunConfig:
     tune: Optional[dict] = None  # {"cycles", "folds", "grid"} of this run's optimizer (al_core/tune.py); None: no tuning
     plugins: dict = field(default_factory=dict)  # plugin entry -> hash of its source (al_core.plugins)
     plugin_files: dict = field(default_factory=dict, compare=False)  # entry -> source file: where, not what
+    select: SelectConfig = field(default_factory=SelectConfig)  # how the batch is drawn; strategy settings
+
+    @property
+    def stochastic(self) -> Optional[tuple[str, float]]:
+        """(mode, beta) when the batch is drawn stochastically (a `NAME+MODE` strategy or select.stochastic), else None."""
+        mode = strategy_mode(self.strategy)[1] or self.select.stochastic
+        return None if mode == "none" else (mode, self.select.beta)
+
+    @property
+    def base_strategy(self) -> str:
+        """The registered strategy: `margin` for `margin+power`."""
+        return strategy_mode(self.strategy)[0]
 
     def to_dict(self) -> dict:
         d = _plain(dataclasses.asdict(self))
@@ -140,6 +172,7 @@ class RunConfig:
         for section, key, default in ADDED_AT_DEFAULT:
             if key in d[section] and d[section][key] == default:
                 d[section].pop(key)
+        _prune_select(d, self.strategy)
         return d
 
     def fingerprint(self) -> str:
@@ -153,6 +186,9 @@ class RunSpec:
     run_id: str
     config: RunConfig
     axes: dict = field(default_factory=dict)  # extra grid axes: dotted key -> value
+    # Not part of the run's identity (never fingerprinted): where its progress is also reported.
+    tracking: Optional[dict] = None  # {"wandb": {project, entity, mode, group}} (al_core.tracking); None: untracked
+    sweep_name: str = ""  # the sweep's `name`: with run_id, the tracking run's stable id
 
     @property
     def model(self) -> str:
@@ -186,8 +222,30 @@ ADDED_AT_DEFAULT = (
 )
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
-SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins")
+SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig, "select": SelectConfig}
+TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins", "tracking", "select")
+# tracking.wandb: its keys and defaults (group null: the sweep's name).
+WANDB_DEFAULTS = {"project": "al-sweep", "entity": None, "mode": "offline", "group": None}
+
+
+def _prune_select(d: dict, strategy: str) -> None:
+    """Leave out of a run's recorded config the `select` keys at their default or read by another
+    strategy, and the section when nothing is left: runs recorded before it keep their fingerprint."""
+    sel, default = d["select"], dataclasses.asdict(SelectConfig())
+    base, mode = strategy_mode(strategy)
+    drawn = (mode or sel["stochastic"]) != "none"
+    for key in list(sel):
+        read = base in SELECT_KEYS_OF.get(key, (base,)) and (key != "beta" or drawn)
+        if not read or sel[key] == default[key]:
+            sel.pop(key)
+    if not sel:
+        d.pop("select")
+
+
+def strategy_mode(strategy: str) -> tuple[str, Optional[str]]:
+    """`margin+power` -> ("margin", "power"); `margin` -> ("margin", None)."""
+    base, plus, mode = strategy.partition("+")
+    return (base, mode) if plus else (strategy, None)
 
 
 @dataclass(frozen=True)
@@ -199,10 +257,12 @@ class Sweep:
     al: ALConfig
     train: TrainConfig
     ll: LossPredConfig
+    select: SelectConfig
     optim: dict  # optimizer name -> hyper-parameter overrides
     slurm: dict  # profile name and resource overrides (validated by slurm.profiles)
     raw: dict  # the whole resolved sweep as plain data
     path: str = ""
+    tracking: Optional[dict] = None  # validated `tracking:` section (check_tracking); None: no tracking
 
     @property
     def sweep_dir(self) -> Path:
@@ -233,7 +293,7 @@ class Sweep:
                 [point["model"], point["optimizer"], point["strategy"], f"t{point['trial']}"]
                 + [_id_part(v) for v in extra.values()]
             )
-            specs.append(RunSpec(run_id, _run_config(self.raw, point), extra))
+            specs.append(RunSpec(run_id, _run_config(self.raw, point), extra, self.tracking, self.name))
         return tuple(specs)
 
     def run(self, run_id: str) -> RunSpec:
@@ -376,7 +436,7 @@ def validate(raw: dict, path: str = "") -> Sweep:
     for value in ordered["optimizer"]:
         registry.check_name("optimizer", value, "grid.optimizer")
     for value in ordered["strategy"]:
-        registry.check_name("strategy", value, "grid.strategy")
+        _check_strategy(value)
     for value in ordered["trial"]:
         if type(value) is not int or value < 0:
             raise ConfigError(f"grid.trial: expected non-negative integers, got {value!r}")
@@ -384,7 +444,7 @@ def validate(raw: dict, path: str = "") -> Sweep:
         if axis in GRID_REQUIRED:
             continue
         parts = axis.split(".")
-        if parts[0] not in ("dataset", "al", "train", "ll", "optim") or len(parts) < 2:
+        if parts[0] not in ("dataset", "al", "train", "ll", "optim", "select") or len(parts) < 2:
             raise ConfigError(
                 f"grid.{axis}: unknown axis; expected model, optimizer, strategy, trial or a dotted key such as train.width"
             )
@@ -398,6 +458,7 @@ def validate(raw: dict, path: str = "") -> Sweep:
         "al": dataclasses.asdict(sections["al"]),
         "train": _plain(dataclasses.asdict(sections["train"])),
         "ll": dataclasses.asdict(sections["ll"]),
+        "select": dataclasses.asdict(sections["select"]),
         "optim": optim,
         "slurm": slurm,
         "plugins": plugin_hashes,
@@ -405,10 +466,36 @@ def validate(raw: dict, path: str = "") -> Sweep:
     }
     if raw.get("tune") is not None:
         resolved["tune"] = raw["tune"]
-    sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, **sections)
+    tracking = check_tracking(raw.get("tracking"), name)
+    sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, tracking=tracking, **sections)
     # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.
     sweep.runs()
     return sweep
+
+
+def check_tracking(section: Any, sweep_name: str) -> Optional[dict]:
+    """The `tracking:` section with defaults filled in, or None when absent (whether wandb is
+    installed is checked when runs are planned: al_core.tracking.require)."""
+    if section is None:
+        return None
+    if not isinstance(section, dict) or set(section) - {"wandb"}:
+        raise ConfigError(f"tracking: expected a mapping with the key wandb, got {section!r}")
+    wandb = section.get("wandb")
+    if wandb is None:
+        return None
+    if not isinstance(wandb, dict) or set(wandb) - set(WANDB_DEFAULTS):
+        raise ConfigError(f"tracking.wandb: expected a mapping with keys among {', '.join(WANDB_DEFAULTS)}, got {wandb!r}")
+    merged = {**WANDB_DEFAULTS, **wandb}
+    for key in ("project", "entity", "group"):
+        v = merged[key]
+        if v is not None and (not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v)):
+            raise ConfigError(f"tracking.wandb.{key}: expected a name of letters, digits, '_', '.', '-', got {v!r}")
+    if merged["project"] is None:
+        raise ConfigError("tracking.wandb.project: expected a project name, got None")
+    if merged["mode"] not in ("offline", "online"):
+        raise ConfigError(f"tracking.wandb.mode: expected offline or online, got {merged['mode']!r}")
+    merged["group"] = merged["group"] or sweep_name
+    return {"wandb": merged}
 
 
 def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
@@ -471,6 +558,41 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"ll.train_module: expected auto or always, got {ll.train_module!r}")
 
 
+def _check_strategy(value: Any) -> None:
+    """A registered strategy, or `NAME+MODE`: a scored strategy whose batch is drawn stochastically."""
+    if not isinstance(value, str) or "+" not in value:
+        registry.check_name("strategy", value, "grid.strategy")
+        return
+    base, mode = strategy_mode(value)
+    registry.check_name("strategy", base, "grid.strategy")
+    if mode not in STOCHASTIC_MODES[1:]:
+        raise ConfigError(f"grid.strategy: {value!r}: expected NAME+MODE with MODE one of {', '.join(STOCHASTIC_MODES[1:])}")
+    if not registry.STRATEGIES.fact(base, "scored", False):
+        raise ConfigError(f"grid.strategy: {value!r}: {base} ranks no scores, so its batch cannot be drawn stochastically")
+
+
+def _check_select(sel: SelectConfig, strategy: str) -> None:
+    if sel.stochastic not in STOCHASTIC_MODES:
+        raise ConfigError(f"select.stochastic: expected one of {', '.join(STOCHASTIC_MODES)}, got {sel.stochastic!r}")
+    if not (sel.beta >= 0 and sel.beta != float("inf")):
+        raise ConfigError(f"select.beta: expected a finite number >= 0, got {sel.beta}")
+    if sel.batchbald_samples < 1 or sel.batchbald_candidates < 1:
+        raise ConfigError(
+            f"select.batchbald_samples and select.batchbald_candidates: expected integers >= 1, "
+            f"got {sel.batchbald_samples} and {sel.batchbald_candidates}"
+        )
+    if sel.probcover_delta is not None and not 0 < sel.probcover_delta < float("inf"):
+        raise ConfigError(f"select.probcover_delta: expected null or a positive number, got {sel.probcover_delta}")
+    base, mode = strategy_mode(strategy)
+    if mode is not None and sel.stochastic not in ("none", mode):
+        raise ConfigError(f"select.stochastic: {sel.stochastic} contradicts strategy {strategy}; expected none or {mode}")
+    if sel.stochastic != "none" and not registry.STRATEGIES.fact(base, "scored", False):
+        raise ConfigError(
+            f"select.stochastic: strategy {base} ranks no scores, so its batch cannot be drawn; "
+            "expected none for it (or a grid.strategy value such as margin+power)"
+        )
+
+
 def _check_recipe(recipe: Any) -> None:
     from al_core import recipes
 
@@ -489,13 +611,14 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
     _check_sizes(sections["dataset"], sections["al"])
     _check_train(sections["train"], sections["ll"])
+    _check_select(sections["select"], point["strategy"])
     registry.check_name("model", point["model"], "grid.model")
     optimizer = point["optimizer"]
     registry.check_name("optimizer", optimizer, "grid.optimizer")
-    registry.check_name("strategy", point["strategy"], "grid.strategy")
+    _check_strategy(point["strategy"])
     from al_core import recipes, tune
 
-    registry.check_needs(point["strategy"], point["model"], sections["train"].dropout)
+    registry.check_needs(strategy_mode(point["strategy"])[0], point["model"], sections["train"].dropout)
     optim = raw.get("optim") or {}
     recipe = optim.get("recipe")
     _check_recipe(recipe)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
 
-from al_core import checkpoint, epochs_log, preflight, seeding
+from al_core import checkpoint, epochs_log, preflight, seeding, tracking
 from al_core.config import RunConfig, RunSpec
 from al_core.device_data import DeviceData, load as load_data
 from al_core.errors import ConfigError, DataError
@@ -101,7 +101,7 @@ class Run:
         self.log = log or logging.getLogger("al_core.run").info
         self.fingerprint = self.cfg.fingerprint()
         load_plugins(self.cfg)  # in every job: before the registries are read; checks the sources' hashes
-        self.strategy = STRATEGIES.get(self.cfg.strategy)
+        self.strategy = STRATEGIES.get(self.cfg.base_strategy)  # `margin` for `margin+power`
         t = self.cfg.train
         # Before anything is written: a job that asked for a GPU it cannot use stops here (NodeError, exit 78).
         node = preflight.check(t.device, t.precision)
@@ -129,9 +129,11 @@ class Run:
         """Run or resume to the end. Returns "done" or "already done"; raises Interrupted, ConfigError,
         RunLocked (another live process holds the run directory)."""
         self._lock: RunDirLock | None = None
+        self.tracker: tracking.Tracker = tracking.NullTracker()
         try:
             return self._execute(restart)
         finally:
+            self.tracker.close()
             if self._lock is not None:
                 self._lock.release()
 
@@ -173,6 +175,9 @@ class Run:
         )
         self.t_start = time.perf_counter()
         self.cycles_at_start = len(self.rows)
+        self.tracker = tracking.open_tracker(self.spec, self.run_dir, self.log)
+        if self.rows:  # cycles finished by an earlier job but not logged (killed between the row and the log)
+            self.tracker.catch_up(self.rows, epochs_log.read(self.run_dir))
         self._loop()
         # A finished run needs no model state: its rows are final. This keeps a study in the
         # megabytes per run instead of hundreds of megabytes of weights and optimizer state.
@@ -264,6 +269,8 @@ class Run:
             rng=seeding.rng(trial, c, 0, "query"),
             ties=seeding.rng(trial, c, 0, "ties"),
             labelled=prev.labelled,
+            stochastic=self.cfg.stochastic,
+            options=self.cfg.select,
         )
         if self.strategy.needs:  # embeddings, gradient embeddings, MC-dropout probabilities: on demand
             ctx.inputs = SelectionInputs(
@@ -495,6 +502,8 @@ class Run:
             "recipe": cfg.recipe,
             "tuned": cur.tuned,
         }
+        if cfg.stochastic is not None:  # the batch was drawn (Kirsch et al. 2023), not the top k
+            row["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
         if cfg.tune is not None:
             row["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
             row["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
@@ -503,6 +512,7 @@ class Run:
         )  # before the row: see epochs_log
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")
+        self.tracker.log_cycle(row, cur.epochs)  # after the row: a tracking failure cannot change it
         self._progress(row)
 
     def _progress(self, row: dict) -> None:
@@ -523,6 +533,7 @@ class Run:
         """Refuse to mix two configs in one directory; with restart, start the directory afresh."""
         if restart:
             self.dir.clear(epochs_log.TENSORBOARD_DIR, epochs_log.FILE)
+            (self.run_dir / tracking.STATE_FILE).unlink(missing_ok=True)  # the cycles are logged again
             return
         self.dir.remove_stale_temps()
         self._check_config()

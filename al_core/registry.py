@@ -98,9 +98,14 @@ DATASETS: Registry[Any] = Registry("dataset", home="al_core.data")
 
 for _name in ("resnet18", "resnet34", "resnet50"):
     MODELS.declare(_name, takes_dropout=True)
-for _name in ("random", "least_confidence", "margin", "entropy", "learning_loss", "coreset", "badge"):
-    STRATEGIES.declare(_name, needs_dropout=False)
-STRATEGIES.declare("bald", needs_dropout=True)
+for _name in ("least_confidence", "margin", "entropy", "learning_loss"):
+    STRATEGIES.declare(_name, needs_dropout=False, scored=True)
+for _name in ("random", "coreset", "badge"):
+    STRATEGIES.declare(_name, needs_dropout=False, scored=False)
+STRATEGIES.declare("bald", needs_dropout=True, scored=True)
+STRATEGIES.declare("batchbald", needs_dropout=True, scored=False)
+for _name in ("typiclust", "probcover"):
+    STRATEGIES.declare(_name, needs_dropout=False, scored=False)
 
 REGISTRIES = {"model": MODELS, "optimizer": OPTIMIZERS, "strategy": STRATEGIES, "dataset": DATASETS}
 

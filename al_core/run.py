@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 
+from al_core import tracking
 from al_core.cli import Parser, guarded
 from al_core.config import load_sweep
 from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restart", action="store_true", help="discard what the run directory holds and start over")
     args = p.parse_intermixed_args(argv)
     sweep = load_sweep(args.sweep, args.overrides)
+    tracking.require(sweep.tracking)
     spec = sweep.run(args.run)
     configure_threads()
     stop = StopFlag()

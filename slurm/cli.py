@@ -6,6 +6,7 @@
     al-sweep report SWEEP.yaml [key=value ...]
     al-sweep power  SWEEP.yaml [key=value ...] [--results DIR] [--effect POINTS]
     al-sweep data   SWEEP.yaml
+    al-sweep sync   SWEEP.yaml [key=value ...]       # upload the sweep's offline W&B runs
     al-sweep bench  [bench options]
 
 Each takes the same arguments as its module form (`python -m slurm.sweep`, ...).
@@ -23,6 +24,7 @@ COMMANDS = {
     "report": "analysis.report",
     "power": "analysis.power",
     "data": "al_core.data_download",
+    "sync": "slurm.sync",
     "bench": "bench.bench_train",
 }
 

@@ -26,6 +26,9 @@ Keys (every profile must define them all; the sweep may override any of them und
 | gpu_capabilities | | compute capabilities of the partitions' GPUs, e.g. ["7.0", "8.0"]; checked against torch_build before submitting |
 | runs_per_task | | K runs share one array task and its resources, its GPU included (slurm.pack); default 1 |
 | gpu_mem_per_run | | GPU memory one run needs (e.g. 6G): K x this must fit the task's GPU, checked before the runs start; null = unchecked |
+| report_job | | true: after the arrays, one CPU job (`--dependency=afterany:` on each) writes the report (slurm.report_job); default true |
+| mail_user, mail_type | --mail-user, --mail-type | passed to the arrays and the report job; mail_type: SLURM's values, comma-separated |
+| report | the report job | {partition, cpus, mem, time} of the report job (null values: the cluster's defaults) |
 """
 
 from __future__ import annotations
@@ -63,9 +66,42 @@ KEYS = (
     "gpu_capabilities",
     "runs_per_task",
     "gpu_mem_per_run",
+    "report_job",
+    "mail_user",
+    "mail_type",
+    "report",
 )
 # Keys a profile may leave out (profiles written before they existed keep working), with their defaults.
-OPTIONAL = {"torch_build": None, "gpu_capabilities": [], "runs_per_task": 1, "gpu_mem_per_run": None}
+OPTIONAL = {
+    "torch_build": None,
+    "gpu_capabilities": [],
+    "runs_per_task": 1,
+    "gpu_mem_per_run": None,
+    "report_job": True,
+    "mail_user": None,
+    "mail_type": None,
+    "report": None,
+}
+# SLURM's --mail-type values (sbatch(1), Slurm 22.05); a list of them is comma-separated.
+MAIL_TYPES = (
+    "NONE",
+    "BEGIN",
+    "END",
+    "FAIL",
+    "REQUEUE",
+    "ALL",
+    "INVALID_DEPEND",
+    "STAGE_OUT",
+    "TIME_LIMIT",
+    "TIME_LIMIT_90",
+    "TIME_LIMIT_80",
+    "TIME_LIMIT_50",
+    "ARRAY_TASKS",
+)
+REPORT_KEYS = ("partition", "cpus", "mem", "time")
+# The report job's resources where neither profile nor sweep names them: one core, a few GB, an hour.
+REPORT_DEFAULTS = {"partition": None, "cpus": 1, "mem": "4G", "time": 60}
+_MAIL_USER = re.compile(r"^[^\s\"'`\\$;&|<>()]+$")
 # sbatch options that submitit or this package writes itself; setting them through `extra` would
 # break log paths, the array, the warning signal or the requeue.
 MANAGED_OPTIONS = ("array", "output", "error", "open-mode", "signal", "job-name", "requeue", "no-requeue", "wrap")
@@ -100,6 +136,19 @@ class Resources:
     gpu_capabilities: tuple[str, ...] = ()
     runs_per_task: int = 1
     gpu_mem_per_run: str | None = None
+    report_job: bool = True
+    mail_user: str | None = None
+    mail_type: str | None = None
+    report: "ReportResources | None" = None
+
+    def mail_options(self) -> dict[str, str]:
+        """sbatch's mail options, for the arrays and the report job alike ({} when none are set)."""
+        out = {}
+        if self.mail_user:
+            out["mail-user"] = self.mail_user
+        if self.mail_type:
+            out["mail-type"] = self.mail_type
+        return out
 
     def executor_parameters(self, job_name: str, python_path: str | None = None) -> dict[str, Any]:
         """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
@@ -126,6 +175,10 @@ class Resources:
             # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
             + ([f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []),
         }
+        if self.mail_user:
+            params["mail_user"] = self.mail_user
+        if self.mail_type:
+            params["mail_type"] = self.mail_type
         if self.cpus:
             # Since Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: say it again,
             # or the run's step may be confined to one core.
@@ -151,6 +204,24 @@ class Resources:
         if self.runs_per_task > 1:
             parts.append(f"{self.runs_per_task} runs per task")
         return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ReportResources:
+    """What the report job asks for (the profile's `report:` section, overridable as slurm.report.KEY)."""
+
+    partition: str | None = None
+    cpus: int = 1
+    mem: str | None = "4G"
+    time_min: int = 60
+
+    def sbatch_options(self) -> dict[str, str]:
+        out = {"cpus-per-task": str(self.cpus), "time": str(self.time_min)}
+        if self.partition:
+            out["partition"] = self.partition
+        if self.mem:
+            out["mem"] = self.mem
+        return out
 
 
 def source_tree() -> str | None:
@@ -215,6 +286,8 @@ def resolve(slurm: dict | None) -> Resources:
     for key, value in slurm.items():
         if key not in KEYS:
             raise ConfigError(f"unknown key slurm.{key}; expected profile or one of {', '.join(KEYS)}")
+        if key == "report" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = {**merged[key], **value}  # slurm.report.mem=8G changes one key of the profile's section
         merged[key] = value
         origin[key] = f"slurm.{key}"
     for key in merged:
@@ -347,6 +420,10 @@ def _validate(profile: str, m: dict, origin: dict) -> Resources:
         gpu_mem = gmatch.group(1) + (gmatch.group(2) or "").upper()
 
     return Resources(
+        report_job=_report_job(m, origin),
+        mail_user=_mail_user(m, origin),
+        mail_type=_mail_type(m, origin),
+        report=_report_resources(m, origin),
         runs_per_task=runs_per_task,
         gpu_mem_per_run=gpu_mem,
         torch_build=build,
@@ -367,6 +444,54 @@ def _validate(profile: str, m: dict, origin: dict) -> Resources:
         python=python,
         setup=lines,
     )
+
+
+def _report_job(m: dict, origin: dict) -> bool:
+    if not isinstance(m["report_job"], bool):
+        raise ConfigError(f"{origin['report_job']}: expected true or false, got {m['report_job']!r}")
+    return m["report_job"]
+
+
+def _mail_user(m: dict, origin: dict) -> str | None:
+    v = m["mail_user"]
+    if v is not None and (not isinstance(v, str) or not _MAIL_USER.match(v)):
+        raise ConfigError(
+            f"{origin['mail_user']}: expected null or an address such as me@example.org (no spaces or quotes), got {v!r}"
+        )
+    return v
+
+
+def _mail_type(m: dict, origin: dict) -> str | None:
+    """SLURM's --mail-type: one value or several, comma-separated (a YAML list is accepted too)."""
+    v = m["mail_type"]
+    if v is None:
+        return None
+    words = v if isinstance(v, list) else str(v).split(",") if isinstance(v, str) else None
+    words = [str(w).strip().upper() for w in words] if words is not None else None
+    if not words or any(w not in MAIL_TYPES for w in words):
+        raise ConfigError(
+            f"{origin['mail_type']}: expected null or comma-separated values among {', '.join(MAIL_TYPES)}, got {v!r}"
+        )
+    return ",".join(words)
+
+
+def _report_resources(m: dict, origin: dict) -> ReportResources:
+    section = m["report"] if m["report"] is not None else {}
+    where = origin["report"]
+    if not isinstance(section, dict) or any(k not in REPORT_KEYS for k in section):
+        raise ConfigError(f"{where}: expected a mapping with keys among {', '.join(REPORT_KEYS)}, got {section!r}")
+    r = {**REPORT_DEFAULTS, **{k: v for k, v in section.items() if v is not None or k in ("partition", "mem")}}
+    if r["partition"] is not None and (not isinstance(r["partition"], str) or not _PARTITIONS.match(r["partition"])):
+        raise ConfigError(f"{where}.partition: expected null or a partition name, got {r['partition']!r}")
+    if isinstance(r["cpus"], bool) or not isinstance(r["cpus"], int) or r["cpus"] < 1:
+        raise ConfigError(f"{where}.cpus: expected an integer >= 1, got {r['cpus']!r}")
+    mem = r["mem"]
+    if mem is not None:
+        match = _MEM.match(str(mem)) if isinstance(mem, (str, int)) and not isinstance(mem, bool) else None
+        if not match or int(match.group(1)) <= 0:
+            raise ConfigError(f"{where}.mem: expected null or a positive amount such as 4G, got {mem!r}")
+        mem = match.group(1) + (match.group(2) or "").upper()
+    return ReportResources(r["partition"], r["cpus"], mem, parse_time(r["time"], f"{where}.time"))
 
 
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")

@@ -2,7 +2,8 @@
 
 Each line: run id, state (DONE from the run directory, else the scheduler's state of the run's last
 job from jobs.json, `-` never submitted), cycles done/total, latest test accuracy, job id, restarts
-(starts of the run beyond its first: requeues and resubmissions, from run.json). For each run whose
+(starts of the run beyond its first: requeues and resubmissions, from run.json). After the totals,
+the report job's state (slurm.report_job) and, once it has ended, the report's path. For each run whose
 job ended without DONE: the last lines of its error log and the path to the whole log.
 
 Exit status: 0 the table was printed (whatever the runs' states); 1 the scheduler could not be
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
-from slurm import held, ledger, profiles, scheduler
+from slurm import held, ledger, profiles, report_job, scheduler
 from slurm.plan import progress
 from slurm.submit import job_name
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{spec.run_id:<{width}}  {state:<13} {prog.cycles:>3}/{prog.total:<3}  {acc:>7}  {job:<14} {prog.restarts:>8}")
     states_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "DONE", kv[0])))
     print(f"total: {len(specs)} runs: {states_text}; cycles {cycles}/{total}")
+    _print_report_job(sweep)
     for run_id, state, rec in failures:
         err = Path(rec.get("log_err", ""))
         if state == "HELD":
@@ -96,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  whole log: {err} (stdout: {rec.get('log_out', '-')}); `make sweep` resubmits this run")
     sys.stdout.flush()
     return 0
+
+
+def _print_report_job(sweep) -> None:
+    """The report job's line (slurm.report_job), when the sweep has one."""
+    try:
+        line = report_job.status_line(sweep)
+    except scheduler.SchedulerError as e:
+        line = f"report job: state unknown ({e})"
+    if line:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 Submits every run of the sweep that is neither DONE nor queued/running, as one SLURM job array,
 prints what it did and returns; `--wait` then follows the runs to the end. `--cluster local` runs
 them on this machine (never more at once than cores) and `debug` in this process; both wait.
-`--dry-run` prints the runs that would be submitted, those skipped and why, and the sbatch script,
-and submits and writes nothing. `--hold` submits the arrays held (sbatch --hold): their runs read
-PENDING, so a re-sweep skips them as queued, and nothing starts until `scontrol release JOBID`. Before submitting, the login node checks what it can see (the
+`--dry-run` prints the runs that would be submitted, those skipped and why, their expected cost
+(slurm.cost), the sbatch script and the report job, and submits and writes nothing. On SLURM, a
+report job (slurm.report_job) follows the arrays and writes the report when the last run ends;
+local and debug write it at the end of their wait. `--hold` submits the arrays held (sbatch
+--hold): their runs read PENDING, so a re-sweep skips them as queued, and nothing starts until
+`scontrol release JOBID`. Before submitting, the login node checks what it can see (the
 dataset under dataset.root, a writable results directory, the profile's interpreter). Runs whose
 job found a node that could not serve them (exit 78) are held, not resubmitted, until
 `--retry-failed`. Running it again is safe: under the sweep's lock it asks the
@@ -24,9 +27,10 @@ from __future__ import annotations
 import shlex
 import sys
 
+from al_core import tracking
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
-from slurm import checks, held, ledger, local, profiles, scheduler, submit
+from slurm import checks, cost, held, ledger, local, profiles, report_job, scheduler, submit
 from slurm.plan import check_run_dirs, make_plan
 
 EXIT_FAILED = 1
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Everything that can be refused is checked before anything is written or submitted.
     sweep = load_sweep(args.sweep, args.overrides)
+    tracking.require(sweep.tracking)  # a sweep asking for W&B without wandb: one error line, nothing planned
     resources = profiles.resolve(sweep.slurm)
     cluster = submit.resolve_cluster(args.cluster, dry_run=args.dry_run)
     check_run_dirs(sweep)
@@ -74,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         records = _records(sweep, name, save=False) if cluster == "slurm" else ledger.read(sweep.sweep_dir)
         states = _states(records, name)
         plan = make_plan(sweep, records, states, held_runs, args.retry_failed)
-        _print_plan(header, plan, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted")
+        _print_plan(
+            header, plan, resources, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted"
+        )
         if cluster == "slurm":
             n = max(-(-len(plan.to_submit) // resources.runs_per_task), 1)  # array tasks of runs_per_task runs
             chunks = submit.array_chunks(n, scheduler.max_array_size())  # the default MaxArraySize without scontrol
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- sbatch script ({'one job array of ' + str(n) + ' runs' if n > 1 else 'one job'}) ---")
             print(submit.sbatch_script(sweep, resources, folder, n, hold=args.hold).rstrip())
             print("--- end of sbatch script ---")
+            print(_report_job_note(sweep, resources))
         else:
             parallel, threads = local.local_parallelism(resources, len(plan.to_submit))
             print(
@@ -97,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         with ledger.locked(sweep.sweep_dir):
             records = _records(sweep, name, save=True)
             plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
-            _print_plan(header, plan)
+            _print_plan(header, plan, resources)
             try:
                 submitted = submit.submit_slurm(sweep, resources, plan, records, hold=args.hold)
             except submit.SubmissionError as e:
                 fail(str(e), EXIT_FAILED)
+            _report_job(sweep, resources, args, plan, submitted)
         if submitted:
             ids = [j for _, j in submitted]
             arrays = list(dict.fromkeys(j.split("_")[0] for j in ids))
@@ -131,16 +140,42 @@ def main(argv: list[str] | None = None) -> int:
     with ledger.locked(sweep.sweep_dir):
         records = ledger.read(sweep.sweep_dir)
         plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
-    _print_plan(header, plan)
+    _print_plan(header, plan, resources)
     if not args.wait:
         print(f"{cluster}: runs in the foreground (as with --wait); Ctrl-C stops them after a checkpoint", flush=True)
     failed = local.run_here(sweep, resources, plan, cluster)
+    if resources.report_job:  # as `make demo`: the report of whatever the runs wrote, finished or not
+        report_job.run_locally(sweep.path or args.sweep, args.overrides)
     return _report(failed)
 
 
-def _print_plan(header: str, plan, warnings: list[str] = (), summary: str | None = None) -> None:
-    """The header, one line per run, any warnings, the summary and the note on held runs."""
+def _report_job_note(sweep, resources) -> str:
+    if not resources.report_job:
+        return "report job: none (slurm.report_job: false); run `make report` when the runs have ended"
+    r = resources.report
+    return (
+        f"report job: one CPU job after the arrays (--dependency=afterany), partition {r.partition or '(default)'}, "
+        f"{r.cpus} CPU, mem {r.mem or '(default)'}, time {profiles.format_minutes(r.time_min)}; "
+        f"writes {report_job.report_path(sweep)}"
+    )
+
+
+def _report_job(sweep, resources, args, plan, submitted: list) -> None:
+    """After the arrays (under the lock): the report job waits for every array still queued or running."""
+    new = [j.split("_")[0] for _, j in submitted]
+    earlier = [d.job_id.split("_")[0] for d in plan.active if d.job_id]
+    arrays = list(dict.fromkeys(new + earlier))
+    try:
+        report_job.ensure(sweep, resources, sweep.path or args.sweep, args.overrides, arrays, bool(submitted))
+    except (scheduler.SchedulerError, OSError) as e:  # the runs are submitted: say so, do not fail them
+        print(f"warning: no report job ({e}); run `make report` when the runs have ended", file=sys.stderr, flush=True)
+
+
+def _print_plan(header: str, plan, resources, warnings: list[str] = (), summary: str | None = None) -> None:
+    """The header, one line per run, any warnings, the summary, the expected cost and the note on held runs."""
     lines = [header, *plan.lines(), *warnings, summary or plan.summary()]
+    if plan.to_submit:
+        lines.append(cost.line(plan.sweep, plan, resources))
     if plan.held_note():
         lines.append(plan.held_note())
     print("\n".join(lines), flush=True)

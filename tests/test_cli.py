@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_command_names_an_entry_point_with_main():
     import importlib
 
-    assert set(cli.COMMANDS) == {"sweep", "status", "run", "report", "power", "data", "bench"}
+    assert set(cli.COMMANDS) == {"sweep", "status", "run", "report", "power", "data", "bench", "sync"}
     for module in cli.COMMANDS.values():
         assert callable(importlib.import_module(module).main)
 

@@ -28,6 +28,15 @@ BAD = [
     (["grid.colour=[1]"], "grid.colour: unknown axis"),
     (["al.subset=10"], "al.subset"),
     (["noequals"], "expected key=value"),
+    (["select.stochastic=gumbel"], "select.stochastic: expected one of none, power, softmax, softrank"),
+    (["select.stochastic=power", "grid.strategy=[margin]", "select.beta=-1"], "select.beta: expected a finite number >= 0"),
+    (["select.stochastic=power"], "select.stochastic: strategy random ranks no scores"),
+    (["grid.strategy=[margin+gumbel]"], "grid.strategy: 'margin+gumbel': expected NAME+MODE"),
+    (["grid.strategy=[coreset+power]"], "coreset ranks no scores"),
+    (["grid.strategy=[margin+power]", "select.stochastic=softmax"], "contradicts strategy margin+power"),
+    (["select.batchbald_samples=0"], "select.batchbald_samples"),
+    (["select.probcover_delta=-1"], "select.probcover_delta"),
+    (["select.colour=1"], "unknown key select.colour"),
 ]
 
 
@@ -77,6 +86,28 @@ def test_extra_grid_axes_are_appended_to_run_ids(smoke_yaml):
     assert runs[0].config.fingerprint() != runs[1].config.fingerprint()
 
 
+def test_select_keys_stay_out_of_the_fingerprint_at_their_defaults(smoke_yaml):
+    """Runs recorded before the `select` section existed keep their fingerprint (and resume)."""
+    base = load_sweep(smoke_yaml).runs()[0].config
+    assert "select" not in base.to_dict()
+    same = ["select.stochastic=none", "select.beta=2.0", "select.batchbald_samples=50", "select.probcover_delta=1.5"]
+    assert load_sweep(smoke_yaml, same).runs()[0].config.fingerprint() == base.fingerprint()  # keys others read
+    one = ["grid.optimizer=[sgd]", "grid.trial=[0]"]
+    drawn = load_sweep(smoke_yaml, [*one, "grid.strategy=[margin, margin+power, margin+softrank]", "select.beta=2.0"]).runs()
+    assert [r.run_id for r in drawn] == [
+        "resnet18-sgd-margin-t0",
+        "resnet18-sgd-margin+power-t0",
+        "resnet18-sgd-margin+softrank-t0",
+    ]
+    assert [r.config.stochastic for r in drawn[:3]] == [None, ("power", 2.0), ("softrank", 2.0)]
+    assert drawn[1].config.to_dict()["select"] == {"beta": 2.0} and "select" not in drawn[0].config.to_dict()
+    axis = load_sweep(smoke_yaml, [*one, "grid.strategy=[margin]", "grid.select.stochastic=[none, power]"]).runs()
+    assert [r.config.stochastic for r in axis[:2]] == [None, ("power", 1.0)]
+    assert axis[1].config.to_dict()["select"] == {"stochastic": "power"} and "select" not in axis[0].config.to_dict()
+    bb = load_sweep(smoke_yaml, ["grid.strategy=[batchbald]", "train.dropout=0.3", "select.batchbald_samples=50"]).runs()[0]
+    assert bb.config.to_dict()["select"] == {"batchbald_samples": 50}
+
+
 def test_every_sweep_file_validates():
     from pathlib import Path
 
@@ -120,12 +151,13 @@ def test_declared_built_ins_are_the_registered_ones_with_the_same_facts():
 import inspect
 from al_core.registry import MODELS, STRATEGIES
 declared = {"model": dict(MODELS._declared), "strategy": dict(STRATEGIES._declared)}
-assert len(declared["model"]) == 3 and len(declared["strategy"]) == 8, declared
+assert len(declared["model"]) == 3 and len(declared["strategy"]) == 11, declared
 import al_core.models, al_core.strategies
 for name in declared["model"]:
     assert "dropout" in inspect.signature(MODELS.get(name)).parameters, name
 for name, facts in declared["strategy"].items():
     assert STRATEGIES.get(name).needs_dropout == facts["needs_dropout"], name
+    assert STRATEGIES.get(name).scored == facts["scored"], name
 assert not MODELS._declared and not STRATEGIES._declared, "a declaration no module filled"
 """
     root = Path(__file__).resolve().parents[1]

@@ -1,9 +1,11 @@
 """A cluster's bad days, caused on the real SLURM cluster: a ledger lost or cut short while jobs are
-queued and running. Nothing may be lost or run twice."""
+queued and running, a lock left by a job on a dead node, the controller stopped mid-sweep and
+started again. Nothing may be lost or run twice."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from al_core.config import load_sweep
-from _cluster import epochs_for, sweep_file, wait_until
+from _cluster import epochs_for, rows, sweep_file, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -109,3 +111,60 @@ def test_a_lock_left_by_a_dead_node_is_taken_over_and_a_live_jobs_is_not(tmp_pat
             holder.kill()
             holder.wait()
         scheduler.cancel([live_job, *(rec["job_id"] for rec in ledger.read(s.sweep_dir).values())])
+
+
+CLUSTER_SCRIPT = ROOT / ".ci" / "slurm-cluster.sh"
+
+
+def one_error_line(p: subprocess.CompletedProcess) -> str:
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode not in (0, 2) and len(lines) == 1 and lines[0].startswith("error: "), (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="stopping the cluster's controller needs root (CI runs as root)")
+def test_a_controller_restart_mid_sweep_loses_nothing_and_runs_nothing_twice(tmp_path):
+    import torch
+
+    from al_core.loop import comparable, run
+
+    path = sweep_file(tmp_path)
+    over = [*TWO, f"train.epochs={epochs_for(20, TWO)}"]
+    s = load_sweep(path, over)
+    ids = [r.run_id for r in s.runs()]
+    stopped = False
+    try:
+        first = sweep(path, over)
+        assert first.returncode == 0, first.stdout + first.stderr
+        jobs = {r: rec["job_id"] for r, rec in ledger.read(s.sweep_dir).items()}
+        wait_until(lambda: any((s.run_dir(r) / "run.json").exists() for r in ids), 120, "a run to start", poll=0.2)
+        before = ledger.jobs_path(s.sweep_dir).read_bytes()
+        subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop-ctld"], check=True, capture_output=True, timeout=120)
+        stopped = True
+        status = subprocess.run(
+            [sys.executable, "-m", "slurm.status", str(path), *over], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert "controller" in one_error_line(status)
+        again = sweep(path, over)
+        assert "nothing submitted" in one_error_line(again)
+        assert ledger.jobs_path(s.sweep_dir).read_bytes() == before  # the ledger untouched
+        subprocess.run(["bash", str(CLUSTER_SCRIPT), "start-ctld"], check=True, capture_output=True, timeout=300)
+        stopped = False
+        done = sweep(path, over, "--wait")
+        assert done.returncode == 0 and "0 to submit" in done.stdout and "all runs DONE" in done.stdout, done.stdout + done.stderr
+        assert {r: rec["job_id"] for r, rec in ledger.read(s.sweep_dir).items()} == jobs  # nothing resubmitted
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the jobs' thread count (AL_THREADS=1)
+        try:
+            for r in ids:
+                assert json.loads((s.run_dir(r) / "run.json").read_text())["restarts"] == 0, r
+                run(s.run(r), tmp_path / "undisturbed" / r, log=lambda _: None)
+                undisturbed = [comparable(x) for x in rows(tmp_path / "undisturbed" / r)]
+                assert [comparable(x) for x in rows(s.run_dir(r))] == undisturbed, r
+        finally:
+            torch.set_num_threads(torch_threads)
+    finally:
+        if stopped:
+            subprocess.run(["bash", str(CLUSTER_SCRIPT), "start-ctld"], capture_output=True, timeout=300)
+        scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()])

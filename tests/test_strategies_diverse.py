@@ -118,11 +118,15 @@ FAST = ["al.cycles=3", "train.epochs=2", "grid.optimizer=[sgd]", "grid.trial=[0]
 
 
 def overrides(strategy):
-    return [*FAST, f"grid.strategy=[{strategy}]"] + (["train.dropout=0.3"] if strategy == "bald" else [])
+    extra = {
+        "bald": ["train.dropout=0.3"],
+        "batchbald": ["train.dropout=0.3", "select.batchbald_candidates=150", "select.batchbald_samples=100"],
+    }
+    return [*FAST, f"grid.strategy=[{strategy}]"] + extra.get(strategy, [])
 
 
 def test_new_strategies_declare_known_needs():
-    for name in ("coreset", "badge", "bald"):
+    for name in ("coreset", "badge", "bald", "batchbald", "typiclust", "probcover"):
         assert STRATEGIES.get(name).needs and set(STRATEGIES.get(name).needs) <= set(NEEDS)
 
 
@@ -151,7 +155,7 @@ def test_dropout_zero_keeps_the_model_bit_identical():
     assert len(a(x)[1]) == 4
 
 
-@pytest.mark.parametrize("strategy", ["coreset", "badge", "bald"])
+@pytest.mark.parametrize("strategy", ["coreset", "badge", "bald", "batchbald", "typiclust", "probcover", "margin+power"])
 def test_strategy_end_to_end_killed_and_resumed(smoke_yaml, tmp_path, strategy, monkeypatch):
     run_id = f"resnet18-sgd-{strategy}-t0"
     sweep = load_sweep(smoke_yaml, overrides(strategy))
@@ -163,6 +167,7 @@ def test_strategy_end_to_end_killed_and_resumed(smoke_yaml, tmp_path, strategy, 
         torch.set_num_threads(default)
     reference = [comparable(r) for r in read_jsonl(sweep.run_dir(run_id) / "cycles.jsonl")]
     assert len(reference) == 3
+    assert [r.get("stochastic") for r in reference] == [{"mode": "power", "beta": 1.0} if "+" in strategy else None] * 3
     for prev, row in zip(reference, reference[1:]):
         assert len(row["queried"]) == 100 and not set(row["queried"]) & set(prev["queried"])
     all_queried = [i for r in reference for i in r["queried"]]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from al_core.registry import STRATEGIES  # noqa: F401  (re-exported: strategies register here)
+from al_core.strategies.stochastic import stochastic_batch
 
 
 @dataclass
@@ -34,6 +35,16 @@ class SelectionContext:
     ties: Optional[np.random.Generator] = None  # this trial and cycle's "ties" stream (None: lowest index first)
     labelled: Optional[np.ndarray] = None  # pool indices of the labelled set, ascending
     inputs: Optional[object] = None  # al_core.selection.SelectionInputs: what the strategy's `needs` names
+    stochastic: Optional[tuple] = None  # (mode, beta): draw a scored strategy's batch (stochastic_batch), None: top k
+    options: Optional[object] = None  # al_core.config.SelectConfig: the sweep's `select` settings (None: defaults)
+
+    def option(self, name: str):
+        """The sweep's `select.<name>` setting, or its default when the context carries none."""
+        if self.options is None:
+            from al_core.config import SelectConfig
+
+            return getattr(SelectConfig(), name)
+        return getattr(self.options, name)
 
     def need(self, name: str) -> torch.Tensor:
         """A lazily computed selection input the strategy declared in `needs` (see al_core.selection)."""
@@ -59,8 +70,25 @@ class Strategy:
     def scores(self, ctx: SelectionContext) -> np.ndarray:
         raise NotImplementedError
 
+    @property
+    def scored(self) -> bool:
+        """Whether the strategy ranks scores (it implements `scores` and keeps this `select`): only
+        such a strategy can draw its batch stochastically (`select.stochastic`)."""
+        cls = type(self)
+        return cls.scores is not Strategy.scores and cls.select is Strategy.select
+
     def select(self, ctx: SelectionContext, k: int) -> np.ndarray:
-        return top_k(self.scores(ctx), ctx.candidates, k, ctx.ties)
+        scores = self.scores(ctx)
+        if ctx.stochastic is not None:  # Kirsch et al. (TMLR 2023): draw the batch with weights of the scores
+            mode, beta = ctx.stochastic
+            scores = np.asarray(scores, dtype=np.float64)
+            if scores.shape != ctx.candidates.shape:
+                raise ValueError(f"{scores.shape[0]} scores for {ctx.candidates.shape[0]} candidates")
+            if mode == "power" and (scores < 0).any():  # predicted losses may be negative: weight 0, not a crash
+                logging.getLogger(__name__).warning("warning: %d negative scores given weight 0", int((scores < 0).sum()))
+                scores = np.maximum(scores, 0.0)
+            return ctx.candidates[stochastic_batch(scores, k, ctx.rng, mode, beta)]
+        return top_k(scores, ctx.candidates, k, ctx.ties)
 
 
 def top_k(scores: np.ndarray, candidates: np.ndarray, k: int, ties: np.random.Generator | None = None) -> np.ndarray:
