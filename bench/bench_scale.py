@@ -111,7 +111,7 @@ def cluster_rep(work: Path, runs: int, rep: int) -> dict[str, float]:
     finally:
         arrays = cancel_own(sweep_dir)
     print(
-        f"  rep {rep + 1}: submit {submit_s:.2f} s ({len(arrays)} arrays), status {status_s:.2f} s, re-sweep {resweep_s:.2f} s",
+        f"  rep {rep + 1}: submit {submit_s:.2f} s ({len(arrays)} jobs: arrays and the report job), status {status_s:.2f} s, re-sweep {resweep_s:.2f} s",
         flush=True,
     )
     return {"submit": submit_s, "status": status_s, "resweep": resweep_s}
