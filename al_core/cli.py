@@ -67,9 +67,18 @@ def guarded(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
         except (ConfigError, DataError) as e:
             fail(str(e))
         except OSError as e:
-            where = f" {e.filename}" if getattr(e, "filename", None) else ""
-            fail(f"cannot write or read{where}: {e.strerror or e}; expected a writable output directory with free space", EXIT_IO)
+            fail(io_error_line(e), EXIT_IO)
         except KeyboardInterrupt:
             fail("interrupted", 130)
 
     return wrapper
+
+
+def io_error_line(e: OSError) -> str:
+    """The one line an I/O failure gets (exit 1): the file, and for a full disk the bytes needed."""
+    from al_core.io import DiskFull
+
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    if isinstance(e, DiskFull):
+        return f"cannot write{where}: {e.strerror}"
+    return f"cannot write or read{where}: {e.strerror or e}; expected a writable output directory with free space"

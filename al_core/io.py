@@ -6,8 +6,10 @@ fsynced, and renamed over the target; the directory is fsynced so the rename sur
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, BinaryIO
@@ -51,36 +53,61 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], point: str = "", durable: bool = True) -> None:
+class DiskFull(OSError):
+    """A write that found no space (or no quota) left; the message names the file and the bytes."""
+
+
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[BinaryIO], None], point: str = "", size: int | None = None, durable: bool = True
+) -> None:
     """Write `path` atomically: `write(f)` fills a temp file in the same directory, then rename.
 
-    On any error the temp file is removed and the old `path` (if any) is untouched. `durable=False`
+    On any error the temp file is removed and the old `path` (if any) is untouched. A full disk or
+    quota raises DiskFull naming `path`, the bytes the write needs (`size` when the caller knows
+    it, else at least those written before the failure) and the bytes free there. `durable=False`
     skips the fsyncs: the file is whole or absent after the process dies, not after a power loss.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    written = 0
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
+            try:
+                write(f)
+                f.flush()
+                if durable:
+                    os.fsync(f.fileno())
+            except OSError:
+                written = f.tell()
+                raise
         if point:
             pause_point(point)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(path, e, size, written) from None
         raise
     if durable:
         fsync_dir(path.parent)
 
 
+def _disk_full(path: Path, e: OSError, size: int | None, written: int) -> DiskFull:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free:,} bytes free there"
+    except OSError:
+        free = "free space unknown"
+    need = f"{size:,} bytes" if size else f"at least {written:,} bytes" if written else "some bytes"
+    what = "quota exceeded" if e.errno == errno.EDQUOT else "no space left on device"
+    return DiskFull(e.errno, f"{what} (the write needs {need}, {free}); free space or raise the quota, then run again", str(path))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, point: str = "", durable: bool = True) -> None:
-    atomic_write(path, lambda f: f.write(data), point, durable)
+    atomic_write(path, lambda f: f.write(data), point, size=len(data), durable=durable)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, point: str = "") -> None:

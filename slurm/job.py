@@ -35,7 +35,7 @@ from pathlib import Path
 import submitit
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
-from al_core.cli import setup_logging
+from al_core.cli import EXIT_IO, io_error_line, setup_logging
 from al_core.config import RunSpec
 from slurm import held, scheduler
 
@@ -183,6 +183,9 @@ class RunJob(submitit.helpers.Checkpointable):
                 print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
                 self.refused = True
                 sys.exit(EXIT_INTERRUPTED)
+            except OSError as e:  # a full disk or quota: one line; what was written before is intact
+                print(f"error: {self.spec.run_id}: {io_error_line(e)}", file=sys.stderr, flush=True)
+                sys.exit(EXIT_IO)
             except Interrupted as e:
                 log(f"{self.spec.run_id}: {e}")
                 if e.signame == usr_sig.name and is_submitit_handler(submitit_handler):

@@ -286,7 +286,8 @@ def test_disk_full_while_writing_keeps_previous_state(smoke_yaml, tmp_path, caps
         run_main([str(smoke_yaml), f"output={tmp_path}", "--run", RUN_ID])
     assert e.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "No space left on device" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and "no space left on device" in err[0]
+    assert str(run_dir) in err[0] and "the write needs" in err[0] and "bytes free there" in err[0]
     assert (run_dir / "cycles.jsonl").read_bytes() == rows_before
     assert {p.name: p.read_bytes() for p in checkpoint.list_checkpoints(run_dir)} == ckpts_before
     assert not list(run_dir.glob(".*.tmp"))
