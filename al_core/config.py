@@ -639,7 +639,9 @@ def _optim_flag(key: str, value: Any, optimizer: str) -> bool:
 
 def _run_config(raw: dict, point: dict) -> RunConfig:
     """The resolved config of one grid point: the sweep's sections with the point's values set."""
-    raw = copy.deepcopy(raw)
+    # The grid is read, never changed, here: copying its lists for every run made a sweep of n runs
+    # cost O(n^2) (1,000 trials: a million list items copied).
+    raw = {k: v if k == "grid" else copy.deepcopy(v) for k, v in raw.items()}
     for axis, value in point.items():
         if axis not in GRID_REQUIRED:
             apply_override(raw, f"{axis}={json.dumps(value)}")
@@ -694,13 +696,19 @@ def build(cls: type, data: Any, where: str) -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints, names = _fields(cls)
     for key in data:
         if key not in names:
             raise ConfigError(f"unknown key {where}.{key}; expected one of {', '.join(names)}")
     kwargs = {k: _coerce(data[k], hints[k], f"{where}.{k}") for k in names if k in data}
     return cls(**kwargs)
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A dataclass's resolved type hints and field names (resolved once: a 1,000-run sweep builds
+    each section 1,000 times)."""
+    return typing.get_type_hints(cls), tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -57,12 +57,15 @@ class DiskFull(OSError):
     """A write that found no space (or no quota) left; the message names the file and the bytes."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], point: str = "", size: int | None = None) -> None:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[BinaryIO], None], point: str = "", size: int | None = None, durable: bool = True
+) -> None:
     """Write `path` atomically: `write(f)` fills a temp file in the same directory, then rename.
 
     On any error the temp file is removed and the old `path` (if any) is untouched. A full disk or
     quota raises DiskFull naming `path`, the bytes the write needs (`size` when the caller knows
-    it, else at least those written before the failure) and the bytes free there.
+    it, else at least those written before the failure) and the bytes free there. `durable=False`
+    skips the fsyncs: the file is whole or absent after the process dies, not after a power loss.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -73,7 +76,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], poi
             try:
                 write(f)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             except OSError:
                 written = f.tell()
                 raise
@@ -88,7 +92,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], poi
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _disk_full(path, e, size, written) from None
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def _disk_full(path: Path, e: OSError, size: int | None, written: int) -> DiskFull:
@@ -101,8 +106,8 @@ def _disk_full(path: Path, e: OSError, size: int | None, written: int) -> DiskFu
     return DiskFull(e.errno, f"{what} (the write needs {need}, {free}); free space or raise the quota, then run again", str(path))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, point: str = "") -> None:
-    atomic_write(path, lambda f: f.write(data), point, size=len(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, point: str = "", durable: bool = True) -> None:
+    atomic_write(path, lambda f: f.write(data), point, size=len(data), durable=durable)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, point: str = "") -> None:

@@ -10,6 +10,7 @@ decide that a run needs a job. The sweep's report job (slurm.report_job) is kept
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from al_core.io import atomic_write_json
+from al_core.io import atomic_write_bytes
 
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".jobs.lock"
@@ -122,13 +123,37 @@ def read_report(sweep_dir: Path) -> dict | None:
     return rec if isinstance(rec, dict) and rec.get("job_id") else None
 
 
-def write(sweep_dir: Path, records: dict[str, dict], report: dict | None = None) -> None:
-    """Replace jobs.json with `records`; the report job's record is kept (or replaced by `report`)."""
+def write(sweep_dir: Path, records: dict[str, dict], report: dict | None = None, durable: bool = True) -> None:
+    """Replace jobs.json with `records` (one line per run, sorted by run id); the report job's
+    record is kept (or replaced by `report`). Written after every array a sweep submits, so it is
+    encoded by json's C encoder, not its pretty-printer (1,000 runs in 125 arrays spent 10 s
+    there). `durable=False`: renamed into place without waiting for the disk (fsync): it survives
+    the process, not a crash of the machine."""
     data = {k: v for k, v in sorted(records.items()) if k != REPORT_KEY}
     report = report if report is not None else read_report(sweep_dir)
     if report is not None:
         data[REPORT_KEY] = report
-    atomic_write_json(jobs_path(sweep_dir), data)
+    atomic_write_bytes(jobs_path(sweep_dir), dumps(data).encode(), durable=durable)
+
+
+def dumps(records: dict[str, dict]) -> str:
+    """The text of jobs.json: a JSON object with one record per line, in the order given."""
+    lines = [_line(run_id, rec) for run_id, rec in records.items()]
+    return "{\n" + ",\n".join(lines) + ("\n" if lines else "") + "}\n"
+
+
+_LINES: dict[str, tuple[dict, str]] = {}  # run_id -> (a copy of the record, its line) as last encoded
+
+
+def _line(run_id: str, rec: dict) -> str:
+    """A record's line of jobs.json, encoded again only when the record changed since the last
+    write (a sweep writes the file after every array: unchanged records are most of it)."""
+    cached = _LINES.get(run_id)
+    if cached is not None and cached[0] == rec:
+        return cached[1]
+    line = f"  {json.dumps(run_id)}: {json.dumps(rec)}"
+    _LINES[run_id] = (copy.deepcopy(rec), line)  # a copy: a record changed in place is seen as changed
+    return line
 
 
 def record_submission(

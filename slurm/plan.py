@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from al_core.config import RunSpec, Sweep
+from al_core.config import RunSpec, Sweep, config_diff
 from al_core.errors import ConfigError
 from al_core.rundir import RunDir
 from slurm.scheduler import JobState
@@ -107,7 +107,10 @@ def check_run_dirs(sweep: Sweep, specs: list[RunSpec] | None = None) -> None:
     """
     for spec in specs if specs is not None else sweep.runs():
         run_dir = RunDir(sweep.run_dir(spec.run_id))
-        diff = run_dir.config_diff(spec.config.to_dict(), f"remove {run_dir.path} to start the run over")
+        stored = run_dir.stored_config(f"remove {run_dir.path} to start the run over")
+        if stored is None:  # a new run: nothing to compare (the config's dict is not built for it)
+            continue
+        diff = config_diff(stored, spec.config.to_dict())
         if diff:
             raise ConfigError(
                 f"{run_dir.path} holds run {spec.run_id} with a different config (differs in {', '.join(diff[:5])}); "

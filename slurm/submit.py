@@ -11,10 +11,12 @@ a stale result. `<sweep_dir>/logs/runs/<run_id>.out|.err` link to each run's lat
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -63,16 +65,24 @@ def slurm_python(resources: Resources) -> str:
     return resources.python or shlex.quote(sys.executable)
 
 
-def sbatch_script(sweep: Sweep, resources: Resources, folder: Path, n_runs: int) -> str:
-    """The sbatch script a submission of `n_runs` writes (what SlurmExecutor.batch() would submit)."""
+def executor_parameters(sweep: Sweep, resources: Resources, hold: bool = False) -> dict:
+    """submitit's parameters of the sweep's arrays; `hold`: submitted held (`#SBATCH --hold`)."""
     params = resources.executor_parameters(job_name(sweep))
+    if hold:
+        params["additional_parameters"] = {**params.get("additional_parameters", {}), "hold": True}
+    return params
+
+
+def sbatch_script(sweep: Sweep, resources: Resources, folder: Path, n_runs: int, hold: bool = False) -> str:
+    """The sbatch script a submission of `n_runs` writes (what SlurmExecutor.batch() would submit)."""
+    params = executor_parameters(sweep, resources, hold)
     command = " ".join([slurm_python(resources), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=n_runs if n_runs > 1 else None, **params)
 
 
-def slurm_executor(sweep: Sweep, resources: Resources, folder: Path) -> submitit.SlurmExecutor:
+def slurm_executor(sweep: Sweep, resources: Resources, folder: Path, hold: bool = False) -> submitit.SlurmExecutor:
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_timeouts, python=slurm_python(resources))
-    ex.update_parameters(**resources.executor_parameters(job_name(sweep)))
+    ex.update_parameters(**executor_parameters(sweep, resources, hold))
     return ex
 
 
@@ -90,19 +100,18 @@ def submit_slurm(
     max_array_size: int | None = None,
     allowance: int | None = None,
     note: Callable[[str], None] = lambda s: print(s, flush=True),
+    hold: bool = False,
 ) -> list[tuple[Decision, str]]:
     """Submit every run of `plan.to_submit` as job arrays within the cluster's MaxArraySize (and
     the user's job limit where the cluster shows one); update `records`. Call under the lock.
 
     Each array is recorded in jobs.json as soon as sbatch accepts it, so a refusal of a later
-    array leaves the earlier ones known (a re-sweep then submits only the rest).
+    array leaves the earlier ones known (a re-sweep then submits only the rest). `hold`: the
+    arrays are submitted held (sbatch --hold; their tasks read PENDING until released).
     """
     todo = plan.to_submit
     if not todo:
         return []
-    from slurm.job import RunJob  # imports the training stack: only when submitting
-    from slurm.pack import PackJob, packed_logs
-
     limit = max_array_size if max_array_size is not None else scheduler.max_array_size()
     allowance = allowance if allowance is not None else scheduler.submit_allowance()
     k = resources.runs_per_task
@@ -116,33 +125,55 @@ def submit_slurm(
     chunks = array_chunks(len(tasks), limit)
     if len(chunks) > 1:
         note(f"{len(tasks)} tasks exceed the cluster's MaxArraySize of {limit}: submitting {len(chunks)} job arrays")
-    submitted = []
-    for chunk in chunks:
-        part = [tasks[i] for i in chunk]
-        folder = new_log_folder(sweep)
-        ex = slurm_executor(sweep, resources, folder)
-        jobs = []
-        held.release(sweep.sweep_dir, [d.run_id for t in part for d in t])  # retried: a new exit 78 holds them again
-        try:
-            with ex.batch():
-                for task in part:
-                    runs = [RunJob(d.spec, sweep.run_dir(d.run_id)) for d in task]
-                    jobs.append(ex.submit(runs[0] if k == 1 else PackJob(runs, resources.gpu_mem_per_run)))
-        except (FailedJobError, OSError) as e:
-            message = " ".join(str(e).split()) or type(e).__name__
-            done = f" ({len(submitted)} runs in earlier arrays were submitted)" if submitted else ""
-            raise SubmissionError(f"submitting {sum(map(len, part))} runs failed: {message}{done}") from None
-        for task, job in zip(part, jobs):
-            for d in task:
-                out, err = (job.paths.stdout, job.paths.stderr) if k == 1 else packed_logs(sweep.run_dir(d.run_id), d.run_id)
-                rec = ledger.record_submission(records, d.run_id, job.job_id, "slurm", out, err)
-                if k > 1:
-                    rec["task_log"] = str(job.paths.stderr)
-                    rec["shares_task_with"] = [o.run_id for o in task if o.run_id != d.run_id]
-                submitted.append((d, job.job_id))
-                link_run_logs(sweep, d.run_id, out, err)
-        ledger.write(sweep.sweep_dir, records)
+    submitted: list[tuple[Decision, str]] = []
+    # The log links (two new files a run: seconds for 1,000 runs on a slow file system) are made by
+    # one thread while the next arrays are pickled and submitted; all are made before returning.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="link-logs") as linker:
+        links = []
+        for n, chunk in enumerate(chunks, 1):
+            part = [tasks[i] for i in chunk]
+            for d, job_id, out, err in _submit_array(sweep, resources, part, records, hold, len(submitted)):
+                submitted.append((d, job_id))
+                links.append(linker.submit(link_run_logs, sweep, d.run_id, out, err))
+            # Every array is in jobs.json at once (a killed sweep leaves it known); only the last
+            # write waits for the disk (fsync): a rename already survives the process.
+            ledger.write(sweep.sweep_dir, records, durable=n == len(chunks))
+        for future in links:
+            future.result()
     return submitted
+
+
+def _submit_array(
+    sweep: Sweep, resources: Resources, part: list[list[Decision]], records: dict, hold: bool, before: int
+) -> list[tuple[Decision, str, Path, Path]]:
+    """One job array of `part` (its tasks of runs_per_task runs); records each run's new job in
+    `records`; returns (decision, job id, stdout log, stderr log) per run."""
+    from slurm.job import RunJob  # imports the training stack: only when submitting
+    from slurm.pack import PackJob, packed_logs
+
+    k = resources.runs_per_task
+    ex = slurm_executor(sweep, resources, new_log_folder(sweep), hold)
+    jobs = []
+    held.release(sweep.sweep_dir, [d.run_id for t in part for d in t])  # retried: a new exit 78 holds them again
+    try:
+        with ex.batch():
+            for task in part:
+                runs = [RunJob(d.spec, sweep.run_dir(d.run_id)) for d in task]
+                jobs.append(ex.submit(runs[0] if k == 1 else PackJob(runs, resources.gpu_mem_per_run)))
+    except (FailedJobError, OSError) as e:
+        message = " ".join(str(e).split()) or type(e).__name__
+        done = f" ({before} runs in earlier arrays were submitted)" if before else ""
+        raise SubmissionError(f"submitting {sum(map(len, part))} runs failed: {message}{done}") from None
+    out_runs = []
+    for task, job in zip(part, jobs):
+        for d in task:
+            out, err = (job.paths.stdout, job.paths.stderr) if k == 1 else packed_logs(sweep.run_dir(d.run_id), d.run_id)
+            rec = ledger.record_submission(records, d.run_id, job.job_id, "slurm", out, err)
+            if k > 1:
+                rec["task_log"] = str(job.paths.stderr)
+                rec["shares_task_with"] = [o.run_id for o in task if o.run_id != d.run_id]
+            out_runs.append((d, job.job_id, out, err))
+    return out_runs
 
 
 def link_run_logs(sweep: Sweep, run_id: str, out: Path, err: Path) -> None:
@@ -151,13 +182,28 @@ def link_run_logs(sweep: Sweep, run_id: str, out: Path, err: Path) -> None:
     links.mkdir(parents=True, exist_ok=True)
     for target, suffix in ((out, ".out"), (err, ".err")):
         link = links / f"{run_id}{suffix}"
+        # The log does not exist yet: its real path is its folder's real path and its name.
+        relative = os.path.relpath(os.path.join(_real_dir(Path(target).parent), Path(target).name), _real_dir(links))
+        try:
+            os.symlink(relative, link)  # a run's first link: no temp file needed
+            continue
+        except FileExistsError:
+            pass
+        except OSError:
+            continue  # a convenience only (e.g. a file system without symlinks)
         tmp = links / f".{run_id}{suffix}.{os.getpid()}"
         try:
             tmp.unlink(missing_ok=True)
-            tmp.symlink_to(os.path.relpath(Path(target).resolve(), links.resolve()))
+            tmp.symlink_to(relative)
             os.replace(tmp, link)
         except OSError:
-            pass  # a convenience only (e.g. a file system without symlinks)
+            pass
+
+
+@functools.lru_cache(maxsize=64)
+def _real_dir(path: Path) -> str:
+    """The real path of a directory (cached: every run of a submission links into the same two)."""
+    return os.path.realpath(path)
 
 
 def wait_slurm(sweep: Sweep, run_ids: list[str], poll_s: float = 5.0) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m slurm.sweep SWEEP.yaml [key=value ...] [--cluster auto|slurm|local|debug] [--dry-run] [--wait]`
+"""`python -m slurm.sweep SWEEP.yaml [key=value ...] [--cluster auto|slurm|local|debug] [--dry-run] [--wait] [--hold]`
 
 Submits every run of the sweep that is neither DONE nor queued/running, as one SLURM job array,
 prints what it did and returns; `--wait` then follows the runs to the end. `--cluster local` runs
@@ -6,7 +6,9 @@ them on this machine (never more at once than cores) and `debug` in this process
 `--dry-run` prints the runs that would be submitted, those skipped and why, their expected cost
 (slurm.cost), the sbatch script and the report job, and submits and writes nothing. On SLURM, a
 report job (slurm.report_job) follows the arrays and writes the report when the last run ends;
-local and debug write it at the end of their wait. Before submitting, the login node checks what it can see (the
+local and debug write it at the end of their wait. `--hold` submits the arrays held (sbatch
+--hold): their runs read PENDING, so a re-sweep skips them as queued, and nothing starts until
+`scontrol release JOBID`. Before submitting, the login node checks what it can see (the
 dataset under dataset.root, a writable results directory, the profile's interpreter). Runs whose
 job found a node that could not serve them (exit 78) are held, not resubmitted, until
 `--retry-failed`. Running it again is safe: under the sweep's lock it asks the
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true", help="wait for the runs and show their progress")
     p.add_argument(
+        "--hold",
+        action="store_true",
+        help="submit the job arrays held (sbatch --hold): nothing starts until `scontrol release JOBID`",
+    )
+    p.add_argument(
         "--retry-failed", action="store_true", help="also resubmit runs held because their node could not serve them (exit 78)"
     )
     args = p.parse_intermixed_args(argv)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{len(plan.to_submit)} runs exceed the cluster's MaxArraySize: {len(chunks)} job arrays")
             folder = submit.new_log_folder(sweep)
             print(f"--- sbatch script ({'one job array of ' + str(n) + ' runs' if n > 1 else 'one job'}) ---")
-            print(submit.sbatch_script(sweep, resources, folder, n).rstrip())
+            print(submit.sbatch_script(sweep, resources, folder, n, hold=args.hold).rstrip())
             print("--- end of sbatch script ---")
             print(_report_job_note(sweep, resources))
         else:
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
             _print_plan(header, plan, resources)
             try:
-                submitted = submit.submit_slurm(sweep, resources, plan, records)
+                submitted = submit.submit_slurm(sweep, resources, plan, records, hold=args.hold)
             except submit.SubmissionError as e:
                 fail(str(e), EXIT_FAILED)
             _report_job(sweep, resources, args, plan, submitted)
