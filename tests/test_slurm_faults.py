@@ -78,7 +78,9 @@ def test_a_lock_left_by_a_dead_node_is_taken_over_and_a_live_jobs_is_not(tmp_pat
     run_id = s.runs()[0].run_id
     run_dir = s.run_dir(run_id)
     run_dir.mkdir(parents=True)
-    live = subprocess.run(["sbatch", "--parsable", "-J", "al-holder", "--wrap", "sleep 300"], capture_output=True, text=True)
+    live = subprocess.run(
+        ["sbatch", "--parsable", "-J", "al-holder", "-o", "/dev/null", "--wrap", "sleep 300"], capture_output=True, text=True
+    )
     live_job = live.stdout.strip().split(";")[0]
     holder = None
     try:
