@@ -12,6 +12,8 @@ a stale result. `<sweep_dir>/logs/runs/<run_id>.out|.err` link to each run's lat
 from __future__ import annotations
 
 import functools
+import contextlib
+import io
 import os
 import shlex
 import sys
@@ -155,8 +157,8 @@ def _submit_array(
     ex = slurm_executor(sweep, resources, new_log_folder(sweep), hold)
     jobs = []
     held.release(sweep.sweep_dir, [d.run_id for t in part for d in t])  # retried: a new exit 78 holds them again
-    try:
-        with ex.batch():
+    try:  # submitit prints a refused sbatch's stderr; the SubmissionError below carries it in one line
+        with contextlib.redirect_stderr(io.StringIO()), ex.batch():
             for task in part:
                 runs = [RunJob(d.spec, sweep.run_dir(d.run_id)) for d in task]
                 jobs.append(ex.submit(runs[0] if k == 1 else PackJob(runs, resources.gpu_mem_per_run)))

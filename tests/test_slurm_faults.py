@@ -274,3 +274,43 @@ def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkp
         if down:
             subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"])
         scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()])
+
+
+def test_a_submission_refused_part_way_records_what_was_accepted_and_a_re_sweep_submits_the_rest(tmp_path):
+    limit = scheduler.max_array_size()
+    if limit > 8:
+        pytest.skip(f"MaxArraySize is {limit}; start the cluster with AL_SLURM_MAX_ARRAY_SIZE=8 (as .ci/run does)")
+    # sbatch as a per-user submit limit makes it: the first array accepted, the next refused.
+    real = shutil.which("sbatch")
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/bash\n"
+        f'n=$(cat "{tmp_path}/calls" 2>/dev/null || echo 0); echo $((n + 1)) > "{tmp_path}/calls"\n'
+        'if [ "$n" -ge 1 ]; then echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; '
+        "echo 'sbatch: error: Batch job submission failed: Job violates accounting/QOS policy' >&2; exit 1; fi\n"
+        f'exec "{real}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    path = sweep_file(tmp_path / "sweep")
+    over = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0,1,2,3,4,5]", "grid.train.width=[2,4]"]
+    over += ["slurm.profile=local", "slurm.report_job=false"]
+    s = load_sweep(path, over)
+    ids = [r.run_id for r in s.runs()]
+    assert len(ids) == 12
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "slurm.sweep", str(path), *over, "--cluster", "slurm", "--hold"]
+    try:
+        refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        line = one_error_line(refused)
+        assert "QOSMaxSubmitJobPerUserLimit" in line and "(8 runs in earlier arrays were submitted)" in line, line
+        accepted = ledger.read(s.sweep_dir)
+        assert len(accepted) == 8 and len({r["job_id"].split("_")[0] for r in accepted.values()}) == 1
+        rest = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert rest.returncode == 0, rest.stdout + rest.stderr
+        assert "4 to submit, 8 skipped (0 DONE, 8 queued or running)" in rest.stdout, rest.stdout
+        after = ledger.read(s.sweep_dir)
+        assert sorted(after) == sorted(ids) and all(after[r] == accepted[r] for r in accepted)  # the 8 untouched
+        assert all(rec["submissions"] == 1 for rec in after.values())
+    finally:
+        scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()])
