@@ -17,18 +17,13 @@ from pathlib import Path
 import pytest
 
 from al_core.config import load_sweep
-from _cluster import require_controller, sweep_file, wait_until
+from _cluster import sweep_file, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["slurm.profile=local", "grid.optimizer=[sgd]", "grid.strategy=[random]", "al.initial_size=50", "al.query_size=50"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def controller():
-    require_controller()
 
 
 @pytest.fixture
