@@ -225,6 +225,11 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_re_sweep_resumes_it(tmp_pat
         subprocess.run(["umount", "-l", str(mnt)], timeout=60)
 
 
+def node_state(node: str) -> str:
+    out = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%t"], capture_output=True, text=True).stdout.split()
+    return out[0].rstrip("*~#!%$@^-") if out else ""
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="setting the node DOWN needs root (CI runs as root)")
 def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkpoint(tmp_path):
     import torch
@@ -253,8 +258,11 @@ def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkp
             [sys.executable, "-m", "slurm.status", str(path), *over], cwd=ROOT, capture_output=True, text=True, timeout=120
         )
         assert status.returncode == 0 and job in status.stdout, status.stdout + status.stderr
-        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=True)
+        # Back: resumed by hand, or already by SLURM itself (ReturnToService=2 once slurmd answers).
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
         down = False
+        usable = ("idle", "mix", "mixed", "alloc", "allocated", "comp", "completing")
+        wait_until(lambda: node_state(node) in usable, 120, f"node {node} to be back")
         wait_until(lambda: (run_dir / "DONE").exists(), 600, "the requeued run to finish", poll=2)
         assert ledger.read(s.sweep_dir)[run_id]["submissions"] == 1  # SLURM requeued the same job: nothing resubmitted
         record = json.loads((run_dir / "run.json").read_text())
@@ -272,7 +280,7 @@ def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkp
         assert [comparable(r) for r in rows(run_dir)] == [comparable(r) for r in rows(tmp_path / "undisturbed")]
     finally:
         if down:
-            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"])
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
         scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()])
 
 
