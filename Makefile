@@ -48,7 +48,7 @@ demo: setup
 	$(PYTHON) -m slurm.sweep jobs/demo.yaml --cluster local --wait $(ARGS)
 
 data: setup
-	$(PYTHON) -m al_core.data_download $(SWEEP) $(ARGS)
+	$(PYTHON) -m al_core.data.download $(SWEEP) $(ARGS)
 
 sweep: setup
 	$(PYTHON) -m slurm.sweep $(SWEEP) $(ARGS) --cluster $(CLUSTER) $(if $(DRY),--dry-run,)

@@ -10,9 +10,7 @@ import logging
 import sys
 from typing import Callable, NoReturn
 
-EXIT_USAGE = 2
-EXIT_IO = 1
-EXIT_NODE = 78  # EX_CONFIG: this node cannot serve the run (GPU unusable or unserved, dataset missing)
+from al_core.results import EXIT_FAILED as EXIT_IO, EXIT_NODE, EXIT_USAGE
 
 
 class _Console(logging.Handler):

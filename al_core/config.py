@@ -21,7 +21,8 @@ from typing import Any, Optional
 
 import yaml
 
-from al_core import registry
+from al_core import data, registry, results
+from al_core.data.spec import DatasetConfig
 from al_core.errors import ConfigError  # noqa: F401  (re-exported: `from al_core.config import ConfigError`)
 
 
@@ -51,17 +52,6 @@ def yaml_load(text: str) -> Any:
 
 # ----------------------------------------------------------------------------------------------
 # The sections of a sweep file. Each default carries its unit or meaning.
-@dataclass(frozen=True)
-class DatasetConfig:
-    name: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic | fashion_mnist | mnist | svhn | npz | imagefolder
-    root: str = "data"  # directory holding torchvision's layouts (make data writes them) / imagefolder's tree
-    path: Optional[str] = None  # npz: the file (x_pool, y_pool, x_test, y_test, or x, y with test_fraction)
-    size: int = 32  # imagefolder: images resized to size x size pixels
-    test_fraction: Optional[float] = None  # npz x, y / imagefolder one tree: stratified, seeded test split
-    pad: Optional[int] = None  # random-crop padding in pixels (null: the dataset's own)
-    flip: Optional[bool] = None  # random horizontal flip (null: the dataset's own)
-
-
 @dataclass(frozen=True)
 class ALConfig:
     cycles: int = 10  # labelled-set sizes: initial_size + (cycle - 1) * query_size
@@ -309,10 +299,8 @@ class Sweep:
         for values in itertools.product(*(self.grid[a] for a in axes)):
             point = dict(zip(axes, values))
             extra = {a: point[a] for a in axes if a not in GRID_REQUIRED}
-            run_id = "-".join(
-                [point["model"], point["optimizer"], point["strategy"], f"t{point['trial']}"]
-                + [_id_part(v) for v in extra.values()]
-            )
+            parts = tuple(_id_part(v) for v in extra.values())
+            run_id = results.run_id(point["model"], point["optimizer"], point["strategy"], point["trial"], parts)
             specs.append(RunSpec(run_id, _run_config(self.raw, point), extra, self.tracking, self.name))
         return tuple(specs)
 
@@ -532,7 +520,7 @@ def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
         raise ConfigError(f"al.initial: expected random or strategy, got {al.initial!r}")
     if al.subset is not None and al.subset < al.query_size:
         raise ConfigError(f"al.subset: expected null or an integer >= al.query_size ({al.query_size}), got {al.subset}")
-    pool = registry.dataset_pool_size(ds)  # None: known only when the files are read (the run checks then)
+    pool = data.pool_size(ds)  # None: known only when the files are read (the run checks then)
     budget = al.initial_size + (al.cycles - 1) * al.query_size
     if pool is not None and budget > pool:
         raise ConfigError(

@@ -18,11 +18,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score
 
-from al_core import checkpoint, epochs_log, preflight, seeding, tracking
+from al_core import checkpoint, epochs_log, preflight, results, seeding, tracking, tuning
 from al_core.config import RunConfig, RunSpec
-from al_core.device_data import DeviceData, load as load_data
+from al_core.data.device import DeviceData, load as load_data
 from al_core.errors import ConfigError, DataError
 from al_core.io import atomic_write_bytes, atomic_write_jsonl
 from al_core.models import MODELS, LossNet
@@ -33,39 +32,18 @@ from al_core.registry import dropout_kwargs
 from al_core.selection import MC_PASSES, SelectionInputs
 from al_core.strategies import STRATEGIES, SelectionContext
 from al_core.telemetry import CycleMeter, device_name
-from al_core.train import GraphedStep, autocast, epoch_plan, eval_batch_size, predict, score_pool, set_deterministic, train_step
-
-EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: "interrupted, a checkpoint is on disk: run me again to resume"
-
-# Row fields that legitimately differ between two executions of the same run.
-VOLATILE_FIELDS = (
-    "train_time_s",
-    "select_time_s",
-    "eval_time_s",
-    "peak_mem_bytes",
-    "energy_j",
-    "device",
-    "train_img_per_s",
-    "tune_time_s",
+from al_core.train import (
+    GraphedStep,
+    Interrupted,
+    StopFlag,
+    autocast,
+    epoch_plan,
+    eval_batch_size,
+    predict,
+    score_pool,
+    set_deterministic,
+    train_step,
 )
-
-
-class Interrupted(Exception):
-    """Raised after a stop request was honoured: the current step finished and a checkpoint was written."""
-
-    def __init__(self, signame: str, where: str) -> None:
-        super().__init__(f"interrupted by {signame} at {where}; checkpoint written")
-        self.signame = signame
-
-
-@dataclass
-class StopFlag:
-    """Set from a signal handler; the training loop checks it after every step (no host sync)."""
-
-    signame: str | None = None
-
-    def request(self, signame: str) -> None:
-        self.signame = self.signame or signame
 
 
 @dataclass
@@ -152,13 +130,13 @@ class Run:
                 )
         if not restart and self.dir.done:
             self._check_config()  # a finished run started again: compare, write nothing, take no lock
-            self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
+            self.log(f"{self.spec.run_id}: already done ({self.run_dir / results.DONE}); nothing to do")
             return "already done"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunDirLock(self.run_dir).acquire()  # one writer per run directory, until this run ends
         self._claim(restart)
         if self.dir.done:  # finished by another process while this one waited for nothing
-            self.log(f"{self.spec.run_id}: already done ({self.run_dir / 'DONE'}); nothing to do")
+            self.log(f"{self.spec.run_id}: already done ({self.run_dir / results.DONE}); nothing to do")
             return "already done"
         self.rows = self.dir.read_rows(self.spec.run_id, self.cfg.al.cycles)
         if self.data is None:  # DONE was there before the lock and is gone now (another process restarted the run)
@@ -191,7 +169,7 @@ class Run:
         # megabytes per run instead of hundreds of megabytes of weights and optimizer state.
         for path in checkpoint.list_checkpoints(self.run_dir):
             path.unlink(missing_ok=True)
-        atomic_write_bytes(self.run_dir / "DONE", f"{datetime.now(timezone.utc).isoformat()}\n".encode(), point="done")
+        atomic_write_bytes(self.run_dir / results.DONE, f"{datetime.now(timezone.utc).isoformat()}\n".encode(), point="done")
         self.log(f"{self.spec.run_id}: done; final test accuracy {self.rows[-1]['test_accuracy']:.4f}")
         return "done"
 
@@ -228,9 +206,9 @@ class Run:
             base = prev.labelled if prev is not None else np.empty(0, dtype=np.int64)
             labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
         select_time = time.perf_counter() - t0
-        model, lossnet = self._fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
+        model, lossnet = self.fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
         tuned, record, tune_s = self._tuned(c, prev, labelled, model, lossnet)
-        opt, sched = self._optimizer(model, lossnet, len(labelled), tuned)
+        opt, sched = self.build_optimizer(model, lossnet, len(labelled), tuned)
         cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched, tuned=tuned, tune_record=record)
         cur.timing["select_time_s"] = select_time
         cur.timing["tune_time_s"] = tune_s
@@ -244,9 +222,7 @@ class Run:
         if c <= len(self.rows):
             return self.rows[c - 1].get("tuned"), self.rows[c - 1].get("tune"), 0.0
         if c in self.cfg.tune["cycles"]:
-            from al_core import tune
-
-            return tune.select(self, c, labelled, model, lossnet)
+            return tuning.select(self, c, labelled, model, lossnet)
         if prev is not None:
             return prev.tuned, None, 0.0
         earlier = [r.get("tuned") for r in self.rows[: c - 1] if r.get("tuned") is not None]
@@ -258,7 +234,7 @@ class Run:
             # Shared by every run of this trial, whatever its model, optimizer or strategy.
             rng = seeding.rng(trial, 0, 0, "initial")
             return sorted(int(i) for i in rng.choice(self.data.n_pool, size=al.initial_size, replace=False))
-        model, lossnet = self._fresh_model(1)  # the untrained model of cycle 1
+        model, lossnet = self.fresh_model(1)  # the untrained model of cycle 1
         probe = Cycle(1, np.empty(0, dtype=np.int64), [], model, lossnet, None, None)
         return self._query(1, probe, al.initial_size)
 
@@ -298,7 +274,7 @@ class Run:
         chosen = self.strategy.select(ctx, n_query)
         return [int(i) for i in chosen]
 
-    def _fresh_model(self, c: int):
+    def fresh_model(self, c: int):
         """Initial weights from (trial, cycle): the same for every optimizer and strategy of a trial."""
         t, trial = self.cfg.train, self.cfg.trial
         spec = self.data.spec
@@ -330,7 +306,7 @@ class Run:
             h["weight_decay"] = normalized_decay(h["weight_decay"], t.batch_size, n_train, t.epochs)
         return h
 
-    def _optimizer(self, model, lossnet, n_train: int, tuned: dict | None = None):
+    def build_optimizer(self, model, lossnet, n_train: int, tuned: dict | None = None):
         t = self.cfg.train
         modules = [model] + ([lossnet] if lossnet is not None else [])
         if self.cfg.decay_exclude_norm_bias:
@@ -440,11 +416,11 @@ class Run:
         """Rebuild a Cycle from a checkpoint; the scheduler is re-derived from the epoch."""
         self.meter.start()
         saved = checkpoint.unpack(state)
-        model, lossnet = self._fresh_model(pos.cycle)
+        model, lossnet = self.fresh_model(pos.cycle)
         model.load_state_dict(saved.model)
         if lossnet is not None:
             lossnet.load_state_dict(saved.lossnet)
-        opt, sched = self._optimizer(model, lossnet, len(saved.labelled), saved.tuned)
+        opt, sched = self.build_optimizer(model, lossnet, len(saved.labelled), saved.tuned)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(pos.epoch):
@@ -489,48 +465,52 @@ class Run:
         eval_time = time.perf_counter() - t0
         peak_mem, energy = self._cycle_costs(cur)
         n_classes = data.n_classes
+        from sklearn.metrics import confusion_matrix, f1_score  # deferred: seconds of import in every process
+
         cm = confusion_matrix(y, pred, labels=list(range(n_classes)))
         support = cm.sum(1)
         per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
         queried_y = data.pool_y[torch.as_tensor(cur.queried, dtype=torch.long, device=data.pool_y.device)].cpu().numpy()
-        row = {
-            "run_id": self.spec.run_id,
-            "dataset": cfg.dataset.name,
-            "model": cfg.model,
-            "optimizer": cfg.optimizer,
-            "strategy": cfg.strategy,
-            "trial": cfg.trial,
-            **self.spec.axes,  # extra grid axes under their dotted keys, e.g. "train.width"
-            "cycle": cur.cycle,
-            "n_labeled": int(len(cur.labelled)),
-            "n_pool": data.n_pool,
-            "queried": cur.queried,
-            "queried_class_counts": np.bincount(queried_y, minlength=n_classes).tolist(),
-            "test_accuracy": float((pred == y).mean()),
-            "test_macro_f1": float(f1_score(y, pred, average="macro")),
-            "per_class_accuracy": [float(v) for v in per_class],
-            "train_loss": float(cur.last_epoch[0]),
-            "train_accuracy": float(cur.last_epoch[1]),
-            "epochs": cfg.train.epochs,
-            "train_time_s": round(cur.timing["train_time_s"], 4),
-            "select_time_s": round(cur.timing["select_time_s"], 4),
-            "eval_time_s": round(eval_time, 4),
-            "train_img_per_s": round(cur.img_per_s, 1),
-            "peak_mem_bytes": peak_mem,
-            "energy_j": None if energy is None else round(energy, 3),
-            "device": device_name(self.device),
-            "precision": self.precision,
-            "deterministic": cfg.train.deterministic,
-            "recipe": cfg.recipe,
-            "tuned": cur.tuned,
-        }
+        optional = {}
         if cfg.stochastic is not None:  # the batch was drawn (Kirsch et al. 2023), not the top k
-            row["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
+            optional["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
         if cfg.wd_normalized:  # the decay in force for this cycle's budget (optim.wd_normalized)
-            row["weight_decay"] = cur.opt.param_groups[0]["weight_decay"]
+            optional["weight_decay"] = cur.opt.param_groups[0]["weight_decay"]
         if cfg.tune is not None:
-            row["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
-            row["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
+            optional["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
+            optional["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
+        row = results.cycle_row(
+            self.spec.axes,  # extra grid axes under their dotted keys, e.g. "train.width"
+            run_id=self.spec.run_id,
+            dataset=cfg.dataset.name,
+            model=cfg.model,
+            optimizer=cfg.optimizer,
+            strategy=cfg.strategy,
+            trial=cfg.trial,
+            cycle=cur.cycle,
+            n_labeled=int(len(cur.labelled)),
+            n_pool=data.n_pool,
+            queried=cur.queried,
+            queried_class_counts=np.bincount(queried_y, minlength=n_classes).tolist(),
+            test_accuracy=float((pred == y).mean()),
+            test_macro_f1=float(f1_score(y, pred, average="macro")),
+            per_class_accuracy=[float(v) for v in per_class],
+            train_loss=float(cur.last_epoch[0]),
+            train_accuracy=float(cur.last_epoch[1]),
+            epochs=cfg.train.epochs,
+            train_time_s=round(cur.timing["train_time_s"], 4),
+            select_time_s=round(cur.timing["select_time_s"], 4),
+            eval_time_s=round(eval_time, 4),
+            train_img_per_s=round(cur.img_per_s, 1),
+            peak_mem_bytes=peak_mem,
+            energy_j=None if energy is None else round(energy, 3),
+            device=device_name(self.device),
+            precision=self.precision,
+            deterministic=cfg.train.deterministic,
+            recipe=cfg.recipe,
+            tuned=cur.tuned,
+            **optional,
+        )
         epochs_log.write(
             self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row
         )  # before the row: see epochs_log
@@ -575,8 +555,3 @@ class Run:
 def run(spec: RunSpec, run_dir: Path, restart: bool = False, stop: StopFlag | None = None, log=None) -> str:
     """Run or resume `spec` in `run_dir` in this process (see `Run.execute`)."""
     return Run(spec, run_dir, stop=stop, log=log).execute(restart=restart)
-
-
-def comparable(row: dict) -> dict:
-    """A row without the fields that differ between executions (timing, memory, energy, device)."""
-    return {k: v for k, v in row.items() if k not in VOLATILE_FIELDS}

@@ -17,9 +17,9 @@ import socket
 import sys
 from dataclasses import asdict, dataclass
 
+from al_core import results
 from al_core.errors import NodeError  # noqa: F401  (re-exported: `preflight.NodeError`)
 
-EX_CONFIG = 78  # sysexits.h: "configuration error": this node cannot serve the job
 
 # SLURM sets these in a job that was given GPUs (--gpus, --gres=gpu:N, --gpus-per-node, ...).
 SLURM_GPU_COUNTS = ("SLURM_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_PER_TASK")  # "0": none
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check(report=r)
     except NodeError as e:
-        r.problem, status = str(e), EX_CONFIG
+        r.problem, status = str(e), results.EXIT_NODE
     if as_json:
         print(json.dumps(asdict(r), indent=2))
     else:

@@ -151,15 +151,6 @@ def check_needs(strategy: str, model: str, dropout: float) -> None:
     dropout_kwargs(model, dropout)
 
 
-def dataset_pool_size(ds) -> int | None:
-    """The pool size of the sweep's dataset (a DatasetConfig), its keys checked; None if the files must tell."""
-    from al_core.datasets_real import check_config
-
-    check_config(ds)
-    spec = DATASETS.get(ds.name)
-    return spec.pool_size_of(ds) if spec.pool_size_of is not None else spec.pool_size
-
-
 def optimizer_params(name: str, params: dict, key: str) -> dict:
     """The optimizer's documented defaults updated with `params`, type-checked against them."""
     check_name("optimizer", name, key)

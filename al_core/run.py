@@ -13,7 +13,8 @@ import sys
 from al_core import tracking
 from al_core.cli import Parser, guarded
 from al_core.config import load_sweep
-from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
+from al_core.loop import Interrupted, StopFlag, run
+from al_core.results import EXIT_INTERRUPTED, EXIT_OK
 from al_core.rundir import RunLocked
 
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunLocked as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

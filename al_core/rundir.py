@@ -20,7 +20,9 @@ import platform
 import socket
 from pathlib import Path
 
-LOCK_NAME = ".lock"
+from al_core import results
+
+LOCK_NAME = results.LOCK
 
 
 class RunLocked(RuntimeError):
@@ -118,22 +120,22 @@ class RunDir:
     row per finished cycle (the truth about what was labelled); DONE marks a finished run.
     """
 
-    RESTART_FILES = ("run.json", "cycles.jsonl", "DONE")  # with epochs.jsonl, checkpoints and tune side files
+    RESTART_FILES = (results.RUN_JSON, results.CYCLES, results.DONE)  # with epochs.jsonl, checkpoints and tune side files
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     @property
     def rows_path(self) -> Path:
-        return self.path / "cycles.jsonl"
+        return self.path / results.CYCLES
 
     @property
     def run_json(self) -> Path:
-        return self.path / "run.json"
+        return self.path / results.RUN_JSON
 
     @property
     def done(self) -> bool:
-        return (self.path / "DONE").exists()
+        return results.is_done(self.path)
 
     def stored_config(self, fix: str) -> dict | None:
         """The config run.json records (None: no run.json); ConfigError naming `fix` if it is unreadable."""
@@ -234,7 +236,7 @@ def _stat_key(path: Path) -> tuple:
 
 
 def _progress_cached(run_dir: Path) -> tuple[int, float | None, int]:
-    rows_path, record = run_dir / "cycles.jsonl", run_dir / "run.json"
+    rows_path, record = run_dir / results.CYCLES, run_dir / results.RUN_JSON
     key = (_stat_key(rows_path), _stat_key(record))
     hit = _PROGRESS.get(run_dir)
     if hit is not None and hit[0] == key:

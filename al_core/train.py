@@ -15,9 +15,27 @@ import torch
 import torch.nn.functional as F
 
 from al_core import seeding
-from al_core.device_data import DeviceData
+from al_core.data.device import DeviceData
 from al_core.models import LossNet, ResNet, loss_pred_loss
 from al_core.strategies import Scores
+
+
+class Interrupted(Exception):
+    """Raised after a stop request was honoured: the current step finished and a checkpoint was written."""
+
+    def __init__(self, signame: str, where: str) -> None:
+        super().__init__(f"interrupted by {signame} at {where}; checkpoint written")
+        self.signame = signame
+
+
+@dataclass
+class StopFlag:
+    """Set from a signal handler; the training loop checks it after every step (no host sync)."""
+
+    signame: str | None = None
+
+    def request(self, signame: str) -> None:
+        self.signame = self.signame or signame
 
 
 # Images per scoring batch under train.eval_batch_size: auto. On CUDA a large batch fills the GPU.

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from al_core.data import DatasetSpec
-from al_core.device_data import DeviceData, from_arrays
+from al_core.data.device import DeviceData, from_arrays
 from al_core.models import MODELS, LossNet
 from al_core.optim import OPTIMIZERS, make_optimizer
 from al_core.run import configure_threads

@@ -232,7 +232,7 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from al_core import preflight
+    from al_core import preflight, results
 
     t0 = time.perf_counter()
     node = preflight.inspect()
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight.check("cuda", "auto", report=node)
         except preflight.NodeError as e:
             print(f"error: {e}", file=sys.stderr)
-            return preflight.EX_CONFIG
+            return results.EXIT_NODE
     out_dir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     if "tests" not in args.skip:
         print("== gpu tests", flush=True)

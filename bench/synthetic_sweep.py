@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from al_core import results
+
 
 def write_synthetic_sweep(
     sweep_dir: str | os.PathLike,
@@ -43,12 +45,12 @@ def write_synthetic_sweep(
     run_ids = []
     grid = [(m, o, s, t) for m in models for o in optimizers for s in strategies for t in trials][:max_runs]
     for index, (model, optimizer, strategy, trial) in enumerate(grid):
-        run_id = f"{model}-{optimizer}-{strategy}-t{trial}"
+        run_id = results.run_id(model, optimizer, strategy, trial)
         run_dir = runs_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         ds, al = {"name": dataset, "root": "data"}, {"cycles": cycles, "initial_size": initial_size, "query_size": query_size}
         config = dict(model=model, optimizer=optimizer, strategy=strategy, trial=trial, dataset=ds, al=al)
-        (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "config": config, "device": device}))
+        (run_dir / results.RUN_JSON).write_text(json.dumps({"run_id": run_id, "config": config, "device": device}))
         finished = cycles if index < len(grid) - in_progress else max(1, cycles // 2)
         # A saturating curve: deeper models and SGD a little higher, learning_loss a little above random.
         ceiling = 0.80 + 0.02 * models.index(model) + (0.02 if optimizer == "sgd" else 0.0)
@@ -61,14 +63,14 @@ def write_synthetic_sweep(
             k = initial_size if cycle == 1 else query_size
             counts, queried = _queried(rng, strategy != "random", n_classes, k, queried_size, n_pool, trial, cycle == 1)
             keys = dict(run_id=run_id, dataset=dataset, model=model, optimizer=optimizer, strategy=strategy, trial=trial)
-            row = {**keys, "cycle": cycle, "n_labeled": n_labeled, "n_pool": n_pool, "queried": queried}
-            row.update(_measures(rng, acc, counts, n_classes, n_labeled, models.index(model), device))
+            measures = _measures(rng, acc, counts, n_classes, n_labeled, models.index(model), device)
             if precision is not None:
-                row["precision"] = precision(model, optimizer, strategy, trial)
+                measures["precision"] = precision(model, optimizer, strategy, trial)
+            row = results.cycle_row(**keys, cycle=cycle, n_labeled=n_labeled, n_pool=n_pool, queried=queried, **measures)
             lines.append(json.dumps(row))
-        (run_dir / "cycles.jsonl").write_text("".join(line + "\n" for line in lines))
+        (run_dir / results.CYCLES).write_text("".join(line + "\n" for line in lines))
         if finished == cycles:
-            (run_dir / "DONE").write_text("")
+            (run_dir / results.DONE).write_text("")
         run_ids.append(run_id)
     return run_ids
 

@@ -23,7 +23,7 @@ COMMANDS = {
     "run": "al_core.run",
     "report": "analysis.report",
     "power": "analysis.power",
-    "data": "al_core.data_download",
+    "data": "al_core.data.download",
     "sync": "slurm.sync",
     "bench": "bench.bench_train",
 }

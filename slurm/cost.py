@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from al_core import data as datasets
 from al_core.config import RunSpec, Sweep
 from al_core.io import read_jsonl
 from slurm.profiles import Resources
@@ -109,11 +110,9 @@ def from_bench(data: dict, spec: RunSpec, done: int) -> float | None:
     train, score = model.get("train", {}).get("img_per_s"), model.get("score", {}).get("img_per_s")
     if not train or not score:
         return None
-    from al_core import registry
-
     cfg = spec.config
     scale = (cfg.train.width / float(data.get("config", {}).get("width") or cfg.train.width)) ** 2
-    pool = registry.dataset_pool_size(cfg.dataset)
+    pool = datasets.pool_size(cfg.dataset)
     total = 0.0
     for c in range(done + 1, cfg.al.cycles + 1):
         labelled = cfg.al.initial_size + (c - 1) * cfg.al.query_size

@@ -15,7 +15,7 @@ A requeued job runs this callable again; the run resumes from its newest checkpo
 interruption loses at most the current training step. When the run finishes, submitit records
 ("success", "done") for the job, however often it was requeued.
 
-Exit status of the job process: 0 done (submitit's result pickle says success); 78 (EX_CONFIG) this
+Exit status of the job process: 0 done (submitit's result pickle says success); 78 (EXIT_NODE) this
 node cannot serve the run (no usable GPU though one was asked for, no kernels for the GPU in this
 build, a precision the GPU lacks, the dataset missing): one `error:` line on stderr, the run is
 held (slurm.held) and its directory untouched; 75 (EX_TEMPFAIL)
@@ -37,6 +37,7 @@ from submitit.core.job_environment import JobEnvironment, SignalHandler
 
 from al_core.cli import EXIT_IO, io_error_line, setup_logging
 from al_core.config import RunSpec
+from al_core.results import EXIT_INTERRUPTED, EXIT_NODE
 from slurm import held, scheduler
 
 # al_core.loop (torch, scikit-learn) is imported inside __call__, after the signal handlers are in
@@ -152,8 +153,7 @@ class RunJob(submitit.helpers.Checkpointable):
             import torch
 
             from al_core.errors import DataMissing, NodeError
-            from al_core.loop import EXIT_INTERRUPTED, Interrupted, StopFlag, run
-            from al_core.preflight import EX_CONFIG
+            from al_core.loop import Interrupted, StopFlag, run
             from al_core.run import configure_threads
             from al_core.rundir import RunLocked
 
@@ -174,11 +174,11 @@ class RunJob(submitit.helpers.Checkpointable):
                 print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
                 held.hold(Path(self.run_dir).parent.parent, self.spec.run_id, str(e))
                 log(
-                    f"{self.spec.run_id}: exiting with {EX_CONFIG} (this node cannot serve the run); "
+                    f"{self.spec.run_id}: exiting with {EXIT_NODE} (this node cannot serve the run); "
                     "`make sweep` holds it until you fix the cause and pass --retry-failed"
                 )
                 self.refused = True
-                sys.exit(EX_CONFIG)
+                sys.exit(EXIT_NODE)
             except RunLocked as e:
                 print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
                 self.refused = True

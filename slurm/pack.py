@@ -31,9 +31,9 @@ import submitit
 from submitit.core.job_environment import JobEnvironment
 
 from al_core.cli import setup_logging
+from al_core.results import EXIT_INTERRUPTED, EXIT_NODE
 from slurm.job import RunJob, allocated_cpus, ignore_late_signal, is_submitit_handler, log
 
-EXIT_INTERRUPTED, EX_CONFIG = 75, 78
 FORWARDED = ("SIGTERM", "SIGINT")  # plus submitit's user signal
 
 
@@ -117,7 +117,7 @@ class PackJob(submitit.helpers.Checkpointable):
 
                 for j in self.jobs:
                     held.hold(Path(j.run_dir).parent.parent, j.spec.run_id, str(e))
-                sys.exit(EX_CONFIG)
+                sys.exit(EXIT_NODE)
             cpus = allocated_cpus() or os.cpu_count() or 1
             threads = max(1, cpus // len(self.jobs))
             log(f"task of {len(self.jobs)} runs ({', '.join(self.run_ids)}), {threads} torch threads each")
@@ -148,8 +148,8 @@ class PackJob(submitit.helpers.Checkpointable):
                 submitit_handler(usr_sig, None)  # checkpoint() -> requeue the whole task
             if received:
                 sys.exit(EXIT_INTERRUPTED)
-            if all(c == EX_CONFIG for c in codes):
-                sys.exit(EX_CONFIG)
+            if all(c == EXIT_NODE for c in codes):
+                sys.exit(EXIT_NODE)
             failed = [r for r, c in zip(self.run_ids, codes) if c != 0]
             raise RuntimeError(
                 f"{len(failed)} of {len(codes)} runs of this task failed ({summary}); their logs: "

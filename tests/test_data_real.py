@@ -404,7 +404,7 @@ def test_fashion_mnist_short_run_learns(fashion_root, tmp_path):
 def test_make_data_without_network_is_one_line(tmp_path, monkeypatch, capsys):
     import urllib.error
 
-    from al_core import data_download
+    from al_core.data import download as data_download
 
     def offline(name, root):
         raise RuntimeError(
@@ -422,7 +422,7 @@ def test_make_data_without_network_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_make_data_has_nothing_to_fetch_for_own_files(tmp_path, capsys):
-    from al_core import data_download
+    from al_core.data import download as data_download
 
     x, y = blocks(60, 3, 8, 1, seed=1)
     np.savez(tmp_path / "mine.npz", x=x, y=y)

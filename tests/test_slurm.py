@@ -18,7 +18,7 @@ import pytest
 import submitit
 
 from al_core.config import load_sweep
-from al_core.loop import EXIT_INTERRUPTED
+from al_core.results import EXIT_INTERRUPTED
 from slurm import ledger, profiles, scheduler, submit
 from slurm.job import RunJob
 from slurm.plan import make_plan

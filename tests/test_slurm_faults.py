@@ -130,7 +130,8 @@ def one_error_line(p: subprocess.CompletedProcess) -> str:
 def test_a_controller_restart_mid_sweep_loses_nothing_and_runs_nothing_twice(tmp_path):
     import torch
 
-    from al_core.loop import comparable, run
+    from al_core.loop import run
+    from al_core.results import comparable
 
     path = sweep_file(tmp_path)
     over = [*TWO, f"train.epochs={epochs_for(20, TWO)}"]
@@ -178,7 +179,8 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_re_sweep_resumes_it(tmp_pat
     import torch
 
     from al_core.io import read_jsonl
-    from al_core.loop import comparable, run
+    from al_core.loop import run
+    from al_core.results import comparable
 
     mnt = tmp_path / "scratch"
     mnt.mkdir()
@@ -234,7 +236,8 @@ def node_state(node: str) -> str:
 def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkpoint(tmp_path):
     import torch
 
-    from al_core.loop import comparable, run
+    from al_core.loop import run
+    from al_core.results import comparable
 
     node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, check=True).stdout.split()[0]
     path = sweep_file(tmp_path)

@@ -16,7 +16,8 @@ import pytest
 from al_core import tracking
 from al_core.config import load_sweep
 from al_core.errors import ConfigError
-from al_core.loop import comparable, run
+from al_core.loop import run
+from al_core.results import comparable
 from slurm import cost, ledger, profiles, report_job, scheduler, submit
 from slurm.plan import make_plan
 from slurm.sweep import main as sweep_main

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from al_core.config import load_sweep
-from al_core.loop import comparable, run
+from al_core.loop import run
+from al_core.results import comparable
 from _cluster import epochs_for, rows, sweep_file, wait_until
 from slurm import ledger, scheduler
 

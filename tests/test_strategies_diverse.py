@@ -10,7 +10,8 @@ import torch
 
 from al_core.config import ConfigError, load_sweep
 from al_core.io import read_jsonl
-from al_core.loop import comparable, run
+from al_core.loop import run
+from al_core.results import comparable
 from al_core.selection import NEEDS, grad_embeddings
 from al_core.strategies import STRATEGIES, badge_seeding, bald_scores, kcenter_greedy
 from al_core.strategies.functions import badge_seeding_factored

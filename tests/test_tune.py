@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from al_core import loop as loop_mod
-from al_core import recipes, tune
+from al_core import recipes, tune, tuning
 from al_core.config import load_sweep
 from al_core.io import read_jsonl
-from al_core.loop import comparable, run
+from al_core.loop import run
+from al_core.results import comparable
 from al_core.registry import optimizer_params
 from al_core.run import main as run_main
 from test_resume import wait_stopped
@@ -291,7 +292,7 @@ def test_stop_request_during_tuning_then_resume_gives_the_same_rows(digits, monk
     run(spec, a.run_dir(spec.run_id), log=quiet)
     b = digits(TUNE, out="b")
     stop = StopFlag()
-    real_fit = tune._fit_and_score
+    real_fit = tuning.fit_and_score
     fits = []
 
     def counting(run_, *args):
@@ -300,7 +301,7 @@ def test_stop_request_during_tuning_then_resume_gives_the_same_rows(digits, monk
             stop.request("SIGTERM")  # honoured inside this fit, after its first step
         return real_fit(run_, *args)
 
-    monkeypatch.setattr(tune, "_fit_and_score", counting)
+    monkeypatch.setattr(tuning, "fit_and_score", counting)
     with pytest.raises(Interrupted):
         run(spec, b.run_dir(spec.run_id), stop=stop, log=quiet)
     side = json.loads(tune.side_file(b.run_dir(spec.run_id), 1).read_text())

@@ -10,13 +10,13 @@ import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
-from al_core.data import CIFAR_DIRS, download
-from al_core.datasets_real import DOWNLOADS, download as download_real
+from al_core.data.builtin import CIFAR_DIRS, download
+from al_core.data.files import DOWNLOADS, download as download_real
 
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m al_core.data_download", description="Download the dataset a sweep file names.")
+    p = Parser(prog="python -m al_core.data.download", description="Download the dataset a sweep file names.")
     p.add_argument("sweep")
     p.add_argument("overrides", nargs="*")
     args = p.parse_intermixed_args(argv)

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from al_core.data import DATASETS, DatasetSpec
+from al_core.data.files import finish_spec
+from al_core.data.spec import DatasetConfig, DatasetSpec
 from al_core.errors import DataError
+from al_core.registry import DATASETS
 
 
 @dataclass
@@ -81,12 +83,8 @@ class DeviceData:
 
 def load(name: str, root: str | Path, device: torch.device, options=None) -> DeviceData:
     """`options`: the sweep's DatasetConfig (path, size, test_fraction, pad, flip), for file datasets."""
-    from al_core.datasets_real import finish_spec
-
     spec = DATASETS.get(name)
     if spec.load_cfg is not None:
-        from al_core.config import DatasetConfig
-
         arrays = spec.load_cfg(options if options is not None else DatasetConfig(name=name, root=str(root)))
     else:
         arrays = spec.load(Path(root))

@@ -1,43 +1,15 @@
-"""The dataset registry and the built-in datasets' file readers (numpy arrays, no torch).
-
-Every dataset becomes uint8 NCHW arrays (pool and test); al_core.device_data moves them to the
-training device, where a batch is gathered, cropped, flipped and normalised: no DataLoader and no
-PIL in the hot path. `from al_core.data import DeviceData, load` still works (imported lazily).
-"""
+"""The built-in datasets: CIFAR-10/100 from torchvision's layout, scikit-learn's digits and two
+synthetic sets (numpy arrays, no torch)."""
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from al_core.errors import DataError, DataMissing  # noqa: F401  (re-exported)
-from al_core.registry import DATASETS
-
-
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # pool_x, pool_y, test_x, test_y (NCHW uint8)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    n_classes: int
-    channels: int
-    size: int  # images are size x size
-    pool_size: int  # training pool (labelled + unlabelled) of the complete dataset
-    test_size: int
-    pad: int  # random-crop padding in pixels (0: no crop)
-    flip: bool  # random horizontal flip (digits are not flipped: a mirrored 2 is no 2)
-    load: Callable[[Path], Arrays]
-    load_cfg: Callable[..., Arrays] | None = None  # file datasets: reads the whole DatasetConfig
-    pool_size_of: Callable[..., int | None] | None = None  # pool size from the files' headers (None: unknown yet)
-
-
-def _register(spec: DatasetSpec) -> DatasetSpec:
-    return DATASETS.register(spec.name)(spec)
+from al_core.data.spec import REQUIRED_FILES, Arrays, DatasetSpec, register
+from al_core.errors import DataError, DataMissing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,9 +44,7 @@ def _cifar_files(name: str, root: Path) -> tuple[list[Path], list[Path]]:
 
 
 # Files each on-disk dataset needs under dataset.root: checked on the login node before submitting.
-REQUIRED_FILES: dict[str, Callable[[Path], list[Path]]] = {
-    name: (lambda root, name=name: sum(_cifar_files(name, root), [])) for name in CIFAR_DIRS
-}
+REQUIRED_FILES.update({name: (lambda root, name=name: sum(_cifar_files(name, root), [])) for name in CIFAR_DIRS})
 
 
 def missing_files(name: str, root: str | Path) -> list[Path]:
@@ -98,8 +68,8 @@ def _load_cifar(name: str, root: Path) -> Arrays:
     return pool_x, pool_y, test_x, test_y
 
 
-_register(DatasetSpec("cifar10", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar10", r)))
-_register(DatasetSpec("cifar100", 100, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar100", r)))
+register(DatasetSpec("cifar10", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar10", r)))
+register(DatasetSpec("cifar100", 100, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar100", r)))
 
 
 def download(name: str, root: str | Path) -> Path:
@@ -129,7 +99,7 @@ def _load_digits(root: Path) -> Arrays:
     return px, py, tx, ty
 
 
-_register(DatasetSpec("digits", 10, 1, 8, 1797 - DIGITS_TEST, DIGITS_TEST, pad=1, flip=False, load=_load_digits))
+register(DatasetSpec("digits", 10, 1, 8, 1797 - DIGITS_TEST, DIGITS_TEST, pad=1, flip=False, load=_load_digits))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,7 +120,7 @@ def _load_synthetic(root: Path) -> Arrays:
     return x[:SYNTH_POOL], y[:SYNTH_POOL].astype(np.int64), x[SYNTH_POOL:], y[SYNTH_POOL:].astype(np.int64)
 
 
-_register(DatasetSpec("synthetic", 10, 3, SYNTH_SIZE, SYNTH_POOL, SYNTH_TEST, pad=2, flip=True, load=_load_synthetic))
+register(DatasetSpec("synthetic", 10, 3, SYNTH_SIZE, SYNTH_POOL, SYNTH_TEST, pad=2, flip=True, load=_load_synthetic))
 
 
 def _load_synthetic_cifar(root: Path) -> Arrays:
@@ -166,17 +136,4 @@ def _load_synthetic_cifar(root: Path) -> Arrays:
     return x[:n_pool], y[:n_pool].astype(np.int64), x[n_pool:], y[n_pool:].astype(np.int64)
 
 
-_register(DatasetSpec("synthetic_cifar", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=_load_synthetic_cifar))
-
-# Fashion-MNIST, MNIST, SVHN, npz and imagefolder register themselves (files on disk).
-from al_core import datasets_real  # noqa: E402,F401
-
-
-# ----------------------------------------------------------------------------------------------
-def __getattr__(name: str):
-    """`DeviceData` and `load` live in al_core.device_data (torch); imported from here on first use."""
-    if name in ("DeviceData", "load"):
-        from al_core import device_data
-
-        return getattr(device_data, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+register(DatasetSpec("synthetic_cifar", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=_load_synthetic_cifar))

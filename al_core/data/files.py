@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from al_core import seeding
-from al_core.config import DatasetConfig
-from al_core.data import DATASETS, REQUIRED_FILES, Arrays, DatasetSpec
+from al_core.data.spec import REQUIRED_FILES, Arrays, DatasetConfig, DatasetSpec, register
 from al_core.errors import ConfigError, DataError, DataMissing
 
 MAKE_DATA = "run `make data SWEEP=<your sweep>` on a node with internet (it downloads into dataset.root) or point dataset.root at an existing copy"
@@ -464,16 +463,12 @@ def download(name: str, root: str | Path) -> Path:
 DOWNLOADS = ("fashion_mnist", "mnist", "svhn")
 
 
-def _register(spec: DatasetSpec) -> None:
-    DATASETS.register(spec.name)(spec)
-
-
 def _fixed(loader):
     return lambda root: loader(DatasetConfig(root=str(root)))
 
 
 # npz / imagefolder: pad -1 means size // 8 of the images as loaded; n_classes 0 means from the labels.
-_register(
+register(
     DatasetSpec(
         "fashion_mnist",
         10,
@@ -487,7 +482,7 @@ _register(
         load_cfg=lambda c: load_idx("fashion_mnist", c),
     )
 )
-_register(
+register(
     DatasetSpec(
         "mnist",
         10,
@@ -501,11 +496,11 @@ _register(
         load_cfg=lambda c: load_idx("mnist", c),
     )
 )
-_register(DatasetSpec("svhn", 10, 3, 32, 73257, 26032, pad=2, flip=False, load=_fixed(load_svhn), load_cfg=load_svhn))
-_register(
+register(DatasetSpec("svhn", 10, 3, 32, 73257, 26032, pad=2, flip=False, load=_fixed(load_svhn), load_cfg=load_svhn))
+register(
     DatasetSpec("npz", 0, 0, 0, 0, 0, pad=-1, flip=False, load=_fixed(load_npz), load_cfg=load_npz, pool_size_of=npz_pool_size)
 )
-_register(
+register(
     DatasetSpec(
         "imagefolder",
         0,

@@ -1,0 +1,118 @@
+"""The tuning fits at a listed cycle (torch): every point of the run's grid trained on the folds of
+the labelled set and scored on the held-out fold, resumable fit by fit. What the `tune:` section
+means, its folds and side files: al_core.tune (no torch)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from al_core import seeding, tune
+from al_core.io import atomic_write_json
+from al_core.train import Interrupted, epoch_plan, score_pool, train_step
+
+
+def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict, dict, float]:
+    """Score the run's grid at `cycle` on the labelled set; returns (chosen values, record, seconds).
+
+    `model` / `lossnet` are the cycle's starting weights (fresh, or the last cycle's with
+    train.reset false); they are copied, never trained here.
+    """
+    cfg, spec = run.cfg, run.cfg.tune
+    points = tune.grid_points(spec["grid"])
+    y = run.data.pool_y[torch.as_tensor(labelled, dtype=torch.long, device=run.data.pool_y.device)].cpu().numpy()
+    folds = tune.splits(y, spec["folds"], cfg.trial, cycle)
+    start = {
+        "model": copy.deepcopy(model.state_dict()),
+        "lossnet": copy.deepcopy(lossnet.state_dict()) if lossnet is not None else None,
+    }
+    path = tune.side_file(run.run_dir, cycle)
+    sha = hashlib.sha256(np.asarray(labelled, dtype=np.int64).tobytes()).hexdigest()
+    scores, spent = tune.read_side(path, run.fingerprint, sha)
+    if scores:
+        run.log(f"{run.spec.run_id}: cycle {cycle} tuning resumes with {len(scores)} of {len(points) * len(folds)} fits done")
+    for p, hp in enumerate(points):
+        for f, (tr, va) in enumerate(folds):
+            key = f"{p}:{f}"
+            if key in scores:
+                continue
+            t0 = time.perf_counter()
+            acc = fit_and_score(run, cycle, hp, labelled[tr], labelled[va], start, f"point {p + 1}/{len(points)} fold {f + 1}")
+            spent += time.perf_counter() - t0
+            scores[key] = acc
+            atomic_write_json(
+                path,
+                {
+                    "format": tune.FORMAT,
+                    "fingerprint": run.fingerprint,
+                    "cycle": cycle,
+                    "labelled_sha256": sha,
+                    "scores": scores,
+                    "time_s": spent,
+                },
+                point="tune",
+            )
+    table, best = [], None
+    for p, hp in enumerate(points):
+        fold_acc = [float(scores[f"{p}:{f}"]) for f in range(len(folds))]
+        mean = float(np.mean(fold_acc))
+        table.append({"params": hp, "val_accuracy": mean, "fold_accuracy": fold_acc})
+        if best is None or mean > table[best]["val_accuracy"]:
+            best = p
+    chosen = dict(points[best])
+    record = {
+        "cycle": cycle,
+        "folds": spec["folds"],
+        "n_val": [int(len(va)) for _, va in folds],
+        "val_accuracy": table[best]["val_accuracy"],
+        "scores": table,
+    }
+    run.log(
+        f"{run.spec.run_id}: cycle {cycle} tuned {chosen} (validation accuracy {record['val_accuracy']:.4f}, "
+        f"{len(points)} points x {len(folds)} folds, {spent:.1f}s)"
+    )
+    return chosen, record, spent
+
+
+def fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np.ndarray, start: dict, where: str) -> float:
+    """Train a copy of the cycle's starting model on `train_idx` with `hp`; accuracy on `val_idx`."""
+    cfg, data, t, ll = run.cfg, run.data, run.cfg.train, run.cfg.ll
+    model, lossnet = run.fresh_model(cycle)
+    model.load_state_dict(start["model"])
+    if lossnet is not None and start["lossnet"] is not None:
+        lossnet.load_state_dict(start["lossnet"])
+    # The run's optimizer and schedule, with `hp` over its values; with optim.wd_normalized the decay
+    # is scaled to this fit's training folds, as the cycle's model will be to the whole labelled set.
+    opt, sched = run.build_optimizer(model, lossnet, len(train_idx), hp)
+    idx = torch.as_tensor(train_idx, dtype=torch.long)
+    channels_last = run.device.type == "cuda" and t.channels_last
+    detach_epoch = math.ceil(ll.detach_at * t.epochs)
+    for epoch in range(t.epochs):
+        plan = epoch_plan(data, idx, cfg.trial, cycle, epoch, t.batch_size)
+        model.train()
+        if lossnet is not None:
+            lossnet.train()
+        for step in range(plan.n_steps):
+            x, yb = plan.inputs(data, step, channels_last)
+            if t.dropout > 0:  # as the run's own training: masks from (trial, cycle, epoch, fit, step)
+                torch.manual_seed(seeding.torch_seed(cfg.trial, cycle, epoch, f"tune-dropout-{where}-{step}"))
+            train_step(model, lossnet, opt, x, yb, epoch >= detach_epoch, ll.margin, ll.weight, run.amp)
+            if run.stop.signame:
+                raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sched.step()
+
+    def check_stop():
+        if run.stop.signame:
+            raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
+
+    probs = score_pool(model, lossnet, data, val_idx, run.eval_batch_size, run.amp, check_stop).probs
+    y = data.pool_y[torch.as_tensor(val_idx, dtype=torch.long, device=data.pool_y.device)].cpu()
+    return float((probs.argmax(1) == y).double().mean())
