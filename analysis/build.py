@@ -1,6 +1,9 @@
 """Assembling a sweep's report under <sweep_dir>/report/: the CSV tables listed in README
 (Results layout),
 results.json for the group's scripts, Markdown/LaTeX tables, figures, report.md and report.html.
+
+Every table is declared once, as one `Table` in TABLES: how it is computed, its CSV file, its
+Markdown/LaTeX display and its place in the report are all read from there.
 """
 
 from __future__ import annotations
@@ -8,64 +11,48 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
 
-from analysis import curves as curves_mod
-from analysis import figures, findings, headline, metrics, planning, questions, render
+import analysis.metrics as metrics
+import analysis.render as render
+from analysis.curves import load_epochs, training_curves
+from analysis.figures import aubc_gain, draw_all
+from analysis.findings import completeness_line, final_vs_random, findings
+from analysis.headline import anova, grid, headline_blocks
 from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData, load_sweep_dir
+from analysis.module_effect import module_effect
+from analysis.planning import power_table
+from analysis.questions import Answer, answer
 from analysis.write import write_text
 
-CSV_TABLES = (
-    "cycles",
-    "summary",
-    "runs",
-    "vs_random",
-    "groups",
-    "ranking",
-    "classes",
-    "optimizers",
-    "models",
-    "anova",
-    "gains",
-    "questions",
-    "interaction",
-    "power",
-)
-CSV_NAMES = {"ranking": "optimizer_ranking", "classes": "queried_classes"}  # file stem when not the table name
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
 
 
-@dataclass
 class Tables:
-    """Every table of the report, each a DataFrame computed from `cycles`."""
+    """Every table of the report: one attribute per entry of TABLES (tables.summary, tables.gains, ...),
+    each a DataFrame computed from `data`, or None where the sweep has no such table."""
 
-    data: SweepData
-    cycles: pd.DataFrame  # cycles.csv: one row per run x finished cycle, with label_efficiency
-    summary: pd.DataFrame  # summary.csv: per group and n_labeled
-    runs: pd.DataFrame  # runs.csv: per run
-    vs_random: pd.DataFrame  # vs_random.csv: per non-random group and n_labeled, paired by trial
-    groups: pd.DataFrame  # groups.csv: per group, final accuracy, AUBC and cost
-    ranking: pd.DataFrame  # optimizer_ranking.csv: best optimizer per model and budget
-    classes: pd.DataFrame  # queried_classes.csv: class shares of the queried samples per strategy
-    # The headline (analysis.headline), from the finished runs:
-    grid: pd.DataFrame = field(default_factory=pd.DataFrame)  # per group: n, AUBC and final accuracy, flag
-    optimizers: pd.DataFrame = field(default_factory=pd.DataFrame)  # optimizers.csv: paired AUBC tests, Holm
-    models: pd.DataFrame = field(default_factory=pd.DataFrame)  # models.csv: the same between models
-    anova: pd.DataFrame = field(default_factory=pd.DataFrame)  # anova.csv: two-way ANOVA of AUBC
-    gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains.csv: AUBC gain over random, Holm
-    # The claims (analysis.questions) and trial planning (analysis.power):
-    questions: pd.DataFrame = field(default_factory=pd.DataFrame)  # questions.csv: one row per unit x question
-    interaction: pd.DataFrame = field(default_factory=pd.DataFrame)  # interaction.csv: blocked F-test per strategy
-    power: pd.DataFrame = field(default_factory=pd.DataFrame)  # power.csv: trials needed for 80% power
-    gains_tuned_dropped: int = 0  # gain pairs left out: the two runs chose different tuned hyper-parameters
+    def __init__(self, data: SweepData):
+        self.data = data
 
     @property
     def keys(self) -> list[str]:
         return self.data.keys
+
+    @cached_property
+    def claims(self) -> Answer:
+        """The questions' answers (analysis.questions), from the runs and the hyper-parameters they tuned."""
+        return answer(self.runs.merge(tuned_signature(self.cycles), on="run_id", how="left"), self.keys)
+
+    @property
+    def gains_tuned_dropped(self) -> int:
+        """Gain pairs left out: the two runs chose different tuned hyper-parameters."""
+        return self.claims.gains_tuned_dropped
 
     def status_counts(self) -> dict:
         status = self.runs["status"].value_counts()
@@ -80,32 +67,32 @@ class Tables:
         }
 
 
+Formatter = Callable[[pd.DataFrame, list[str]], pd.DataFrame]  # (table, keys) -> another table
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the report, declared once: adding a table is adding one of these to TABLES."""
+
+    name: str  # the attribute of Tables
+    compute: Callable[[Tables], Optional[pd.DataFrame]]  # from the tables before it in TABLES; None: not in this sweep
+    stem: str = ""  # file stem of <report>/<stem>.csv and tables/<stem>.md|.tex (default: name)
+    csv: bool = True  # written as <stem>.csv
+    csv_frame: Optional[Formatter] = None  # what the CSV holds, when not the table itself
+    display: Optional[Formatter] = None  # the table for reading: tables/<stem>.md, and .tex when linked
+    caption: str = ""  # of the display
+    fold: int = 0  # > 0: its place among the full tables folded into report.html
+    linked: bool = True  # listed under the report's "All tables" (with a LaTeX display)
+
+    def __post_init__(self):
+        object.__setattr__(self, "stem", self.stem or self.name)
+
+
 def compute_tables(data: SweepData) -> Tables:
-    """Every table of the report from what `load_sweep_dir` read."""
-    keys = data.keys
-    cycles = data.cycles.assign(label_efficiency=metrics.label_efficiency(data.cycles))
-    summary = metrics.summary_table(cycles, keys)
-    runs = metrics.runs_table(cycles, data.runs, keys)
-    claims = questions.answer(runs.merge(tuned_signature(cycles), on="run_id", how="left"), keys)
-    tables = Tables(
-        data=data,
-        cycles=cycles,
-        summary=summary,
-        runs=runs,
-        vs_random=metrics.vs_random_table(cycles, keys),
-        groups=metrics.group_table(runs, keys),
-        ranking=metrics.optimizer_ranking(cycles, summary, keys),
-        classes=metrics.queried_classes(cycles, keys),
-        grid=headline.grid(runs, keys),
-        optimizers=claims.optimizers,
-        models=claims.models,
-        anova=headline.anova(runs, keys),
-        gains=claims.gains,
-        questions=claims.questions,
-        interaction=claims.interaction,
-        gains_tuned_dropped=claims.gains_tuned_dropped,
-    )
-    tables.power = planning.power_table(tables)
+    """Every table of the report (TABLES, in order) from what `load_sweep_dir` read."""
+    tables = Tables(data)
+    for table in TABLES:
+        setattr(tables, table.name, table.compute(tables))
     return tables
 
 
@@ -129,12 +116,12 @@ def load(sweep_dir: str | os.PathLike, sweep=None) -> SweepData:
     """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs are known."""
     if sweep is None:
         return load_sweep_dir(sweep_dir)
-    grid = sweep.raw.get("grid") or {}
+    axes = sweep.raw.get("grid") or {}
     dataset = sweep.raw.get("dataset") or {}
     data = load_sweep_dir(
         sweep_dir,
         expected=expected_runs(sweep),
-        extra_axes=[a for a in grid if a not in ("model", "optimizer", "strategy", "trial")],
+        extra_axes=[a for a in axes if a not in ("model", "optimizer", "strategy", "trial")],
         cycles_expected=int(sweep.al.cycles),
         dataset=dataset.get("name") if isinstance(dataset, dict) else None,
     )
@@ -184,13 +171,13 @@ def write_report(
 
     write_tables(tables, report_dir)
     lap("write_tables")
-    drawn = figures.draw_all(tables, report_dir / "figures")
-    epochs = curves_mod.load_epochs(sweep_dir, tables.runs, tables.keys)
+    drawn = draw_all(tables, report_dir / "figures")
+    epochs = load_epochs(sweep_dir, tables.runs, tables.keys)
     if len(epochs):
         write_text(report_dir / "epochs.csv", epochs.to_csv(index=False))
         drawn.append(
             (
-                curves_mod.training_curves(epochs, report_dir / "figures" / "training_curves.png", curves),
+                training_curves(epochs, report_dir / "figures" / "training_curves.png", curves),
                 "Training loss, training accuracy and learning rate per epoch (from each run's epochs.jsonl); "
                 "grey lines: a new cycle (more labels). Choose the runs with --curves RUN_ID | GROUP | STRATEGY.",
             )
@@ -201,9 +188,7 @@ def write_report(
     blocks = report_blocks(tables, drawn, report_dir, command, top)
     write_text(
         report_dir / "summary.md",
-        render.to_markdown(
-            [("h1", f"Summary: {sweep_dir.name}"), ("p", findings.completeness_line(tables) + "."), *top], report_dir
-        ),
+        render.to_markdown([("h1", f"Summary: {sweep_dir.name}"), ("p", completeness_line(tables) + "."), *top], report_dir),
     )
     write_text(report_dir / "report.md", render.to_markdown(blocks, report_dir))
     path = write_text(report_dir / "report.html", render.to_html(blocks, f"Active-learning report: {sweep_dir.name}", report_dir))
@@ -263,58 +248,109 @@ def results_json(cycles: pd.DataFrame, keys: list[str]) -> dict[str, dict]:
     return files or {"results.json": {}}
 
 
-DISPLAY = {  # table -> (formatter, caption)
-    "summary": (render.display_summary, "Test accuracy and macro-F1 per group and budget (mean ± 95% CI over trials)."),
-    "runs": (render.display_runs, "Per run: final accuracy, AUBC, labels to reach random's final accuracy, and cost."),
-    "vs_random": (
-        render.display_vs_random,
-        "Accuracy gain over random, paired by trial (mean ± 95% CI, two-sided paired t-test).",
+TABLES: list[Table] = [
+    # cycles.csv: one row per run x finished cycle, with label_efficiency
+    Table(
+        "cycles",
+        lambda t: t.data.cycles.assign(label_efficiency=metrics.label_efficiency(t.data.cycles)),
+        csv_frame=cycles_csv_frame,
     ),
-    "groups": (
-        render.display_groups,
-        "Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost.",
+    Table(  # summary.csv: per group and n_labeled
+        "summary",
+        lambda t: metrics.summary_table(t.cycles, t.keys),
+        display=render.display_summary,
+        caption="Test accuracy and macro-F1 per group and budget (mean ± 95% CI over trials).",
+        fold=1,
     ),
-    "ranking": (
-        render.display_ranking,
-        "Best optimizer per model and budget against the runner-up (paired by trial; descriptive: both are chosen from the same data, so p is no test of them; the claims are in optimizers.csv).",
+    Table(  # runs.csv: per run
+        "runs",
+        lambda t: metrics.runs_table(t.cycles, t.data.runs, t.keys),
+        display=render.display_runs,
+        caption="Per run: final accuracy, AUBC, labels to reach random's final accuracy, and cost.",
+        fold=4,
     ),
-    "optimizers": (
-        render.display_pairs,
-        "AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; significant: Holm over the optimizer question's pairs).",
+    Table(  # vs_random.csv: per non-random group and n_labeled, paired by trial
+        "vs_random",
+        lambda t: metrics.vs_random_table(t.cycles, t.keys),
+        display=render.display_vs_random,
+        caption="Accuracy gain over random, paired by trial (mean ± 95% CI, two-sided paired t-test).",
+        fold=2,
     ),
-    "models": (
-        render.display_pairs,
-        "AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; significant: Holm over the model question's pairs).",
+    Table(  # groups.csv: per group, final accuracy, AUBC and cost
+        "groups",
+        lambda t: metrics.group_table(t.runs, t.keys),
+        display=render.display_groups,
+        caption="Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost.",
     ),
-}
+    Table(  # optimizer_ranking.csv: best optimizer per model and budget
+        "ranking",
+        lambda t: metrics.optimizer_ranking(t.cycles, t.summary, t.keys),
+        stem="optimizer_ranking",
+        display=render.display_ranking,
+        caption="Best optimizer per model and budget against the runner-up (paired by trial; descriptive: both are chosen from the same data, so p is no test of them; the claims are in optimizers.csv).",
+        fold=3,
+    ),
+    # queried_classes.csv: class shares of the queried samples per strategy
+    Table("classes", lambda t: metrics.queried_classes(t.cycles, t.keys), stem="queried_classes"),
+    # The headline (analysis.headline), from the finished runs. Per group: n, AUBC and final accuracy, flag
+    Table("grid", lambda t: grid(t.runs, t.keys), csv=False),
+    Table(  # optimizers.csv: paired AUBC tests, Holm
+        "optimizers",
+        lambda t: t.claims.optimizers,
+        display=render.display_pairs,
+        caption="AUBC differences between optimizers per model, paired by trial (two-sided paired t-test; significant: Holm over the optimizer question's pairs).",
+    ),
+    Table(  # models.csv: the same between models
+        "models",
+        lambda t: t.claims.models,
+        display=render.display_pairs,
+        caption="AUBC differences between models per optimizer, paired by trial (two-sided paired t-test; significant: Holm over the model question's pairs).",
+    ),
+    Table("anova", lambda t: anova(t.runs, t.keys)),  # anova.csv: two-way ANOVA of AUBC
+    Table("gains", lambda t: t.claims.gains),  # gains.csv: AUBC gain over random, Holm
+    # The claims (analysis.questions) and trial planning (analysis.planning):
+    Table("questions", lambda t: t.claims.questions),  # questions.csv: one row per unit x question
+    Table("interaction", lambda t: t.claims.interaction),  # interaction.csv: blocked F-test per strategy
+    Table("power", power_table),  # power.csv: trials needed for 80% power
+    Table(  # module_effect.csv: learning-loss sweeps, the loss-prediction module's own effect
+        "module_effect",
+        module_effect,
+        display=render.display_module_effect,
+        caption="The loss-prediction module's own effect: cycle-1 accuracy of learning_loss minus random, "
+        "paired by trial (same initial set and weights; mean ± 95% CI, two-sided paired t-test).",
+        linked=False,
+    ),
+]
+TABLE = {table.name: table for table in TABLES}
 
 
 def write_tables(tables: Tables, report_dir: Path) -> None:
+    """The CSV file and the Markdown/LaTeX display of each table of TABLES, and results.json."""
     keys = tables.keys
-    for name in CSV_TABLES:
-        frame = getattr(tables, name)
-        if name == "cycles":
-            frame = cycles_csv_frame(frame, keys)
-        write_text(report_dir / f"{CSV_NAMES.get(name, name)}.csv", frame.to_csv(index=False))
+    for table in TABLES:
+        frame = getattr(tables, table.name)
+        if frame is None or not table.csv:
+            continue
+        csv = table.csv_frame(frame, keys) if table.csv_frame else frame
+        write_text(report_dir / f"{table.stem}.csv", csv.to_csv(index=False))
+        if table.display:
+            shown = table.display(frame, keys)
+            write_text(report_dir / "tables" / f"{table.stem}.md", f"{table.caption}\n\n" + render.markdown_table(shown))
+            if table.linked:
+                write_text(
+                    report_dir / "tables" / f"{table.stem}.tex", render.latex_table(shown, table.caption, f"tab:{table.stem}")
+                )
     for name, payload in results_json(tables.cycles, keys).items():
         write_text(report_dir / name, json.dumps(payload) + "\n")
-    for name, (formatter, caption) in DISPLAY.items():
-        shown = formatter(getattr(tables, name), keys)
-        stem = CSV_NAMES.get(name, name)
-        write_text(report_dir / "tables" / f"{stem}.md", f"{caption}\n\n" + render.markdown_table(shown))
-        write_text(report_dir / "tables" / f"{stem}.tex", render.latex_table(shown, caption, f"tab:{stem}"))
-    from analysis.module_effect import write_module_effect  # learning-loss sweeps: the module's own effect
-
-    write_module_effect(tables, report_dir)
 
 
 # ---------------------------------------------------------------------------------------------
 def headline_section(tables: Tables, report_dir: Path) -> list[tuple]:
     """The headline blocks (analysis.headline) with the compact figure of the gains over random and,
     when runs kept their epochs, the training curves of one group."""
-    blocks = headline.headline_blocks(tables)
+    blocks = headline_blocks(tables)
     if len(tables.gains):
-        path = figures.aubc_gain(tables.gains, tables.keys, report_dir / "figures" / "aubc_gain.png")
+        path = aubc_gain(tables.gains, tables.keys, report_dir / "figures" / "aubc_gain.png")
         blocks.append(
             (
                 "figure",
@@ -330,21 +366,36 @@ def report_blocks(
     tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str, top: Optional[list[tuple]] = None
 ) -> list[tuple]:
     """The report as a list of blocks (see render): headline, completeness, findings, tables, figures, config."""
-    keys = tables.keys
     blocks: list[tuple] = [
         ("h1", f"Active-learning report: {tables.data.sweep_dir.name}"),
         ("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {tables.data.sweep_dir}."),
+        ("p", completeness_line(tables) + "."),
+        *(top or []),
+        *completeness_blocks(tables),
+        ("h2", "Findings"),
+        ("ul", findings(tables)),
+        *table_blocks(tables),
+        ("h2", "Figures"),
+        *[("figure", path, caption) for path, caption in drawn],
+        ("h2", "Configuration"),
     ]
-    blocks += [("p", findings.completeness_line(tables) + "."), *(top or [])]
+    if tables.data.config:
+        blocks += [("p", f"From the {tables.data.config_source}."), ("pre", _config_text(tables.data.config))]
+    else:
+        blocks.append(("p", "No configuration found (no readable run.json)."))
+    return blocks + [("h2", "How to reproduce"), ("p", f"Regenerate this report with: {command}")]
 
-    blocks += [("h2", "Completeness"), ("p", findings.completeness_line(tables) + ".")]
+
+def completeness_blocks(tables: Tables) -> list[tuple]:
+    """The Completeness section: runs counted, runs left out, the runs not finished."""
+    blocks: list[tuple] = [("h2", "Completeness"), ("p", completeness_line(tables) + ".")]
     if tables.data.n_unexpected:
         blocks.append(
             ("p", f"{tables.data.n_unexpected} run directories under runs/ are not part of this sweep's grid and are left out.")
         )
     unfinished = tables.runs[tables.runs["status"] != "done"]
     if len(unfinished):
-        shown = render.display_runs(unfinished.head(50), keys)[["run", "status", "cycles"]]
+        shown = render.display_runs(unfinished.head(50), tables.keys)[["run", "status", "cycles"]]
         note = f" (the first 50 of {len(unfinished)})" if len(unfinished) > 50 else ""
         blocks += [
             (
@@ -353,45 +404,34 @@ def report_blocks(
             ),
             ("table", shown),
         ]
+    return blocks
 
-    blocks += [("h2", "Findings"), ("ul", findings.findings(tables))]
 
-    blocks += [
+def table_blocks(tables: Tables) -> list[tuple]:
+    """The Tables section: the final budget, the full tables folded in (TABLES' fold), every file linked."""
+    keys, summary = tables.keys, tables.summary
+    final = summary[summary["n_labeled"] == summary.groupby(keys, observed=True)["n_labeled"].transform("max")]
+    blocks: list[tuple] = [
         ("h2", "Tables"),
         ("p", "Accuracies in percent; ± is the half-width of the 95% confidence interval (Student's t over trials)."),
+        ("p", "Accuracy at each group's largest budget:"),
+        ("table", render.display_summary(final, keys)),
+        ("p", TABLE["groups"].caption),
+        ("table", render.display_groups(tables.groups, keys)),
     ]
-    final = tables.summary[
-        tables.summary["n_labeled"] == tables.summary.groupby(keys, observed=True)["n_labeled"].transform("max")
-    ]
-    blocks += [("p", "Accuracy at each group's largest budget:"), ("table", render.display_summary(final, keys))]
-    blocks += [("p", DISPLAY["groups"][1]), ("table", render.display_groups(tables.groups, keys))]
     if len(tables.vs_random):
         blocks += [
             ("p", "Gain over random at each group's largest paired budget:"),
-            ("table", render.display_vs_random(findings.final_vs_random(tables), keys)),
+            ("table", render.display_vs_random(final_vs_random(tables), keys)),
         ]
-    for name in ("summary", "vs_random", "ranking", "runs"):
-        frame = getattr(tables, name)
+    for table in sorted((t for t in TABLES if t.fold), key=lambda t: t.fold):
+        frame = getattr(tables, table.name)
         if 0 < len(frame) <= INLINE_ROWS:
-            blocks.append(
-                ("details", f"Full table: {CSV_NAMES.get(name, name)} ({len(frame)} rows)", DISPLAY[name][0](frame, keys))
-            )
-    files = [(f"{CSV_NAMES.get(n, n)}.csv", f"{CSV_NAMES.get(n, n)}.csv") for n in CSV_TABLES]
-    files += [
-        (f"tables/{CSV_NAMES.get(n, n)}.{ext}", f"tables/{CSV_NAMES.get(n, n)}.{ext}") for n in DISPLAY for ext in ("md", "tex")
-    ]
-    blocks += [("p", "All tables (accuracies in the CSV files are fractions):"), ("files", files)]
-
-    blocks.append(("h2", "Figures"))
-    blocks += [("figure", path, caption) for path, caption in drawn]
-
-    blocks.append(("h2", "Configuration"))
-    if tables.data.config:
-        blocks += [("p", f"From the {tables.data.config_source}."), ("pre", _config_text(tables.data.config))]
-    else:
-        blocks.append(("p", "No configuration found (no readable run.json)."))
-    blocks += [("h2", "How to reproduce"), ("p", f"Regenerate this report with: {command}")]
-    return blocks
+            blocks.append(("details", f"Full table: {table.stem} ({len(frame)} rows)", table.display(frame, keys)))
+    linked = [t for t in TABLES if t.linked]
+    files = [f"{t.stem}.csv" for t in linked if t.csv]
+    files += [f"tables/{t.stem}.{ext}" for t in linked if t.display for ext in ("md", "tex")]
+    return blocks + [("p", "All tables (accuracies in the CSV files are fractions):"), ("files", [(f, f) for f in files])]
 
 
 def _config_text(config: dict) -> str:

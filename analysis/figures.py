@@ -163,72 +163,45 @@ def _curves(
     return _save(fig, path)
 
 
-def accuracy_by_model(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
-    """Test accuracy vs labelled samples; a panel per model (and strategy), a line per optimizer."""
+def _by_budget(summary, keys, path, row: str, col: str, hue: str, title: str, metric: str = "acc", ylabel: str = "") -> Path:
+    """A metric of summary.csv (mean, 95% CI band) against labelled samples: panels per `row` (after
+    dataset and extra axes) x `col`, a line per `hue`."""
     return _curves(
         summary,
         path,
-        rows=["dataset", *_extra(keys), "strategy"],
-        cols=["model"],
-        hue="optimizer",
+        rows=["dataset", *_extra(keys), row],
+        cols=[col],
+        hue=hue,
         x="n_labeled",
-        y="acc_mean",
-        band="acc_ci95",
-        title="Test accuracy per model (mean, 95% CI over trials)",
+        y=f"{metric}_mean",
+        band=f"{metric}_ci95",
+        title=title,
         xlabel="labelled samples",
-        ylabel="accuracy (%)",
+        ylabel=ylabel or "accuracy (%)",
     )
+
+
+def accuracy_by_model(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
+    """Test accuracy vs labelled samples; a panel per model (and strategy), a line per optimizer."""
+    return _by_budget(summary, keys, path, "strategy", "model", "optimizer", "Test accuracy per model (mean, 95% CI over trials)")
 
 
 def accuracy_by_optimizer(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Test accuracy vs labelled samples; a panel per optimizer (and strategy), a line per model."""
-    return _curves(
-        summary,
-        path,
-        rows=["dataset", *_extra(keys), "strategy"],
-        cols=["optimizer"],
-        hue="model",
-        x="n_labeled",
-        y="acc_mean",
-        band="acc_ci95",
-        title="Test accuracy per optimizer (mean, 95% CI over trials)",
-        xlabel="labelled samples",
-        ylabel="accuracy (%)",
+    return _by_budget(
+        summary, keys, path, "strategy", "optimizer", "model", "Test accuracy per optimizer (mean, 95% CI over trials)"
     )
 
 
 def strategies_vs_random(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Each strategy's accuracy curve beside random's; a panel per model x optimizer."""
-    return _curves(
-        summary,
-        path,
-        rows=["dataset", *_extra(keys), "model"],
-        cols=["optimizer"],
-        hue="strategy",
-        x="n_labeled",
-        y="acc_mean",
-        band="acc_ci95",
-        title="Query strategies against random (mean, 95% CI)",
-        xlabel="labelled samples",
-        ylabel="accuracy (%)",
-    )
+    return _by_budget(summary, keys, path, "model", "optimizer", "strategy", "Query strategies against random (mean, 95% CI)")
 
 
 def macro_f1(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:
     """Macro-F1 vs labelled samples; a panel per model (and strategy), a line per optimizer."""
-    return _curves(
-        summary,
-        path,
-        rows=["dataset", *_extra(keys), "strategy"],
-        cols=["model"],
-        hue="optimizer",
-        x="n_labeled",
-        y="f1_mean",
-        band="f1_ci95",
-        title="Macro-F1 per model (mean, 95% CI over trials)",
-        xlabel="labelled samples",
-        ylabel="macro-F1 (%)",
-    )
+    title = "Macro-F1 per model (mean, 95% CI over trials)"
+    return _by_budget(summary, keys, path, "strategy", "model", "optimizer", title, metric="f1", ylabel="macro-F1 (%)")
 
 
 def label_efficiency(summary: pd.DataFrame, keys: list[str], path: Path) -> Path:

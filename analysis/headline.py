@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.metrics import ci95, holm
+from analysis.planning import display_power
 from analysis.questions import ALPHA, finished, gains, pairwise
 
 MIN_TRIALS = 3  # below this a group's CI is not shown and the group is flagged
@@ -265,8 +266,6 @@ def question_blocks(tables) -> list[tuple]:
         blocks += [("p", "Questions (questions.csv): one family each; p is the family's Holm-adjusted p."), ("table", shown)]
     power = getattr(tables, "power", None)
     if power is not None and len(power):
-        from analysis.planning import display_power
-
         blocks += [("h2", "Planning trials"), *display_power(power)]
     return blocks
 

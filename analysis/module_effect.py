@@ -13,11 +13,9 @@ zero: the `train_module` column tells the two cases apart when a report mixes th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from analysis import metrics
+from analysis.metrics import RANDOM, paired_stats
 
 LEARNING_LOSS = "learning_loss"
 
@@ -34,36 +32,15 @@ def module_effect_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     same = [c for c in ("queried_digest", *sorted(c for c in cycles.columns if str(c).startswith("tuned."))) if c in first]
     cols = [*pair_on, "trial", "n_labeled", "test_accuracy", *same]
     ll = first.loc[first["strategy"] == LEARNING_LOSS, cols]
-    rnd = first.loc[first["strategy"] == metrics.RANDOM, cols]
+    rnd = first.loc[first["strategy"] == RANDOM, cols]
     pairs = ll.merge(rnd, on=[*pair_on, "trial", "n_labeled", *same], suffixes=("", "_random"))
     pairs["diff"] = pairs["test_accuracy"] - pairs["test_accuracy_random"]
-    return metrics.paired_stats(pairs, [*pair_on, "n_labeled"])
+    return paired_stats(pairs, [*pair_on, "n_labeled"])
 
 
-def write_module_effect(tables, report_dir: Path) -> Path | None:
-    """Write report/module_effect.csv (and tables/module_effect.md) when the sweep has both
-    learning_loss and random runs; returns the CSV's path, or None when there is nothing to pair."""
-    from analysis import render
-    from analysis.write import write_text
-
-    strategies = set(tables.cycles["strategy"].unique())
-    if not {LEARNING_LOSS, metrics.RANDOM} <= strategies:
+def module_effect(tables) -> pd.DataFrame | None:
+    """module_effect.csv of a sweep with both learning_loss and random runs; None when there is
+    nothing to pair."""
+    if not {LEARNING_LOSS, RANDOM} <= set(tables.cycles["strategy"].unique()):
         return None
-    frame = module_effect_table(tables.cycles, tables.keys)
-    path = write_text(Path(report_dir) / "module_effect.csv", frame.to_csv(index=False))
-    keys = [k for k in tables.keys if k != "strategy"]
-    shown = pd.DataFrame(
-        {
-            **{k: frame[k].astype(str) for k in keys},
-            "labelled": frame["n_labeled"].astype(str),
-            "pairs": frame["n_pairs"].astype(str),
-            "effect (points)": render.mean_pm(frame["diff_mean"], frame["diff_ci95"], sign=True),
-            "p": render.p_values(frame["p_value"]),
-        }
-    )
-    caption = (
-        "The loss-prediction module's own effect: cycle-1 accuracy of learning_loss minus random, "
-        "paired by trial (same initial set and weights; mean ± 95% CI, two-sided paired t-test)."
-    )
-    write_text(Path(report_dir) / "tables" / "module_effect.md", f"{caption}\n\n" + render.markdown_table(shown))
-    return path
+    return module_effect_table(tables.cycles, tables.keys)

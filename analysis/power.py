@@ -6,36 +6,11 @@ POINTS AUBC points (default 1); prints the table and writes <sweep_dir>/report/p
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 from al_core.cli import Parser, setup_logging
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def _sweep_dir(args) -> tuple[Optional[Path], object, Optional[str]]:
-    """(sweep directory, loaded sweep or None, error message or None)."""
-    if args.results is not None:
-        if args.sweep or args.overrides:
-            return None, None, "--results DIR takes no sweep file or key=value overrides"
-        return Path(args.results), None, None
-    if not args.sweep:
-        return None, None, "no sweep given; expected SWEEP.yaml [key=value ...] or --results DIR"
-    if not Path(args.sweep).is_file():
-        return None, None, f"{args.sweep}: no such sweep file; expected a YAML sweep file such as jobs/demo.yaml"
-    try:
-        from al_core.config import ConfigError, load_sweep
-    except ImportError as e:
-        return None, None, f"cannot read sweep files ({e}); use --results DIR"
-    try:
-        sweep = load_sweep(args.sweep, list(args.overrides))
-    except (ConfigError, OSError) as e:
-        return None, None, str(e).removeprefix("error: ")
-    return Path(sweep.sweep_dir), sweep, None
+from analysis.report import fail, sweep_dir_of
+from analysis.write import write_text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -49,16 +24,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     if not args.effect > 0:
-        return _fail(f"--effect: {args.effect}; expected a positive number of AUBC points")
-    sweep_dir, sweep, error = _sweep_dir(args)
+        return fail(f"--effect: {args.effect}; expected a positive number of AUBC points")
+    sweep_dir, sweep, error = sweep_dir_of(args)
     if error:
-        return _fail(error)
+        return fail(error)
     if not (sweep_dir / "runs").is_dir():
-        return _fail(f"{sweep_dir / 'runs'}: no such directory; expected a sweep's results (<output>/<name>/runs/<run_id>/)")
+        return fail(f"{sweep_dir / 'runs'}: no such directory; expected a sweep's results (<output>/<name>/runs/<run_id>/)")
 
     from analysis.build import compute_tables, load  # the heavy imports, after the checks
     from analysis.planning import power_table
-    from analysis.write import write_text
 
     table = power_table(compute_tables(load(sweep_dir, sweep)), effect=args.effect)
     (sweep_dir / "report").mkdir(parents=True, exist_ok=True)

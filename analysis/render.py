@@ -81,6 +81,12 @@ def display_vs_random(vs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     )
 
 
+def display_module_effect(effect: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """module_effect.csv for reading: as vs_random, paired within the keys other than strategy."""
+    shown = display_vs_random(effect, [k for k in keys if k != "strategy"])
+    return shown.rename(columns={"gain (points)": "effect (points)"})
+
+
 def display_groups(groups: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -12,9 +12,31 @@ from typing import Optional, Sequence
 from al_core.cli import Parser, setup_logging
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def sweep_dir_of(args) -> tuple[Optional[Path], object, Optional[str]]:
+    """(sweep directory, loaded sweep or None, error message or None) of the arguments
+    `SWEEP.yaml [key=value ...]` or `--results DIR` (args.sweep, args.overrides, args.results)."""
+    if args.results is not None:
+        if args.sweep or args.overrides:
+            return None, None, "--results DIR takes no sweep file or key=value overrides"
+        return Path(args.results), None, None
+    if not args.sweep:
+        return None, None, "no sweep given; expected SWEEP.yaml [key=value ...] or --results DIR"
+    if not Path(args.sweep).is_file():
+        return None, None, f"{args.sweep}: no such sweep file; expected a YAML sweep file such as jobs/demo.yaml"
+    try:
+        from al_core.config import ConfigError, load_sweep
+    except ImportError as e:
+        return None, None, f"cannot read sweep files ({e}); expected the project installed (make setup), or use --results DIR"
+    try:
+        sweep = load_sweep(args.sweep, list(args.overrides))
+    except (ConfigError, OSError) as e:
+        return None, None, str(e).removeprefix("error: ")
+    return Path(sweep.sweep_dir), sweep, None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -30,31 +52,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    sweep = None
+    sweep_dir, sweep, error = sweep_dir_of(args)
+    if error:
+        return fail(error)
     if args.results is not None:
-        if args.sweep or args.overrides:
-            return _fail("--results DIR takes no sweep file or key=value overrides")
-        sweep_dir = Path(args.results)
         command = f"python -m analysis.report --results {shlex.quote(args.results)}"
-    elif args.sweep:
-        if not Path(args.sweep).is_file():
-            return _fail(f"{args.sweep}: no such sweep file; expected a YAML sweep file such as jobs/demo.yaml")
-        try:
-            from al_core.config import ConfigError, load_sweep
-        except ImportError as e:
-            return _fail(f"cannot read sweep files ({e}); expected the project installed (make setup), or use --results DIR")
-        try:
-            sweep = load_sweep(args.sweep, list(args.overrides))
-        except (ConfigError, OSError) as e:
-            return _fail(str(e).removeprefix("error: "))
-        sweep_dir = Path(sweep.sweep_dir)
-        command = "python -m analysis.report " + " ".join(shlex.quote(a) for a in [args.sweep, *args.overrides])
     else:
-        return _fail("no sweep given; expected SWEEP.yaml [key=value ...] or --results DIR")
-
+        command = "python -m analysis.report " + " ".join(shlex.quote(a) for a in [args.sweep, *args.overrides])
     if not (sweep_dir / "runs").is_dir():
         what = "a results directory" if sweep is None else "the results of this sweep"
-        return _fail(
+        return fail(
             f"{sweep_dir / 'runs'}: no such directory; expected {what} (<output>/<name>/runs/<run_id>/), "
             "written once a run has started"
         )
