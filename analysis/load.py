@@ -9,7 +9,6 @@ import hashlib
 
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,29 +17,13 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
+from al_core.results import CYCLES, LIST_FIELDS, OPTIONAL_NUMBERS, REQUIRED, RUN_JSON, is_done, parse_run_id
+
 BASE_KEYS = ["dataset", "model", "optimizer", "strategy"]
 
-# Fields a cycles.jsonl row must carry to be used (README, Results layout), with their JSON types.
-REQUIRED = {
-    "run_id": str,
-    "dataset": str,
-    "model": str,
-    "optimizer": str,
-    "strategy": str,
-    "trial": int,
-    "cycle": int,
-    "n_labeled": int,
-    "n_pool": int,
-    "test_accuracy": (int, float),
-    "test_macro_f1": (int, float),
-}
-# Section 6 fields that may be null (CPU runs have no memory or energy counter) or absent.
-OPTIONAL_NUMBERS = ("train_time_s", "select_time_s", "eval_time_s", "peak_mem_bytes", "energy_j")
-LIST_FIELDS = ("queried_class_counts", "per_class_accuracy")
+# Fields a row must carry (REQUIRED), may lack (OPTIONAL_NUMBERS) or holds as lists: al_core.results.
 # `queried` holds thousands of pool indices per row and no table needs them: dropped on load.
 DROPPED = ("queried",)
-
-_RUN_ID = re.compile(r"^(?P<model>[^-]+)-(?P<optimizer>[^-]+)-(?P<strategy>[^-]+)-t(?P<trial>\d+)(?:-(?P<rest>.*))?$")
 
 
 @dataclass(frozen=True)
@@ -193,20 +176,20 @@ def load_sweep_dir(
         if run_id not in found_set:
             meta.append(_run_meta(run_id, None, spec, {}, "missing", dataset, cycles_expected))
             continue
-        has_json = (run_dir / "run.json").exists()
-        has_cycles = (run_dir / "cycles.jsonl").exists()
+        has_json = (run_dir / RUN_JSON).exists()
+        has_cycles = (run_dir / CYCLES).exists()
         if not has_json and not has_cycles:
             if spec is None:
                 continue  # not a run directory (with --results there is nothing to report)
             meta.append(_run_meta(run_id, None, spec, {}, "in progress", dataset, cycles_expected))
             continue
-        info = read_run_json(run_dir / "run.json")
+        info = read_run_json(run_dir / RUN_JSON)
         config = info.get("config") if isinstance(info.get("config"), dict) else {}
         if config and not first_config[1]:
             first_config = (run_id, config)
-        run_rows = read_cycles(run_dir / "cycles.jsonl", run_id)
+        run_rows = read_cycles(run_dir / CYCLES, run_id)
         rows.extend(run_rows)
-        status = "done" if (run_dir / "DONE").exists() else "in progress"
+        status = "done" if is_done(run_dir) else "in progress"
         meta.append(_run_meta(run_id, run_rows[0] if run_rows else None, spec, config, status, dataset, cycles_expected))
 
     runs = pd.DataFrame(meta, columns=["run_id", *BASE_KEYS, "trial", "status", "cycles_expected"])
@@ -233,8 +216,7 @@ def _run_meta(run_id, row, spec, config, status, dataset, cycles_expected) -> di
     if row is not None:
         keys = {k: row[k] for k in (*BASE_KEYS, "trial")}
     else:
-        parsed = _RUN_ID.match(run_id)
-        parsed = parsed.groupdict() if parsed else {}
+        parsed = parse_run_id(run_id)
         source = vars(spec) if spec is not None else {}
         keys = {}
         for k in ("model", "optimizer", "strategy", "trial"):
