@@ -37,12 +37,12 @@ from al_core.train import (
     Interrupted,
     StopFlag,
     autocast,
-    epoch_plan,
     eval_batch_size,
     predict,
     score_pool,
     set_deterministic,
-    train_step,
+    step_for,
+    train_epoch,
 )
 
 
@@ -331,32 +331,31 @@ class Run:
         if self.device.type == "cuda" and t.cuda_graphs and cur.graphed is None:
             cur.graphed = GraphedStep(cur.model, cur.lossnet, cur.opt, t.batch_size, ll.margin, ll.weight, self.precision)
         while cur.epoch < t.epochs:
-            plan = epoch_plan(self.data, labelled, self.cfg.trial, cur.cycle, cur.epoch, t.batch_size)
-            cur.model.train()
-            if cur.lossnet is not None:
-                cur.lossnet.train()
-            loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-            correct = torch.zeros((), device=self.device, dtype=torch.long)
             detach = cur.epoch >= detach_epoch
-            for step in range(cur.step, plan.n_steps):
-                x, y = plan.inputs(self.data, step, channels_last)
-                if t.dropout > 0:  # dropout masks from (trial, cycle, epoch, step): a resumed step draws the same
-                    torch.manual_seed(seeding.torch_seed(self.cfg.trial, cur.cycle, cur.epoch, f"dropout-{step}"))
-                if cur.graphed is not None:
-                    batch_loss, batch_correct = cur.graphed(x, y, detach)
-                else:
-                    batch_loss, batch_correct = train_step(
-                        cur.model, cur.lossnet, cur.opt, x, y, detach, ll.margin, ll.weight, self.amp
-                    )
-                loss_sum += batch_loss
-                correct += batch_correct
-                cur.stats.seen += y.shape[0]
-                seen += y.shape[0]
-                cur.step = step + 1
-                if self.stop.signame:
-                    self._flush(cur, loss_sum, correct, t0)
-                    self._checkpoint(cur)
-                    raise Interrupted(self.stop.signame, f"cycle {cur.cycle} epoch {cur.epoch + 1} step {cur.step}")
+            step = step_for(cur.model, cur.lossnet, cur.opt, detach, ll.margin, ll.weight, self.amp, cur.graphed)
+            stretch = train_epoch(
+                cur.model,
+                cur.lossnet,
+                self.data,
+                labelled,
+                self.cfg.trial,
+                cur.cycle,
+                cur.epoch,
+                t.batch_size,
+                step,
+                first_step=cur.step,
+                channels_last=channels_last,
+                dropout_tag="dropout-" if t.dropout > 0 else None,
+                should_stop=lambda: bool(self.stop.signame),
+            )
+            loss_sum, correct = stretch.loss_sum, stretch.correct
+            cur.stats.seen += stretch.seen
+            seen += stretch.seen
+            cur.step = stretch.next_step
+            if stretch.stopped:
+                self._flush(cur, loss_sum, correct, t0)
+                self._checkpoint(cur)
+                raise Interrupted(self.stop.signame, f"cycle {cur.cycle} epoch {cur.epoch + 1} step {cur.step}")
             self._flush(cur, loss_sum, correct, t0)
             t0 = time.perf_counter()
             cur.last_epoch = cur.stats.means()

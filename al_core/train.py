@@ -143,6 +143,66 @@ def train_step(
     return out
 
 
+def step_for(model, lossnet, opt, detach: bool, margin: float, weight: float, amp, graphed=None) -> Callable:
+    """`step(x, y)` for `train_epoch`: the CUDA-graph step when there is one, else `train_step`."""
+    if graphed is not None:
+        return lambda x, y: graphed(x, y, detach)
+    return lambda x, y: train_step(model, lossnet, opt, x, y, detach, margin, weight, amp)
+
+
+@dataclass
+class EpochStretch:
+    """What `train_epoch` trained: device accumulators (read once, by the caller), images, where it stopped."""
+
+    loss_sum: torch.Tensor  # summed per-image loss (float64, on the device)
+    correct: torch.Tensor  # images classified correctly (on the device)
+    seen: int  # images trained in this stretch
+    next_step: int  # the first step not trained (plan.n_steps at the end of the epoch)
+    stopped: bool  # a stop was requested after step next_step - 1
+
+
+def train_epoch(
+    model,
+    lossnet,
+    data: DeviceData,
+    labelled: torch.Tensor,
+    trial: int,
+    cycle: int,
+    epoch: int,
+    batch_size: int,
+    step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    first_step: int = 0,
+    channels_last: bool = False,
+    dropout_tag: str | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> EpochStretch:
+    """The epoch loop, written once: the run's cycles, tuning fits and the benchmark all train with it.
+
+    Trains epoch `epoch` of (trial, cycle) from `first_step` with `step(x, y)` (`train_step` or a
+    `GraphedStep`), nothing synced with the host per step. `dropout_tag`: dropout masks drawn from
+    (trial, cycle, epoch, tag + step), so a resumed step draws the same. Returns after the step at
+    which `should_stop()` turns true, or at the end of the epoch."""
+    plan = epoch_plan(data, labelled, trial, cycle, epoch, batch_size)
+    model.train()
+    if lossnet is not None:
+        lossnet.train()
+    dev = data.pool_x.device
+    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    seen = 0
+    for i in range(first_step, plan.n_steps):
+        x, y = plan.inputs(data, i, channels_last)
+        if dropout_tag is not None:
+            torch.manual_seed(seeding.torch_seed(trial, cycle, epoch, f"{dropout_tag}{i}"))
+        batch_loss, batch_correct = step(x, y)
+        loss_sum += batch_loss
+        correct += batch_correct
+        seen += y.shape[0]
+        if should_stop():
+            return EpochStretch(loss_sum, correct, seen, i + 1, True)
+    return EpochStretch(loss_sum, correct, seen, plan.n_steps, False)
+
+
 def _forward_backward(model, lossnet, x, y, detach: bool, margin: float, weight: float, amp):
     """Forward, loss and backward of `train_step`, without the optimizer: what a CUDA graph holds."""
     with amp:

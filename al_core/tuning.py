@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 import torch
 
-from al_core import seeding, tune
+from al_core import tune
 from al_core.io import atomic_write_json
-from al_core.train import Interrupted, epoch_plan, score_pool, train_step
+from al_core.train import GraphedStep, Interrupted, score_pool, step_for, train_epoch
 
 
 def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict, dict, float]:
@@ -93,18 +93,28 @@ def fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np.
     idx = torch.as_tensor(train_idx, dtype=torch.long)
     channels_last = run.device.type == "cuda" and t.channels_last
     detach_epoch = math.ceil(ll.detach_at * t.epochs)
+    graphed = None
+    if run.device.type == "cuda" and t.cuda_graphs:  # as the cycle's own training (train.cuda_graphs)
+        graphed = GraphedStep(model, lossnet, opt, t.batch_size, ll.margin, ll.weight, run.precision)
     for epoch in range(t.epochs):
-        plan = epoch_plan(data, idx, cfg.trial, cycle, epoch, t.batch_size)
-        model.train()
-        if lossnet is not None:
-            lossnet.train()
-        for step in range(plan.n_steps):
-            x, yb = plan.inputs(data, step, channels_last)
-            if t.dropout > 0:  # as the run's own training: masks from (trial, cycle, epoch, fit, step)
-                torch.manual_seed(seeding.torch_seed(cfg.trial, cycle, epoch, f"tune-dropout-{where}-{step}"))
-            train_step(model, lossnet, opt, x, yb, epoch >= detach_epoch, ll.margin, ll.weight, run.amp)
-            if run.stop.signame:
-                raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
+        step = step_for(model, lossnet, opt, epoch >= detach_epoch, ll.margin, ll.weight, run.amp, graphed)
+        stretch = train_epoch(
+            model,
+            lossnet,
+            data,
+            idx,
+            cfg.trial,
+            cycle,
+            epoch,
+            t.batch_size,
+            step,
+            channels_last=channels_last,
+            # as the run's own training: masks from (trial, cycle, epoch, fit, step)
+            dropout_tag=f"tune-dropout-{where}-" if t.dropout > 0 else None,
+            should_stop=lambda: bool(run.stop.signame),
+        )
+        if stretch.stopped:
+            raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sched.step()

@@ -35,7 +35,7 @@ from al_core.data.device import DeviceData, from_arrays
 from al_core.models import MODELS, LossNet
 from al_core.optim import OPTIMIZERS, make_optimizer
 from al_core.run import configure_threads
-from al_core.train import EVAL_BATCH_AUTO, GraphedStep, autocast, epoch_plan, eval_batch_size, score_pool, train_step
+from al_core.train import EVAL_BATCH_AUTO, GraphedStep, autocast, epoch_plan, eval_batch_size, score_pool, train_epoch, train_step
 from bench import _reference as ref
 from bench._machine import ROOT, PeakMemory, mfu, peak_flops, repeat, stamp, train_flops_per_image
 
@@ -187,27 +187,15 @@ def _free(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# The project's path, as al_core.loop.Run._train and ._query run it.
+# The project's path: the run loop's own epoch (al_core.train.train_epoch) and pool scoring.
 def project_epoch(
     model, lossnet, data: DeviceData, labelled: torch.Tensor, trial: int, epoch: int, batch_size: int, step: Callable
 ) -> int:
     """One epoch as the run loop trains it (device accumulators, read once at the end); `step(x, y)`
     is `train_step` or a `GraphedStep`. Returns the images trained."""
-    dev = data.pool_x.device
-    plan = epoch_plan(data, labelled, trial, 1, epoch, batch_size)
-    model.train()
-    lossnet.train()
-    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-    correct = torch.zeros((), device=dev, dtype=torch.long)
-    seen = 0
-    for i in range(plan.n_steps):
-        x, y = plan.inputs(data, i, dev.type == "cuda")
-        s, k = step(x, y)
-        loss_sum += s
-        correct += k
-        seen += y.shape[0]
-    float(loss_sum), float(correct)  # the loop reads its accumulators once per epoch
-    return seen
+    stretch = train_epoch(model, lossnet, data, labelled, trial, 1, epoch, batch_size, step, channels_last=data.pool_x.is_cuda)
+    float(stretch.loss_sum), float(stretch.correct)  # the loop reads its accumulators once per epoch
+    return stretch.seen
 
 
 def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
