@@ -8,10 +8,8 @@ A run resumes from the newest good checkpoint, or re-derives the model it needs 
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -19,54 +17,22 @@ from typing import Callable
 import numpy as np
 import torch
 
-from al_core import checkpoint, epochs_log, preflight, results, seeding, tracking, tuning
+from al_core import checkpoint, epochs_log, results, seeding, tracking, tuning
 from al_core.config import RunConfig, RunSpec
 from al_core.data.device import DeviceData, load as load_data
 from al_core.errors import ConfigError, DataError
 from al_core.io import atomic_write_bytes, atomic_write_jsonl
-from al_core.models import MODELS, LossNet
 from al_core.rundir import RunDir, RunDirLock
-from al_core.optim import decay_groups, make_optimizer, make_scheduler, normalized_decay
 from al_core.plugins import load_plugins
-from al_core.registry import dropout_kwargs
 from al_core.selection import MC_PASSES, SelectionInputs
 from al_core.strategies import STRATEGIES, SelectionContext
 from al_core.telemetry import CycleMeter, device_name
+from al_core.trainer import Cycle, Trainer
 from al_core.train import (
-    GraphedStep,
-    Interrupted,
     StopFlag,
-    autocast,
-    eval_batch_size,
     predict,
     score_pool,
-    set_deterministic,
-    step_for,
-    train_epoch,
 )
-
-
-@dataclass
-class Cycle:
-    """The mutable state of the cycle being trained."""
-
-    cycle: int
-    labelled: np.ndarray  # sorted pool indices this cycle trains on
-    queried: list[int]  # indices added this cycle, in the order they were chosen
-    model: torch.nn.Module
-    lossnet: torch.nn.Module | None
-    opt: torch.optim.Optimizer
-    sched: object
-    epoch: int = 0  # epochs finished
-    step: int = 0  # steps finished in epoch `epoch`
-    stats: checkpoint.EpochStats = field(default_factory=checkpoint.EpochStats)  # the epoch in progress
-    timing: dict = field(default_factory=lambda: {"select_time_s": 0.0, "train_time_s": 0.0, "energy_j": None})
-    last_epoch: tuple = (float("nan"), float("nan"))  # mean loss and accuracy of the last finished epoch
-    img_per_s: float = float("nan")  # training throughput of this process's stretch of the cycle
-    tuned: dict | None = None  # hyper-parameters chosen by tuning (al_core/tune.py) this cycle trains with
-    tune_record: dict | None = None  # the grid's validation scores, at a cycle where tuning chose them
-    epochs: list = field(default_factory=list)  # per finished epoch: loss, accuracy, lr (epochs.jsonl)
-    graphed: GraphedStep | None = None  # the CUDA-graph step of this cycle's model (train.cuda_graphs; not saved)
 
 
 class Run:
@@ -80,27 +46,22 @@ class Run:
         self.fingerprint = self.cfg.fingerprint()
         load_plugins(self.cfg)  # in every job: before the registries are read; checks the sources' hashes
         self.strategy = STRATEGIES.get(self.cfg.base_strategy)  # `margin` for `margin+power`
-        t = self.cfg.train
-        # Before anything is written: a job that asked for a GPU it cannot use stops here (NodeError, exit 78).
-        node = preflight.check(t.device, t.precision)
-        want_cuda = t.device == "cuda" or (t.device == "auto" and node.cuda_available)
-        self.device = torch.device("cuda" if want_cuda else "cpu")
-        self.precision = preflight.resolve_precision(t.precision, self.device.type, node.capability)
-        self.amp = autocast(self.device, self.precision)
-        # Selection ranks scores: fp32 by default, so bf16 rounding does not make ties of distinct scores.
-        self.score_amp = autocast(self.device, "fp32" if t.score_precision == "fp32" else self.precision)
-        set_deterministic(t.deterministic)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = not t.deterministic  # autotuning may pick another kernel per process
-            torch.backends.cuda.matmul.allow_tf32 = t.tf32
-            torch.backends.cudnn.allow_tf32 = t.tf32
-        self.eval_batch_size = eval_batch_size(t.eval_batch_size, self.device)
+        with_lossnet = self.strategy.needs_lossnet or self.cfg.ll.train_module == "always"
+        self.trainer = Trainer(self.cfg, self.stop, with_lossnet)  # the node checked, the device chosen
+        self.device = self.trainer.device
         self.rows: list[dict] = []
-        self.data: DeviceData | None = None
         self.last_checkpoint = time.monotonic()
         self.meter = CycleMeter(self.device)  # peak memory and energy of the cycle in progress
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def data(self) -> DeviceData | None:
+        return self.trainer.data
+
+    @data.setter
+    def data(self, value: DeviceData) -> None:
+        self.trainer.data = value
+
     @property
     def rows_path(self) -> Path:
         return self.dir.rows_path
@@ -148,15 +109,15 @@ class Run:
             self.spec.axes,
             {
                 "device": device_name(self.device),
-                "precision": self.precision,
+                "precision": self.trainer.precision,
                 "torch_threads": torch.get_num_threads(),
-                "eval_batch_size": self.eval_batch_size,
+                "eval_batch_size": self.trainer.eval_batch_size,
                 "deterministic": self.cfg.train.deterministic,
             },
         )
         self.log(
             f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
-            f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.precision}), "
+            f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.trainer.precision}), "
             f"{len(self.rows)} cycles already done"
         )
         self.t_start = time.perf_counter()
@@ -187,7 +148,7 @@ class Run:
                 cur = self._restore(*restored)
             else:
                 cur = self._begin_cycle(c, prev)
-            self._train(cur)
+            self.trainer.train(cur, self._save)
             if c > len(self.rows):
                 self._finish_cycle(cur)
             prev = cur
@@ -206,9 +167,9 @@ class Run:
             base = prev.labelled if prev is not None else np.empty(0, dtype=np.int64)
             labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
         select_time = time.perf_counter() - t0
-        model, lossnet = self.fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
+        model, lossnet = self.trainer.fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
         tuned, record, tune_s = self._tuned(c, prev, labelled, model, lossnet)
-        opt, sched = self.build_optimizer(model, lossnet, len(labelled), tuned)
+        opt, sched = self.trainer.build_optimizer(model, lossnet, len(labelled), tuned)
         cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched, tuned=tuned, tune_record=record)
         cur.timing["select_time_s"] = select_time
         cur.timing["tune_time_s"] = tune_s
@@ -234,7 +195,7 @@ class Run:
             # Shared by every run of this trial, whatever its model, optimizer or strategy.
             rng = seeding.rng(trial, 0, 0, "initial")
             return sorted(int(i) for i in rng.choice(self.data.n_pool, size=al.initial_size, replace=False))
-        model, lossnet = self.fresh_model(1)  # the untrained model of cycle 1
+        model, lossnet = self.trainer.fresh_model(1)  # the untrained model of cycle 1
         probe = Cycle(1, np.empty(0, dtype=np.int64), [], model, lossnet, None, None)
         return self._query(1, probe, al.initial_size)
 
@@ -244,11 +205,17 @@ class Run:
         if al.subset is not None and al.subset < len(unlabelled):
             sub = seeding.rng(trial, c, 0, "subset").choice(unlabelled, size=al.subset, replace=False)
             unlabelled = np.sort(sub)
-        bs = self.eval_batch_size
+        bs = self.trainer.eval_batch_size
         ctx = SelectionContext(
             candidates=unlabelled,
             score=lambda idx: score_pool(
-                prev.model, prev.lossnet, self.data, idx, bs, self.score_amp, lambda: self._check_stop(f"cycle {c} selection")
+                prev.model,
+                prev.lossnet,
+                self.data,
+                idx,
+                bs,
+                self.trainer.score_amp,
+                lambda: self.trainer.check_stop(f"cycle {c} selection"),
             ),
             rng=seeding.rng(trial, c, 0, "query"),
             ties=seeding.rng(trial, c, 0, "ties"),
@@ -264,136 +231,17 @@ class Run:
                 prev.labelled,
                 self.strategy.needs,
                 bs,
-                self.score_amp,
+                self.trainer.score_amp,
                 trial,
                 c,
                 getattr(self.strategy, "mc_passes", MC_PASSES),
-                lambda: self._check_stop(f"cycle {c} selection"),
+                lambda: self.trainer.check_stop(f"cycle {c} selection"),
                 self.cfg.strategy,
             )
         chosen = self.strategy.select(ctx, n_query)
         return [int(i) for i in chosen]
 
-    def fresh_model(self, c: int):
-        """Initial weights from (trial, cycle): the same for every optimizer and strategy of a trial."""
-        t, trial = self.cfg.train, self.cfg.trial
-        spec = self.data.spec
-        hidden = self.cfg.ll.hidden if (self.strategy.needs_lossnet or self.cfg.ll.train_module == "always") else None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-model"))
-            model = MODELS.get(self.cfg.model)(
-                num_classes=spec.n_classes, in_channels=spec.channels, width=t.width, **dropout_kwargs(self.cfg.model, t.dropout)
-            )
-            lossnet = None
-            if hidden:
-                torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-lossnet"))
-                lossnet = LossNet(model.stage_channels, hidden)
-        model = model.to(self.device)
-        if self.device.type == "cuda" and t.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if self.device.type == "cuda" and t.compile:
-            model.compile()  # in place: state_dict keys stay those of the plain model
-        if lossnet is not None:
-            lossnet = lossnet.to(self.device)
-        return model, lossnet
-
-    def hparams(self, n_train: int, tuned: dict | None = None) -> dict:
-        """The optimizer's hyper-parameters in force for a fit on `n_train` images: the config's,
-        tuned values over them, and with `optim.wd_normalized` the decay scaled to the budget."""
-        h = {**self.cfg.optim, **(tuned or {})}
-        if self.cfg.wd_normalized and "weight_decay" in h:
-            t = self.cfg.train
-            h["weight_decay"] = normalized_decay(h["weight_decay"], t.batch_size, n_train, t.epochs)
-        return h
-
-    def build_optimizer(self, model, lossnet, n_train: int, tuned: dict | None = None):
-        t = self.cfg.train
-        modules = [model] + ([lossnet] if lossnet is not None else [])
-        if self.cfg.decay_exclude_norm_bias:
-            params = decay_groups(modules)
-        else:
-            params = [p for m in modules for p in m.parameters()]
-        opt = make_optimizer(self.cfg.optimizer, params, self.hparams(n_train, tuned), self.device)
-        sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
-        return opt, sched
-
     # ------------------------------------------------------------------------------------------
-    def _train(self, cur: Cycle) -> None:
-        """Train `cur` from where it stands to the end of its epochs, checkpointing on the way."""
-        t, ll = self.cfg.train, self.cfg.ll
-        if cur.epoch >= t.epochs:
-            return
-        labelled = torch.as_tensor(cur.labelled, dtype=torch.long)
-        channels_last = self.device.type == "cuda" and t.channels_last
-        detach_epoch = math.ceil(ll.detach_at * t.epochs)
-        t0 = time.perf_counter()
-        seen, train_s0 = 0, cur.timing["train_time_s"]
-        if self.device.type == "cuda" and t.cuda_graphs and cur.graphed is None:
-            cur.graphed = GraphedStep(cur.model, cur.lossnet, cur.opt, t.batch_size, ll.margin, ll.weight, self.precision)
-        while cur.epoch < t.epochs:
-            detach = cur.epoch >= detach_epoch
-            step = step_for(cur.model, cur.lossnet, cur.opt, detach, ll.margin, ll.weight, self.amp, cur.graphed)
-            stretch = train_epoch(
-                cur.model,
-                cur.lossnet,
-                self.data,
-                labelled,
-                self.cfg.trial,
-                cur.cycle,
-                cur.epoch,
-                t.batch_size,
-                step,
-                first_step=cur.step,
-                channels_last=channels_last,
-                dropout_tag="dropout-" if t.dropout > 0 else None,
-                should_stop=lambda: bool(self.stop.signame),
-            )
-            loss_sum, correct = stretch.loss_sum, stretch.correct
-            cur.stats.seen += stretch.seen
-            seen += stretch.seen
-            cur.step = stretch.next_step
-            if stretch.stopped:
-                self._flush(cur, loss_sum, correct, t0)
-                self._checkpoint(cur)
-                raise Interrupted(self.stop.signame, f"cycle {cur.cycle} epoch {cur.epoch + 1} step {cur.step}")
-            self._flush(cur, loss_sum, correct, t0)
-            t0 = time.perf_counter()
-            cur.last_epoch = cur.stats.means()
-            cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
-            cur.stats = checkpoint.EpochStats()
-            cur.epoch += 1
-            cur.step = 0
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cur.sched.step()
-            done = cur.epoch == t.epochs
-            periodic = (
-                t.checkpoint_every
-                and cur.epoch % t.checkpoint_every == 0
-                and time.monotonic() - self.last_checkpoint >= t.checkpoint_min_s
-            )
-            if done or periodic or self.stop.signame:
-                self._checkpoint(cur)
-            if self.stop.signame and not done:
-                raise Interrupted(self.stop.signame, f"cycle {cur.cycle} after epoch {cur.epoch}")
-        cur.img_per_s = seen / max(cur.timing["train_time_s"] - train_s0, 1e-9)
-
-    def _check_stop(self, where: str) -> None:
-        """Honour a stop request between scoring batches: selection and evaluation are re-derived
-        on resume from the checkpoint that precedes them, so nothing needs writing first."""
-        if self.stop.signame:
-            raise Interrupted(self.stop.signame, where)
-
-    def _flush(self, cur: Cycle, loss_sum, correct, t0: float) -> None:
-        """Move this stretch's device accumulators and clocks into `cur` (one host sync)."""
-        cur.stats.loss_sum += float(loss_sum)
-        cur.stats.correct += float(correct)
-        loss_sum.zero_()
-        correct.zero_()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        cur.timing["train_time_s"] += time.perf_counter() - t0
-
     def _cycle_costs(self, cur: Cycle) -> tuple[int | None, float | None]:
         """Peak memory and energy of the cycle so far: earlier processes' share (from the
         checkpoint) plus this process's since the cycle began here."""
@@ -405,6 +253,17 @@ class Run:
             energy = (energy or 0.0) + (before_energy or 0.0)
         return peak, energy
 
+    def _save(self, cur: Cycle, must: bool) -> None:
+        """Checkpoint after an epoch when it must (last epoch, stop request) or train.checkpoint_every says so."""
+        t = self.cfg.train
+        periodic = (
+            t.checkpoint_every
+            and cur.epoch % t.checkpoint_every == 0
+            and time.monotonic() - self.last_checkpoint >= t.checkpoint_min_s
+        )
+        if must or periodic:
+            self._checkpoint(cur)
+
     def _checkpoint(self, cur: Cycle) -> None:
         timing = {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))}
         state = checkpoint.pack(self.spec.run_id, cur, timing)
@@ -415,11 +274,11 @@ class Run:
         """Rebuild a Cycle from a checkpoint; the scheduler is re-derived from the epoch."""
         self.meter.start()
         saved = checkpoint.unpack(state)
-        model, lossnet = self.fresh_model(pos.cycle)
+        model, lossnet = self.trainer.fresh_model(pos.cycle)
         model.load_state_dict(saved.model)
         if lossnet is not None:
             lossnet.load_state_dict(saved.lossnet)
-        opt, sched = self.build_optimizer(model, lossnet, len(saved.labelled), saved.tuned)
+        opt, sched = self.trainer.build_optimizer(model, lossnet, len(saved.labelled), saved.tuned)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(pos.epoch):
@@ -455,9 +314,9 @@ class Run:
             cur.lossnet,
             data,
             data.test_x,
-            self.eval_batch_size,
-            self.amp,
-            lambda: self._check_stop(f"cycle {cur.cycle} evaluation"),
+            self.trainer.eval_batch_size,
+            self.trainer.amp,
+            lambda: self.trainer.check_stop(f"cycle {cur.cycle} evaluation"),
         )
         pred = scores.probs.argmax(1).numpy()
         y = data.test_y.cpu().numpy()
@@ -504,7 +363,7 @@ class Run:
             peak_mem_bytes=peak_mem,
             energy_j=None if energy is None else round(energy, 3),
             device=device_name(self.device),
-            precision=self.precision,
+            precision=self.trainer.precision,
             deterministic=cfg.train.deterministic,
             recipe=cfg.recipe,
             tuned=cur.tuned,

@@ -13,7 +13,8 @@ import sys
 from al_core import tracking
 from al_core.cli import Parser, guarded
 from al_core.config import load_sweep
-from al_core.loop import Interrupted, StopFlag, run
+from al_core.loop import run
+from al_core.train import Interrupted, StopFlag
 from al_core.results import EXIT_INTERRUPTED, EXIT_OK
 from al_core.rundir import RunLocked
 

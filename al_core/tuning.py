@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import time
-import warnings
 
 import numpy as np
 import torch
 
 from al_core import tune
 from al_core.io import atomic_write_json
-from al_core.train import GraphedStep, Interrupted, score_pool, step_for, train_epoch
+from al_core.train import score_pool
+from al_core.trainer import Cycle
 
 
 def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict, dict, float]:
@@ -82,47 +81,20 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
 
 def fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np.ndarray, start: dict, where: str) -> float:
     """Train a copy of the cycle's starting model on `train_idx` with `hp`; accuracy on `val_idx`."""
-    cfg, data, t, ll = run.cfg, run.data, run.cfg.train, run.cfg.ll
-    model, lossnet = run.fresh_model(cycle)
+    trainer = run.trainer
+    model, lossnet = trainer.fresh_model(cycle)
     model.load_state_dict(start["model"])
     if lossnet is not None and start["lossnet"] is not None:
         lossnet.load_state_dict(start["lossnet"])
     # The run's optimizer and schedule, with `hp` over its values; with optim.wd_normalized the decay
     # is scaled to this fit's training folds, as the cycle's model will be to the whole labelled set.
-    opt, sched = run.build_optimizer(model, lossnet, len(train_idx), hp)
-    idx = torch.as_tensor(train_idx, dtype=torch.long)
-    channels_last = run.device.type == "cuda" and t.channels_last
-    detach_epoch = math.ceil(ll.detach_at * t.epochs)
-    graphed = None
-    if run.device.type == "cuda" and t.cuda_graphs:  # as the cycle's own training (train.cuda_graphs)
-        graphed = GraphedStep(model, lossnet, opt, t.batch_size, ll.margin, ll.weight, run.precision)
-    for epoch in range(t.epochs):
-        step = step_for(model, lossnet, opt, epoch >= detach_epoch, ll.margin, ll.weight, run.amp, graphed)
-        stretch = train_epoch(
-            model,
-            lossnet,
-            data,
-            idx,
-            cfg.trial,
-            cycle,
-            epoch,
-            t.batch_size,
-            step,
-            channels_last=channels_last,
-            # as the run's own training: masks from (trial, cycle, epoch, fit, step)
-            dropout_tag=f"tune-dropout-{where}-" if t.dropout > 0 else None,
-            should_stop=lambda: bool(run.stop.signame),
-        )
-        if stretch.stopped:
-            raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sched.step()
+    opt, sched = trainer.build_optimizer(model, lossnet, len(train_idx), hp)
+    # Trained as the cycle's model is (same epochs, batches, augmentation, graphs, precision); dropout
+    # masks from (trial, cycle, epoch, fit, step); nothing saved: the side file keeps finished fits.
+    fit = Cycle(cycle, np.asarray(train_idx, dtype=np.int64), [], model, lossnet, opt, sched)
+    trainer.train(fit, lambda cur, must: None, tag=f"tune-dropout-{where}-", where=f"tuning {where}, ")
 
-    def check_stop():
-        if run.stop.signame:
-            raise Interrupted(run.stop.signame, f"cycle {cycle} tuning, {where}")
-
-    probs = score_pool(model, lossnet, data, val_idx, run.eval_batch_size, run.amp, check_stop).probs
-    y = data.pool_y[torch.as_tensor(val_idx, dtype=torch.long, device=data.pool_y.device)].cpu()
+    check = lambda: trainer.check_stop(f"cycle {cycle} tuning, {where}")  # noqa: E731
+    probs = score_pool(model, lossnet, run.data, val_idx, trainer.eval_batch_size, trainer.amp, check).probs
+    y = run.data.pool_y[torch.as_tensor(val_idx, dtype=torch.long, device=run.data.pool_y.device)].cpu()
     return float((probs.argmax(1) == y).double().mean())

@@ -9,7 +9,8 @@ import pytest
 from al_core import checkpoint
 from al_core.config import load_sweep
 from al_core.io import read_jsonl
-from al_core.loop import Interrupted, StopFlag, run
+from al_core.loop import run
+from al_core.train import Interrupted, StopFlag
 
 RUN_ID = "resnet18-sgd-random-t0"
 SMOKE = Path(__file__).resolve().parents[1] / "jobs" / "smoke.yaml"

@@ -9,7 +9,8 @@ from sklearn.metrics import f1_score
 
 from al_core import checkpoint
 from al_core.config import ConfigError, load_sweep
-from al_core.loop import Interrupted, Run, StopFlag, run
+from al_core.loop import Run, run
+from al_core.train import Interrupted, StopFlag
 from al_core import results
 from al_core.results import comparable
 
@@ -70,9 +71,9 @@ def test_f1_and_accuracy_equal_sklearn_on_the_final_model(sweep):
     from al_core.train import predict
 
     r.data = load("synthetic", "", torch.device("cpu"))
-    model, _ = r._fresh_model(3)
+    model, _ = r.trainer.fresh_model(3)
     model.load_state_dict(state["model"])
-    pred = predict(model, None, r.data, r.data.test_x, 256, r.amp).probs.argmax(1).numpy()
+    pred = predict(model, None, r.data, r.data.test_x, 256, r.trainer.amp).probs.argmax(1).numpy()
     y = r.data.test_y.numpy()
     assert last["test_macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
     assert last["test_accuracy"] == pytest.approx((pred == y).mean(), abs=1e-12)
@@ -98,7 +99,7 @@ def test_trials_share_initial_set_and_weights_across_optimizers_and_strategies(s
         from al_core.data import load
 
         r.data = load("synthetic", "", torch.device("cpu"))
-        firsts.append((r._initial_set(), r._fresh_model(1)[0].state_dict()))
+        firsts.append((r._initial_set(), r.trainer.fresh_model(1)[0].state_dict()))
     for queried, weights in firsts[1:]:
         assert queried == firsts[0][0]
         assert all(torch.equal(weights[k], firsts[0][1][k]) for k in weights)

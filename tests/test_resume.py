@@ -19,7 +19,8 @@ import pytest
 from al_core import checkpoint
 from al_core.config import load_sweep
 from al_core.io import read_jsonl
-from al_core.loop import Interrupted, StopFlag, run
+from al_core.loop import run
+from al_core.train import Interrupted, StopFlag
 from al_core.results import EXIT_INTERRUPTED, comparable
 from al_core.run import main as run_main
 

@@ -285,7 +285,7 @@ def test_sigkill_during_tuning_loses_at_most_one_fit_and_resumes_to_identical_ro
 
 
 def test_stop_request_during_tuning_then_resume_gives_the_same_rows(digits, monkeypatch):
-    from al_core.loop import Interrupted, StopFlag
+    from al_core.train import Interrupted, StopFlag
 
     a = digits(TUNE, out="a")
     spec = a.run("resnet18-adam-random-t0")
@@ -435,7 +435,7 @@ def test_wd_normalized_scales_each_fit_to_its_own_budget_and_the_row_records_it(
 
 
 def test_decay_groups_and_normalized_decay_resume_to_the_same_rows(digits):
-    from al_core.loop import Interrupted, StopFlag
+    from al_core.train import Interrupted, StopFlag
 
     extra = ("optim.wd_normalized=true", "optim.decay_exclude_norm_bias=true", "optim.adam.weight_decay=0.1")
     spec = digits(*extra).run("resnet18-adam-learning_loss-t0")

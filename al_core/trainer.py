@@ -1,0 +1,186 @@
+"""The trainer: one run's device, precision, models, optimizers and epochs.
+
+Built once per run (`Trainer(cfg, stop, with_lossnet)`: the node checked, the device and precision
+resolved, cuDNN and TF32 set); then fresh weights from (trial, cycle), the optimizer with tuned and
+budget-scaled values, and a cycle trained to the end of its epochs with al_core.train.train_epoch.
+The run loop (al_core.loop) and the tuning fits (al_core.tuning) train through it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from al_core import checkpoint, epochs_log, preflight, seeding
+from al_core.config import RunConfig
+from al_core.data.device import DeviceData
+from al_core.models import MODELS, LossNet
+from al_core.optim import decay_groups, make_optimizer, make_scheduler, normalized_decay
+from al_core.registry import dropout_kwargs
+from al_core.train import GraphedStep, Interrupted, StopFlag, autocast, eval_batch_size, set_deterministic, step_for, train_epoch
+
+
+@dataclass
+class Cycle:
+    """The mutable state of the cycle being trained."""
+
+    cycle: int
+    labelled: np.ndarray  # sorted pool indices this cycle trains on
+    queried: list[int]  # indices added this cycle, in the order they were chosen
+    model: torch.nn.Module
+    lossnet: torch.nn.Module | None
+    opt: torch.optim.Optimizer
+    sched: object
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in epoch `epoch`
+    stats: checkpoint.EpochStats = field(default_factory=checkpoint.EpochStats)  # the epoch in progress
+    timing: dict = field(default_factory=lambda: {"select_time_s": 0.0, "train_time_s": 0.0, "energy_j": None})
+    last_epoch: tuple = (float("nan"), float("nan"))  # mean loss and accuracy of the last finished epoch
+    img_per_s: float = float("nan")  # training throughput of this process's stretch of the cycle
+    tuned: dict | None = None  # hyper-parameters chosen by tuning (al_core/tune.py) this cycle trains with
+    tune_record: dict | None = None  # the grid's validation scores, at a cycle where tuning chose them
+    epochs: list = field(default_factory=list)  # per finished epoch: loss, accuracy, lr (epochs.jsonl)
+    graphed: GraphedStep | None = None  # the CUDA-graph step of this cycle's model (train.cuda_graphs; not saved)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, stop: StopFlag, with_lossnet: bool) -> None:
+        self.cfg, self.stop, self.with_lossnet = cfg, stop, with_lossnet
+        self.data: DeviceData | None = None  # set once the run has loaded it
+        t = cfg.train
+        # Before anything is written: a job that asked for a GPU it cannot use stops here (NodeError, exit 78).
+        node = preflight.check(t.device, t.precision)
+        want_cuda = t.device == "cuda" or (t.device == "auto" and node.cuda_available)
+        self.device = torch.device("cuda" if want_cuda else "cpu")
+        self.precision = preflight.resolve_precision(t.precision, self.device.type, node.capability)
+        self.amp = autocast(self.device, self.precision)
+        # Selection ranks scores: fp32 by default, so bf16 rounding does not make ties of distinct scores.
+        self.score_amp = autocast(self.device, "fp32" if t.score_precision == "fp32" else self.precision)
+        set_deterministic(t.deterministic)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not t.deterministic  # autotuning may pick another kernel per process
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
+        self.eval_batch_size = eval_batch_size(t.eval_batch_size, self.device)
+
+    def fresh_model(self, c: int):
+        """Initial weights from (trial, cycle): the same for every optimizer and strategy of a trial."""
+        t, trial = self.cfg.train, self.cfg.trial
+        spec = self.data.spec
+        hidden = self.cfg.ll.hidden if self.with_lossnet else None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-model"))
+            model = MODELS.get(self.cfg.model)(
+                num_classes=spec.n_classes, in_channels=spec.channels, width=t.width, **dropout_kwargs(self.cfg.model, t.dropout)
+            )
+            lossnet = None
+            if hidden:
+                torch.manual_seed(seeding.torch_seed(trial, c, 0, "init-lossnet"))
+                lossnet = LossNet(model.stage_channels, hidden)
+        model = model.to(self.device)
+        if self.device.type == "cuda" and t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda" and t.compile:
+            model.compile()  # in place: state_dict keys stay those of the plain model
+        if lossnet is not None:
+            lossnet = lossnet.to(self.device)
+        return model, lossnet
+
+    def hparams(self, n_train: int, tuned: dict | None = None) -> dict:
+        """The optimizer's hyper-parameters in force for a fit on `n_train` images: the config's,
+        tuned values over them, and with `optim.wd_normalized` the decay scaled to the budget."""
+        h = {**self.cfg.optim, **(tuned or {})}
+        if self.cfg.wd_normalized and "weight_decay" in h:
+            t = self.cfg.train
+            h["weight_decay"] = normalized_decay(h["weight_decay"], t.batch_size, n_train, t.epochs)
+        return h
+
+    def build_optimizer(self, model, lossnet, n_train: int, tuned: dict | None = None):
+        t = self.cfg.train
+        modules = [model] + ([lossnet] if lossnet is not None else [])
+        if self.cfg.decay_exclude_norm_bias:
+            params = decay_groups(modules)
+        else:
+            params = [p for m in modules for p in m.parameters()]
+        opt = make_optimizer(self.cfg.optimizer, params, self.hparams(n_train, tuned), self.device)
+        sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
+        return opt, sched
+
+    # ------------------------------------------------------------------------------------------
+    def train(self, cur: Cycle, save: Callable[[Cycle, bool], None], tag: str = "dropout-", where: str = "") -> None:
+        """Train `cur` from where it stands to the end of its epochs. `save(cur, must)` after every
+        epoch, and before an interruption: `must` at the last epoch and on a stop request. Dropout
+        masks come from (trial, cycle, epoch, `tag` + step); `where` names the fit in an interruption."""
+        t, ll = self.cfg.train, self.cfg.ll
+        if cur.epoch >= t.epochs:
+            return
+        labelled = torch.as_tensor(cur.labelled, dtype=torch.long)
+        channels_last = self.device.type == "cuda" and t.channels_last
+        detach_epoch = math.ceil(ll.detach_at * t.epochs)
+        t0 = time.perf_counter()
+        seen, train_s0 = 0, cur.timing["train_time_s"]
+        if self.device.type == "cuda" and t.cuda_graphs and cur.graphed is None:
+            cur.graphed = GraphedStep(cur.model, cur.lossnet, cur.opt, t.batch_size, ll.margin, ll.weight, self.precision)
+        while cur.epoch < t.epochs:
+            detach = cur.epoch >= detach_epoch
+            step = step_for(cur.model, cur.lossnet, cur.opt, detach, ll.margin, ll.weight, self.amp, cur.graphed)
+            stretch = train_epoch(
+                cur.model,
+                cur.lossnet,
+                self.data,
+                labelled,
+                self.cfg.trial,
+                cur.cycle,
+                cur.epoch,
+                t.batch_size,
+                step,
+                first_step=cur.step,
+                channels_last=channels_last,
+                dropout_tag=tag if t.dropout > 0 else None,
+                should_stop=lambda: bool(self.stop.signame),
+            )
+            loss_sum, correct = stretch.loss_sum, stretch.correct
+            cur.stats.seen += stretch.seen
+            seen += stretch.seen
+            cur.step = stretch.next_step
+            if stretch.stopped:
+                self.flush(cur, loss_sum, correct, t0)
+                save(cur, True)
+                raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}epoch {cur.epoch + 1} step {cur.step}")
+            self.flush(cur, loss_sum, correct, t0)
+            t0 = time.perf_counter()
+            cur.last_epoch = cur.stats.means()
+            cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
+            cur.stats = checkpoint.EpochStats()
+            cur.epoch += 1
+            cur.step = 0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cur.sched.step()
+            done = cur.epoch == t.epochs
+            save(cur, done or bool(self.stop.signame))
+            if self.stop.signame and not done:
+                raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}after epoch {cur.epoch}")
+        cur.img_per_s = seen / max(cur.timing["train_time_s"] - train_s0, 1e-9)
+
+    def check_stop(self, where: str) -> None:
+        """Honour a stop request between scoring batches: selection and evaluation are re-derived
+        on resume from the checkpoint that precedes them, so nothing needs writing first."""
+        if self.stop.signame:
+            raise Interrupted(self.stop.signame, where)
+
+    def flush(self, cur: Cycle, loss_sum, correct, t0: float) -> None:
+        """Move this stretch's device accumulators and clocks into `cur` (one host sync)."""
+        cur.stats.loss_sum += float(loss_sum)
+        cur.stats.correct += float(correct)
+        loss_sum.zero_()
+        correct.zero_()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        cur.timing["train_time_s"] += time.perf_counter() - t0
