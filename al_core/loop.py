@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -17,21 +16,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from al_core import checkpoint, epochs_log, results, seeding, tracking, tuning
+from al_core import checkpoint, epochs_log, query, results, tracking, tuning
 from al_core.config import RunConfig, RunSpec
 from al_core.data.device import DeviceData, load as load_data
 from al_core.errors import ConfigError, DataError
 from al_core.io import atomic_write_bytes, atomic_write_jsonl
 from al_core.rundir import RunDir, RunDirLock
 from al_core.plugins import load_plugins
-from al_core.selection import MC_PASSES, SelectionInputs
-from al_core.strategies import STRATEGIES, SelectionContext
+from al_core.strategies import STRATEGIES
 from al_core.telemetry import CycleMeter, device_name
 from al_core.trainer import Cycle, Trainer
 from al_core.train import (
     StopFlag,
-    predict,
-    score_pool,
 )
 
 
@@ -163,7 +159,12 @@ class Run:
             queried = list(self.rows[c - 1]["queried"])
             labelled = np.sort(np.concatenate([np.asarray(r["queried"], dtype=np.int64) for r in self.rows[:c]]))
         else:
-            queried = self._initial_set() if c == 1 else self._query(c, prev, al.query_size)
+            if c == 1:
+                queried = query.initial_set(self.cfg, self.strategy, self.trainer)
+            else:
+                queried = query.query(
+                    self.cfg, self.strategy, self.trainer, c, prev.model, prev.lossnet, prev.labelled, al.query_size
+                )
             base = prev.labelled if prev is not None else np.empty(0, dtype=np.int64)
             labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
         select_time = time.perf_counter() - t0
@@ -188,58 +189,6 @@ class Run:
             return prev.tuned, None, 0.0
         earlier = [r.get("tuned") for r in self.rows[: c - 1] if r.get("tuned") is not None]
         return (earlier[-1] if earlier else None), None, 0.0
-
-    def _initial_set(self) -> list[int]:
-        al, trial = self.cfg.al, self.cfg.trial
-        if al.initial == "random" or self.cfg.strategy == "random":
-            # Shared by every run of this trial, whatever its model, optimizer or strategy.
-            rng = seeding.rng(trial, 0, 0, "initial")
-            return sorted(int(i) for i in rng.choice(self.data.n_pool, size=al.initial_size, replace=False))
-        model, lossnet = self.trainer.fresh_model(1)  # the untrained model of cycle 1
-        probe = Cycle(1, np.empty(0, dtype=np.int64), [], model, lossnet, None, None)
-        return self._query(1, probe, al.initial_size)
-
-    def _query(self, c: int, prev: Cycle, n_query: int) -> list[int]:
-        al, trial = self.cfg.al, self.cfg.trial
-        unlabelled = np.setdiff1d(np.arange(self.data.n_pool), prev.labelled, assume_unique=True)
-        if al.subset is not None and al.subset < len(unlabelled):
-            sub = seeding.rng(trial, c, 0, "subset").choice(unlabelled, size=al.subset, replace=False)
-            unlabelled = np.sort(sub)
-        bs = self.trainer.eval_batch_size
-        ctx = SelectionContext(
-            candidates=unlabelled,
-            score=lambda idx: score_pool(
-                prev.model,
-                prev.lossnet,
-                self.data,
-                idx,
-                bs,
-                self.trainer.score_amp,
-                lambda: self.trainer.check_stop(f"cycle {c} selection"),
-            ),
-            rng=seeding.rng(trial, c, 0, "query"),
-            ties=seeding.rng(trial, c, 0, "ties"),
-            labelled=prev.labelled,
-            stochastic=self.cfg.stochastic,
-            options=self.cfg.select,
-        )
-        if self.strategy.needs:  # embeddings, gradient embeddings, MC-dropout probabilities: on demand
-            ctx.inputs = SelectionInputs(
-                prev.model,
-                self.data,
-                unlabelled,
-                prev.labelled,
-                self.strategy.needs,
-                bs,
-                self.trainer.score_amp,
-                trial,
-                c,
-                getattr(self.strategy, "mc_passes", MC_PASSES),
-                lambda: self.trainer.check_stop(f"cycle {c} selection"),
-                self.cfg.strategy,
-            )
-        chosen = self.strategy.select(ctx, n_query)
-        return [int(i) for i in chosen]
 
     # ------------------------------------------------------------------------------------------
     def _cycle_costs(self, cur: Cycle) -> tuple[int | None, float | None]:
@@ -271,104 +220,16 @@ class Run:
         self.last_checkpoint = time.monotonic()
 
     def _restore(self, pos: checkpoint.Position, state: dict) -> Cycle:
-        """Rebuild a Cycle from a checkpoint; the scheduler is re-derived from the epoch."""
         self.meter.start()
-        saved = checkpoint.unpack(state)
-        model, lossnet = self.trainer.fresh_model(pos.cycle)
-        model.load_state_dict(saved.model)
-        if lossnet is not None:
-            lossnet.load_state_dict(saved.lossnet)
-        opt, sched = self.trainer.build_optimizer(model, lossnet, len(saved.labelled), saved.tuned)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(pos.epoch):
-                sched.step()
-        opt.load_state_dict(saved.optimizer)
-        cur = Cycle(
-            pos.cycle,
-            saved.labelled,
-            saved.queried,
-            model,
-            lossnet,
-            opt,
-            sched,
-            epoch=pos.epoch,
-            step=pos.step,
-            stats=saved.stats,
-            timing=saved.timing,
-            last_epoch=saved.last_epoch,
-            tuned=saved.tuned,
-            tune_record=saved.tune_record,
-            epochs=saved.epochs,
-        )
+        cur = self.trainer.restore(pos.cycle, pos.epoch, pos.step, checkpoint.unpack(state))
         self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
         return cur
 
     # ------------------------------------------------------------------------------------------
     def _finish_cycle(self, cur: Cycle) -> None:
         """Evaluate on the whole test set, append the row, replace cycles.jsonl atomically."""
-        cfg, data = self.cfg, self.data
-        t0 = time.perf_counter()
-        scores = predict(
-            cur.model,
-            cur.lossnet,
-            data,
-            data.test_x,
-            self.trainer.eval_batch_size,
-            self.trainer.amp,
-            lambda: self.trainer.check_stop(f"cycle {cur.cycle} evaluation"),
-        )
-        pred = scores.probs.argmax(1).numpy()
-        y = data.test_y.cpu().numpy()
-        eval_time = time.perf_counter() - t0
-        peak_mem, energy = self._cycle_costs(cur)
-        n_classes = data.n_classes
-        from sklearn.metrics import confusion_matrix, f1_score  # deferred: seconds of import in every process
-
-        cm = confusion_matrix(y, pred, labels=list(range(n_classes)))
-        support = cm.sum(1)
-        per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
-        queried_y = data.pool_y[torch.as_tensor(cur.queried, dtype=torch.long, device=data.pool_y.device)].cpu().numpy()
-        optional = {}
-        if cfg.stochastic is not None:  # the batch was drawn (Kirsch et al. 2023), not the top k
-            optional["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
-        if cfg.wd_normalized:  # the decay in force for this cycle's budget (optim.wd_normalized)
-            optional["weight_decay"] = cur.opt.param_groups[0]["weight_decay"]
-        if cfg.tune is not None:
-            optional["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
-            optional["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
-        row = results.cycle_row(
-            self.spec.axes,  # extra grid axes under their dotted keys, e.g. "train.width"
-            run_id=self.spec.run_id,
-            dataset=cfg.dataset.name,
-            model=cfg.model,
-            optimizer=cfg.optimizer,
-            strategy=cfg.strategy,
-            trial=cfg.trial,
-            cycle=cur.cycle,
-            n_labeled=int(len(cur.labelled)),
-            n_pool=data.n_pool,
-            queried=cur.queried,
-            queried_class_counts=np.bincount(queried_y, minlength=n_classes).tolist(),
-            test_accuracy=float((pred == y).mean()),
-            test_macro_f1=float(f1_score(y, pred, average="macro")),
-            per_class_accuracy=[float(v) for v in per_class],
-            train_loss=float(cur.last_epoch[0]),
-            train_accuracy=float(cur.last_epoch[1]),
-            epochs=cfg.train.epochs,
-            train_time_s=round(cur.timing["train_time_s"], 4),
-            select_time_s=round(cur.timing["select_time_s"], 4),
-            eval_time_s=round(eval_time, 4),
-            train_img_per_s=round(cur.img_per_s, 1),
-            peak_mem_bytes=peak_mem,
-            energy_j=None if energy is None else round(energy, 3),
-            device=device_name(self.device),
-            precision=self.trainer.precision,
-            deterministic=cfg.train.deterministic,
-            recipe=cfg.recipe,
-            tuned=cur.tuned,
-            **optional,
-        )
+        metrics = self.trainer.evaluate(cur)  # test accuracy, macro F1, per class, eval_time_s
+        row = cycle_row(self.spec, cur, self.trainer, metrics, *self._cycle_costs(cur))
         epochs_log.write(
             self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row
         )  # before the row: see epochs_log
@@ -413,3 +274,47 @@ class Run:
 def run(spec: RunSpec, run_dir: Path, restart: bool = False, stop: StopFlag | None = None, log=None) -> str:
     """Run or resume `spec` in `run_dir` in this process (see `Run.execute`)."""
     return Run(spec, run_dir, stop=stop, log=log).execute(restart=restart)
+
+
+def cycle_row(spec: RunSpec, cur: Cycle, trainer: Trainer, metrics: dict, peak_mem: int | None, energy: float | None) -> dict:
+    """The cycles.jsonl row of finished cycle `cur` (al_core.results.cycle_row): its keys, what was
+    queried, the test metrics, and what the cycle cost."""
+    cfg, data = spec.config, trainer.data
+    queried_y = data.pool_y[torch.as_tensor(cur.queried, dtype=torch.long, device=data.pool_y.device)].cpu().numpy()
+    optional = {}
+    if cfg.stochastic is not None:  # the batch was drawn (Kirsch et al. 2023), not the top k
+        optional["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
+    if cfg.wd_normalized:  # the decay in force for this cycle's budget (optim.wd_normalized)
+        optional["weight_decay"] = cur.opt.param_groups[0]["weight_decay"]
+    if cfg.tune is not None:
+        optional["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
+        optional["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
+    return results.cycle_row(
+        spec.axes,  # extra grid axes under their dotted keys, e.g. "train.width"
+        run_id=spec.run_id,
+        dataset=cfg.dataset.name,
+        model=cfg.model,
+        optimizer=cfg.optimizer,
+        strategy=cfg.strategy,
+        trial=cfg.trial,
+        cycle=cur.cycle,
+        n_labeled=int(len(cur.labelled)),
+        n_pool=data.n_pool,
+        queried=cur.queried,
+        queried_class_counts=np.bincount(queried_y, minlength=data.n_classes).tolist(),
+        train_loss=float(cur.last_epoch[0]),
+        train_accuracy=float(cur.last_epoch[1]),
+        epochs=cfg.train.epochs,
+        train_time_s=round(cur.timing["train_time_s"], 4),
+        select_time_s=round(cur.timing["select_time_s"], 4),
+        train_img_per_s=round(cur.img_per_s, 1),
+        peak_mem_bytes=peak_mem,
+        energy_j=None if energy is None else round(energy, 3),
+        device=device_name(trainer.device),
+        precision=trainer.precision,
+        deterministic=cfg.train.deterministic,
+        recipe=cfg.recipe,
+        tuned=cur.tuned,
+        **metrics,
+        **optional,
+    )

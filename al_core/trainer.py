@@ -23,7 +23,17 @@ from al_core.data.device import DeviceData
 from al_core.models import MODELS, LossNet
 from al_core.optim import decay_groups, make_optimizer, make_scheduler, normalized_decay
 from al_core.registry import dropout_kwargs
-from al_core.train import GraphedStep, Interrupted, StopFlag, autocast, eval_batch_size, set_deterministic, step_for, train_epoch
+from al_core.train import (
+    GraphedStep,
+    predict,
+    Interrupted,
+    StopFlag,
+    autocast,
+    eval_batch_size,
+    set_deterministic,
+    step_for,
+    train_epoch,
+)
 
 
 @dataclass
@@ -112,6 +122,37 @@ class Trainer:
         sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
         return opt, sched
 
+    def restore(self, cycle: int, epoch: int, step: int, saved) -> Cycle:
+        """The Cycle a checkpoint saved (`checkpoint.unpack`'s), at (cycle, epoch, step); the
+        scheduler is re-derived from the epoch."""
+        model, lossnet = self.fresh_model(cycle)
+        model.load_state_dict(saved.model)
+        if lossnet is not None:
+            lossnet.load_state_dict(saved.lossnet)
+        opt, sched = self.build_optimizer(model, lossnet, len(saved.labelled), saved.tuned)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(epoch):
+                sched.step()
+        opt.load_state_dict(saved.optimizer)
+        return Cycle(
+            cycle,
+            saved.labelled,
+            saved.queried,
+            model,
+            lossnet,
+            opt,
+            sched,
+            epoch=epoch,
+            step=step,
+            stats=saved.stats,
+            timing=saved.timing,
+            last_epoch=saved.last_epoch,
+            tuned=saved.tuned,
+            tune_record=saved.tune_record,
+            epochs=saved.epochs,
+        )
+
     # ------------------------------------------------------------------------------------------
     def train(self, cur: Cycle, save: Callable[[Cycle, bool], None], tag: str = "dropout-", where: str = "") -> None:
         """Train `cur` from where it stands to the end of its epochs. `save(cur, must)` after every
@@ -168,6 +209,29 @@ class Trainer:
             if self.stop.signame and not done:
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}after epoch {cur.epoch}")
         cur.img_per_s = seen / max(cur.timing["train_time_s"] - train_s0, 1e-9)
+
+    def evaluate(self, cur: Cycle) -> dict:
+        """Test accuracy, macro F1 (scikit-learn) and per-class accuracy of `cur`'s model, and the seconds it took."""
+        data = self.data
+        t0 = time.perf_counter()
+        where = f"cycle {cur.cycle} evaluation"
+        scores = predict(
+            cur.model, cur.lossnet, data, data.test_x, self.eval_batch_size, self.amp, lambda: self.check_stop(where)
+        )
+        pred = scores.probs.argmax(1).numpy()
+        y = data.test_y.cpu().numpy()
+        eval_time = time.perf_counter() - t0
+        from sklearn.metrics import confusion_matrix, f1_score  # deferred: seconds of import in every process
+
+        cm = confusion_matrix(y, pred, labels=list(range(data.n_classes)))
+        support = cm.sum(1)
+        per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+        return {
+            "test_accuracy": float((pred == y).mean()),
+            "test_macro_f1": float(f1_score(y, pred, average="macro")),
+            "per_class_accuracy": [float(v) for v in per_class],
+            "eval_time_s": round(eval_time, 4),
+        }
 
     def check_stop(self, where: str) -> None:
         """Honour a stop request between scoring batches: selection and evaluation are re-derived

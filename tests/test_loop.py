@@ -11,7 +11,7 @@ from al_core import checkpoint
 from al_core.config import ConfigError, load_sweep
 from al_core.loop import Run, run
 from al_core.train import Interrupted, StopFlag
-from al_core import results
+from al_core import query, results
 from al_core.results import comparable
 
 
@@ -99,13 +99,13 @@ def test_trials_share_initial_set_and_weights_across_optimizers_and_strategies(s
         from al_core.data import load
 
         r.data = load("synthetic", "", torch.device("cpu"))
-        firsts.append((r._initial_set(), r.trainer.fresh_model(1)[0].state_dict()))
+        firsts.append((query.initial_set(r.cfg, r.strategy, r.trainer), r.trainer.fresh_model(1)[0].state_dict()))
     for queried, weights in firsts[1:]:
         assert queried == firsts[0][0]
         assert all(torch.equal(weights[k], firsts[0][1][k]) for k in weights)
     other_trial = Run(sweep.run("resnet18-sgd-random-t1"), tmp_path / "x", log=quiet)
     other_trial.data = load("synthetic", "", torch.device("cpu"))
-    assert other_trial._initial_set() != firsts[0][0]
+    assert query.initial_set(other_trial.cfg, other_trial.strategy, other_trial.trainer) != firsts[0][0]
 
 
 class CrashAfter(Exception):
