@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import yaml
 
-from al_core import data, registry, results
+from al_core import data, plugins, recipes, registry, results, tune
 from al_core.data.spec import DatasetConfig
 from al_core.errors import ConfigError  # noqa: F401  (re-exported: `from al_core.config import ConfigError`)
 
@@ -397,34 +397,8 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = parsed
 
 
-def validate(raw: dict, path: str = "") -> Sweep:
-    unknown = [k for k in raw if k not in TOP_KEYS]
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
-    from al_core import plugins as _plugins  # imported first: they add names the checks below accept
-
-    plugin_hashes, plugin_files = _plugins.resolve(raw.get("plugins"), path)
-    name = raw.get("name", "sweep")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(f"name: expected a directory name of letters, digits, '_', '.', '-', got {name!r}")
-    output = raw.get("output", "results")
-    if not isinstance(output, str) or not output.strip():
-        raise ConfigError(f"output: expected a directory path, got {output!r}")
-    sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
-    optim = raw.get("optim") or {}
-    if not isinstance(optim, dict):
-        raise ConfigError(f"optim: expected a mapping of optimizer name -> hyper-parameters, got {optim!r}")
-    _check_recipe(optim.get("recipe"))
-    for opt_name, params in optim.items():
-        if opt_name in OPTIM_FLAGS:
-            _optim_flag(opt_name, params, "")
-        elif opt_name != "recipe":
-            registry.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
-    slurm = raw.get("slurm") or {}
-    if not isinstance(slurm, dict):
-        raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
-
-    grid = raw.get("grid")
+def _check_grid(grid: Any) -> dict:
+    """The sweep's grid: the four required axes first, each a non-empty list of distinct known values."""
     if not isinstance(grid, dict):
         raise ConfigError("grid: expected a mapping of axis -> list of values (model, optimizer, strategy, trial)")
     grid = _flatten(grid)  # `grid.train.width=[..]` as an override nests; in a file it is `train.width: [..]`
@@ -458,7 +432,36 @@ def validate(raw: dict, path: str = "") -> Sweep:
             raise ConfigError(
                 f"grid.{axis}: unknown axis; expected model, optimizer, strategy, trial or a dotted key such as train.width"
             )
+    return ordered
 
+
+def validate(raw: dict, path: str = "") -> Sweep:
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    # Plugins first: they add names the checks below accept.
+    plugin_hashes, plugin_files = plugins.resolve(raw.get("plugins"), path)
+    name = raw.get("name", "sweep")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"name: expected a directory name of letters, digits, '_', '.', '-', got {name!r}")
+    output = raw.get("output", "results")
+    if not isinstance(output, str) or not output.strip():
+        raise ConfigError(f"output: expected a directory path, got {output!r}")
+    sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
+    optim = raw.get("optim") or {}
+    if not isinstance(optim, dict):
+        raise ConfigError(f"optim: expected a mapping of optimizer name -> hyper-parameters, got {optim!r}")
+    _check_recipe(optim.get("recipe"))
+    for opt_name, params in optim.items():
+        if opt_name in OPTIM_FLAGS:
+            _optim_flag(opt_name, params, "")
+        elif opt_name != "recipe":
+            registry.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
+    slurm = raw.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
+
+    ordered = _check_grid(raw.get("grid"))
     _check_sizes(sections["dataset"], sections["al"])
     resolved = {
         "name": name,
@@ -608,8 +611,6 @@ def _check_select(sel: SelectConfig, strategy: str) -> None:
 
 
 def _check_recipe(recipe: Any) -> None:
-    from al_core import recipes
-
     if recipe is not None and recipe not in recipes.names():
         raise ConfigError(f"optim.recipe: expected one of {', '.join(recipes.names())} (or no recipe), got {recipe!r}")
 
@@ -641,8 +642,6 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
     optimizer = point["optimizer"]
     registry.check_name("optimizer", optimizer, "grid.optimizer")
     _check_strategy(point["strategy"])
-    from al_core import recipes, tune
-
     registry.check_needs(strategy_mode(point["strategy"])[0], point["model"], sections["train"].dropout)
     optim = raw.get("optim") or {}
     recipe = optim.get("recipe")

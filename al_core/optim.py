@@ -118,3 +118,16 @@ def make_scheduler(opt, schedule: str, epochs: int, milestones: tuple[float, ...
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+def for_run(cfg, modules: list, n_train: int, tuned: dict | None, device) -> tuple:
+    """A run's optimizer and schedule (`cfg`: its RunConfig) for a fit of `modules` on `n_train`
+    images: the config's hyper-parameters with `tuned` values over them, with optim.wd_normalized
+    the decay scaled to the fit's steps, and with optim.decay_exclude_norm_bias two groups."""
+    t = cfg.train
+    h = {**cfg.optim, **(tuned or {})}
+    if cfg.wd_normalized and "weight_decay" in h:
+        h["weight_decay"] = normalized_decay(h["weight_decay"], t.batch_size, n_train, t.epochs)
+    params = decay_groups(modules) if cfg.decay_exclude_norm_bias else [p for m in modules for p in m.parameters()]
+    opt = make_optimizer(cfg.optimizer, params, h, device)
+    return opt, make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)

@@ -17,11 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from al_core import checkpoint, epochs_log, preflight, seeding
+from al_core import checkpoint, epochs_log, optim, preflight, seeding
 from al_core.config import RunConfig
 from al_core.data.device import DeviceData
 from al_core.models import MODELS, LossNet
-from al_core.optim import decay_groups, make_optimizer, make_scheduler, normalized_decay
 from al_core.registry import dropout_kwargs
 from al_core.train import (
     GraphedStep,
@@ -59,25 +58,30 @@ class Cycle:
     graphed: GraphedStep | None = None  # the CUDA-graph step of this cycle's model (train.cuda_graphs; not saved)
 
 
+def placement(t) -> tuple[torch.device, str]:
+    """The device and precision of a run's `train:` section, this process's determinism, cuDNN and
+    TF32 settings. Before anything is written: a job that asked for a GPU it cannot use stops here
+    (NodeError, exit 78)."""
+    node = preflight.check(t.device, t.precision)
+    want_cuda = t.device == "cuda" or (t.device == "auto" and node.cuda_available)
+    device = torch.device("cuda" if want_cuda else "cpu")
+    set_deterministic(t.deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not t.deterministic  # autotuning may pick another kernel per process
+        torch.backends.cuda.matmul.allow_tf32 = t.tf32
+        torch.backends.cudnn.allow_tf32 = t.tf32
+    return device, preflight.resolve_precision(t.precision, device.type, node.capability)
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, stop: StopFlag, with_lossnet: bool) -> None:
         self.cfg, self.stop, self.with_lossnet = cfg, stop, with_lossnet
         self.data: DeviceData | None = None  # set once the run has loaded it
-        t = cfg.train
-        # Before anything is written: a job that asked for a GPU it cannot use stops here (NodeError, exit 78).
-        node = preflight.check(t.device, t.precision)
-        want_cuda = t.device == "cuda" or (t.device == "auto" and node.cuda_available)
-        self.device = torch.device("cuda" if want_cuda else "cpu")
-        self.precision = preflight.resolve_precision(t.precision, self.device.type, node.capability)
+        self.device, self.precision = placement(cfg.train)
         self.amp = autocast(self.device, self.precision)
         # Selection ranks scores: fp32 by default, so bf16 rounding does not make ties of distinct scores.
-        self.score_amp = autocast(self.device, "fp32" if t.score_precision == "fp32" else self.precision)
-        set_deterministic(t.deterministic)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = not t.deterministic  # autotuning may pick another kernel per process
-            torch.backends.cuda.matmul.allow_tf32 = t.tf32
-            torch.backends.cudnn.allow_tf32 = t.tf32
-        self.eval_batch_size = eval_batch_size(t.eval_batch_size, self.device)
+        self.score_amp = autocast(self.device, "fp32" if cfg.train.score_precision == "fp32" else self.precision)
+        self.eval_batch_size = eval_batch_size(cfg.train.eval_batch_size, self.device)
 
     def fresh_model(self, c: int):
         """Initial weights from (trial, cycle): the same for every optimizer and strategy of a trial."""
@@ -102,25 +106,9 @@ class Trainer:
             lossnet = lossnet.to(self.device)
         return model, lossnet
 
-    def hparams(self, n_train: int, tuned: dict | None = None) -> dict:
-        """The optimizer's hyper-parameters in force for a fit on `n_train` images: the config's,
-        tuned values over them, and with `optim.wd_normalized` the decay scaled to the budget."""
-        h = {**self.cfg.optim, **(tuned or {})}
-        if self.cfg.wd_normalized and "weight_decay" in h:
-            t = self.cfg.train
-            h["weight_decay"] = normalized_decay(h["weight_decay"], t.batch_size, n_train, t.epochs)
-        return h
-
     def build_optimizer(self, model, lossnet, n_train: int, tuned: dict | None = None):
-        t = self.cfg.train
-        modules = [model] + ([lossnet] if lossnet is not None else [])
-        if self.cfg.decay_exclude_norm_bias:
-            params = decay_groups(modules)
-        else:
-            params = [p for m in modules for p in m.parameters()]
-        opt = make_optimizer(self.cfg.optimizer, params, self.hparams(n_train, tuned), self.device)
-        sched = make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
-        return opt, sched
+        """The optimizer and schedule of a fit on `n_train` images (al_core.optim.for_run)."""
+        return optim.for_run(self.cfg, [model] + ([lossnet] if lossnet is not None else []), n_train, tuned, self.device)
 
     def restore(self, cycle: int, epoch: int, step: int, saved) -> Cycle:
         """The Cycle a checkpoint saved (`checkpoint.unpack`'s), at (cycle, epoch, step); the
@@ -135,23 +123,8 @@ class Trainer:
             for _ in range(epoch):
                 sched.step()
         opt.load_state_dict(saved.optimizer)
-        return Cycle(
-            cycle,
-            saved.labelled,
-            saved.queried,
-            model,
-            lossnet,
-            opt,
-            sched,
-            epoch=epoch,
-            step=step,
-            stats=saved.stats,
-            timing=saved.timing,
-            last_epoch=saved.last_epoch,
-            tuned=saved.tuned,
-            tune_record=saved.tune_record,
-            epochs=saved.epochs,
-        )
+        kept = {k: getattr(saved, k) for k in ("stats", "timing", "last_epoch", "tuned", "tune_record", "epochs")}
+        return Cycle(cycle, saved.labelled, saved.queried, model, lossnet, opt, sched, epoch=epoch, step=step, **kept)
 
     # ------------------------------------------------------------------------------------------
     def train(self, cur: Cycle, save: Callable[[Cycle, bool], None], tag: str = "dropout-", where: str = "") -> None:

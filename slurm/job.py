@@ -153,7 +153,8 @@ class RunJob(submitit.helpers.Checkpointable):
             import torch
 
             from al_core.errors import DataMissing, NodeError
-            from al_core.loop import Interrupted, StopFlag, run
+            from al_core.loop import run
+            from al_core.train import Interrupted, StopFlag
             from al_core.run import configure_threads
             from al_core.rundir import RunLocked
 
