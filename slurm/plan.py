@@ -41,6 +41,11 @@ class Plan:
     def to_submit(self) -> list[Decision]:
         return [d for d in self.decisions if d.submit]
 
+    def tasks(self, k: int) -> list[list[Decision]]:
+        """The runs to submit, k to a task (slurm.runs_per_task): they share its resources."""
+        todo = self.to_submit
+        return [todo[i : i + k] for i in range(0, len(todo), k)]
+
     @property
     def skipped(self) -> list[Decision]:
         return [d for d in self.decisions if not d.submit]

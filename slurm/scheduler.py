@@ -76,7 +76,7 @@ def states(records: dict[str, dict], job_name: str | None = None) -> dict[str, J
         if cluster == "slurm":
             out[run] = by_job.get(rec["job_id"], UNKNOWN)
         elif cluster == "local":
-            out[run] = local_state(rec["job_id"], rec.get("log_out", ""))
+            out[run] = local_state(rec["job_id"], rec.get("task_log") or rec.get("log_out", ""))  # packed: the task's log
         else:  # debug: ran inside a process that has finished
             out[run] = JobState("EXITED", "process")
     return out
