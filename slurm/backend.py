@@ -1,11 +1,7 @@
 """One interface for running a sweep's tasks, after submitit's Executor: `submit` the plan's tasks
-(each run recorded in jobs.json, its logs linked), `poll` their runs, `wait` for them.
-
-`make(cluster, ...)` chooses the backend: `SlurmBackend` (slurm.submit: job arrays; the command
-returns unless --wait), `LocalBackend` (slurm.local: child processes on this machine, never more
-runs x threads than cores; this process always waits) or `DebugBackend` (slurm.local: in this
-process). The runs are grouped into tasks once (`Plan.tasks(runs_per_task)`); on every backend the
-K runs of a task share it (slurm.pack), each with its own log.
+(each run recorded in jobs.json, its logs linked), `poll` their runs, `wait` for them. `make`
+chooses `SlurmBackend` (slurm.submit), `LocalBackend` or `DebugBackend` (slurm.local). The runs are
+grouped into tasks once (`Plan.tasks(runs_per_task)`); on every backend the K runs of a task share it.
 """
 
 from __future__ import annotations

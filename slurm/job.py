@@ -25,10 +25,13 @@ stopped by SIGTERM/SIGINT after writing a checkpoint; 255 (-1) requeued by submi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import signal
 import socket
 import sys
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -72,6 +75,26 @@ def ignore_late_signal(usr_sig: signal.Signals, what: str, replacing=None) -> bo
 
     signal.signal(usr_sig, late)
     return True
+
+
+@contextlib.contextmanager
+def routed(handler, names: tuple[str, ...], what: str, last: bool):
+    """Route submitit's user signal and `names` to `handler` inside the block, then restore them.
+    Set `finished[0]` once `what` has finished: with `last` (nothing follows in this process) a USR2
+    from then on goes straight from `handler` to `ignore_late_signal`'s, never to submitit's."""
+    usr_sig = JobEnvironment._usr_sig()
+    watched = [usr_sig] + [getattr(signal, name) for name in names]
+    previous = {sig: signal.getsignal(sig) for sig in watched}
+    for sig in watched:
+        signal.signal(sig, handler)
+    finished = [False]
+    try:
+        yield finished
+    finally:
+        late = finished[0] and last and ignore_late_signal(usr_sig, what, previous[usr_sig])
+        for sig, old in previous.items():
+            if not (late and sig == usr_sig):
+                signal.signal(sig, old)
 
 
 def allocated_cpus() -> int | None:
@@ -147,25 +170,14 @@ class RunJob(submitit.helpers.Checkpointable):
                 stop.request(requested[0])
 
         stop = None
-        finished = False
-        watched = [usr_sig] + [getattr(signal, name) for name in STOP_SIGNALS]
-        previous = {sig: signal.getsignal(sig) for sig in watched}
-        for sig in watched:
-            signal.signal(sig, request_stop)
-        try:
+        with routed(request_stop, STOP_SIGNALS, f"run {self.spec.run_id}", last) as finished:
             from al_core.loop import StopFlag
 
             stop = StopFlag()
             if requested:  # a signal came during the imports
                 stop.request(requested[0])
             result = self._run(stop, usr_sig, submitit_handler)
-            finished = True
-        finally:
-            # USR2 goes straight from our handler to the late one: no moment with submitit's in place
-            late = finished and last and ignore_late_signal(usr_sig, f"run {self.spec.run_id}", previous[usr_sig])
-            for sig, handler in previous.items():
-                if not (late and sig == usr_sig):
-                    signal.signal(sig, handler)
+            finished[0] = True
         return result
 
     def _run(self, stop, usr_sig: signal.Signals, submitit_handler) -> str:
@@ -233,8 +245,6 @@ class RunChain(submitit.helpers.Checkpointable):
         self.jobs = list(jobs)
 
     def __call__(self) -> list[str]:
-        import traceback
-
         results, failed = [], []
         for job in self.jobs:  # a run that fails does not stop the others (its traceback goes to the .err log)
             job.refused = False
@@ -249,8 +259,6 @@ class RunChain(submitit.helpers.Checkpointable):
                 traceback.print_exc()
                 failed += job.run_ids
                 results.append("failed")
-        import resource
-
         usage = resource.getrusage(resource.RUSAGE_SELF)
         log(f"chain of {len(self.jobs)} runs finished: {usage.ru_utime + usage.ru_stime:.1f} CPU-seconds in this process")
         if failed:

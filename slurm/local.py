@@ -1,14 +1,11 @@
-"""Running a sweep's runs on this machine, after slurm.backend's interface: `--cluster local`
-(`LocalBackend`: child processes, never more runs x threads than cores; this process waits for
-them) or `--cluster debug` (`DebugBackend`: submitit's debug executor, in this process, one task
-after another, for a debugger).
+"""Running a sweep's runs on this machine (slurm.backend's interface): `--cluster local` (`LocalBackend`:
+child processes, never more runs x threads than cores; this process waits for them) or `--cluster
+debug` (`DebugBackend`: submitit's debug executor, in this process, one task after another).
 
 Local: one process per core slot, each running its share of the tasks one after the other
 (`RunChain`): the interpreter starts and torch is imported once per slot, not once per run (about
-4 CPU-seconds each on a 2-core VM, more than a small run's training). The K runs of a task
-(slurm.runs_per_task) share their slot as they share an array task on SLURM: side by side
-(slurm.pack), with the slot's threads / K each. The slots start under the sweep's lock, so a
-concurrent `make sweep` sees their runs as running and starts none of them again.
+4 CPU-seconds each on a 2-core VM). The K runs of a task (slurm.runs_per_task) share their slot as
+on SLURM: side by side (slurm.pack), slot threads / K each. The slots start under the sweep's lock.
 """
 
 from __future__ import annotations
@@ -21,14 +18,7 @@ from submitit.core.utils import environment_variables
 from slurm import held, ledger, report_job, scheduler
 from slurm.backend import Backend, Submitted, link_run_logs, new_log_folder, record_task
 from slurm.plan import Decision, Plan
-from slurm.profiles import Resources, source_tree
-
-
-def local_parallelism(resources: Resources, n_tasks: int) -> tuple[int, int]:
-    """(tasks at once, torch threads per task) for this machine: tasks x threads <= cores."""
-    cores = os.cpu_count() or 1
-    parallel = max(1, min(cores, resources.array_parallelism, max(n_tasks, 1)))
-    return parallel, max(1, cores // parallel)
+from slurm.profiles import source_tree
 
 
 class LocalBackend(Backend):
@@ -46,8 +36,10 @@ class LocalBackend(Backend):
         self.ended: set[str] = set()  # runs whose end was noted
 
     def layout(self, n_tasks: int) -> tuple[int, int | None]:
-        """(jobs, torch threads per job): one job per core slot."""
-        return local_parallelism(self.resources, n_tasks)
+        """(jobs, torch threads per job): one job per core slot, jobs x threads <= cores (runs x threads, K <= cores)."""
+        cores = os.cpu_count() or 1
+        parallel = max(1, min(cores // self.k, self.resources.array_parallelism, max(n_tasks, 1)))
+        return parallel, max(1, cores // parallel)
 
     def dry_run(self, plan: Plan) -> list[str]:
         slots, threads = self.layout(len(plan.tasks(self.k)))
@@ -84,7 +76,9 @@ class LocalBackend(Backend):
             jobs = [self.task_job(task, threads) for task in chain]
             with environment_variables(**env):
                 job = ex.submit(jobs[0] if len(jobs) == 1 else RunChain(jobs))
-            for d, job_id, out, err in (r for t in chain for r in record_task(self.sweep, records, t, job, self.cluster, self.packed)):
+            for d, job_id, out, err in (
+                r for t in chain for r in record_task(self.sweep, records, t, job, self.cluster, self.packed)
+            ):
                 link_run_logs(self.sweep, d.run_id, out, err)
                 print(f"{d.run_id}: started ({self.cluster} job {job_id}); log {out}", flush=True)
                 submitted.append((d, job_id))
@@ -93,10 +87,7 @@ class LocalBackend(Backend):
         ledger.write(self.sweep.sweep_dir, records)
         return submitted
 
-    @property
-    def packed(self) -> bool:
-        """Whether each run of a task has its own log (slurm.pack), as on SLURM."""
-        return self.k > 1
+    packed = property(lambda self: self.k > 1)  # each run of a task has its own log (slurm.pack), as on SLURM
 
     def announce(self, submitted: Submitted, command: str, wait: bool) -> list[str]:
         return [] if wait else [f"{self.cluster}: runs in the foreground (as with --wait); Ctrl-C stops them after a checkpoint"]
@@ -107,7 +98,8 @@ class LocalBackend(Backend):
             job.done()  # reaps a finished job's process
         records = ledger.read(self.sweep.sweep_dir)
         states = scheduler.states({r: records[r] for r in run_ids if r in records})
-        later = {d.run_id for chain in self.chains for task in self._queued(chain) for d in task}
+        mine = {d.run_id for chain in self.chains for task in chain for d in task}
+        now = {d.run_id for c in self.chains for d in next((t for t in c if not all(self.done(d.run_id) for d in t)), [])}
         live = [r for r in run_ids if not self.done(r) and states.get(r, scheduler.UNKNOWN).active]
         failed = [r for r in run_ids if not self.done(r) and r not in live]
         for r in (r for r in run_ids if r not in self.ended and r not in live):
@@ -116,12 +108,7 @@ class LocalBackend(Backend):
                 self.watch.note(f"{r}: ended without DONE; see {records.get(r, {}).get('log_err')}")
             elif not self.watch.tty:
                 self.watch.note(f"{r}: DONE")
-        return [r for r in live if r not in later], failed, not live
-
-    def _queued(self, chain: list[list[Decision]]) -> list[list[Decision]]:
-        """The tasks of a chain after the one it runs now."""
-        first = next((i for i, task in enumerate(chain) if not all(self.done(d.run_id) for d in task)), len(chain))
-        return chain[first + 1 :]
+        return [r for r in live if r in now or r not in mine], failed, not live
 
     def after_wait(self, sweep_path: str, overrides: list[str]) -> None:
         if self.resources.report_job:  # as `make demo`: the report of whatever the runs wrote, finished or not
@@ -135,7 +122,7 @@ class DebugBackend(LocalBackend):
     packed = False  # the runs of a task run one after the other, logged in the task's log
 
     def layout(self, n_tasks: int) -> tuple[int, None]:
-        return max(n_tasks, 1), None
+        return max(n_tasks, 1), None  # one job per task
 
     def dry_run(self, plan: Plan) -> list[str]:
         return ["debug: no sbatch script; one run at a time, in this process, with its torch threads"]

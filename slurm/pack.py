@@ -31,7 +31,7 @@ import submitit
 from submitit.core.job_environment import JobEnvironment
 
 from al_core.cli import setup_logging
-from slurm.job import RunJob, allocated_cpus, ignore_late_signal, is_submitit_handler, log
+from slurm.job import RunJob, allocated_cpus, is_submitit_handler, log, routed
 
 EXIT_INTERRUPTED, EX_CONFIG = 75, 78
 FORWARDED = ("SIGTERM", "SIGINT")  # plus submitit's user signal
@@ -68,7 +68,8 @@ class PackJob(submitit.helpers.Checkpointable):
     def run_ids(self) -> list[str]:
         return [j.spec.run_id for j in self.jobs]
 
-    def _check_gpu_memory(self) -> None:
+    def _refuse_if_gpu_too_small(self) -> None:
+        """When K runs x gpu_mem_per_run exceed the task's GPU: one `error:` line, every run held, exit 78."""
         if not self.gpu_mem_per_run:
             return
         import torch
@@ -78,26 +79,16 @@ class PackJob(submitit.helpers.Checkpointable):
         total = torch.cuda.get_device_properties(0).total_memory
         need = mem_bytes(self.gpu_mem_per_run) * len(self.jobs)
         if need > total:
-            from al_core.errors import NodeError
+            from slurm import held
 
-            raise NodeError(
+            e = (
                 f"{len(self.jobs)} runs x slurm.gpu_mem_per_run {self.gpu_mem_per_run} = {need / 2**30:.1f} GiB "
                 f"exceed the {torch.cuda.get_device_name(0)}'s {total / 2**30:.1f} GiB; lower "
                 "slurm.runs_per_task or use a partition with larger GPUs"
             )
-
-    def _refuse_if_gpu_too_small(self) -> None:
-        """Hold every run and exit 78 when K runs do not fit the task's GPU."""
-        from al_core.errors import NodeError
-
-        try:
-            self._check_gpu_memory()
-        except NodeError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
-            from slurm import held
-
             for j in self.jobs:
-                held.hold(Path(j.run_dir).parent.parent, j.spec.run_id, str(e))
+                held.hold(Path(j.run_dir).parent.parent, j.spec.run_id, e)
             self.refused = True
             sys.exit(EX_CONFIG)
 
@@ -159,12 +150,7 @@ class PackJob(submitit.helpers.Checkpointable):
                     except OSError:
                         pass
 
-        watched = [usr_sig] + [getattr(signal, n) for n in FORWARDED]
-        previous = {sig: signal.getsignal(sig) for sig in watched}
-        for sig in watched:
-            signal.signal(sig, forward)
-        result = None
-        try:
+        with routed(forward, FORWARDED, f"the task of {len(self.jobs)} runs", last) as finished:
             self._refuse_if_gpu_too_small()
             tmp = Path(tempfile.mkdtemp(prefix="al-pack-"))
             self._start(children, received, tmp)
@@ -173,12 +159,8 @@ class PackJob(submitit.helpers.Checkpointable):
                 path.unlink(missing_ok=True)
             tmp.rmdir()
             result = self._end(codes, received, usr_sig, submitit_handler)
-            return result
-        finally:
-            late = result and last and ignore_late_signal(usr_sig, f"the task of {len(self.jobs)} runs", previous[usr_sig])
-            for sig, handler in previous.items():
-                if not (late and sig == usr_sig):
-                    signal.signal(sig, handler)
+            finished[0] = True
+        return result
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         self.requeues += 1

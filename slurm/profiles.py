@@ -40,6 +40,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition / account / qos names
 _PARTITIONS = re.compile(r"^[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*$")
 _MEM = re.compile(r"^([0-9]+)(?:([KMGTkmgt])[Bb]?)?$")  # 32G, 32GB, 500M, 2048 (MB)
 _OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
+_OWN_KEYS = ("partition", "gpus", "cpus_per_task", "mem", "time", "account", "qos")  # sbatch options set by their own key
 _UNSAFE_IN_QUOTES = ('"', "`", "\\", "\n", "\r", "\0")
 
 
@@ -113,10 +114,6 @@ def _mem(example: str) -> Check:
     return check
 
 
-def _time(c: _Merged, k: str) -> int:
-    return parse_time(c.m[k], c.origin[k])
-
-
 def _signal_delay(c: _Merged, k: str) -> int:
     delay, time_min = _integer(0)(c, k), c.out["time_min"]
     if delay >= time_min * 60:
@@ -145,15 +142,7 @@ def _extra(c: _Merged, k: str) -> dict:
     for opt, v in extra.items():
         if not isinstance(opt, str) or not _OPTION.match(opt):
             raise ConfigError(f"{c.origin[k]}: option {opt!r}: expected a long sbatch option name such as constraint")
-        if opt in MANAGED_OPTIONS or opt.replace("-", "_") in (
-            "partition",
-            "gpus",
-            "cpus_per_task",
-            "mem",
-            "time",
-            "account",
-            "qos",
-        ):
+        if opt in MANAGED_OPTIONS or opt.replace("-", "_") in _OWN_KEYS:
             raise ConfigError(f"{c.origin[k]}: option {opt!r}: set by this package or by its own key; expected another option")
         if v is False:
             continue
@@ -260,15 +249,13 @@ class Resources:
     profile: str  # profile name (or path)
     partition: str | None = key("partition(s), comma-separated; null = the cluster's default", _name(_PARTITIONS), "-p")
     gpus: int = key("GPUs per run; null or 0 = none", _integer(0, nullable=True, null=0), "--gpus")
-    cpus: int | None = key(
-        "cores per run (also the run's torch threads); null = the cluster's default", _integer(1, True), "--cpus-per-task"
-    )
+    cpus: int | None = key("cores per run (and its torch threads); null = the default", _integer(1, True), "--cpus-per-task")
     mem: str | None = key(
-        "memory per run, e.g. 32G (K/M/G/T suffix, plain number = MB); null = the cluster's default",
-        _mem("32G, 500M or 2048 (MB)"),
-        "--mem",
+        "memory per run: 32G (K/M/G/T; plain = MB); null = the default", _mem("32G, 500M or 2048 (MB)"), "--mem"
     )
-    time_min: int = key("per job: minutes, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (kept in minutes)", _time, "--time", "time")
+    time_min: int = key(
+        "per job: minutes, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS", lambda c, k: parse_time(c.m[k], c.origin[k]), "--time", "time"
+    )
     account: str | None = key("null = the default account", _name(), "--account")
     qos: str | None = key("null = the default QOS", _name(), "--qos")
     array_parallelism: int = key("at most P runs of one submission at once", _integer(1), "--array=0-N%P")
@@ -276,25 +263,17 @@ class Resources:
     max_timeouts: int = key("time-limit requeues per run before submitit gives up", _integer(0), "max_num_timeout")
     required: tuple[str, ...] = key("keys that must not be null after merging (Speed: mem)", _required)
     extra: dict = key("mapping option -> value, e.g. {constraint: gpu32}", _extra, "further sbatch options")
-    env_prefix: str | None = key(
-        "environment (conda prefix) on the node; `{env_prefix}` in setup/python is replaced", _env_prefix
-    )
-    python: str | None = key("interpreter on the node (shell words); null = {env_prefix}/bin/python, or this one", _python)
+    env_prefix: str | None = key("conda prefix on the node; `{env_prefix}` in setup/python is replaced", _env_prefix)
+    python: str | None = key("interpreter on the node; null = {env_prefix}/bin/python, or this one", _python)
     setup: tuple[str, ...] = key("shell lines before the job, e.g. module load / conda activate", _setup)
-    torch_build: str | None = key(
-        "the PyTorch wheel build `make env` installs (cu126, ...; null = pip's default)", _torch_build, default=None
-    )
-    gpu_capabilities: tuple[str, ...] = key(
-        'compute capabilities of the GPUs, e.g. ["7.0"]; checked against torch_build', _gpu_capabilities, default=()
-    )
-    runs_per_task: int = key("K runs share one task and its resources, its GPU included (slurm.pack)", _integer(1), default=1)
-    gpu_mem_per_run: str | None = key(
-        "GPU memory one run needs (e.g. 6G), checked x K; null = unchecked", _mem("6G"), default=None
-    )
-    report_job: bool = key("true: after the arrays, one CPU job writes the report (slurm.report_job)", _report_job, default=True)
+    torch_build: str | None = key("PyTorch build `make env` installs (cu126, ...; null = pip's)", _torch_build, default=None)
+    gpu_capabilities: tuple[str, ...] = key('e.g. ["7.0"]: checked against torch_build', _gpu_capabilities, default=())
+    runs_per_task: int = key("K runs share one task and its resources, its GPU too (slurm.pack)", _integer(1), default=1)
+    gpu_mem_per_run: str | None = key("GPU memory of one run (6G), checked x K; null = unchecked", _mem("6G"), default=None)
+    report_job: bool = key("true: after the arrays, a CPU job writes the report (slurm.report_job)", _report_job, default=True)
     mail_user: str | None = key("passed to the arrays and the report job", _mail_user, "--mail-user", default=None)
     mail_type: str | None = key("SLURM's values, comma-separated", _mail_type, "--mail-type", default=None)
-    report: ReportResources | None = key("{partition, cpus, mem, time} of the report job (null: defaults)", _report, default=None)
+    report: ReportResources | None = key("{partition, cpus, mem, time} of the report job", _report, default=None)
 
     def mail_options(self) -> dict[str, str]:
         """sbatch's mail options, for the arrays and the report job alike ({} when none are set)."""
@@ -337,13 +316,11 @@ class Resources:
 
     def describe(self) -> str:
         parts = [f"profile {self.profile}", f"partition {self.partition or '(default)'}"]
-        parts.append(f"{self.gpus} GPU" if self.gpus else "no GPU")
-        parts.append(f"{self.cpus} CPUs" if self.cpus else "default CPUs")
-        parts.append(f"mem {self.mem or '(default)'}")
-        parts.append(f"time {format_minutes(self.time_min)}")
-        parts.append(f"at most {self.array_parallelism} at once")
-        if self.runs_per_task > 1:
-            parts.append(f"{self.runs_per_task} runs per task")
+        parts += [f"{self.gpus} GPU" if self.gpus else "no GPU", f"{self.cpus} CPUs" if self.cpus else "default CPUs"]
+        parts += [f"mem {self.mem or '(default)'}", f"time {format_minutes(self.time_min)}"]
+        parts += [f"at most {self.array_parallelism} at once"] + [f"{self.runs_per_task} runs per task"] * (
+            self.runs_per_task > 1
+        )
         return ", ".join(parts)
 
 
@@ -377,12 +354,8 @@ class ReportResources:
     time_min: int = 60
 
     def sbatch_options(self) -> dict[str, str]:
-        out = {"cpus-per-task": str(self.cpus), "time": str(self.time_min)}
-        if self.partition:
-            out["partition"] = self.partition
-        if self.mem:
-            out["mem"] = self.mem
-        return out
+        out = {"cpus-per-task": str(self.cpus), "time": str(self.time_min), "partition": self.partition, "mem": self.mem}
+        return {k: v for k, v in out.items() if v}
 
 
 def source_tree() -> str | None:

@@ -34,8 +34,6 @@ def job_name(sweep: Sweep) -> str:
     return f"al-{sweep.name}"
 
 
-# ----------------------------------------------------------------------------------------------
-# SLURM
 def slurm_python(resources: Resources) -> str:
     return resources.python or shlex.quote(sys.executable)
 
@@ -147,9 +145,7 @@ class SlurmBackend(Backend):
     cluster = "slurm"
     interrupted = "interrupted while waiting; the submitted jobs keep running (python -m slurm.status to follow them)"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.ended_once: set[str] = set()
+    ended_once: frozenset[str] = frozenset()  # runs whose job read as ended at the last poll
 
     def records(self, save: bool) -> dict[str, dict]:
         """jobs.json, or, when it is missing or damaged, the records rebuilt from what the scheduler
@@ -190,18 +186,17 @@ class SlurmBackend(Backend):
             print(f"warning: no report job ({e}); run `make report` when the runs have ended", file=sys.stderr, flush=True)
 
     def announce(self, submitted: Submitted, command: str, wait: bool) -> list[str]:
-        lines = ["nothing to submit"]
-        if submitted:
-            ids = [j for _, j in submitted]
-            arrays = list(dict.fromkeys(j.split("_")[0] for j in ids))
-            if len(arrays) > 1:
-                lines = [f"submitted {len(ids)} runs as {len(arrays)} job arrays: {', '.join(arrays)}"]
-            else:
-                lines = [
-                    f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
-                    + (f"job array {arrays[0]} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {arrays[0]}")
-                ]
-            lines.append(f"jobs: {ledger.jobs_path(self.sweep.sweep_dir)}; logs: {self.sweep.sweep_dir / 'logs' / 'runs'}/<run_id>.out")
+        ids = [j for _, j in submitted]
+        arrays = list(dict.fromkeys(j.split("_")[0] for j in ids))
+        if len(arrays) > 1:
+            lines = [f"submitted {len(ids)} runs as {len(arrays)} job arrays: {', '.join(arrays)}"]
+        elif ids:
+            lines = [
+                f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
+                + (f"job array {arrays[0]} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {arrays[0]}")
+            ]
+        logs = f"jobs: {ledger.jobs_path(self.sweep.sweep_dir)}; logs: {self.sweep.sweep_dir / 'logs' / 'runs'}/<run_id>.out"
+        lines = [*lines, logs] if ids else ["nothing to submit"]
         return [*lines, f"progress: python -m slurm.status {command}"]
 
     def poll(self, run_ids: list[str]) -> tuple[list[str], list[str], bool]:
@@ -212,5 +207,5 @@ class SlurmBackend(Backend):
         ended = [r for r in unfinished if not states.get(r, scheduler.UNKNOWN).active]
         # An ended state must be seen twice: a requeue passes through states for a moment.
         failed = [r for r in ended if r in self.ended_once]
-        self.ended_once = set(ended)
+        self.ended_once = frozenset(ended)
         return running, failed, all(r in failed for r in unfinished)

@@ -42,22 +42,14 @@ def _parser() -> Parser:
     p = Parser(prog="python -m slurm.sweep", description="Submit the runs of a sweep that are not finished and not queued.")
     p.add_argument("sweep", help="sweep file, e.g. jobs/cifar10.yaml")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3 slurm.partition=pt")
-    p.add_argument(
-        "--cluster",
-        default="auto",
-        choices=backend.CLUSTERS,
-        help="auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)",
-    )
+    clusters = "auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)"
+    p.add_argument("--cluster", default="auto", choices=backend.CLUSTERS, help=clusters)
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true", help="wait for the runs and show their progress")
-    p.add_argument(
-        "--hold",
-        action="store_true",
-        help="submit the job arrays held (sbatch --hold): nothing starts until `scontrol release JOBID`",
-    )
-    p.add_argument(
-        "--retry-failed", action="store_true", help="also resubmit runs held because their node could not serve them (exit 78)"
-    )
+    hold = "submit the job arrays held (sbatch --hold): nothing starts until `scontrol release JOBID`"
+    p.add_argument("--hold", action="store_true", help=hold)
+    retry = "also resubmit runs held because their node could not serve them (exit 78)"
+    p.add_argument("--retry-failed", action="store_true", help=retry)
     return p
 
 
@@ -127,16 +119,12 @@ def _plan(runner: backend.Backend, args, save: bool) -> tuple[dict, Plan]:
 
 
 def _report(failed: list[str]) -> int:
-    if failed:
-        print(
-            f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}; "
-            "python -m slurm.status shows the end of their error logs",
-            file=sys.stderr,
-            flush=True,
-        )
-        return EXIT_FAILED
-    print("all runs DONE", flush=True)
-    return 0
+    if not failed:
+        print("all runs DONE", flush=True)
+        return 0
+    runs = f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}"
+    print(f"{runs}; python -m slurm.status shows the end of their error logs", file=sys.stderr, flush=True)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":
