@@ -15,7 +15,7 @@ A requeued job runs this callable again; the run resumes from its newest checkpo
 interruption loses at most the current training step. When the run finishes, submitit records
 ("success", "done") for the job, however often it was requeued.
 
-Exit status of the job process: 0 done (submitit's result pickle says success); 78 (EXIT_NODE) this
+Exit status of the job process: 0 done (submitit's result pickle says success); 78 (EX_CONFIG) this
 node cannot serve the run (no usable GPU though one was asked for, no kernels for the GPU in this
 build, a precision the GPU lacks, the dataset missing): one `error:` line on stderr, the run is
 held (slurm.held) and its directory untouched; 75 (EX_TEMPFAIL)
@@ -25,10 +25,13 @@ stopped by SIGTERM/SIGINT after writing a checkpoint; 255 (-1) requeued by submi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import signal
 import socket
 import sys
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -73,6 +76,26 @@ def ignore_late_signal(usr_sig: signal.Signals, what: str, replacing=None) -> bo
 
     signal.signal(usr_sig, late)
     return True
+
+
+@contextlib.contextmanager
+def routed(handler, names: tuple[str, ...], what: str, last: bool):
+    """Route submitit's user signal and `names` to `handler` inside the block, then restore them.
+    Set `finished[0]` once `what` has finished: with `last` (nothing follows in this process) a USR2
+    from then on goes straight from `handler` to `ignore_late_signal`'s, never to submitit's."""
+    usr_sig = JobEnvironment._usr_sig()
+    watched = [usr_sig] + [getattr(signal, name) for name in names]
+    previous = {sig: signal.getsignal(sig) for sig in watched}
+    for sig in watched:
+        signal.signal(sig, handler)
+    finished = [False]
+    try:
+        yield finished
+    finally:
+        late = finished[0] and last and ignore_late_signal(usr_sig, what, previous[usr_sig])
+        for sig, old in previous.items():
+            if not (late and sig == usr_sig):
+                signal.signal(sig, old)
 
 
 def allocated_cpus() -> int | None:
@@ -127,6 +150,10 @@ class RunJob(submitit.helpers.Checkpointable):
         self.requeues = 0  # checkpoint() calls seen by this pickle (time limits and preemptions)
         self.refused = False  # the last call exited because the node could not serve the run (78) or it was locked (75)
 
+    @property
+    def run_ids(self) -> list[str]:
+        return [self.spec.run_id]
+
     def __call__(self) -> str:
         return self.call(last=True)
 
@@ -144,66 +171,59 @@ class RunJob(submitit.helpers.Checkpointable):
                 stop.request(requested[0])
 
         stop = None
-        finished = False
-        watched = [usr_sig] + [getattr(signal, name) for name in STOP_SIGNALS]
-        previous = {sig: signal.getsignal(sig) for sig in watched}
-        for sig in watched:
-            signal.signal(sig, request_stop)
-        try:
-            import torch
-
-            from al_core.errors import DataMissing, NodeError
-            from al_core.loop import run
-            from al_core.train import Interrupted, StopFlag
-            from al_core.run import configure_threads
-            from al_core.rundir import RunLocked
+        with routed(request_stop, STOP_SIGNALS, f"run {self.spec.run_id}", last) as finished:
+            from al_core.train import StopFlag
 
             stop = StopFlag()
             if requested:  # a signal came during the imports
                 stop.request(requested[0])
-            configure_threads(self.threads)  # the share given, else AL_THREADS, else the SLURM allocation
-            log(
-                f"{self.spec.run_id}: job {_job_id()} on {socket.gethostname()}, run dir {self.run_dir}, "
-                f"{torch.get_num_threads()} torch threads"
-            )
-            take_over_stale_lock(Path(self.run_dir), log)
-            try:
-                result = run(self.spec, Path(self.run_dir), stop=stop, log=log)
-                finished = True
-            except (NodeError, DataMissing) as e:
-                # This node cannot serve the run: say so once, hold the run, leave its directory alone.
-                print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
-                held.hold(Path(self.run_dir).parent.parent, self.spec.run_id, str(e))
-                log(
-                    f"{self.spec.run_id}: exiting with {EXIT_NODE} (this node cannot serve the run); "
-                    "`make sweep` holds it until you fix the cause and pass --retry-failed"
-                )
-                self.refused = True
-                sys.exit(EXIT_NODE)
-            except RunLocked as e:
-                print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
-                self.refused = True
-                sys.exit(EXIT_INTERRUPTED)
-            except OSError as e:  # a full disk or quota: one line; what was written before is intact
-                print(f"error: {self.spec.run_id}: {io_error_line(e)}", file=sys.stderr, flush=True)
-                sys.exit(EXIT_IO)
-            except Interrupted as e:
-                log(f"{self.spec.run_id}: {e}")
-                if e.signame == usr_sig.name and is_submitit_handler(submitit_handler):
-                    # submitit decides: checkpoint() + `scontrol requeue` + exit, or UncompletedJobError
-                    # after too many time-outs (the job then FAILs and `make sweep` may resubmit it).
-                    submitit_handler(usr_sig, None)
-                log(
-                    f"{self.spec.run_id}: exiting with {EXIT_INTERRUPTED}; the run resumes from its checkpoint when started again"
-                )
-                sys.exit(EXIT_INTERRUPTED)
-        finally:
-            # USR2 goes straight from our handler to the late one: no moment with submitit's in place
-            late = finished and last and ignore_late_signal(usr_sig, f"run {self.spec.run_id}", previous[usr_sig])
-            for sig, handler in previous.items():
-                if not (late and sig == usr_sig):
-                    signal.signal(sig, handler)
+            result = self._run(stop, usr_sig, submitit_handler)
+            finished[0] = True
         return result
+
+    def _run(self, stop, usr_sig: signal.Signals, submitit_handler) -> str:
+        """The run itself, and how each way it can stop ends this process (see the module's docstring)."""
+        import torch
+
+        from al_core.errors import DataMissing, NodeError
+        from al_core.loop import run
+        from al_core.train import Interrupted
+        from al_core.run import configure_threads
+        from al_core.rundir import RunLocked
+
+        configure_threads(self.threads)  # the share given, else AL_THREADS, else the SLURM allocation
+        log(
+            f"{self.spec.run_id}: job {_job_id()} on {socket.gethostname()}, run dir {self.run_dir}, "
+            f"{torch.get_num_threads()} torch threads"
+        )
+        take_over_stale_lock(Path(self.run_dir), log)
+        try:
+            return run(self.spec, Path(self.run_dir), stop=stop, log=log)
+        except (NodeError, DataMissing) as e:
+            # This node cannot serve the run: say so once, hold the run, leave its directory alone.
+            print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
+            held.hold(Path(self.run_dir).parent.parent, self.spec.run_id, str(e))
+            log(
+                f"{self.spec.run_id}: exiting with {EXIT_NODE} (this node cannot serve the run); "
+                "`make sweep` holds it until you fix the cause and pass --retry-failed"
+            )
+            self.refused = True
+            sys.exit(EXIT_NODE)
+        except RunLocked as e:
+            print(f"error: {self.spec.run_id}: {e}", file=sys.stderr, flush=True)
+            self.refused = True
+            sys.exit(EXIT_INTERRUPTED)
+        except OSError as e:  # a full disk or quota: one line; what was written before is intact
+            print(f"error: {self.spec.run_id}: {io_error_line(e)}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_IO)
+        except Interrupted as e:
+            log(f"{self.spec.run_id}: {e}")
+            if e.signame == usr_sig.name and is_submitit_handler(submitit_handler):
+                # submitit decides: checkpoint() + `scontrol requeue` + exit, or UncompletedJobError
+                # after too many time-outs (the job then FAILs and `make sweep` may resubmit it).
+                submitit_handler(usr_sig, None)
+            log(f"{self.spec.run_id}: exiting with {EXIT_INTERRUPTED}; the run resumes from its checkpoint when started again")
+            sys.exit(EXIT_INTERRUPTED)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Resubmit the same run: its state is on disk in run_dir, nothing to add to the pickle."""
@@ -216,18 +236,16 @@ class RunJob(submitit.helpers.Checkpointable):
 
 
 class RunChain(submitit.helpers.Checkpointable):
-    """Several runs one after the other in one job process (the local executor's core slots): one
-    interpreter start and one torch import for all of them. A run interrupted by a signal ends
-    the chain (exit 75, as `RunJob`); a requeue runs the same chain again, and the runs already
-    DONE return at once.
+    """Several runs (`RunJob`s, or tasks of K runs: slurm.pack's `PackJob`s) one after the other in
+    one job process (the local executor's core slots): one interpreter start and one torch import
+    for all of them. A run interrupted by a signal ends the chain (exit 75, as `RunJob`); a requeue
+    runs the same chain again, and the runs already DONE return at once.
     """
 
     def __init__(self, jobs: list[RunJob]) -> None:
         self.jobs = list(jobs)
 
     def __call__(self) -> list[str]:
-        import traceback
-
         results, failed = [], []
         for job in self.jobs:  # a run that fails does not stop the others (its traceback goes to the .err log)
             job.refused = False
@@ -236,14 +254,12 @@ class RunChain(submitit.helpers.Checkpointable):
             except SystemExit:
                 if not job.refused:  # an interruption (a signal) ends the chain; it resumes when started again
                     raise
-                failed.append(job.spec.run_id)  # refused by this node (held) or locked by another process
+                failed += job.run_ids  # refused by this node (held) or locked by another process
                 results.append("refused")
             except Exception:  # noqa: BLE001
                 traceback.print_exc()
-                failed.append(job.spec.run_id)
+                failed += job.run_ids
                 results.append("failed")
-        import resource
-
         usage = resource.getrusage(resource.RUSAGE_SELF)
         log(f"chain of {len(self.jobs)} runs finished: {usage.ru_utime + usage.ru_stime:.1f} CPU-seconds in this process")
         if failed:

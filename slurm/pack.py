@@ -32,7 +32,7 @@ from submitit.core.job_environment import JobEnvironment
 
 from al_core.cli import setup_logging
 from al_core.results import EXIT_INTERRUPTED, EXIT_NODE
-from slurm.job import RunJob, allocated_cpus, ignore_late_signal, is_submitit_handler, log
+from slurm.job import RunJob, allocated_cpus, is_submitit_handler, log, routed
 
 FORWARDED = ("SIGTERM", "SIGINT")  # plus submitit's user signal
 
@@ -54,18 +54,22 @@ def mem_bytes(text: str) -> int:
 
 class PackJob(submitit.helpers.Checkpointable):
     """K runs in one task. `gpu_mem_per_run`: what each run needs on the GPU (e.g. "6G"), checked
-    against the device before any child starts; None skips the check."""
+    against the device before any child starts; None skips the check. `cpus`: the cores the task
+    shares out (local slots); None: SLURM's allocation, else this machine's."""
 
-    def __init__(self, jobs: list[RunJob], gpu_mem_per_run: str | None = None) -> None:
+    def __init__(self, jobs: list[RunJob], gpu_mem_per_run: str | None = None, cpus: int | None = None) -> None:
         self.jobs = jobs
         self.gpu_mem_per_run = gpu_mem_per_run
+        self.cpus = cpus
         self.requeues = 0
+        self.refused = False  # the last call exited 78: no run of the task could be served by its node
 
     @property
     def run_ids(self) -> list[str]:
         return [j.spec.run_id for j in self.jobs]
 
-    def _check_gpu_memory(self) -> None:
+    def _refuse_if_gpu_too_small(self) -> None:
+        """When K runs x gpu_mem_per_run exceed the task's GPU: one `error:` line, every run held, exit 78."""
         if not self.gpu_mem_per_run:
             return
         import torch
@@ -75,16 +79,63 @@ class PackJob(submitit.helpers.Checkpointable):
         total = torch.cuda.get_device_properties(0).total_memory
         need = mem_bytes(self.gpu_mem_per_run) * len(self.jobs)
         if need > total:
-            from al_core.errors import NodeError
+            from slurm import held
 
-            raise NodeError(
+            e = (
                 f"{len(self.jobs)} runs x slurm.gpu_mem_per_run {self.gpu_mem_per_run} = {need / 2**30:.1f} GiB "
                 f"exceed the {torch.cuda.get_device_name(0)}'s {total / 2**30:.1f} GiB; lower "
                 "slurm.runs_per_task or use a partition with larger GPUs"
             )
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            for j in self.jobs:
+                held.hold(Path(j.run_dir).parent.parent, j.spec.run_id, e)
+            self.refused = True
+            sys.exit(EXIT_NODE)
+
+    def _start(self, children: list[subprocess.Popen], received: list[int], tmp: Path) -> None:
+        """One child process per run (`python -m slurm.pack PICKLE`), each with cpus / K torch threads."""
+        cpus = getattr(self, "cpus", None) or allocated_cpus() or os.cpu_count() or 1
+        threads = max(1, cpus // len(self.jobs))
+        log(f"task of {len(self.jobs)} runs ({', '.join(self.run_ids)}), {threads} torch threads each")
+        for i, j in enumerate(self.jobs):
+            path = tmp / f"{i}.pkl"
+            path.write_bytes(pickle.dumps(RunJob(j.spec, j.run_dir, threads=threads)))
+            out, err = packed_logs(j.run_dir, j.spec.run_id)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            with open(out, "ab") as fo, open(err, "ab") as fe:
+                children.append(
+                    subprocess.Popen([sys.executable, "-u", "-m", "slurm.pack", str(path)], stdout=fo, stderr=fe, env=env)
+                )
+            if received:  # a signal came while starting: the new child must hear it too
+                children[-1].send_signal(received[0])
+
+    def _end(self, codes: list[int], received: list[int], usr_sig, submitit_handler) -> str:
+        """The task's result from its children's exit statuses (see the module's docstring)."""
+        summary = ", ".join(f"{r}: {c}" for r, c in zip(self.run_ids, codes))
+        log(f"task ended: exit statuses {summary}")
+        if all(c == 0 for c in codes):  # every run DONE, a signal during the last moments or not
+            return "done"
+        if usr_sig in received and is_submitit_handler(submitit_handler):
+            submitit_handler(usr_sig, None)  # checkpoint() -> requeue the whole task
+        if received:
+            sys.exit(EXIT_INTERRUPTED)
+        if all(c == EXIT_NODE for c in codes):
+            self.refused = True
+            sys.exit(EXIT_NODE)
+        failed = [r for r, c in zip(self.run_ids, codes) if c != 0]
+        raise RuntimeError(
+            f"{len(failed)} of {len(codes)} runs of this task failed ({summary}); their logs: "
+            + ", ".join(str(packed_logs(j.run_dir, j.spec.run_id)[1]) for j in self.jobs if j.spec.run_id in failed)
+        )
 
     def __call__(self) -> str:
+        return self.call(last=True)
+
+    def call(self, last: bool) -> str:
+        """Run the task. `last`: nothing follows in this process (a chain of tasks passes False)."""
         setup_logging()  # the library's warnings reach the job's log
+        self.refused = False
         usr_sig = JobEnvironment._usr_sig()
         submitit_handler = signal.getsignal(usr_sig)
         received: list[int] = []
@@ -99,67 +150,17 @@ class PackJob(submitit.helpers.Checkpointable):
                     except OSError:
                         pass
 
-        watched = [usr_sig] + [getattr(signal, n) for n in FORWARDED]
-        previous = {sig: signal.getsignal(sig) for sig in watched}
-        for sig in watched:
-            signal.signal(sig, forward)
-        done = False
-        try:
-            try:
-                self._check_gpu_memory()
-            except Exception as e:
-                from al_core.errors import NodeError
-
-                if not isinstance(e, NodeError):
-                    raise
-                print(f"error: {e}", file=sys.stderr, flush=True)
-                from slurm import held
-
-                for j in self.jobs:
-                    held.hold(Path(j.run_dir).parent.parent, j.spec.run_id, str(e))
-                sys.exit(EXIT_NODE)
-            cpus = allocated_cpus() or os.cpu_count() or 1
-            threads = max(1, cpus // len(self.jobs))
-            log(f"task of {len(self.jobs)} runs ({', '.join(self.run_ids)}), {threads} torch threads each")
+        with routed(forward, FORWARDED, f"the task of {len(self.jobs)} runs", last) as finished:
+            self._refuse_if_gpu_too_small()
             tmp = Path(tempfile.mkdtemp(prefix="al-pack-"))
-            for i, j in enumerate(self.jobs):
-                child = RunJob(j.spec, j.run_dir, threads=threads)
-                path = tmp / f"{i}.pkl"
-                path.write_bytes(pickle.dumps(child))
-                out, err = packed_logs(j.run_dir, j.spec.run_id)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-                with open(out, "ab") as fo, open(err, "ab") as fe:
-                    children.append(
-                        subprocess.Popen([sys.executable, "-u", "-m", "slurm.pack", str(path)], stdout=fo, stderr=fe, env=env)
-                    )
-                if received:  # a signal came while starting: the new child must hear it too
-                    children[-1].send_signal(received[0])
+            self._start(children, received, tmp)
             codes = [c.wait() for c in children]
             for path in tmp.glob("*.pkl"):
                 path.unlink(missing_ok=True)
             tmp.rmdir()
-            summary = ", ".join(f"{r}: {c}" for r, c in zip(self.run_ids, codes))
-            log(f"task ended: exit statuses {summary}")
-            if all(c == 0 for c in codes):  # every run DONE, a signal during the last moments or not
-                done = True
-                return "done"
-            if usr_sig in received and is_submitit_handler(submitit_handler):
-                submitit_handler(usr_sig, None)  # checkpoint() -> requeue the whole task
-            if received:
-                sys.exit(EXIT_INTERRUPTED)
-            if all(c == EXIT_NODE for c in codes):
-                sys.exit(EXIT_NODE)
-            failed = [r for r, c in zip(self.run_ids, codes) if c != 0]
-            raise RuntimeError(
-                f"{len(failed)} of {len(codes)} runs of this task failed ({summary}); their logs: "
-                + ", ".join(str(packed_logs(j.run_dir, j.spec.run_id)[1]) for j in self.jobs if j.spec.run_id in failed)
-            )
-        finally:
-            late = done and ignore_late_signal(usr_sig, f"the task of {len(self.jobs)} runs", previous[usr_sig])
-            for sig, handler in previous.items():
-                if not (late and sig == usr_sig):
-                    signal.signal(sig, handler)
+            result = self._end(codes, received, usr_sig, submitit_handler)
+            finished[0] = True
+        return result
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         self.requeues += 1

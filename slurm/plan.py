@@ -41,6 +41,11 @@ class Plan:
     def to_submit(self) -> list[Decision]:
         return [d for d in self.decisions if d.submit]
 
+    def tasks(self, k: int) -> list[list[Decision]]:
+        """The runs to submit, k to a task (slurm.runs_per_task): they share its resources."""
+        todo = self.to_submit
+        return [todo[i : i + k] for i in range(0, len(todo), k)]
+
     @property
     def skipped(self) -> list[Decision]:
         return [d for d in self.decisions if not d.submit]
@@ -137,30 +142,14 @@ def make_plan(
         if (run_dir / "DONE").exists():
             decisions.append(Decision(spec, False, "DONE", job_id, state.state if state else None))
         elif hold is not None and not (state is not None and state.active):
+            reason = (
+                f"held (job {hold.get('job_id', '-')}, exit 78): retried"
+                if retry_failed
+                else f"HELD: job {hold.get('job_id', '-')} on {hold.get('host', '?')} "
+                "could not run (exit 78); --retry-failed resubmits"
+            )
             error = str(hold.get("error", "?"))
-            if retry_failed:
-                decisions.append(
-                    Decision(
-                        spec,
-                        True,
-                        f"held (job {hold.get('job_id', '-')}, exit 78): retried",
-                        job_id,
-                        state.state if state else None,
-                        error,
-                    )
-                )
-            else:
-                decisions.append(
-                    Decision(
-                        spec,
-                        False,
-                        f"HELD: job {hold.get('job_id', '-')} on {hold.get('host', '?')} "
-                        "could not run (exit 78); --retry-failed resubmits",
-                        job_id,
-                        state.state if state else None,
-                        error,
-                    )
-                )
+            decisions.append(Decision(spec, retry_failed, reason, job_id, state.state if state else None, error))
         elif rec is None:
             p = progress(sweep, spec)
             reason = f"new (resumes at cycle {p.cycles + 1} from its run directory)" if p.cycles else "new"

@@ -4,40 +4,19 @@ Everything is validated before anything is submitted: a value that would break t
 (a newline, an empty partition, a non-positive time or memory), an unknown key or an unknown profile
 is a ConfigError (one `error:` line, exit 2) that names the key and where it came from.
 
-Keys (every profile must define them all; the sweep may override any of them under `slurm:`):
-
-| key | sbatch / submitit | meaning |
-| --- | --- | --- |
-| partition | -p | partition(s), comma-separated; null = the cluster's default |
-| gpus | --gpus | GPUs per run; null or 0 = none |
-| cpus | --cpus-per-task | cores per run (also the run's torch threads); null = the cluster's default |
-| mem | --mem | memory per run, e.g. 32G (K/M/G/T suffix, plain number = MB); null = the cluster's default |
-| time | --time | per job: minutes, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS |
-| account, qos | --account, --qos | null = the defaults |
-| array_parallelism | --array=0-N%P | at most P runs of one submission at once |
-| signal_delay_s | --signal=USR2@S | warning before the time limit: checkpoint, then requeue |
-| max_timeouts | submitit max_num_timeout | time-limit requeues per run before submitit gives up |
-| required | | keys that must not be null after merging (Speed: mem) |
-| extra | additional sbatch options | mapping option -> value, e.g. {constraint: gpu32} |
-| env_prefix | | environment (conda prefix) on the node; `{env_prefix}` in setup/python is replaced |
-| python | | interpreter on the node; null = {env_prefix}/bin/python, or this interpreter |
-| setup | lines before the job | shell lines, e.g. module load / conda activate |
-| torch_build | | the PyTorch wheel build `make env` installs (cu126, cu128, cu130; null = pip's default); must have kernels for every capability in gpu_capabilities |
-| gpu_capabilities | | compute capabilities of the partitions' GPUs, e.g. ["7.0", "8.0"]; checked against torch_build before submitting |
-| runs_per_task | | K runs share one array task and its resources, its GPU included (slurm.pack); default 1 |
-| gpu_mem_per_run | | GPU memory one run needs (e.g. 6G): K x this must fit the task's GPU, checked before the runs start; null = unchecked |
-| report_job | | true: after the arrays, one CPU job (`--dependency=afterany:` on each) writes the report (slurm.report_job); default true |
-| mail_user, mail_type | --mail-user, --mail-type | passed to the arrays and the report job; mail_type: SLURM's values, comma-separated |
-| report | the report job | {partition, cpus, mem, time} of the report job (null values: the cluster's defaults) |
+Each key is declared once, as a field of `Resources` (its meaning, its sbatch option, whether a
+profile may leave it out and its check); KEYS, OPTIONAL, the validation and the table below
+(`keys_table()`) are derived from those fields. Every profile defines every key not marked
+optional; the sweep may override any of them under `slurm:`.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from al_core.config import PACKAGED_JOBS, yaml_load
 from al_core.errors import ConfigError
@@ -46,58 +25,9 @@ from al_core.preflight import BUILD_ARCHS, EXPECT_GPU_VAR, serves
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = PACKAGED_JOBS / "profiles"  # jobs/profiles in a clone; package data when installed
 
-KEYS = (
-    "partition",
-    "gpus",
-    "cpus",
-    "mem",
-    "time",
-    "account",
-    "qos",
-    "array_parallelism",
-    "signal_delay_s",
-    "max_timeouts",
-    "required",
-    "extra",
-    "env_prefix",
-    "python",
-    "setup",
-    "torch_build",
-    "gpu_capabilities",
-    "runs_per_task",
-    "gpu_mem_per_run",
-    "report_job",
-    "mail_user",
-    "mail_type",
-    "report",
-)
-# Keys a profile may leave out (profiles written before they existed keep working), with their defaults.
-OPTIONAL = {
-    "torch_build": None,
-    "gpu_capabilities": [],
-    "runs_per_task": 1,
-    "gpu_mem_per_run": None,
-    "report_job": True,
-    "mail_user": None,
-    "mail_type": None,
-    "report": None,
-}
 # SLURM's --mail-type values (sbatch(1), Slurm 22.05); a list of them is comma-separated.
-MAIL_TYPES = (
-    "NONE",
-    "BEGIN",
-    "END",
-    "FAIL",
-    "REQUEUE",
-    "ALL",
-    "INVALID_DEPEND",
-    "STAGE_OUT",
-    "TIME_LIMIT",
-    "TIME_LIMIT_90",
-    "TIME_LIMIT_80",
-    "TIME_LIMIT_50",
-    "ARRAY_TASKS",
-)
+MAIL_TYPES = ("NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT")
+MAIL_TYPES += ("TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS")
 REPORT_KEYS = ("partition", "cpus", "mem", "time")
 # The report job's resources where neither profile nor sweep names them: one core, a few GB, an hour.
 REPORT_DEFAULTS = {"partition": None, "cpus": 1, "mem": "4G", "time": 60}
@@ -110,45 +40,244 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition / account / qos names
 _PARTITIONS = re.compile(r"^[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*$")
 _MEM = re.compile(r"^([0-9]+)(?:([KMGTkmgt])[Bb]?)?$")  # 32G, 32GB, 500M, 2048 (MB)
 _OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
+_OWN_KEYS = ("partition", "gpus", "cpus_per_task", "mem", "time", "account", "qos")  # sbatch options set by their own key
 _UNSAFE_IN_QUOTES = ('"', "`", "\\", "\n", "\r", "\0")
 
 
-@dataclass(frozen=True)
+class _Merged:
+    """The merged raw values of one sweep while they are checked: `out` holds the checked ones so far."""
+
+    def __init__(self, profile: str, m: dict, origin: dict) -> None:
+        self.profile, self.m, self.origin, self.out = profile, m, origin, {}
+
+    def bad(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{self.origin[key]}: expected {expected}, got {self.m[key]!r}")
+
+    def text(self, key: str, v: Any, what: str) -> str:
+        """One line of shell text (no newline), for the sbatch script."""
+        if not isinstance(v, str) or not v.strip() or any(c in v for c in "\n\r\0"):
+            raise ConfigError(f"{self.origin[key]}: expected {what} (one line of text, no newline), got {v!r}")
+        return v
+
+    def substitute(self, key: str, line: str) -> str:
+        """`{env_prefix}` in a setup line or the python command -> the (checked) quoted prefix."""
+        if "{env_prefix}" in line:
+            if self.out["env_prefix"] is None:
+                raise ConfigError(
+                    f"{self.origin[key]}: uses {{env_prefix}} but env_prefix is null; expected a path in env_prefix"
+                )
+            line = line.replace("{env_prefix}", f'"{self.out["env_prefix"]}"')
+        return line
+
+
+Check = Callable[[_Merged, str], Any]
+
+
+def _amount(v: Any) -> str | None:
+    """'32g' / '32GB' / 2048 -> '32G' / '2048' (sbatch's form); None when it is no positive amount."""
+    match = _MEM.match(str(v)) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+    return match.group(1) + (match.group(2) or "").upper() if match and int(match.group(1)) > 0 else None
+
+
+def _name(pattern: re.Pattern = _NAME) -> Check:
+    def check(c: _Merged, k: str) -> str | None:
+        v = c.m[k]
+        if v is not None and (not isinstance(v, str) or not pattern.match(v)):
+            raise c.bad(k, "null or a non-empty name of letters, digits, '_', '.', '-' (no spaces or newlines)")
+        return v
+
+    return check
+
+
+def _integer(low: int, nullable: bool = False, null: Any = None) -> Check:
+    """An integer >= low (`nullable`: or null, read as `null`)."""
+
+    def check(c: _Merged, k: str) -> int | None:
+        v = c.m[k]
+        if v is None and nullable:
+            return null
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise c.bad(k, f"{'null or ' if nullable else ''}an integer >= {low}")
+        return v
+
+    return check
+
+
+def _mem(example: str) -> Check:
+    def check(c: _Merged, k: str) -> str | None:
+        if c.m[k] is None:
+            return None
+        if (mem := _amount(c.m[k])) is None:
+            raise c.bad(k, f"null or a positive amount such as {example}")
+        return mem
+
+    return check
+
+
+def _signal_delay(c: _Merged, k: str) -> int:
+    delay, time_min = _integer(0)(c, k), c.out["time_min"]
+    if delay >= time_min * 60:
+        raise ConfigError(
+            f"{c.origin[k]}: expected fewer seconds than the time limit "
+            f"({time_min * 60} s), got {delay}: the job would be told to stop as it starts"
+        )
+    return delay
+
+
+def _required(c: _Merged, k: str) -> tuple[str, ...]:
+    required = c.m[k]
+    if not isinstance(required, list) or any(r not in KEYS for r in required):
+        raise c.bad(k, f"a list of keys among {', '.join(KEYS)}")
+    for r in required:
+        if c.m[r] is None or c.m[r] == "":
+            raise ConfigError(f"{c.origin[r]}: required by profile {c.profile} (expected a value, got {c.m[r]!r})")
+    return tuple(required)
+
+
+def _extra(c: _Merged, k: str) -> dict:
+    extra = c.m[k] or {}
+    if not isinstance(extra, dict):
+        raise c.bad(k, "a mapping of sbatch option -> value")
+    clean = {}
+    for opt, v in extra.items():
+        if not isinstance(opt, str) or not _OPTION.match(opt):
+            raise ConfigError(f"{c.origin[k]}: option {opt!r}: expected a long sbatch option name such as constraint")
+        if opt in MANAGED_OPTIONS or opt.replace("-", "_") in _OWN_KEYS:
+            raise ConfigError(f"{c.origin[k]}: option {opt!r}: set by this package or by its own key; expected another option")
+        if v is False:
+            continue
+        if not isinstance(v, (bool, int, float)):
+            c.text(k, v, f"a value for --{opt}")
+        clean[opt] = v
+    return clean
+
+
+def _env_prefix(c: _Merged, k: str) -> str | None:
+    prefix = c.m[k]
+    if prefix is None:
+        return None
+    c.text(k, prefix, "a directory path")
+    if any(ch in prefix for ch in _UNSAFE_IN_QUOTES):
+        raise c.bad(k, 'a path without ", `, or \\')
+    return prefix.rstrip("/")
+
+
+def _python(c: _Merged, k: str) -> str | None:
+    if c.m[k] is not None:
+        return c.substitute(k, c.text(k, c.m[k], "an interpreter command"))
+    return f'"{c.out["env_prefix"]}/bin/python"' if c.out["env_prefix"] is not None else None
+
+
+def _setup(c: _Merged, k: str) -> tuple[str, ...]:
+    setup = [] if c.m[k] is None else c.m[k]
+    if not isinstance(setup, list):
+        raise c.bad(k, "a list of shell lines")
+    return tuple(c.substitute(k, c.text(k, line, "a shell line")) for line in setup)
+
+
+def _torch_build(c: _Merged, k: str) -> str | None:
+    if c.m[k] is not None and c.m[k] not in BUILD_ARCHS:
+        raise c.bad(k, f"null or one of {', '.join(BUILD_ARCHS)}")
+    return c.m[k]
+
+
+def _gpu_capabilities(c: _Merged, k: str) -> tuple[str, ...]:
+    caps, build = c.m[k] or [], c.out["torch_build"]
+    if not isinstance(caps, list) or not all(isinstance(x, str) and re.fullmatch(r"\d+\.\d", x) for x in caps):
+        raise c.bad(k, 'a list of compute capabilities such as ["7.0", "8.0"]')
+    unserved = [x for x in caps if not serves(BUILD_ARCHS[build], x)] if build is not None else []
+    if unserved:
+        raise ConfigError(
+            f"{c.origin['torch_build']}: build {build} has no kernels for compute capability "
+            f"{', '.join(unserved)} ({c.origin[k]}); expected a build that covers "
+            f"every GPU of the partitions, e.g. cu126 for V100s (7.0)"
+        )
+    return tuple(caps)
+
+
+def _report_job(c: _Merged, k: str) -> bool:
+    if not isinstance(c.m[k], bool):
+        raise ConfigError(f"{c.origin[k]}: expected true or false, got {c.m[k]!r}")
+    return c.m[k]
+
+
+def _mail_user(c: _Merged, k: str) -> str | None:
+    v = c.m[k]
+    if v is not None and (not isinstance(v, str) or not _MAIL_USER.match(v)):
+        raise ConfigError(f"{c.origin[k]}: expected null or an address such as me@example.org (no spaces or quotes), got {v!r}")
+    return v
+
+
+def _mail_type(c: _Merged, k: str) -> str | None:
+    """SLURM's --mail-type: one value or several, comma-separated (a YAML list is accepted too)."""
+    v = c.m[k]
+    if v is None:
+        return None
+    words = v if isinstance(v, list) else str(v).split(",") if isinstance(v, str) else None
+    words = [str(w).strip().upper() for w in words] if words is not None else None
+    if not words or any(w not in MAIL_TYPES for w in words):
+        raise ConfigError(f"{c.origin[k]}: expected null or comma-separated values among {', '.join(MAIL_TYPES)}, got {v!r}")
+    return ",".join(words)
+
+
+def _report(c: _Merged, k: str) -> ReportResources:
+    section, where = c.m[k] if c.m[k] is not None else {}, c.origin[k]
+    if not isinstance(section, dict) or any(x not in REPORT_KEYS for x in section):
+        raise ConfigError(f"{where}: expected a mapping with keys among {', '.join(REPORT_KEYS)}, got {section!r}")
+    r = {**REPORT_DEFAULTS, **{x: v for x, v in section.items() if v is not None or x in ("partition", "mem")}}
+    if r["partition"] is not None and (not isinstance(r["partition"], str) or not _PARTITIONS.match(r["partition"])):
+        raise ConfigError(f"{where}.partition: expected null or a partition name, got {r['partition']!r}")
+    if isinstance(r["cpus"], bool) or not isinstance(r["cpus"], int) or r["cpus"] < 1:
+        raise ConfigError(f"{where}.cpus: expected an integer >= 1, got {r['cpus']!r}")
+    mem = r["mem"] if r["mem"] is None else _amount(r["mem"])
+    if r["mem"] is not None and mem is None:
+        raise ConfigError(f"{where}.mem: expected null or a positive amount such as 4G, got {r['mem']!r}")
+    return ReportResources(r["partition"], r["cpus"], mem, parse_time(r["time"], f"{where}.time"))
+
+
+def key(meaning: str, check: Check, sbatch: str = "", name: str | None = None, **default: Any) -> Any:
+    """A resource key as a field of `Resources`: `default=` (or `default_factory=`) makes it optional
+    in a profile, with that value; `name`: the key's name where the field's differs (time -> time_min)."""
+    meta = {"meaning": meaning, "check": check, "sbatch": sbatch, "key": name, "optional": bool(default)}
+    return field(metadata=meta, **default)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Resources:
-    """The merged, validated resources of one sweep."""
+    """The merged, validated resources of one sweep: one field per key (in the order of KEYS)."""
 
     profile: str  # profile name (or path)
-    partition: str | None
-    gpus: int  # 0 = none
-    cpus: int | None
-    mem: str | None  # as sbatch writes it, e.g. "32G"
-    time_min: int  # minutes (submitit's unit)
-    account: str | None
-    qos: str | None
-    array_parallelism: int
-    signal_delay_s: int
-    max_timeouts: int
-    extra: dict = field(default_factory=dict)
-    env_prefix: str | None = None
-    python: str | None = None  # shell words, already quoted; None = the submitting interpreter
-    setup: tuple[str, ...] = ()
-    torch_build: str | None = None
-    gpu_capabilities: tuple[str, ...] = ()
-    runs_per_task: int = 1
-    gpu_mem_per_run: str | None = None
-    report_job: bool = True
-    mail_user: str | None = None
-    mail_type: str | None = None
-    report: "ReportResources | None" = None
+    partition: str | None = key("partition(s), comma-separated; null = the cluster's default", _name(_PARTITIONS), "-p")
+    gpus: int = key("GPUs per run; null or 0 = none", _integer(0, nullable=True, null=0), "--gpus")
+    cpus: int | None = key("cores per run (and its torch threads); null = the default", _integer(1, True), "--cpus-per-task")
+    mem: str | None = key(
+        "memory per run: 32G (K/M/G/T; plain = MB); null = the default", _mem("32G, 500M or 2048 (MB)"), "--mem"
+    )
+    time_min: int = key(
+        "per job: minutes, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS", lambda c, k: parse_time(c.m[k], c.origin[k]), "--time", "time"
+    )
+    account: str | None = key("null = the default account", _name(), "--account")
+    qos: str | None = key("null = the default QOS", _name(), "--qos")
+    array_parallelism: int = key("at most P runs of one submission at once", _integer(1), "--array=0-N%P")
+    signal_delay_s: int = key("warning before the time limit: checkpoint, then requeue", _signal_delay, "--signal=USR2@S")
+    max_timeouts: int = key("time-limit requeues per run before submitit gives up", _integer(0), "max_num_timeout")
+    required: tuple[str, ...] = key("keys that must not be null after merging (Speed: mem)", _required)
+    extra: dict = key("mapping option -> value, e.g. {constraint: gpu32}", _extra, "further sbatch options")
+    env_prefix: str | None = key("conda prefix on the node; `{env_prefix}` in setup/python is replaced", _env_prefix)
+    python: str | None = key("interpreter on the node; null = {env_prefix}/bin/python, or this one", _python)
+    setup: tuple[str, ...] = key("shell lines before the job, e.g. module load / conda activate", _setup)
+    torch_build: str | None = key("PyTorch build `make env` installs (cu126, ...; null = pip's)", _torch_build, default=None)
+    gpu_capabilities: tuple[str, ...] = key('e.g. ["7.0"]: checked against torch_build', _gpu_capabilities, default=())
+    runs_per_task: int = key("K runs share one task and its resources, its GPU too (slurm.pack)", _integer(1), default=1)
+    gpu_mem_per_run: str | None = key("GPU memory of one run (6G), checked x K; null = unchecked", _mem("6G"), default=None)
+    report_job: bool = key("true: after the arrays, a CPU job writes the report (slurm.report_job)", _report_job, default=True)
+    mail_user: str | None = key("passed to the arrays and the report job", _mail_user, "--mail-user", default=None)
+    mail_type: str | None = key("SLURM's values, comma-separated", _mail_type, "--mail-type", default=None)
+    report: ReportResources | None = key("{partition, cpus, mem, time} of the report job", _report, default=None)
 
     def mail_options(self) -> dict[str, str]:
         """sbatch's mail options, for the arrays and the report job alike ({} when none are set)."""
-        out = {}
-        if self.mail_user:
-            out["mail-user"] = self.mail_user
-        if self.mail_type:
-            out["mail-type"] = self.mail_type
-        return out
+        return {k: v for k, v in (("mail-user", self.mail_user), ("mail-type", self.mail_type)) if v}
 
     def executor_parameters(self, job_name: str, python_path: str | None = None) -> dict[str, Any]:
         """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
@@ -156,54 +285,63 @@ class Resources:
         if self.gpus:
             extra["gpus"] = self.gpus
         extra.update(self.extra)
+        # The callable is `slurm.job.RunJob`: the job imports it from the clone the sweep was
+        # submitted from (none for an installed package: the job's interpreter has its own).
+        python_path = python_path or source_tree()
+        path = [f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"] if python_path else []
+        # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
+        expect_gpu = [f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []
         params: dict[str, Any] = {
             "job_name": job_name,
             "time": self.time_min,
             "signal_delay_s": self.signal_delay_s,
             "array_parallelism": self.array_parallelism,
             "additional_parameters": extra,
-            # The callable is `slurm.job.RunJob`: the job imports it from the clone the sweep was
-            # submitted from (none for an installed package: the job's interpreter has its own).
-            "setup": [
-                *self.setup,
-                *(
-                    [f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"]
-                    if (python_path := python_path or source_tree())
-                    else []
-                ),
-            ]
-            # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
-            + ([f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []),
+            "setup": [*self.setup, *path, *expect_gpu],
         }
-        if self.mail_user:
-            params["mail_user"] = self.mail_user
-        if self.mail_type:
-            params["mail_type"] = self.mail_type
+        params.update({k.replace("-", "_"): v for k, v in self.mail_options().items()})
         if self.cpus:
             # Since Slurm 22.05 srun no longer inherits --cpus-per-task from sbatch: say it again,
             # or the run's step may be confined to one core.
             params["srun_args"] = [f"--cpus-per-task={self.cpus}"]
-        for key, value in (
-            ("partition", self.partition),
-            ("cpus_per_task", self.cpus),
-            ("mem", self.mem),
-            ("account", self.account),
-            ("qos", self.qos),
-        ):
-            if value is not None:
-                params[key] = value
+        named = {
+            "partition": self.partition,
+            "cpus_per_task": self.cpus,
+            "mem": self.mem,
+            "account": self.account,
+            "qos": self.qos,
+        }
+        params.update({k: v for k, v in named.items() if v is not None})
         return params
 
     def describe(self) -> str:
         parts = [f"profile {self.profile}", f"partition {self.partition or '(default)'}"]
-        parts.append(f"{self.gpus} GPU" if self.gpus else "no GPU")
-        parts.append(f"{self.cpus} CPUs" if self.cpus else "default CPUs")
-        parts.append(f"mem {self.mem or '(default)'}")
-        parts.append(f"time {format_minutes(self.time_min)}")
-        parts.append(f"at most {self.array_parallelism} at once")
-        if self.runs_per_task > 1:
-            parts.append(f"{self.runs_per_task} runs per task")
+        parts += [f"{self.gpus} GPU" if self.gpus else "no GPU", f"{self.cpus} CPUs" if self.cpus else "default CPUs"]
+        parts += [f"mem {self.mem or '(default)'}", f"time {format_minutes(self.time_min)}"]
+        parts += [f"at most {self.array_parallelism} at once"] + [f"{self.runs_per_task} runs per task"] * (
+            self.runs_per_task > 1
+        )
         return ", ".join(parts)
+
+
+_FIELDS = {f.metadata["key"] or f.name: f for f in fields(Resources) if f.metadata}
+KEYS = tuple(_FIELDS)
+# Keys a profile may leave out (profiles written before they existed keep working), with their defaults.
+OPTIONAL = {k: f.default for k, f in _FIELDS.items() if f.metadata["optional"]}
+
+
+def keys_table() -> str:
+    """The keys as a Markdown table (key, sbatch / submitit, meaning), from the fields of Resources."""
+    rows = [
+        f"| {k} | {f.metadata['sbatch']} | {f.metadata['meaning']}"
+        + (f"; optional, default {OPTIONAL[k]!r}" if k in OPTIONAL else "")
+        + " |"
+        for k, f in _FIELDS.items()
+    ]
+    return "\n".join(["| key | sbatch / submitit | meaning |", "| --- | --- | --- |", *rows])
+
+
+__doc__ = f"{__doc__}\n{keys_table()}\n"
 
 
 @dataclass(frozen=True)
@@ -216,12 +354,8 @@ class ReportResources:
     time_min: int = 60
 
     def sbatch_options(self) -> dict[str, str]:
-        out = {"cpus-per-task": str(self.cpus), "time": str(self.time_min)}
-        if self.partition:
-            out["partition"] = self.partition
-        if self.mem:
-            out["mem"] = self.mem
-        return out
+        out = {"cpus-per-task": str(self.cpus), "time": str(self.time_min), "partition": self.partition, "mem": self.mem}
+        return {k: v for k, v in out.items() if v}
 
 
 def source_tree() -> str | None:
@@ -297,201 +431,11 @@ def resolve(slurm: dict | None) -> Resources:
 
 
 def _validate(profile: str, m: dict, origin: dict) -> Resources:
-    def bad(key: str, expected: str) -> ConfigError:
-        return ConfigError(f"{origin[key]}: expected {expected}, got {m[key]!r}")
-
-    def name(key: str, pattern: re.Pattern = _NAME) -> str | None:
-        v = m[key]
-        if v is None:
-            return None
-        if not isinstance(v, str) or not pattern.match(v):
-            raise bad(key, "null or a non-empty name of letters, digits, '_', '.', '-' (no spaces or newlines)")
-        return v
-
-    def integer(key: str, low: int, nullable: bool = False) -> int | None:
-        v = m[key]
-        if v is None and nullable:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise bad(key, f"{'null or ' if nullable else ''}an integer >= {low}")
-        return v
-
-    def shell_text(key: str, v: Any, what: str) -> str:
-        if not isinstance(v, str) or not v.strip() or any(c in v for c in "\n\r\0"):
-            raise ConfigError(f"{origin[key]}: expected {what} (one line of text, no newline), got {v!r}")
-        return v
-
-    required = m["required"]
-    if not isinstance(required, list) or any(k not in KEYS for k in required):
-        raise bad("required", f"a list of keys among {', '.join(KEYS)}")
-    for key in required:
-        if m[key] is None or m[key] == "":
-            raise ConfigError(f"{origin[key]}: required by profile {profile} (expected a value, got {m[key]!r})")
-
-    partition = name("partition", _PARTITIONS)
-    account = name("account")
-    qos = name("qos")
-    gpus = integer("gpus", 0, nullable=True) or 0
-    cpus = integer("cpus", 1, nullable=True)
-    mem = m["mem"]
-    if mem is not None:
-        if isinstance(mem, int) and not isinstance(mem, bool):
-            mem = str(mem)
-        match = _MEM.match(mem) if isinstance(mem, str) else None
-        if not match or int(match.group(1)) <= 0:
-            raise bad("mem", "null or a positive amount such as 32G, 500M or 2048 (MB)")
-        mem = match.group(1) + (match.group(2) or "").upper()
-    time_min = parse_time(m["time"], origin["time"])
-    parallel = integer("array_parallelism", 1)
-    delay = integer("signal_delay_s", 0)
-    if delay >= time_min * 60:
-        raise ConfigError(
-            f"{origin['signal_delay_s']}: expected fewer seconds than the time limit "
-            f"({time_min * 60} s), got {delay}: the job would be told to stop as it starts"
-        )
-    max_timeouts = integer("max_timeouts", 0)
-
-    extra = m["extra"] or {}
-    if not isinstance(extra, dict):
-        raise bad("extra", "a mapping of sbatch option -> value")
-    clean_extra = {}
-    for k, v in extra.items():
-        if not isinstance(k, str) or not _OPTION.match(k):
-            raise ConfigError(f"{origin['extra']}: option {k!r}: expected a long sbatch option name such as constraint")
-        if k in MANAGED_OPTIONS or k.replace("-", "_") in ("partition", "gpus", "cpus_per_task", "mem", "time", "account", "qos"):
-            raise ConfigError(f"{origin['extra']}: option {k!r}: set by this package or by its own key; expected another option")
-        if isinstance(v, bool):
-            if not v:
-                continue
-        elif isinstance(v, (int, float)):
-            pass
-        else:
-            shell_text("extra", v, f"a value for --{k}")
-        clean_extra[k] = v
-
-    env_prefix = m["env_prefix"]
-    if env_prefix is not None:
-        shell_text("env_prefix", env_prefix, "a directory path")
-        if any(c in env_prefix for c in _UNSAFE_IN_QUOTES):
-            raise bad("env_prefix", 'a path without ", `, or \\')
-        env_prefix = env_prefix.rstrip("/")
-
-    def substitute(key: str, line: str) -> str:
-        if "{env_prefix}" in line:
-            if env_prefix is None:
-                raise ConfigError(f"{origin[key]}: uses {{env_prefix}} but env_prefix is null; expected a path in env_prefix")
-            line = line.replace("{env_prefix}", f'"{env_prefix}"')
-        return line
-
-    python = m["python"]
-    if python is not None:
-        python = substitute("python", shell_text("python", python, "an interpreter command"))
-    elif env_prefix is not None:
-        python = f'"{env_prefix}/bin/python"'
-
-    setup = m["setup"]
-    if setup is None:
-        setup = []
-    if not isinstance(setup, list):
-        raise bad("setup", "a list of shell lines")
-    lines = tuple(substitute("setup", shell_text("setup", line, "a shell line")) for line in setup)
-
-    build = m["torch_build"]
-    if build is not None and build not in BUILD_ARCHS:
-        raise bad("torch_build", f"null or one of {', '.join(BUILD_ARCHS)}")
-    caps = m["gpu_capabilities"] or []
-    if not isinstance(caps, list) or not all(isinstance(c, str) and re.fullmatch(r"\d+\.\d", c) for c in caps):
-        raise bad("gpu_capabilities", 'a list of compute capabilities such as ["7.0", "8.0"]')
-    if build is not None:
-        unserved = [c for c in caps if not serves(BUILD_ARCHS[build], c)]
-        if unserved:
-            raise ConfigError(
-                f"{origin['torch_build']}: build {build} has no kernels for compute capability "
-                f"{', '.join(unserved)} ({origin['gpu_capabilities']}); expected a build that covers "
-                f"every GPU of the partitions, e.g. cu126 for V100s (7.0)"
-            )
-
-    runs_per_task = integer("runs_per_task", 1)
-    gpu_mem = m["gpu_mem_per_run"]
-    if gpu_mem is not None:
-        gmatch = _MEM.match(str(gpu_mem)) if isinstance(gpu_mem, (str, int)) and not isinstance(gpu_mem, bool) else None
-        if not gmatch or int(gmatch.group(1)) <= 0:
-            raise bad("gpu_mem_per_run", "null or a positive amount such as 6G")
-        gpu_mem = gmatch.group(1) + (gmatch.group(2) or "").upper()
-
-    return Resources(
-        report_job=_report_job(m, origin),
-        mail_user=_mail_user(m, origin),
-        mail_type=_mail_type(m, origin),
-        report=_report_resources(m, origin),
-        runs_per_task=runs_per_task,
-        gpu_mem_per_run=gpu_mem,
-        torch_build=build,
-        gpu_capabilities=tuple(caps),
-        profile=profile,
-        partition=partition,
-        gpus=gpus,
-        cpus=cpus,
-        mem=mem,
-        time_min=time_min,
-        account=account,
-        qos=qos,
-        array_parallelism=parallel,
-        signal_delay_s=delay,
-        max_timeouts=max_timeouts,
-        extra=clean_extra,
-        env_prefix=env_prefix,
-        python=python,
-        setup=lines,
-    )
-
-
-def _report_job(m: dict, origin: dict) -> bool:
-    if not isinstance(m["report_job"], bool):
-        raise ConfigError(f"{origin['report_job']}: expected true or false, got {m['report_job']!r}")
-    return m["report_job"]
-
-
-def _mail_user(m: dict, origin: dict) -> str | None:
-    v = m["mail_user"]
-    if v is not None and (not isinstance(v, str) or not _MAIL_USER.match(v)):
-        raise ConfigError(
-            f"{origin['mail_user']}: expected null or an address such as me@example.org (no spaces or quotes), got {v!r}"
-        )
-    return v
-
-
-def _mail_type(m: dict, origin: dict) -> str | None:
-    """SLURM's --mail-type: one value or several, comma-separated (a YAML list is accepted too)."""
-    v = m["mail_type"]
-    if v is None:
-        return None
-    words = v if isinstance(v, list) else str(v).split(",") if isinstance(v, str) else None
-    words = [str(w).strip().upper() for w in words] if words is not None else None
-    if not words or any(w not in MAIL_TYPES for w in words):
-        raise ConfigError(
-            f"{origin['mail_type']}: expected null or comma-separated values among {', '.join(MAIL_TYPES)}, got {v!r}"
-        )
-    return ",".join(words)
-
-
-def _report_resources(m: dict, origin: dict) -> ReportResources:
-    section = m["report"] if m["report"] is not None else {}
-    where = origin["report"]
-    if not isinstance(section, dict) or any(k not in REPORT_KEYS for k in section):
-        raise ConfigError(f"{where}: expected a mapping with keys among {', '.join(REPORT_KEYS)}, got {section!r}")
-    r = {**REPORT_DEFAULTS, **{k: v for k, v in section.items() if v is not None or k in ("partition", "mem")}}
-    if r["partition"] is not None and (not isinstance(r["partition"], str) or not _PARTITIONS.match(r["partition"])):
-        raise ConfigError(f"{where}.partition: expected null or a partition name, got {r['partition']!r}")
-    if isinstance(r["cpus"], bool) or not isinstance(r["cpus"], int) or r["cpus"] < 1:
-        raise ConfigError(f"{where}.cpus: expected an integer >= 1, got {r['cpus']!r}")
-    mem = r["mem"]
-    if mem is not None:
-        match = _MEM.match(str(mem)) if isinstance(mem, (str, int)) and not isinstance(mem, bool) else None
-        if not match or int(match.group(1)) <= 0:
-            raise ConfigError(f"{where}.mem: expected null or a positive amount such as 4G, got {mem!r}")
-        mem = match.group(1) + (match.group(2) or "").upper()
-    return ReportResources(r["partition"], r["cpus"], mem, parse_time(r["time"], f"{where}.time"))
+    """Every key's check, in the order of KEYS (`required` first: it says which keys need a value)."""
+    c = _Merged(profile, m, origin)
+    for k, f in sorted(_FIELDS.items(), key=lambda kf: kf[0] != "required"):
+        c.out[f.name] = f.metadata["check"](c, k)
+    return Resources(profile=profile, **c.out)
 
 
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")

@@ -19,24 +19,8 @@ from typing import Iterable
 
 # States in which a job still holds, or will again hold, the run: never submit a second job then.
 ACTIVE = frozenset(
-    {
-        "PENDING",
-        "RUNNING",
-        "REQUEUED",
-        "REQUEUE_HOLD",
-        "REQUEUE_FED",
-        "CONFIGURING",
-        "COMPLETING",
-        "SUSPENDED",
-        "RESIZING",
-        "SIGNALING",
-        "STAGE_OUT",
-        "STOPPED",
-        "SPECIAL_EXIT",
-        "RESV_DEL_HOLD",
-        "POWER_UP_NODE",
-        "UPDATE_DB",
-    }
+    "PENDING RUNNING REQUEUED REQUEUE_HOLD REQUEUE_FED CONFIGURING COMPLETING SUSPENDED RESIZING SIGNALING "
+    "STAGE_OUT STOPPED SPECIAL_EXIT RESV_DEL_HOLD POWER_UP_NODE UPDATE_DB".split()
 )
 # Everything else (COMPLETED without DONE, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY,
 # BOOT_FAIL, DEADLINE, PREEMPTED, UNKNOWN) leaves the run free to be submitted again.
@@ -76,7 +60,7 @@ def states(records: dict[str, dict], job_name: str | None = None) -> dict[str, J
         if cluster == "slurm":
             out[run] = by_job.get(rec["job_id"], UNKNOWN)
         elif cluster == "local":
-            out[run] = local_state(rec["job_id"], rec.get("log_out", ""))
+            out[run] = local_state(rec["job_id"], rec.get("task_log") or rec.get("log_out", ""))  # packed: the task's log
         else:  # debug: ran inside a process that has finished
             out[run] = JobState("EXITED", "process")
     return out
@@ -87,9 +71,7 @@ def slurm_states(job_ids: Iterable[str], job_name: str | None = None) -> dict[st
     wanted = set(job_ids)
     if not wanted or not have_slurm():
         return {}
-    out = _run(["squeue", "-h", "-r", "-t", "all", "-u", _user(), "-o", "%i|%T|%j"])
-    if out is None:  # without the live queue every job would look finished: resubmitting could double-run
-        raise SchedulerError("squeue failed: cannot tell which runs are queued or running; is the SLURM controller up?")
+    out = _squeue("-t", "all")
     found = parse_states(out, wanted, job_name, "squeue")
     rest = wanted - set(found)
     if rest:
@@ -104,11 +86,18 @@ def active_jobs(job_name: str) -> dict[str, JobState]:
     what a lost ledger is rebuilt from. SchedulerError when squeue cannot be asked."""
     if not have_slurm():
         return {}
-    out = _run(["squeue", "-h", "-r", "-u", _user(), "-n", job_name, "-o", "%i|%T|%j"])
-    if out is None:
-        raise SchedulerError("squeue failed: cannot tell which runs are queued or running; is the SLURM controller up?")
+    out = _squeue("-n", job_name)
     ids = {one for line in out.splitlines() if line.count("|") >= 2 for one in _expand(line.split("|", 1)[0].strip())}
     return parse_states(out, ids, job_name, "squeue")
+
+
+def _squeue(*args: str) -> str:
+    """`squeue -o %i|%T|%j` of this user's jobs; SchedulerError when it fails: without the live
+    queue every job would look finished, and resubmitting could double-run."""
+    out = _run(["squeue", "-h", "-r", *args, "-u", _user(), "-o", "%i|%T|%j"])
+    if out is None:
+        raise SchedulerError("squeue failed: cannot tell which runs are queued or running; is the SLURM controller up?")
+    return out
 
 
 def parse_states(text: str, wanted: set[str], job_name: str | None, source: str) -> dict[str, JobState]:

@@ -1,8 +1,8 @@
-"""Submission to SLURM: one job array per `make sweep` (slurm.local runs the same job callable here).
+"""Submission to SLURM: one job array per `make sweep` (`SlurmBackend`, after slurm.backend's interface).
 
 The runs to submit go into job arrays (one `executor.batch()`, one sbatch each) of at most the
 cluster's MaxArraySize runs, each capped by array_parallelism; jobs.json is updated under the
-sweep's lock after each array, and the command returns (`--wait`: `wait_slurm` follows them).
+sweep's lock after each array, and the command returns (`--wait`: `SlurmBackend.poll` follows them).
 
 submitit's files (pickles, result pickles, logs) go to a fresh `<sweep_dir>/logs/<timestamp>/` per
 submission: job ids restart at 1 when a test cluster is reset, and submitit would otherwise serve
@@ -11,15 +11,11 @@ a stale result. `<sweep_dir>/logs/runs/<run_id>.out|.err` link to each run's lat
 
 from __future__ import annotations
 
-import functools
 import contextlib
 import io
-import os
 import shlex
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -28,41 +24,16 @@ from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import _make_sbatch_string
 
 from al_core.config import Sweep
-from al_core.errors import ConfigError
-from slurm import held, ledger, scheduler
+from slurm import held, ledger, profiles, report_job, scheduler
+from slurm.backend import Backend, SubmissionError, Submitted, link_run_logs, new_log_folder, record_task
 from slurm.plan import Decision, Plan
 from slurm.profiles import Resources
-from slurm.watch import Watch
-
-CLUSTERS = ("auto", "slurm", "local", "debug")
-
-
-class SubmissionError(RuntimeError):
-    """The scheduler refused or failed a submission (exit status 1)."""
-
-
-def resolve_cluster(name: str, dry_run: bool = False) -> str:
-    if name == "auto":
-        return "slurm" if scheduler.have_slurm() else "local"
-    if name == "slurm" and not dry_run and not scheduler.have_slurm():
-        raise ConfigError(
-            "--cluster slurm: sbatch not found on PATH; expected a SLURM login node, or --cluster local to run here"
-        )
-    return name
 
 
 def job_name(sweep: Sweep) -> str:
     return f"al-{sweep.name}"
 
 
-def new_log_folder(sweep: Sweep) -> Path:
-    """A folder no earlier submission used (timestamp + pid), absolute: jobs run elsewhere."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return (sweep.sweep_dir / "logs" / f"{stamp}-{os.getpid()}").resolve()
-
-
-# ----------------------------------------------------------------------------------------------
-# SLURM
 def slurm_python(resources: Resources) -> str:
     return resources.python or shlex.quote(sys.executable)
 
@@ -111,19 +82,18 @@ def submit_slurm(
     array leaves the earlier ones known (a re-sweep then submits only the rest). `hold`: the
     arrays are submitted held (sbatch --hold; their tasks read PENDING until released).
     """
-    todo = plan.to_submit
-    if not todo:
+    tasks = plan.tasks(resources.runs_per_task)  # K runs share one array task
+    if not tasks:
         return []
     limit = max_array_size if max_array_size is not None else scheduler.max_array_size()
     allowance = allowance if allowance is not None else scheduler.submit_allowance()
-    k = resources.runs_per_task
-    if allowance is not None and allowance * k < len(todo):  # the limit counts jobs (array tasks of k runs)
+    if allowance is not None and allowance < len(tasks):  # the limit counts jobs (array tasks of k runs)
         note(
-            f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting {allowance * k} of "
-            f"{len(todo)} runs: run `make sweep` again when some have finished to submit the rest"
+            f"the cluster lets you submit {allowance} more jobs now (per-user limit); submitting "
+            f"{sum(map(len, tasks[:allowance]))} of {len(plan.to_submit)} runs: run `make sweep` again when some "
+            "have finished to submit the rest"
         )
-        todo = todo[: allowance * k]
-    tasks = [todo[i : i + k] for i in range(0, len(todo), k)]  # K runs share one array task
+        tasks = tasks[:allowance]
     chunks = array_chunks(len(tasks), limit)
     if len(chunks) > 1:
         note(f"{len(tasks)} tasks exceed the cluster's MaxArraySize of {limit}: submitting {len(chunks)} job arrays")
@@ -151,7 +121,7 @@ def _submit_array(
     """One job array of `part` (its tasks of runs_per_task runs); records each run's new job in
     `records`; returns (decision, job id, stdout log, stderr log) per run."""
     from slurm.job import RunJob  # imports the training stack: only when submitting
-    from slurm.pack import PackJob, packed_logs
+    from slurm.pack import PackJob
 
     k = resources.runs_per_task
     ex = slurm_executor(sweep, resources, new_log_folder(sweep), hold)
@@ -166,78 +136,76 @@ def _submit_array(
         message = " ".join(str(e).split()) or type(e).__name__
         done = f" ({before} runs in earlier arrays were submitted)" if before else ""
         raise SubmissionError(f"submitting {sum(map(len, part))} runs failed: {message}{done}") from None
-    out_runs = []
-    for task, job in zip(part, jobs):
-        for d in task:
-            out, err = (job.paths.stdout, job.paths.stderr) if k == 1 else packed_logs(sweep.run_dir(d.run_id), d.run_id)
-            rec = ledger.record_submission(records, d.run_id, job.job_id, "slurm", out, err)
-            if k > 1:
-                rec["task_log"] = str(job.paths.stderr)
-                rec["shares_task_with"] = [o.run_id for o in task if o.run_id != d.run_id]
-            out_runs.append((d, job.job_id, out, err))
-    return out_runs
+    return [run for task, job in zip(part, jobs) for run in record_task(sweep, records, task, job, "slurm", k > 1)]
 
 
-def link_run_logs(sweep: Sweep, run_id: str, out: Path, err: Path) -> None:
-    """<sweep_dir>/logs/runs/<run_id>.out|.err -> the run's latest job log (for `tail -F`)."""
-    links = sweep.sweep_dir / "logs" / "runs"
-    links.mkdir(parents=True, exist_ok=True)
-    for target, suffix in ((out, ".out"), (err, ".err")):
-        link = links / f"{run_id}{suffix}"
-        # The log does not exist yet: its real path is its folder's real path and its name.
-        relative = os.path.relpath(os.path.join(_real_dir(Path(target).parent), Path(target).name), _real_dir(links))
+class SlurmBackend(Backend):
+    """Job arrays on SLURM; the command returns once they are submitted (`--wait`: polls squeue/sacct)."""
+
+    cluster = "slurm"
+    interrupted = "interrupted while waiting; the submitted jobs keep running (python -m slurm.status to follow them)"
+
+    ended_once: frozenset[str] = frozenset()  # runs whose job read as ended at the last poll
+
+    def records(self, save: bool) -> dict[str, dict]:
+        """jobs.json, or, when it is missing or damaged, the records rebuilt from what the scheduler
+        still holds (saved only under the lock, by a real submission)."""
+        return ledger.recover(self.sweep.sweep_dir, job_name(self.sweep), save=save)
+
+    def dry_run(self, plan: Plan) -> list[str]:
+        n = max(len(plan.tasks(self.resources.runs_per_task)), 1)  # array tasks of runs_per_task runs
+        chunks = array_chunks(n, scheduler.max_array_size())  # the default MaxArraySize without scontrol
+        n, lines = len(chunks[0]), []
+        if len(chunks) > 1:
+            lines.append(f"{len(plan.to_submit)} runs exceed the cluster's MaxArraySize: {len(chunks)} job arrays")
+        script = sbatch_script(self.sweep, self.resources, new_log_folder(self.sweep), n, hold=self.hold)
+        lines += [f"--- sbatch script ({'one job array of ' + str(n) + ' runs' if n > 1 else 'one job'}) ---"]
+        return [*lines, script.rstrip(), "--- end of sbatch script ---", self._report_job_note()]
+
+    def _report_job_note(self) -> str:
+        if not self.resources.report_job:
+            return "report job: none (slurm.report_job: false); run `make report` when the runs have ended"
+        r = self.resources.report
+        return (
+            f"report job: one CPU job after the arrays (--dependency=afterany), partition {r.partition or '(default)'}, "
+            f"{r.cpus} CPU, mem {r.mem or '(default)'}, time {profiles.format_minutes(r.time_min)}; "
+            f"writes {report_job.report_path(self.sweep)}"
+        )
+
+    def submit(self, plan: Plan, records: dict[str, dict]) -> Submitted:
+        return submit_slurm(self.sweep, self.resources, plan, records, hold=self.hold)
+
+    def after_submit(self, plan: Plan, submitted: Submitted, sweep_path: str, overrides: list[str]) -> None:
+        """The report job waits for every array still queued or running."""
+        new = [j.split("_")[0] for _, j in submitted]
+        earlier = [d.job_id.split("_")[0] for d in plan.active if d.job_id]
+        arrays = list(dict.fromkeys(new + earlier))
         try:
-            os.symlink(relative, link)  # a run's first link: no temp file needed
-            continue
-        except FileExistsError:
-            pass
-        except OSError:
-            continue  # a convenience only (e.g. a file system without symlinks)
-        tmp = links / f".{run_id}{suffix}.{os.getpid()}"
-        try:
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(relative)
-            os.replace(tmp, link)
-        except OSError:
-            pass
+            report_job.ensure(self.sweep, self.resources, sweep_path, overrides, arrays, bool(submitted))
+        except (scheduler.SchedulerError, OSError) as e:  # the runs are submitted: say so, do not fail them
+            print(f"warning: no report job ({e}); run `make report` when the runs have ended", file=sys.stderr, flush=True)
 
+    def announce(self, submitted: Submitted, command: str, wait: bool) -> list[str]:
+        ids = [j for _, j in submitted]
+        arrays = list(dict.fromkeys(j.split("_")[0] for j in ids))
+        if len(arrays) > 1:
+            lines = [f"submitted {len(ids)} runs as {len(arrays)} job arrays: {', '.join(arrays)}"]
+        elif ids:
+            lines = [
+                f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
+                + (f"job array {arrays[0]} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {arrays[0]}")
+            ]
+        logs = f"jobs: {ledger.jobs_path(self.sweep.sweep_dir)}; logs: {self.sweep.sweep_dir / 'logs' / 'runs'}/<run_id>.out"
+        lines = [*lines, logs] if ids else ["nothing to submit"]
+        return [*lines, f"progress: python -m slurm.status {command}"]
 
-@functools.lru_cache(maxsize=64)
-def _real_dir(path: Path) -> str:
-    """The real path of a directory (cached: every run of a submission links into the same two)."""
-    return os.path.realpath(path)
-
-
-def wait_slurm(sweep: Sweep, run_ids: list[str], poll_s: float = 5.0) -> list[str]:
-    """Wait until every run is DONE or its job has ended; returns the runs that ended without DONE."""
-    watch = Watch(sweep, run_ids)
-    name = job_name(sweep)
-    ended_once: set[str] = set()
-    while True:
-        records = ledger.read(sweep.sweep_dir)
-        mine = {r: records[r] for r in run_ids if r in records}
-        try:
-            states = scheduler.states(mine, name)
-        except scheduler.SchedulerError as e:  # a controller restart, say: ask again at the next poll
-            print(f"warning: {e}; retrying in {poll_s:.0f}s", flush=True)
-            time.sleep(poll_s)
-            continue
-        running, ended = [], []
-        for r in run_ids:
-            if (sweep.run_dir(r) / "DONE").exists():
-                continue
-            st = states.get(r, scheduler.UNKNOWN)
-            if st.state == "RUNNING":
-                running.append(r)
-            elif not st.active:
-                ended.append(r)
+    def poll(self, run_ids: list[str]) -> tuple[list[str], list[str], bool]:
+        records = ledger.read(self.sweep.sweep_dir)
+        states = scheduler.states({r: records[r] for r in run_ids if r in records}, job_name(self.sweep))
+        unfinished = [r for r in run_ids if not self.done(r)]
+        running = [r for r in unfinished if states.get(r, scheduler.UNKNOWN).state == "RUNNING"]
+        ended = [r for r in unfinished if not states.get(r, scheduler.UNKNOWN).active]
         # An ended state must be seen twice: a requeue passes through states for a moment.
-        failed = [r for r in ended if r in ended_once]
-        ended_once = set(ended)
-        unfinished = [r for r in run_ids if not (sweep.run_dir(r) / "DONE").exists()]
-        finished = all(r in failed for r in unfinished)
-        watch.update(running, failed)
-        if finished:
-            watch.close()
-            return failed
-        time.sleep(poll_s)
+        failed = [r for r in ended if r in self.ended_once]
+        self.ended_once = frozenset(ended)
+        return running, failed, all(r in failed for r in unfinished)

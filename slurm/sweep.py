@@ -30,40 +30,37 @@ import sys
 from al_core import tracking
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
-from slurm import checks, cost, held, ledger, local, profiles, report_job, scheduler, submit
-from slurm.plan import check_run_dirs, make_plan
+from slurm import backend, checks, cost, held, profiles, scheduler
+from slurm.ledger import locked
+from slurm.plan import Plan, check_run_dirs, make_plan
+from slurm.submit import job_name
 
 EXIT_FAILED = 1
 
 
-@guarded
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> Parser:
     p = Parser(prog="python -m slurm.sweep", description="Submit the runs of a sweep that are not finished and not queued.")
     p.add_argument("sweep", help="sweep file, e.g. jobs/cifar10.yaml")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3 slurm.partition=pt")
-    p.add_argument(
-        "--cluster",
-        default="auto",
-        choices=submit.CLUSTERS,
-        help="auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)",
-    )
+    clusters = "auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)"
+    p.add_argument("--cluster", default="auto", choices=backend.CLUSTERS, help=clusters)
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; submit nothing")
     p.add_argument("--wait", action="store_true", help="wait for the runs and show their progress")
-    p.add_argument(
-        "--hold",
-        action="store_true",
-        help="submit the job arrays held (sbatch --hold): nothing starts until `scontrol release JOBID`",
-    )
-    p.add_argument(
-        "--retry-failed", action="store_true", help="also resubmit runs held because their node could not serve them (exit 78)"
-    )
-    args = p.parse_intermixed_args(argv)
+    hold = "submit the job arrays held (sbatch --hold): nothing starts until `scontrol release JOBID`"
+    p.add_argument("--hold", action="store_true", help=hold)
+    retry = "also resubmit runs held because their node could not serve them (exit 78)"
+    p.add_argument("--retry-failed", action="store_true", help=retry)
+    return p
 
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_intermixed_args(argv)
     # Everything that can be refused is checked before anything is written or submitted.
     sweep = load_sweep(args.sweep, args.overrides)
     tracking.require(sweep.tracking)  # a sweep asking for W&B without wandb: one error line, nothing planned
     resources = profiles.resolve(sweep.slurm)
-    cluster = submit.resolve_cluster(args.cluster, dry_run=args.dry_run)
+    cluster = backend.resolve_cluster(args.cluster, dry_run=args.dry_run)
     check_run_dirs(sweep)
     trouble = checks.problems(sweep, resources, cluster)
     if trouble and not args.dry_run:
@@ -71,104 +68,33 @@ def main(argv: list[str] | None = None) -> int:
             f"{trouble[0]}; nothing submitted"
             + (f" ({len(trouble) - 1} more problem(s): --dry-run lists them)" if len(trouble) > 1 else "")
         )
-    name = submit.job_name(sweep)
-    held_runs = held.read(sweep.sweep_dir)
+    runner = backend.make(cluster, sweep, resources, hold=args.hold)
     header = f"sweep {sweep.name}: {len(sweep.runs())} runs in {sweep.sweep_dir} | cluster {cluster} | {resources.describe()}"
-
     if args.dry_run:
-        records = _records(sweep, name, save=False) if cluster == "slurm" else ledger.read(sweep.sweep_dir)
-        states = _states(records, name)
-        plan = make_plan(sweep, records, states, held_runs, args.retry_failed)
-        _print_plan(
-            header, plan, resources, [f"warning: {line}" for line in trouble], f"dry run: {plan.summary()}; nothing submitted"
-        )
-        if cluster == "slurm":
-            n = max(-(-len(plan.to_submit) // resources.runs_per_task), 1)  # array tasks of runs_per_task runs
-            chunks = submit.array_chunks(n, scheduler.max_array_size())  # the default MaxArraySize without scontrol
-            n = len(chunks[0])
-            if len(chunks) > 1:
-                print(f"{len(plan.to_submit)} runs exceed the cluster's MaxArraySize: {len(chunks)} job arrays")
-            folder = submit.new_log_folder(sweep)
-            print(f"--- sbatch script ({'one job array of ' + str(n) + ' runs' if n > 1 else 'one job'}) ---")
-            print(submit.sbatch_script(sweep, resources, folder, n, hold=args.hold).rstrip())
-            print("--- end of sbatch script ---")
-            print(_report_job_note(sweep, resources))
-        else:
-            parallel, threads = local.local_parallelism(resources, len(plan.to_submit))
-            print(
-                f"{cluster}: no sbatch script; at most {parallel if cluster == 'local' else 1} runs at once, "
-                f"{threads} torch threads each"
-            )
+        _, plan = _plan(runner, args, save=False)
+        _print_plan(header, plan, resources, [f"warning: {t}" for t in trouble], f"dry run: {plan.summary()}; nothing submitted")
+        print("\n".join(runner.dry_run(plan)), flush=True)
         return 0
-
-    if cluster == "slurm":
-        with ledger.locked(sweep.sweep_dir):
-            records = _records(sweep, name, save=True)
-            plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
-            _print_plan(header, plan, resources)
-            try:
-                submitted = submit.submit_slurm(sweep, resources, plan, records, hold=args.hold)
-            except submit.SubmissionError as e:
-                fail(str(e), EXIT_FAILED)
-            _report_job(sweep, resources, args, plan, submitted)
-        if submitted:
-            ids = [j for _, j in submitted]
-            arrays = list(dict.fromkeys(j.split("_")[0] for j in ids))
-            if len(arrays) > 1:
-                print(f"submitted {len(ids)} runs as {len(arrays)} job arrays: {', '.join(arrays)}")
-            else:
-                print(
-                    f"submitted {len(ids)} run{'s' if len(ids) > 1 else ''} as "
-                    + (f"job array {arrays[0]} ({ids[0]} .. {ids[-1]})" if "_" in ids[0] else f"job {arrays[0]}")
-                )
-            print(f"jobs: {ledger.jobs_path(sweep.sweep_dir)}; logs: {sweep.sweep_dir / 'logs' / 'runs'}/<run_id>.out")
-        else:
-            print("nothing to submit")
-        print(f"progress: python -m slurm.status {shlex.join([args.sweep, *args.overrides])}", flush=True)
-        if not args.wait:
-            return 0
-        watched = [d.run_id for d in plan.to_submit] + [d.run_id for d in plan.active]
-        if not watched:
-            return 0
+    with locked(sweep.sweep_dir):
+        records, plan = _plan(runner, args, save=True)
+        _print_plan(header, plan, resources)
         try:
-            failed = submit.wait_slurm(sweep, watched)
-        except KeyboardInterrupt:
-            fail("interrupted while waiting; the submitted jobs keep running (python -m slurm.status to follow them)", 130)
-        return _report(failed)
-
-    # local / debug: this process runs (or throttles) the runs, so it always waits.
-    with ledger.locked(sweep.sweep_dir):
-        records = ledger.read(sweep.sweep_dir)
-        plan = make_plan(sweep, records, _states(records, name), held_runs, args.retry_failed)
-    _print_plan(header, plan, resources)
-    if not args.wait:
-        print(f"{cluster}: runs in the foreground (as with --wait); Ctrl-C stops them after a checkpoint", flush=True)
-    failed = local.run_here(sweep, resources, plan, cluster)
-    if resources.report_job:  # as `make demo`: the report of whatever the runs wrote, finished or not
-        report_job.run_locally(sweep.path or args.sweep, args.overrides)
-    return _report(failed)
-
-
-def _report_job_note(sweep, resources) -> str:
-    if not resources.report_job:
-        return "report job: none (slurm.report_job: false); run `make report` when the runs have ended"
-    r = resources.report
-    return (
-        f"report job: one CPU job after the arrays (--dependency=afterany), partition {r.partition or '(default)'}, "
-        f"{r.cpus} CPU, mem {r.mem or '(default)'}, time {profiles.format_minutes(r.time_min)}; "
-        f"writes {report_job.report_path(sweep)}"
-    )
-
-
-def _report_job(sweep, resources, args, plan, submitted: list) -> None:
-    """After the arrays (under the lock): the report job waits for every array still queued or running."""
-    new = [j.split("_")[0] for _, j in submitted]
-    earlier = [d.job_id.split("_")[0] for d in plan.active if d.job_id]
-    arrays = list(dict.fromkeys(new + earlier))
+            submitted = runner.submit(plan, records)
+        except backend.SubmissionError as e:
+            fail(str(e), EXIT_FAILED)
+        runner.after_submit(plan, submitted, sweep.path or args.sweep, args.overrides)
+    lines = runner.announce(submitted, shlex.join([args.sweep, *args.overrides]), args.wait)
+    if lines:
+        print("\n".join(lines), flush=True)
+    watched = [d.run_id for d in plan.to_submit] + [d.run_id for d in plan.active]
+    if not runner.runs_here and not (args.wait and watched):
+        return 0
     try:
-        report_job.ensure(sweep, resources, sweep.path or args.sweep, args.overrides, arrays, bool(submitted))
-    except (scheduler.SchedulerError, OSError) as e:  # the runs are submitted: say so, do not fail them
-        print(f"warning: no report job ({e}); run `make report` when the runs have ended", file=sys.stderr, flush=True)
+        failed = runner.wait(watched)
+    except KeyboardInterrupt:
+        fail(runner.interrupted, 130)
+    runner.after_wait(sweep.path or args.sweep, args.overrides)
+    return _report(failed)
 
 
 def _print_plan(header: str, plan, resources, warnings: list[str] = (), summary: str | None = None) -> None:
@@ -181,33 +107,24 @@ def _print_plan(header: str, plan, resources, warnings: list[str] = (), summary:
     print("\n".join(lines), flush=True)
 
 
-def _records(sweep, name: str, save: bool) -> dict:
-    """jobs.json, or, when it is missing or damaged, the records rebuilt from what the scheduler
-    still holds (saved only under the lock, by a real submission)."""
+def _plan(runner: backend.Backend, args, save: bool) -> tuple[dict, Plan]:
+    """The records (jobs.json, or rebuilt from the scheduler: slurm.ledger.recover) and the plan made from them."""
+    sweep = runner.sweep
     try:
-        return ledger.recover(sweep.sweep_dir, name, save=save)
+        records = runner.records(save)
+        states = scheduler.states(records, job_name(sweep))
     except scheduler.SchedulerError as e:
         fail(f"{e}; nothing submitted", EXIT_IO)
-
-
-def _states(records: dict, name: str) -> dict:
-    try:
-        return scheduler.states(records, name)
-    except scheduler.SchedulerError as e:
-        fail(f"{e}; nothing submitted", EXIT_IO)
+    return records, make_plan(sweep, records, states, held.read(sweep.sweep_dir), args.retry_failed)
 
 
 def _report(failed: list[str]) -> int:
-    if failed:
-        print(
-            f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}; "
-            "python -m slurm.status shows the end of their error logs",
-            file=sys.stderr,
-            flush=True,
-        )
-        return EXIT_FAILED
-    print("all runs DONE", flush=True)
-    return 0
+    if not failed:
+        print("all runs DONE", flush=True)
+        return 0
+    runs = f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}"
+    print(f"{runs}; python -m slurm.status shows the end of their error logs", file=sys.stderr, flush=True)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -399,6 +399,38 @@ def test_usr2_after_the_run_finished_does_not_requeue_the_job(tmp_path, smoke_ya
 
 
 # ----------------------------------------------------------------------------------------------
+# one backend interface: the runs are grouped into tasks once, and --cluster local honours runs_per_task
+def test_local_backend_packs_runs_per_task_into_its_core_slots(smoke_yaml, monkeypatch):
+    from types import SimpleNamespace
+
+    from slurm import backend
+    from slurm.job import RunChain
+    from slurm.pack import PackJob
+
+    sweep = load_sweep(smoke_yaml, [*SMALL, "grid.trial=[0,1,2]", "slurm.runs_per_task=2"])  # 6 runs: 3 tasks of 2
+    plan = make_plan(sweep, {}, {})
+    assert [len(t) for t in plan.tasks(2)] == [2, 2, 2] and sum(plan.tasks(4), []) == plan.to_submit
+    runner = backend.make("local", sweep, profiles.resolve(sweep.slurm))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert runner.layout(3) == (2, 2)  # 2 slots x 2 runs x 1 thread each: runs x threads <= cores
+    submitted = []
+
+    def submit(fn):
+        submitted.append(fn)
+        paths = SimpleNamespace(stdout=Path(f"/x/{len(submitted)}.out"), stderr=Path(f"/x/{len(submitted)}.err"))
+        return SimpleNamespace(job_id=str(len(submitted)), paths=paths)
+
+    monkeypatch.setattr(runner, "executor", lambda folder: SimpleNamespace(submit=submit))
+    records: dict = {}
+    assert len(runner.submit(plan, records)) == 6
+    assert isinstance(submitted[0], RunChain) and all(isinstance(j, PackJob) for j in submitted[0].jobs)
+    assert isinstance(submitted[1], PackJob) and submitted[1].cpus == 2
+    assert ledger.read(sweep.sweep_dir) == records
+    first = plan.to_submit[0].run_id
+    assert records[first]["shares_task_with"] == [plan.to_submit[1].run_id] and "logs/packed" in records[first]["log_out"]
+
+
+# ----------------------------------------------------------------------------------------------
 # local execution end to end: two `make sweep CLUSTER=local` at once start every run exactly once
 def test_local_executor_two_at_once_each_run_once(smoke_yaml, tmp_path, python):
     cmd = [python, "-m", "slurm.sweep", str(smoke_yaml), *SMALL, "--cluster", "local", "--wait"]
