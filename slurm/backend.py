@@ -14,6 +14,7 @@ from pathlib import Path
 
 from al_core.config import Sweep
 from al_core.errors import ConfigError
+from al_core.results import is_done
 from slurm import ledger, scheduler
 from slurm.plan import Decision, Plan
 from slurm.profiles import Resources
@@ -82,7 +83,7 @@ class Backend:
         """Once the runs have ended (local and debug: the report)."""
 
     def done(self, run_id: str) -> bool:
-        return (self.sweep.run_dir(run_id) / "DONE").exists()
+        return is_done(self.sweep.run_dir(run_id))
 
 
 def resolve_cluster(name: str, dry_run: bool = False) -> str:

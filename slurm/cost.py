@@ -20,6 +20,7 @@ from pathlib import Path
 from al_core import data as datasets
 from al_core.config import RunSpec, Sweep
 from al_core.io import read_jsonl
+from al_core.results import is_done
 from slurm.profiles import Resources
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench" / "results"
@@ -69,7 +70,7 @@ def measured(sweep: Sweep) -> dict[tuple, dict[int, list[float]]]:
     out: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for spec in sweep.runs():
         run_dir = sweep.run_dir(spec.run_id)
-        if not (run_dir / "DONE").exists():
+        if not is_done(run_dir):
             continue
         try:
             rows = read_jsonl(run_dir / "cycles.jsonl")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from al_core.config import RunSpec, Sweep, config_diff
 from al_core.errors import ConfigError
 from al_core.rundir import RunDir
+from al_core.results import DONE, is_done
 from slurm.scheduler import JobState
 
 
@@ -53,7 +54,7 @@ class Plan:
     @property
     def active(self) -> list[Decision]:
         """Skipped because a job of theirs is queued or running (a `--wait` watches these too)."""
-        return [d for d in self.skipped if d.reason != "DONE" and not d.held]
+        return [d for d in self.skipped if d.reason != DONE and not d.held]
 
     @property
     def held(self) -> list[Decision]:
@@ -61,7 +62,7 @@ class Plan:
         return [d for d in self.skipped if d.held]
 
     def summary(self) -> str:
-        done = sum(d.reason == "DONE" for d in self.skipped)
+        done = sum(d.reason == DONE for d in self.skipped)
         held = len(self.held)
         text = (
             f"{len(self.to_submit)} to submit, {len(self.skipped)} skipped "
@@ -139,8 +140,8 @@ def make_plan(
         job_id = rec["job_id"] if rec else None
         state = states.get(spec.run_id)
         hold = held.get(spec.run_id)
-        if (run_dir / "DONE").exists():
-            decisions.append(Decision(spec, False, "DONE", job_id, state.state if state else None))
+        if is_done(run_dir):
+            decisions.append(Decision(spec, False, DONE, job_id, state.state if state else None))
         elif hold is not None and not (state is not None and state.active):
             reason = (
                 f"held (job {hold.get('job_id', '-')}, exit 78): retried"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
 from al_core.config import load_sweep
+from al_core.results import DONE
 from slurm import held, ledger, profiles, report_job, scheduler
 from slurm.plan import progress
 from slurm.submit import job_name
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         prog = progress(sweep, spec)
         rec = records.get(spec.run_id)
         if prog.done:
-            state = "DONE"
+            state = DONE
         elif rec is None:
             state = "-" if not prog.cycles else "STARTED"  # e.g. by python -m al_core.run
         else:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if rec and rec.get("shares_task_with"):
             job = f"{job}+{len(rec['shares_task_with'])}"  # this task also runs that many other runs
         print(f"{spec.run_id:<{width}}  {state:<13} {prog.cycles:>3}/{prog.total:<3}  {acc:>7}  {job:<14} {prog.restarts:>8}")
-    states_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != "DONE", kv[0])))
+    states_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != DONE, kv[0])))
     print(f"total: {len(specs)} runs: {states_text}; cycles {cycles}/{total}")
     _print_report_job(sweep)
     for run_id, state, rec in failures:
