@@ -96,14 +96,6 @@ def resolve_cluster(name: str, dry_run: bool = False) -> str:
     return name
 
 
-def make(cluster: str, sweep: Sweep, resources: Resources, hold: bool = False) -> Backend:
-    """The backend of a resolved cluster name (slurm | local | debug)."""
-    from slurm.local import DebugBackend, LocalBackend
-    from slurm.submit import SlurmBackend
-
-    return {"slurm": SlurmBackend, "local": LocalBackend, "debug": DebugBackend}[cluster](sweep, resources, hold)
-
-
 def new_log_folder(sweep: Sweep) -> Path:
     """A folder no earlier submission used (timestamp + pid), absolute: jobs run elsewhere."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")

@@ -33,7 +33,10 @@ from al_core.config import load_sweep
 from slurm import backend, checks, cost, held, profiles, scheduler
 from slurm.ledger import locked
 from slurm.plan import Plan, check_run_dirs, make_plan
-from slurm.submit import job_name
+from slurm.local import DebugBackend, LocalBackend
+from slurm.submit import SlurmBackend, job_name
+
+BACKENDS = {"slurm": SlurmBackend, "local": LocalBackend, "debug": DebugBackend}  # by resolved cluster name
 
 EXIT_FAILED = 1
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{trouble[0]}; nothing submitted"
             + (f" ({len(trouble) - 1} more problem(s): --dry-run lists them)" if len(trouble) > 1 else "")
         )
-    runner = backend.make(cluster, sweep, resources, hold=args.hold)
+    runner = BACKENDS[cluster](sweep, resources, args.hold)
     header = f"sweep {sweep.name}: {len(sweep.runs())} runs in {sweep.sweep_dir} | cluster {cluster} | {resources.describe()}"
     if args.dry_run:
         _, plan = _plan(runner, args, save=False)

@@ -403,14 +403,14 @@ def test_usr2_after_the_run_finished_does_not_requeue_the_job(tmp_path, smoke_ya
 def test_local_backend_packs_runs_per_task_into_its_core_slots(smoke_yaml, monkeypatch):
     from types import SimpleNamespace
 
-    from slurm import backend
     from slurm.job import RunChain
+    from slurm.sweep import BACKENDS
     from slurm.pack import PackJob
 
     sweep = load_sweep(smoke_yaml, [*SMALL, "grid.trial=[0,1,2]", "slurm.runs_per_task=2"])  # 6 runs: 3 tasks of 2
     plan = make_plan(sweep, {}, {})
     assert [len(t) for t in plan.tasks(2)] == [2, 2, 2] and sum(plan.tasks(4), []) == plan.to_submit
-    runner = backend.make("local", sweep, profiles.resolve(sweep.slurm))
+    runner = BACKENDS["local"](sweep, profiles.resolve(sweep.slurm), False)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert runner.layout(3) == (2, 2)  # 2 slots x 2 runs x 1 thread each: runs x threads <= cores
     submitted = []
