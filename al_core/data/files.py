@@ -468,34 +468,9 @@ def _fixed(loader):
 
 
 # npz / imagefolder: pad -1 means size // 8 of the images as loaded; n_classes 0 means from the labels.
-register(
-    DatasetSpec(
-        "fashion_mnist",
-        10,
-        1,
-        28,
-        60000,
-        10000,
-        pad=2,
-        flip=True,
-        load=_fixed(lambda c: load_idx("fashion_mnist", c)),
-        load_cfg=lambda c: load_idx("fashion_mnist", c),
-    )
-)
-register(
-    DatasetSpec(
-        "mnist",
-        10,
-        1,
-        28,
-        60000,
-        10000,
-        pad=2,
-        flip=False,
-        load=_fixed(lambda c: load_idx("mnist", c)),
-        load_cfg=lambda c: load_idx("mnist", c),
-    )
-)
+for _name, _flip in (("fashion_mnist", True), ("mnist", False)):  # a mirrored digit is no digit
+    _load = lambda c, _name=_name: load_idx(_name, c)  # noqa: E731
+    register(DatasetSpec(_name, 10, 1, 28, 60000, 10000, pad=2, flip=_flip, load=_fixed(_load), load_cfg=_load))
 register(DatasetSpec("svhn", 10, 3, 32, 73257, 26032, pad=2, flip=False, load=_fixed(load_svhn), load_cfg=load_svhn))
 register(
     DatasetSpec("npz", 0, 0, 0, 0, 0, pad=-1, flip=False, load=_fixed(load_npz), load_cfg=load_npz, pool_size_of=npz_pool_size)
