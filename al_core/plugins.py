@@ -112,6 +112,28 @@ def load_plugins(cfg) -> None:
             )
 
 
+def _module_name(entry: str, file: Path) -> str:
+    """The module name a plugin is imported under: its own (a dotted entry), else one made from its path."""
+    if _is_path(entry):
+        return f"al_plugin_{file.stem}_{hashlib.sha256(str(file).encode()).hexdigest()[:8]}"
+    if entry in sys.modules:  # imported before, and not as a plugin: a library or one of the project's modules
+        raise ConfigError(
+            f"plugin {entry!r}: already imported by this process (a library or a module of the "
+            "project); expected a module of your own that registers new names"
+        )
+    return entry
+
+
+def _line_in(e: BaseException, file: Path) -> str:
+    """ " (line N)": the last line of `file` in the traceback of `e`, or ""."""
+    where, tb = "", e.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == file:
+            where = f" (line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return where
+
+
 def import_plugin(entry: str, file: Path) -> str:
     """Import one plugin from `file` (once per process); returns its source hash. Raises ConfigError."""
     file = file.resolve()
@@ -120,22 +142,14 @@ def import_plugin(entry: str, file: Path) -> str:
     if key in _LOADED:
         return _LOADED[key][1] if _LOADED[key][1] == digest else digest
     package = file.name == "__init__.py"
-    if _is_path(entry):
-        name = f"al_plugin_{file.stem}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-    else:
-        name = entry
-        if name in sys.modules:  # imported before, and not as a plugin: a library or one of the project's modules
-            raise ConfigError(
-                f"plugin {entry!r}: already imported by this process (a library or a module of the "
-                "project); expected a module of your own that registers new names"
-            )
+    name = _module_name(entry, file)
     before = _snapshot()
 
     def rollback() -> None:  # a plugin that fails half-way leaves nothing registered
         sys.modules.pop(name, None)
         for kind, reg in _registries().items():
             for added in set(reg.names()) - before[kind]:
-                reg._items.pop(added, None)
+                reg.forget(added)
 
     try:
         spec = importlib.util.spec_from_file_location(
@@ -158,13 +172,7 @@ def import_plugin(entry: str, file: Path) -> str:
         rollback()
         if isinstance(e, KeyboardInterrupt):
             raise
-        where = ""
-        tb = e.__traceback__
-        while tb is not None:
-            if Path(tb.tb_frame.f_code.co_filename).resolve() == file:
-                where = f" (line {tb.tb_lineno})"
-            tb = tb.tb_next
-        raise ConfigError(f"plugin {entry!r}: import failed{where}: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"plugin {entry!r}: import failed{_line_in(e, file)}: {type(e).__name__}: {e}") from None
     after = _snapshot()
     added = {kind: sorted(after[kind] - before[kind]) for kind in after}
     if not any(added.values()):

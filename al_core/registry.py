@@ -62,6 +62,10 @@ class Registry(Generic[T]):
             home, self.home = self.home, None
             importlib.import_module(home)
 
+    def forget(self, name: str) -> None:
+        """Remove a registered name (a plugin that failed half-way)."""
+        self._items.pop(name, None)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             self._load_home()

@@ -70,7 +70,24 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
         raise ConfigError(
             f"tune.folds: expected an integer k >= 2 (k-fold) or a fraction in (0, 1) (one held-out split), got {folds!r}"
         )
-    grid = raw.get("grid")
+    grid = _check_grid(raw.get("grid"))
+    if optimizer not in grid:
+        raise ConfigError(
+            f"tune.grid.{optimizer}: missing; expected a grid for every optimizer of grid.optimizer "
+            f"(write tune.grid.{optimizer}: {{}} to leave it untuned)"
+        )
+    mine = grid[optimizer] or {}
+    if not mine:
+        return None
+    coerced = {
+        hp: [registry.optimizer_params(optimizer, {hp: v}, f"tune.grid.{optimizer}")[hp] for v in values]
+        for hp, values in mine.items()
+    }
+    return {"cycles": sorted(set(cycles)), "folds": folds, "grid": coerced}
+
+
+def _check_grid(grid: Any) -> dict:
+    """`tune.grid`: per optimizer, a mapping of hyper-parameter -> distinct values it accepts."""
     if not isinstance(grid, dict) or not grid:
         raise ConfigError("tune.grid: expected a mapping of optimizer -> {hyper-parameter: [values]}")
     for name, params in grid.items():
@@ -87,19 +104,7 @@ def for_run(raw: Any, optimizer: str, n_cycles: int) -> dict | None:
                 raise ConfigError(f"{key}: expected distinct values, got {values!r}")
             for v in values:
                 registry.optimizer_params(name, {hp: v}, f"tune.grid.{name}")
-    if optimizer not in grid:
-        raise ConfigError(
-            f"tune.grid.{optimizer}: missing; expected a grid for every optimizer of grid.optimizer "
-            f"(write tune.grid.{optimizer}: {{}} to leave it untuned)"
-        )
-    mine = grid[optimizer] or {}
-    if not mine:
-        return None
-    coerced = {
-        hp: [registry.optimizer_params(optimizer, {hp: v}, f"tune.grid.{optimizer}")[hp] for v in values]
-        for hp, values in mine.items()
-    }
-    return {"cycles": sorted(set(cycles)), "folds": folds, "grid": coerced}
+    return grid
 
 
 def grid_points(grid: dict) -> list[dict]:
