@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import logging
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -232,3 +233,23 @@ def latest_good(run_dir: Path, fingerprint: str) -> tuple[Position, dict] | None
                 "warning: checkpoint %s is unusable: %s; moved to %s, falling back to an older one", path.name, e, bad.name
             )
     return None
+
+
+class Saver:
+    """A run's checkpoints, as `Trainer.train` asks for them (`saver(cur, must)` after every epoch):
+    written when it must (last epoch, stop request) or when train.checkpoint_every epochs and
+    train.checkpoint_min_s seconds have passed. `meter` adds this process's memory and energy."""
+
+    def __init__(self, run_dir: Path, run_id: str, fingerprint: str, train_cfg, meter) -> None:
+        self.run_dir, self.run_id, self.fingerprint, self.train, self.meter = Path(run_dir), run_id, fingerprint, train_cfg, meter
+        self.last = time.monotonic()
+
+    def __call__(self, cur, must: bool) -> None:
+        t = self.train
+        periodic = (
+            t.checkpoint_every and cur.epoch % t.checkpoint_every == 0 and time.monotonic() - self.last >= t.checkpoint_min_s
+        )
+        if must or periodic:
+            timing = {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self.meter.cycle_costs(cur.timing)))}
+            save(self.run_dir, Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, pack(self.run_id, cur, timing))
+            self.last = time.monotonic()

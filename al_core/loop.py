@@ -19,7 +19,7 @@ import torch
 from al_core import checkpoint, epochs_log, query, results, tracking, tuning
 from al_core.config import RunConfig, RunSpec
 from al_core.data.device import DeviceData, load as load_data
-from al_core.errors import ConfigError, DataError
+from al_core.errors import DataError
 from al_core.io import atomic_write_bytes, atomic_write_jsonl
 from al_core.rundir import RunDir, RunDirLock
 from al_core.plugins import load_plugins
@@ -46,18 +46,10 @@ class Run:
         self.trainer = Trainer(self.cfg, self.stop, with_lossnet)  # the node checked, the device chosen
         self.device = self.trainer.device
         self.rows: list[dict] = []
-        self.last_checkpoint = time.monotonic()
         self.meter = CycleMeter(self.device)  # peak memory and energy of the cycle in progress
+        self.saver = checkpoint.Saver(self.run_dir, spec.run_id, self.fingerprint, self.cfg.train, self.meter)
 
     # ------------------------------------------------------------------------------------------
-    @property
-    def data(self) -> DeviceData | None:
-        return self.trainer.data
-
-    @data.setter
-    def data(self, value: DeviceData) -> None:
-        self.trainer.data = value
-
     @property
     def rows_path(self) -> Path:
         return self.dir.rows_path
@@ -78,41 +70,33 @@ class Run:
         al = self.cfg.al
         if restart or not self.dir.done:
             # Before the run directory is touched: a node without the dataset, or bad data, leaves nothing behind.
-            self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
-            budget = al.initial_size + (al.cycles - 1) * al.query_size
-            if budget > self.data.n_pool:
-                raise DataError(
-                    f"dataset {self.cfg.dataset.name} at {self.cfg.dataset.root}: pool of {self.data.n_pool} "
-                    f"is smaller than the labelling budget {budget}"
-                )
+            self.trainer.data = load_checked(self.cfg, self.device)
         if not restart and self.dir.done:
-            self._check_config()  # a finished run started again: compare, write nothing, take no lock
+            self.dir.check_config(self.cfg.to_dict())  # a finished run started again: compare, write nothing, take no lock
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / results.DONE}); nothing to do")
             return "already done"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunDirLock(self.run_dir).acquire()  # one writer per run directory, until this run ends
-        self._claim(restart)
+        if restart:  # start the directory afresh; the cycles are logged to a tracker again
+            self.dir.clear(epochs_log.TENSORBOARD_DIR, epochs_log.FILE, tracking.STATE_FILE)
+        else:  # refuse to mix two configs in one directory
+            self.dir.remove_stale_temps()
+            self.dir.check_config(self.cfg.to_dict())
         if self.dir.done:  # finished by another process while this one waited for nothing
             self.log(f"{self.spec.run_id}: already done ({self.run_dir / results.DONE}); nothing to do")
             return "already done"
         self.rows = self.dir.read_rows(self.spec.run_id, self.cfg.al.cycles)
-        if self.data is None:  # DONE was there before the lock and is gone now (another process restarted the run)
-            self.data = load_data(self.cfg.dataset.name, self.cfg.dataset.root, self.device, self.cfg.dataset)
+        if self.trainer.data is None:  # DONE was there before the lock and is gone now (another process restarted the run)
+            self.trainer.data = load_checked(self.cfg, self.device)
         self.dir.write_run_json(
             self.spec.run_id,
             self.fingerprint,
             self.cfg.to_dict(),
             self.spec.axes,
-            {
-                "device": device_name(self.device),
-                "precision": self.trainer.precision,
-                "torch_threads": torch.get_num_threads(),
-                "eval_batch_size": self.trainer.eval_batch_size,
-                "deterministic": self.cfg.train.deterministic,
-            },
+            provenance(self.trainer),
         )
         self.log(
-            f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.data.n_pool}, {al.cycles} cycles, "
+            f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.trainer.data.n_pool}, {al.cycles} cycles, "
             f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.trainer.precision}), "
             f"{len(self.rows)} cycles already done"
         )
@@ -144,7 +128,7 @@ class Run:
                 cur = self._restore(*restored)
             else:
                 cur = self._begin_cycle(c, prev)
-            self.trainer.train(cur, self._save)
+            self.trainer.train(cur, self.saver)
             if c > len(self.rows):
                 self._finish_cycle(cur)
             prev = cur
@@ -169,56 +153,14 @@ class Run:
             labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
         select_time = time.perf_counter() - t0
         model, lossnet = self.trainer.fresh_model(c) if (self.cfg.train.reset or prev is None) else (prev.model, prev.lossnet)
-        tuned, record, tune_s = self._tuned(c, prev, labelled, model, lossnet)
+        tuned, record, tune_s = tuning.for_cycle(self, c, prev, labelled, model, lossnet)
         opt, sched = self.trainer.build_optimizer(model, lossnet, len(labelled), tuned)
         cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched, tuned=tuned, tune_record=record)
         cur.timing["select_time_s"] = select_time
         cur.timing["tune_time_s"] = tune_s
         return cur
 
-    def _tuned(self, c: int, prev: Cycle | None, labelled: np.ndarray, model, lossnet):
-        """This cycle's tuned hyper-parameters: from its row on replay, selected now at a listed
-        cycle, else the last chosen ones (None before the first selection or without tuning)."""
-        if self.cfg.tune is None:
-            return None, None, 0.0
-        if c <= len(self.rows):
-            return self.rows[c - 1].get("tuned"), self.rows[c - 1].get("tune"), 0.0
-        if c in self.cfg.tune["cycles"]:
-            return tuning.select(self, c, labelled, model, lossnet)
-        if prev is not None:
-            return prev.tuned, None, 0.0
-        earlier = [r.get("tuned") for r in self.rows[: c - 1] if r.get("tuned") is not None]
-        return (earlier[-1] if earlier else None), None, 0.0
-
     # ------------------------------------------------------------------------------------------
-    def _cycle_costs(self, cur: Cycle) -> tuple[int | None, float | None]:
-        """Peak memory and energy of the cycle so far: earlier processes' share (from the
-        checkpoint) plus this process's since the cycle began here."""
-        peak, energy = self.meter.peak_mem_bytes(), self.meter.energy_j()
-        before_peak, before_energy = cur.timing.get("peak_mem_bytes"), cur.timing.get("energy_j")
-        if peak is not None or before_peak is not None:
-            peak = max(peak or 0, before_peak or 0)
-        if energy is not None or before_energy is not None:
-            energy = (energy or 0.0) + (before_energy or 0.0)
-        return peak, energy
-
-    def _save(self, cur: Cycle, must: bool) -> None:
-        """Checkpoint after an epoch when it must (last epoch, stop request) or train.checkpoint_every says so."""
-        t = self.cfg.train
-        periodic = (
-            t.checkpoint_every
-            and cur.epoch % t.checkpoint_every == 0
-            and time.monotonic() - self.last_checkpoint >= t.checkpoint_min_s
-        )
-        if must or periodic:
-            self._checkpoint(cur)
-
-    def _checkpoint(self, cur: Cycle) -> None:
-        timing = {**cur.timing, **dict(zip(("peak_mem_bytes", "energy_j"), self._cycle_costs(cur)))}
-        state = checkpoint.pack(self.spec.run_id, cur, timing)
-        checkpoint.save(self.run_dir, checkpoint.Position(cur.cycle, cur.epoch, cur.step), self.fingerprint, state)
-        self.last_checkpoint = time.monotonic()
-
     def _restore(self, pos: checkpoint.Position, state: dict) -> Cycle:
         self.meter.start()
         cur = self.trainer.restore(pos.cycle, pos.epoch, pos.step, checkpoint.unpack(state))
@@ -229,46 +171,15 @@ class Run:
     def _finish_cycle(self, cur: Cycle) -> None:
         """Evaluate on the whole test set, append the row, replace cycles.jsonl atomically."""
         metrics = self.trainer.evaluate(cur)  # test accuracy, macro F1, per class, eval_time_s
-        row = cycle_row(self.spec, cur, self.trainer, metrics, *self._cycle_costs(cur))
+        row = cycle_row(self.spec, cur, self.trainer, metrics, *self.meter.cycle_costs(cur.timing))
         epochs_log.write(
             self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row
         )  # before the row: see epochs_log
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")
         self.tracker.log_cycle(row, cur.epochs)  # after the row: a tracking failure cannot change it
-        self._progress(row)
-
-    def _progress(self, row: dict) -> None:
-        al = self.cfg.al
-        done_now = len(self.rows) - self.cycles_at_start
-        elapsed = time.perf_counter() - self.t_start
-        left = al.cycles - len(self.rows)
-        eta = f"{elapsed / done_now * left:.0f}s" if done_now and left else "0s"
-        self.log(
-            f"{row['run_id']} cycle {row['cycle']}/{al.cycles} | labelled {row['n_labeled']} | "
-            f"acc {100 * row['test_accuracy']:.2f}% | F1 {row['test_macro_f1']:.4f} | "
-            f"{row['train_img_per_s']:.0f} img/s | train {row['train_time_s']:.1f}s select {row['select_time_s']:.2f}s "
-            f"eval {row['eval_time_s']:.2f}s | ETA {eta}"
-        )
-
-    # ------------------------------------------------------------------------------------------
-    def _claim(self, restart: bool) -> None:
-        """Refuse to mix two configs in one directory; with restart, start the directory afresh."""
-        if restart:
-            self.dir.clear(epochs_log.TENSORBOARD_DIR, epochs_log.FILE)
-            (self.run_dir / tracking.STATE_FILE).unlink(missing_ok=True)  # the cycles are logged again
-            return
-        self.dir.remove_stale_temps()
-        self._check_config()
-
-    def _check_config(self) -> None:
-        """Raise ConfigError when run.json records another config (reads only)."""
-        diff = self.dir.config_diff(self.cfg.to_dict(), "pass --restart to start over")
-        if diff:
-            raise ConfigError(
-                f"{self.run_dir} holds a run with a different config (differs in {', '.join(diff)}); "
-                "expected the same config, or pass --restart to discard it"
-            )
+        done_now, left = len(self.rows) - self.cycles_at_start, self.cfg.al.cycles - len(self.rows)
+        self.log(progress_line(row, self.cfg.al.cycles, time.perf_counter() - self.t_start, done_now, left))
 
 
 def run(spec: RunSpec, run_dir: Path, restart: bool = False, stop: StopFlag | None = None, log=None) -> str:
@@ -318,3 +229,35 @@ def cycle_row(spec: RunSpec, cur: Cycle, trainer: Trainer, metrics: dict, peak_m
         **metrics,
         **optional,
     )
+
+
+def load_checked(cfg: RunConfig, device) -> DeviceData:
+    """The run's dataset on `device`; DataError when its pool is smaller than the labelling budget."""
+    ds, al = cfg.dataset, cfg.al
+    data = load_data(ds.name, ds.root, device, ds)
+    budget = al.initial_size + (al.cycles - 1) * al.query_size
+    if budget > data.n_pool:
+        raise DataError(f"dataset {ds.name} at {ds.root}: pool of {data.n_pool} is smaller than the labelling budget {budget}")
+    return data
+
+
+def progress_line(row: dict, cycles: int, elapsed: float, done_now: int, left: int) -> str:
+    """A finished cycle's log line, with the run's ETA from this process's pace."""
+    eta = f"{elapsed / done_now * left:.0f}s" if done_now and left else "0s"
+    return (
+        f"{row['run_id']} cycle {row['cycle']}/{cycles} | labelled {row['n_labeled']} | "
+        f"acc {100 * row['test_accuracy']:.2f}% | F1 {row['test_macro_f1']:.4f} | "
+        f"{row['train_img_per_s']:.0f} img/s | train {row['train_time_s']:.1f}s select {row['select_time_s']:.2f}s "
+        f"eval {row['eval_time_s']:.2f}s | ETA {eta}"
+    )
+
+
+def provenance(trainer: Trainer) -> dict:
+    """What run.json records of how this process trains (device, precision, threads, scoring batch)."""
+    return {
+        "device": device_name(trainer.device),
+        "precision": trainer.precision,
+        "torch_threads": torch.get_num_threads(),
+        "eval_batch_size": trainer.eval_batch_size,
+        "deterministic": trainer.cfg.train.deterministic,
+    }

@@ -17,10 +17,15 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import socket
+from datetime import datetime, timezone
 from pathlib import Path
 
 from al_core import results
+from al_core.config import config_diff
+from al_core.errors import ConfigError
+from al_core.io import atomic_write_json, read_jsonl
 
 LOCK_NAME = results.LOCK
 
@@ -64,8 +69,6 @@ class RunDirLock:
                 f"{self.path.parent} is in use by {who} (since {h.get('since', '?')}); "
                 "this process writes nothing: run it again once that one has ended"
             ) from None
-        from datetime import datetime, timezone
-
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -96,8 +99,6 @@ class RunDirLock:
         """Move a lock whose holder is known to be gone (a job on a node that died, whose lock the
         shared file system still keeps) out of the way, atomically: the next `acquire()` locks a
         fresh file. The caller decides that the holder is gone; the old file stays for a person."""
-        from datetime import datetime
-
         aside = self.path.with_name(f"{LOCK_NAME}.stale-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
         os.replace(self.path, aside)
         return aside
@@ -139,7 +140,6 @@ class RunDir:
 
     def stored_config(self, fix: str) -> dict | None:
         """The config run.json records (None: no run.json); ConfigError naming `fix` if it is unreadable."""
-        from al_core.errors import ConfigError
 
         if not self.run_json.exists():
             return None
@@ -148,18 +148,22 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError):
             raise ConfigError(f"{self.run_json}: unreadable run.json; expected this run's record ({fix})") from None
 
+    def check_config(self, config: dict) -> None:
+        """Raise ConfigError when run.json records another config than `config` (reads only)."""
+        diff = self.config_diff(config, "pass --restart to start over")
+        if diff:
+            raise ConfigError(
+                f"{self.path} holds a run with a different config (differs in {', '.join(diff)}); "
+                "expected the same config, or pass --restart to discard it"
+            )
+
     def config_diff(self, config: dict, fix: str) -> list[str]:
         """Dotted keys in which run.json's config differs from `config` (empty: same, or no run.json)."""
-        from al_core.config import config_diff
-
         stored = self.stored_config(fix)
         return [] if stored is None else config_diff(stored, config)
 
     def read_rows(self, run_id: str, cycles: int) -> list[dict]:
         """The finished cycles' rows, checked to be cycles 1..n of `run_id` (ConfigError otherwise)."""
-        from al_core.errors import ConfigError
-        from al_core.io import read_jsonl
-
         try:
             rows = read_jsonl(self.rows_path)
         except ValueError as e:
@@ -169,13 +173,12 @@ class RunDir:
                 raise ConfigError(f"{self.rows_path}: row {i} is not cycle {i} of {run_id}; pass --restart to start over")
         return rows[:cycles]
 
-    def clear(self, tensorboard_dir: str, epochs_file: str) -> None:
-        """--restart: remove every file of the earlier run (rows, record, checkpoints, side files, curves)."""
-        import shutil
-
+    def clear(self, tensorboard_dir: str, *files: str) -> None:
+        """--restart: remove every file of the earlier run (rows, record, checkpoints, side files,
+        curves, and `files`, e.g. the epoch log and the tracker's state)."""
         shutil.rmtree(self.path / tensorboard_dir, ignore_errors=True)
         for p in self.path.iterdir():
-            if p.is_file() and (p.name in (*self.RESTART_FILES, epochs_file) or p.name.startswith(("ckpt-", ".ckpt-", "tune-"))):
+            if p.is_file() and (p.name in (*self.RESTART_FILES, *files) or p.name.startswith(("ckpt-", ".ckpt-", "tune-"))):
                 p.unlink()
 
     def remove_stale_temps(self) -> None:
@@ -185,10 +188,6 @@ class RunDir:
 
     def write_run_json(self, run_id: str, fingerprint: str, config: dict, axes: dict, provenance: dict) -> None:
         """run.json, atomically: the config and this start appended to the earlier starts and job ids."""
-        from datetime import datetime, timezone
-
-        from al_core.io import atomic_write_json
-
         old = {}
         if self.run_json.exists():
             try:

@@ -34,6 +34,17 @@ class CycleMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
         self._energy0 = self._energy_mj()
 
+    def cycle_costs(self, before: dict) -> tuple[int | None, float | None]:
+        """Peak memory and energy of the cycle so far: earlier processes' share (`before`, a
+        checkpoint's timing) plus this process's since `start()`."""
+        peak, energy = self.peak_mem_bytes(), self.energy_j()
+        before_peak, before_energy = before.get("peak_mem_bytes"), before.get("energy_j")
+        if peak is not None or before_peak is not None:
+            peak = max(peak or 0, before_peak or 0)
+        if energy is not None or before_energy is not None:
+            energy = (energy or 0.0) + (before_energy or 0.0)
+        return peak, energy
+
     def peak_mem_bytes(self) -> int | None:
         if self.device.type != "cuda":
             return None

@@ -17,6 +17,21 @@ from al_core.train import score_pool
 from al_core.trainer import Cycle
 
 
+def for_cycle(run, c: int, prev: Cycle | None, labelled: np.ndarray, model, lossnet):
+    """Cycle `c`'s tuned hyper-parameters, record and seconds: from its row on replay, selected now
+    at a listed cycle, else the last chosen ones (None before the first selection or without tuning)."""
+    if run.cfg.tune is None:
+        return None, None, 0.0
+    if c <= len(run.rows):
+        return run.rows[c - 1].get("tuned"), run.rows[c - 1].get("tune"), 0.0
+    if c in run.cfg.tune["cycles"]:
+        return select(run, c, labelled, model, lossnet)
+    if prev is not None:
+        return prev.tuned, None, 0.0
+    earlier = [r.get("tuned") for r in run.rows[: c - 1] if r.get("tuned") is not None]
+    return (earlier[-1] if earlier else None), None, 0.0
+
+
 def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict, dict, float]:
     """Score the run's grid at `cycle` on the labelled set; returns (chosen values, record, seconds).
 
@@ -25,7 +40,7 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
     """
     cfg, spec = run.cfg, run.cfg.tune
     points = tune.grid_points(spec["grid"])
-    y = run.data.pool_y[torch.as_tensor(labelled, dtype=torch.long, device=run.data.pool_y.device)].cpu().numpy()
+    y = run.trainer.data.pool_y[torch.as_tensor(labelled, dtype=torch.long, device=run.trainer.data.pool_y.device)].cpu().numpy()
     folds = tune.splits(y, spec["folds"], cfg.trial, cycle)
     start = {
         "model": copy.deepcopy(model.state_dict()),
@@ -95,6 +110,6 @@ def fit_and_score(run, cycle: int, hp: dict, train_idx: np.ndarray, val_idx: np.
     trainer.train(fit, lambda cur, must: None, tag=f"tune-dropout-{where}-", where=f"tuning {where}, ")
 
     check = lambda: trainer.check_stop(f"cycle {cycle} tuning, {where}")  # noqa: E731
-    probs = score_pool(model, lossnet, run.data, val_idx, trainer.eval_batch_size, trainer.amp, check).probs
-    y = run.data.pool_y[torch.as_tensor(val_idx, dtype=torch.long, device=run.data.pool_y.device)].cpu()
+    probs = score_pool(model, lossnet, run.trainer.data, val_idx, trainer.eval_batch_size, trainer.amp, check).probs
+    y = run.trainer.data.pool_y[torch.as_tensor(val_idx, dtype=torch.long, device=run.trainer.data.pool_y.device)].cpu()
     return float((probs.argmax(1) == y).double().mean())

@@ -39,7 +39,7 @@ def test_run_places_data_and_model_on_the_gpu_and_rows_name_it(tmp_path):
     r = Run(gpu_spec("resnet18-sgd-learning_loss-t0"), tmp_path / "run", log=quiet)
     assert r.execute() == "done"
     assert r.device.type == "cuda" and r.trainer.precision == "bf16"
-    d = r.data
+    d = r.trainer.data
     for t in (d.pool_x, d.pool_y, d.test_x, d.test_y, d.scale, d.shift, d.padded):
         assert t.is_cuda
     model, lossnet = r.trainer.fresh_model(1)

@@ -70,11 +70,11 @@ def test_f1_and_accuracy_equal_sklearn_on_the_final_model(sweep):
     from al_core.data import load
     from al_core.train import predict
 
-    r.data = load("synthetic", "", torch.device("cpu"))
+    r.trainer.data = load("synthetic", "", torch.device("cpu"))
     model, _ = r.trainer.fresh_model(3)
     model.load_state_dict(state["model"])
-    pred = predict(model, None, r.data, r.data.test_x, 256, r.trainer.amp).probs.argmax(1).numpy()
-    y = r.data.test_y.numpy()
+    pred = predict(model, None, r.trainer.data, r.trainer.data.test_x, 256, r.trainer.amp).probs.argmax(1).numpy()
+    y = r.trainer.data.test_y.numpy()
     assert last["test_macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
     assert last["test_accuracy"] == pytest.approx((pred == y).mean(), abs=1e-12)
     per_class = [np.mean(pred[y == k] == k) for k in range(10)]
@@ -98,13 +98,13 @@ def test_trials_share_initial_set_and_weights_across_optimizers_and_strategies(s
         r = Run(spec, tmp_path / run_id, log=quiet)
         from al_core.data import load
 
-        r.data = load("synthetic", "", torch.device("cpu"))
+        r.trainer.data = load("synthetic", "", torch.device("cpu"))
         firsts.append((query.initial_set(r.cfg, r.strategy, r.trainer), r.trainer.fresh_model(1)[0].state_dict()))
     for queried, weights in firsts[1:]:
         assert queried == firsts[0][0]
         assert all(torch.equal(weights[k], firsts[0][1][k]) for k in weights)
     other_trial = Run(sweep.run("resnet18-sgd-random-t1"), tmp_path / "x", log=quiet)
-    other_trial.data = load("synthetic", "", torch.device("cpu"))
+    other_trial.trainer.data = load("synthetic", "", torch.device("cpu"))
     assert query.initial_set(other_trial.cfg, other_trial.strategy, other_trial.trainer) != firsts[0][0]
 
 
