@@ -197,7 +197,7 @@ def test_deterministic_mode_and_the_cpu_scoring_batch_leave_rows_unchanged(smoke
         spec = sw.run("resnet18-sgd-learning_loss-t0")
         try:
             r = Run(spec, sw.run_dir(spec.run_id), log=quiet)
-            assert r.eval_batch_size == (EVAL_BATCH_AUTO["cpu"] if name == "det" else 1024)
+            assert r.trainer.eval_batch_size == (EVAL_BATCH_AUTO["cpu"] if name == "det" else 1024)
             assert torch.are_deterministic_algorithms_enabled() is (name == "det")
             assert r.execute() == "done"
         finally:

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from al_core import loop as loop_mod
+from al_core import optim as optim_mod
+from al_core import train as train_mod
 from al_core import recipes, tune, tuning
 from al_core.config import load_sweep
 from al_core.io import read_jsonl
@@ -162,7 +164,7 @@ def test_selection_takes_the_best_mean_and_the_first_of_ties(smoke_yaml, monkeyp
         calls.append(hp["lr"])
         return fixed[hp["lr"]][fold]
 
-    monkeypatch.setattr(tune, "_fit_and_score", fake_fit)
+    monkeypatch.setattr(tuning, "fit_and_score", fake_fit)
     run(spec, sweep.run_dir(spec.run_id), log=quiet)
     row = rows_of(sweep.run_dir(spec.run_id))[0]
     assert row["tuned"] == {"lr": 0.02}  # 0.02 and 0.05 tie at 0.7: the first in grid order
@@ -185,9 +187,9 @@ def test_tuned_run_records_real_validation_scores_and_trains_with_the_winner(dig
     sweep = digits(TUNE, "tune.cycles=[1]")
     spec = sweep.run("resnet18-sgd-random-t0")
     used = []
-    real = loop_mod.make_optimizer
+    real = optim_mod.make_optimizer
     monkeypatch.setattr(
-        loop_mod, "make_optimizer", lambda name, params, hp, dev: used.append(dict(hp)) or real(name, params, hp, dev)
+        optim_mod, "make_optimizer", lambda name, params, hp, dev: used.append(dict(hp)) or real(name, params, hp, dev)
     )
     run(spec, sweep.run_dir(spec.run_id), log=quiet)
     rows = rows_of(sweep.run_dir(spec.run_id))
@@ -315,13 +317,13 @@ def test_stop_request_during_tuning_then_resume_gives_the_same_rows(digits, monk
 # ll.train_module: always
 def test_train_module_always_trains_the_module_and_keeps_random_queries(digits, monkeypatch):
     with_module = []
-    real_step = loop_mod.train_step
+    real_step = train_mod.train_step
 
     def spy(model, lossnet, *args):
         with_module.append(lossnet is not None)
         return real_step(model, lossnet, *args)
 
-    monkeypatch.setattr(loop_mod, "train_step", spy)
+    monkeypatch.setattr(train_mod, "train_step", spy)
     a = digits(out="a")
     spec_a = a.run("resnet18-sgd-random-t0")
     run(spec_a, a.run_dir(spec_a.run_id), log=quiet)
@@ -415,9 +417,9 @@ def test_wd_normalized_scales_each_fit_to_its_own_budget_and_the_row_records_it(
     )
     spec = sweep.run("resnet18-sgd-random-t0")
     used = []
-    real = loop_mod.make_optimizer
+    real = optim_mod.make_optimizer
     monkeypatch.setattr(
-        loop_mod,
+        optim_mod,
         "make_optimizer",
         lambda name, params, hp, dev: used.append((dict(hp), params)) or real(name, params, hp, dev),
     )
