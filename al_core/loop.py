@@ -26,9 +26,7 @@ from al_core.plugins import load_plugins
 from al_core.strategies import STRATEGIES
 from al_core.telemetry import CycleMeter, device_name
 from al_core.trainer import Cycle, Trainer
-from al_core.train import (
-    StopFlag,
-)
+from al_core.train import StopFlag
 
 
 class Run:

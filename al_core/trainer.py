@@ -24,11 +24,11 @@ from al_core.models import MODELS, LossNet
 from al_core.registry import dropout_kwargs
 from al_core.train import (
     GraphedStep,
-    predict,
     Interrupted,
     StopFlag,
     autocast,
     eval_batch_size,
+    predict,
     set_deterministic,
     step_for,
     train_epoch,
