@@ -48,6 +48,10 @@ class Backend:
         """What a submission of `plan` would do, beyond the plan itself."""
         raise NotImplementedError
 
+    def at_once(self, n_tasks: int) -> int:
+        """How many of `n_tasks` tasks run at the same time (the cost line's waves)."""
+        return self.resources.array_parallelism
+
     def submit(self, plan: Plan, records: dict[str, dict]) -> Submitted:
         """Submit the plan's tasks; every run's job goes into `records` and jobs.json. Under the lock."""
         raise NotImplementedError

@@ -41,6 +41,9 @@ class LocalBackend(Backend):
         parallel = max(1, min(cores // self.k, self.resources.array_parallelism, max(n_tasks, 1)))
         return parallel, max(1, cores // parallel)
 
+    def at_once(self, n_tasks: int) -> int:
+        return self.layout(n_tasks)[0]
+
     def dry_run(self, plan: Plan) -> list[str]:
         slots, threads = self.layout(len(plan.tasks(self.k)))
         return [f"local: no sbatch script; at most {slots * self.k} runs at once, {max(1, threads // self.k)} torch threads each"]

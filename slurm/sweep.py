@@ -24,6 +24,7 @@ writing its checkpoint; 130 interrupted (Ctrl-C) while waiting: submitted jobs k
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 
@@ -75,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     header = f"sweep {sweep.name}: {len(sweep.runs())} runs in {sweep.sweep_dir} | cluster {cluster} | {resources.describe()}"
     if args.dry_run:
         _, plan = _plan(runner, args, save=False)
-        _print_plan(header, plan, resources, [f"warning: {t}" for t in trouble], f"dry run: {plan.summary()}; nothing submitted")
+        _print_plan(header, plan, runner, [f"warning: {t}" for t in trouble], f"dry run: {plan.summary()}; nothing submitted")
         print("\n".join(runner.dry_run(plan)), flush=True)
         return 0
     with locked(sweep.sweep_dir):
         records, plan = _plan(runner, args, save=True)
-        _print_plan(header, plan, resources)
+        _print_plan(header, plan, runner)
         try:
             submitted = runner.submit(plan, records)
         except backend.SubmissionError as e:
@@ -100,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     return _report(failed)
 
 
-def _print_plan(header: str, plan, resources, warnings: list[str] = (), summary: str | None = None) -> None:
+def _print_plan(header: str, plan, runner: backend.Backend, warnings: list[str] = (), summary: str | None = None) -> None:
     """The header, one line per run, any warnings, the summary, the expected cost and the note on held runs."""
     lines = [header, *plan.lines(), *warnings, summary or plan.summary()]
     if plan.to_submit:
-        lines.append(cost.line(plan.sweep, plan, resources))
+        at_once = runner.at_once(len(plan.tasks(runner.resources.runs_per_task)))  # the local backend: its core slots
+        lines.append(cost.line(plan.sweep, plan, dataclasses.replace(runner.resources, array_parallelism=at_once)))
     if plan.held_note():
         lines.append(plan.held_note())
     print("\n".join(lines), flush=True)

@@ -179,6 +179,16 @@ def test_cost_without_times_says_unknown_and_why(smoke_yaml, tmp_path, capsys, m
     assert "cost: unknown for 12 of 12 runs (resnet18 on synthetic: no finished run in this sweep and no cpu" in out
 
 
+def test_cost_of_a_local_sweep_counts_waves_of_its_core_slots(smoke_yaml, tmp_path, capsys, monkeypatch):
+    sweep = load_sweep(smoke_yaml)
+    for i, run in enumerate(sweep.runs()[:2]):  # finished runs give every run the same time: 17 s
+        _finished_run(sweep, run.run_id, [(4.0, 1.0, 1.0)] * 2 + [(4.0 + i, 0.0, 1.0 - i)])
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # the local backend: 4 runs at once (one core each)
+    assert sweep_main([str(smoke_yaml), "--cluster", "local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "wall about 0:00:51 (3 waves of tasks" in out  # 10 runs to submit, 4 at once: 3 x 17 s, not 1 wave of 64
+
+
 def test_cost_from_the_newest_bench_result_of_the_device(smoke_yaml, tmp_path):
     sweep = load_sweep(smoke_yaml)
     bench = {"benchmark": "bench_train", "stamp": {"device_type": "cpu", "date": "2026-01-02"}, "config": {"width": 4}}
