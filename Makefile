@@ -34,9 +34,12 @@ setup:
 	fi
 
 # PYTEST_ARGS: more pytest arguments, e.g. PYTEST_ARGS='-m slurm' (CI's second pass) or '-k resume'.
+# TEST_WORKERS: test processes (pytest-xdist): auto = one per core, at most 4 (each holds torch);
+# 0 runs in this process (the cluster tests: they share one small cluster and time its jobs).
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 test: setup
-	$(PYTHON) -m pytest -q --durations=10 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q --durations=10 $(if $(filter 0,$(TEST_WORKERS)),,$(shell $(PYTHON) -c 'import xdist' 2>/dev/null && printf -- '-n %s --maxprocesses=4' $(TEST_WORKERS))) $(PYTEST_ARGS)
 
 # ruff (pinned in the test extra): pyflakes + pycodestyle, and the formatter's check. CI runs it.
 lint: setup

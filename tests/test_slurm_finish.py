@@ -181,8 +181,8 @@ def test_cost_without_times_says_unknown_and_why(smoke_yaml, tmp_path, capsys, m
 
 def test_cost_of_a_local_sweep_counts_waves_of_its_core_slots(smoke_yaml, tmp_path, capsys, monkeypatch):
     sweep = load_sweep(smoke_yaml)
-    for i, run in enumerate(sweep.runs()[:2]):  # finished runs give every run the same time: 17 s
-        _finished_run(sweep, run.run_id, [(4.0, 1.0, 1.0)] * 2 + [(4.0 + i, 0.0, 1.0 - i)])
+    for i, spec in enumerate(sweep.runs()[:2]):  # finished runs give every run the same time: 17 s
+        _finished_run(sweep, spec.run_id, [(4.0, 1.0, 1.0)] * 2 + [(4.0 + i, 0.0, 1.0 - i)])
     monkeypatch.setattr("os.cpu_count", lambda: 4)  # the local backend: 4 runs at once (one core each)
     assert sweep_main([str(smoke_yaml), "--cluster", "local", "--dry-run"]) == 0
     out = capsys.readouterr().out

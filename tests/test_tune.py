@@ -263,9 +263,9 @@ def test_sigkill_during_tuning_loses_at_most_one_fit_and_resumes_to_identical_ro
     # Each process is stopped right before the rename of its first (then second) score write and
     # killed: the scores already on disk are kept, the fit in flight is lost, nothing else.
     kills = 0
-    # Cycle 1 has 4 fits: four kills that keep one fit each finish its tuning; the last kills land
-    # in cycle 2's tuning, after cycle 1's row.
-    for pause in ["tune:2", "tune:1", "tune:2", "tune:2", "tune:2", "tune:1", "tune:2"]:
+    # A kill at the first write keeps nothing; cycle 1 has 4 fits: four kills that keep one fit each
+    # finish its tuning; the last kill lands in cycle 2's tuning, after cycle 1's row.
+    for pause in ["tune:1", "tune:2", "tune:2", "tune:2", "tune:2", "tune:2"]:
         before = {p.name: len(json.loads(p.read_text())["scores"]) for p in run_dir.glob("tune-c*.json")}
         p = _start(smoke_yaml, overrides, run_id, pause)
         if not _wait_stopped(p):

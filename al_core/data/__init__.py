@@ -14,13 +14,13 @@ imported on first use, so a login node's sweep never imports torch).
 from __future__ import annotations
 
 from al_core.data import files
-from al_core.data.builtin import CIFAR_DIRS, download, missing_files
+from al_core.data.builtin import CIFAR_DIRS, missing_files
 from al_core.data.spec import REQUIRED_FILES, Arrays, DatasetConfig, DatasetSpec
 from al_core.errors import DataError, DataMissing
 from al_core.registry import DATASETS
 
 __all__ = ["CIFAR_DIRS", "DATASETS", "REQUIRED_FILES", "Arrays", "DataError", "DataMissing", "DatasetConfig", "DatasetSpec"]
-__all__ += ["download", "missing_files", "pool_size"]
+__all__ += ["missing_files", "pool_size"]  # al_core.data.download is the module `make data` runs
 
 
 def pool_size(ds: DatasetConfig) -> int | None:
