@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Callable, NoReturn
 
+from al_core.config import Sweep, load_sweep
 from al_core.results import EXIT_FAILED as EXIT_IO, EXIT_NODE, EXIT_USAGE
 
 
@@ -48,6 +49,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         fail(f"{message} (see {self.prog} --help)")
+
+    def sweep_arguments(self, example: str = "jobs/cifar10.yaml", optional: bool = False, results: bool = False) -> None:
+        """The sweep file and its key=value overrides (`results`: or --results, a results directory)."""
+        self.add_argument("sweep", nargs="?" if optional else None, help=f"sweep file (YAML), e.g. {example}")
+        self.add_argument("overrides", nargs="*", help="dotted key=value overrides, as given to slurm.sweep (e.g. al.cycles=3)")
+        if results:
+            self.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")
+
+    def parse_sweep(self, argv: list[str] | None) -> tuple[argparse.Namespace, Sweep]:
+        """The arguments (options may come between the overrides) and the sweep they name."""
+        args = self.parse_intermixed_args(argv)
+        return args, load_sweep(args.sweep, args.overrides)
 
 
 def guarded(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:

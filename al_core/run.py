@@ -56,8 +56,7 @@ def install_stop_handlers(stop: StopFlag, names=STOP_SIGNALS) -> None:
 @guarded
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m al_core.run", description="Run or resume one active-learning run in this process.")
-    p.add_argument("sweep", help="sweep file, e.g. jobs/smoke.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3")
+    p.sweep_arguments("jobs/smoke.yaml")
     p.add_argument("--run", required=True, metavar="RUN_ID", help="e.g. resnet18-sgd-random-t0")
     p.add_argument("--restart", action="store_true", help="discard what the run directory holds and start over")
     args = p.parse_intermixed_args(argv)

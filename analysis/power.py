@@ -16,9 +16,7 @@ from analysis.write import write_text
 def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     parser = Parser(prog="python -m analysis.power", description="Trials needed for 80% power, per question of a sweep.")
-    parser.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. jobs/demo.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. grid.trial=[0,1]")
-    parser.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")
+    parser.sweep_arguments("jobs/demo.yaml", optional=True, results=True)
     parser.add_argument(
         "--effect", type=float, default=1.0, metavar="POINTS", help="difference to detect, AUBC points (default 1)"
     )

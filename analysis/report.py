@@ -42,9 +42,7 @@ def sweep_dir_of(args) -> tuple[Optional[Path], object, Optional[str]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging()
     parser = Parser(prog="python -m analysis.report", description="Report of an active-learning sweep.")
-    parser.add_argument("sweep", nargs="?", help="sweep file (YAML), e.g. jobs/demo.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3")
-    parser.add_argument("--results", metavar="DIR", help="a sweep's results directory <output>/<name> (holding runs/)")
+    parser.sweep_arguments("jobs/demo.yaml", optional=True, results=True)
     parser.add_argument(
         "--curves",
         metavar="SELECT",

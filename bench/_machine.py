@@ -154,6 +154,41 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timings(images: int, times: list[float]) -> dict:
+    median = statistics.median(times)
+    # best_img_per_s (the fastest pass) shows what the median lost to other work on shared cores.
+    return {
+        "img_per_s": images / median,
+        "best_img_per_s": images / min(times),
+        "images_per_rep": images,
+        "median_s": median,
+        "times_s": [round(t, 6) for t in times],
+    }
+
+
+def side_by_side(fns: dict[str, Callable[[], int]], reps: int, warmup: int, device: torch.device, mem: PeakMemory) -> dict:
+    """`repeat` for several passes at once, interleaved: every repetition times each pass in turn,
+    so a machine that slows down or speeds up (shared cores, frequency) weighs on all of them alike.
+    Each result also has `peak_mem_bytes`, the largest over its timed passes."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    images, peaks = dict.fromkeys(fns, 0), dict.fromkeys(fns, None)
+    for _ in range(reps):
+        for key, fn in fns.items():
+            sync(device)
+            mem.reset()
+            t0 = time.perf_counter()
+            images[key] = fn()
+            sync(device)
+            times[key].append(time.perf_counter() - t0)
+            peak = mem.read()
+            peaks[key] = peak if peaks[key] is None or peak is None else max(peaks[key], peak)
+    return {k: {**_timings(images[k], times[k]), "peak_mem_bytes": peaks[k]} for k in fns}
+
+
 def repeat(fn: Callable[[], int], reps: int, warmup: int, device: torch.device) -> dict:
     """Run `fn` (returns images processed) `warmup` times untimed, then `reps` times timed.
 
@@ -169,12 +204,4 @@ def repeat(fn: Callable[[], int], reps: int, warmup: int, device: torch.device) 
         images = fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    # best_img_per_s (the fastest pass) shows what the median lost to other work on shared cores.
-    return {
-        "img_per_s": images / median,
-        "best_img_per_s": images / min(times),
-        "images_per_rep": images,
-        "median_s": median,
-        "times_s": [round(t, 6) for t in times],
-    }
+    return _timings(images, times)

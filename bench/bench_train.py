@@ -4,7 +4,7 @@ For each model: training images/s, scoring images/s and peak memory, for the pro
 (uint8 pool on the device, on-device crop/flip/normalise, bf16 autocast, channels_last and fused
 SGD on CUDA) and for the reference path built as LL4AL builds it (torchvision-style dataset, PIL
 transforms, DataLoader, fp32 NCHW, `.to(device)` per batch, two SGD optimizers), in one process,
-with the ratio; plus the data path alone. Medians of `--reps` timed passes after `--warmup`.
+timed side by side (every repetition a project pass, then a reference pass), with the ratio; plus the data path alone. Medians of `--reps` timed passes after `--warmup`.
 Writes JSON (`--json`) and appends a section to BENCHMARKS.md (`--markdown`).
 
     python -m bench.bench_train                      # sizes for the device found (CPU: < 3 min)
@@ -37,7 +37,7 @@ from al_core.optim import OPTIMIZERS, make_optimizer
 from al_core.run import configure_threads
 from al_core.train import EVAL_BATCH_AUTO, GraphedStep, autocast, epoch_plan, eval_batch_size, score_pool, train_epoch, train_step
 from bench import _reference as ref
-from bench._machine import ROOT, PeakMemory, mfu, peak_flops, repeat, stamp, train_flops_per_image
+from bench._machine import ROOT, PeakMemory, mfu, peak_flops, repeat, side_by_side, stamp, train_flops_per_image
 
 BENCH_MODELS = ("resnet18", "resnet34", "resnet50")
 SIZE, CHANNELS, N_CLASSES = 32, 3, 10  # CIFAR-shaped random images
@@ -198,11 +198,22 @@ def project_epoch(
     return stretch.seen
 
 
-def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
+def flagged(dev: torch.device, flags: dict, fn: Callable[[], int]) -> Callable[[], int]:
+    """`fn` run under its path's backend flags (the paths are timed in turn, each with its own)."""
+
+    def call() -> int:
+        with backend_flags(dev, **flags):
+            return fn()
+
+    return call
+
+
+def project_passes(name: str, args, data: DeviceData) -> tuple[dict, dict[str, Callable[[], int]]]:
+    """The project path's description and its timed passes: train (and train_cuda_graphs), score."""
     dev, cuda = args.device, args.device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
     amp = autocast(dev, precision)
-    result = {
+    meta = {
         "precision": precision,
         "memory_format": "channels_last" if cuda else "contiguous",
         "optimizer": "sgd, fused" if cuda else "sgd",
@@ -225,31 +236,23 @@ def project_train(name: str, args, data: DeviceData, mem: PeakMemory) -> dict:
         def train_pass(step=eager) -> int:
             return project_epoch(model, lossnet, data, labelled, 0, next(epochs), args.batch_size, step)
 
-        mem.reset()
-        result["train"] = repeat(train_pass, args.reps, args.warmup, dev)
-        result["train"]["peak_mem_bytes"] = mem.read()
-        if cuda and not args.compile:
-            # train.cuda_graphs: the same passes with forward+backward replayed from a CUDA graph.
-            graphed = GraphedStep(model, lossnet, opt, args.batch_size, 1.0, 1.0, precision)
-            result["train_cuda_graphs"] = repeat(
-                lambda: train_pass(lambda x, y: graphed(x, y, False)), args.reps, args.warmup, dev
-            )
-
         pool_idx = np.arange(args.score_images)
 
         def score_pass() -> int:
-            scores = score_pool(model, lossnet, data, pool_idx, args.score_batch_size, amp)
-            return scores.probs.shape[0]
+            return score_pool(model, lossnet, data, pool_idx, args.score_batch_size, amp).probs.shape[0]
 
-        mem.reset()
-        result["score"] = repeat(score_pass, args.reps, args.warmup, dev)
-        result["score"]["peak_mem_bytes"] = mem.read()
-    return result
+        passes = {"train": train_pass, "score": score_pass}
+        if cuda and not args.compile:
+            # train.cuda_graphs: the same passes with forward+backward replayed from a CUDA graph.
+            graphed = GraphedStep(model, lossnet, opt, args.batch_size, 1.0, 1.0, precision)
+            passes["train_cuda_graphs"] = lambda: train_pass(lambda x, y: graphed(x, y, False))
+    return meta, {k: flagged(dev, PROJECT_FLAGS, f) for k, f in passes.items()}
 
 
-def reference_train(name: str, args, train_set: ref.InMemoryCIFAR, score_set: ref.InMemoryCIFAR, mem: PeakMemory) -> dict:
+def reference_passes(name: str, args, train_set: ref.InMemoryCIFAR, score_set: ref.InMemoryCIFAR):
+    """The reference path (LL4AL's DataLoader + PIL, fp32, two SGD optimizers): description and passes."""
     dev, cuda = args.device, args.device.type == "cuda"
-    result = {
+    meta = {
         "precision": "fp32",
         "memory_format": "contiguous",
         "optimizer": "2 x sgd",
@@ -259,16 +262,26 @@ def reference_train(name: str, args, train_set: ref.InMemoryCIFAR, score_set: re
     with backend_flags(dev, **REFERENCE_FLAGS):
         model, lossnet = build(name, args.width, dev)
         opts = ref.optimizers(model, lossnet)
-        loader = ref.train_loader(train_set, args.batch_size, args.ref_workers, pin_memory=cuda)
-        mem.reset()
-        result["train"] = repeat(lambda: ref.train_epoch(model, lossnet, opts, loader, dev), args.reps, args.warmup, dev)
-        result["train"]["peak_mem_bytes"] = mem.read()
+    loader = ref.train_loader(train_set, args.batch_size, args.ref_workers, pin_memory=cuda)
+    sloader = ref.score_loader(score_set, args.batch_size, args.ref_workers, pin_memory=cuda)
+    passes = {
+        "train": lambda: ref.train_epoch(model, lossnet, opts, loader, dev),
+        "score": lambda: ref.score(model, lossnet, sloader, dev)[0].shape[0],
+    }
+    return meta, {k: flagged(dev, REFERENCE_FLAGS, f) for k, f in passes.items()}
 
-        sloader = ref.score_loader(score_set, args.batch_size, args.ref_workers, pin_memory=cuda)
-        mem.reset()
-        result["score"] = repeat(lambda: ref.score(model, lossnet, sloader, dev)[0].shape[0], args.reps, args.warmup, dev)
-        result["score"]["peak_mem_bytes"] = mem.read()
-    return result
+
+def compare(name: str, args, data: DeviceData, train_set, score_set, mem: PeakMemory) -> tuple[dict, dict]:
+    """Both paths of one model, each phase timed side by side (bench._machine.side_by_side):
+    rep by rep, a project pass then a reference pass, so drift in the machine's speed weighs on both."""
+    project, p_passes = project_passes(name, args, data)
+    reference, r_passes = reference_passes(name, args, train_set, score_set)
+    for phase in ("train", "score"):
+        timed = side_by_side({"project": p_passes[phase], "reference": r_passes[phase]}, args.reps, args.warmup, args.device, mem)
+        project[phase], reference[phase] = timed["project"], timed["reference"]
+    if "train_cuda_graphs" in p_passes:
+        project["train_cuda_graphs"] = repeat(p_passes["train_cuda_graphs"], args.reps, args.warmup, args.device)
+    return project, reference
 
 
 def data_path(args, data: DeviceData, train_set: ref.InMemoryCIFAR) -> dict:
@@ -329,10 +342,8 @@ def run_bench(args) -> dict:
     for name in args.models:
         flops = train_flops_per_image(name, args.width, SIZE)
         entry = {"train_flops_per_image": flops, "score_flops_per_image": flops / 3}
-        entry["project"] = project_train(name, args, data, mem)
-        _free(dev)  # the path's model and optimizer went with its function's scope
-        entry["reference"] = reference_train(name, args, train_set, score_set, mem)
-        _free(dev)
+        entry["project"], entry["reference"] = compare(name, args, data, train_set, score_set, mem)
+        _free(dev)  # both paths' models and optimizers went with compare's scope
         for path in ("project", "reference"):
             for phase, f in (("train", flops), ("score", flops / 3)):
                 r = entry[path][phase]

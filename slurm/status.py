@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
-from al_core.config import load_sweep
 from al_core.results import DONE
 from slurm import held, ledger, profiles, report_job, scheduler
 from slurm.plan import progress
@@ -41,10 +40,8 @@ def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
 @guarded
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m slurm.status", description="One line per run of a sweep: state, cycles, accuracy, job.")
-    p.add_argument("sweep", help="sweep file, e.g. jobs/cifar10.yaml")
-    p.add_argument("overrides", nargs="*", help="the same key=value overrides as given to slurm.sweep")
-    args = p.parse_intermixed_args(argv)
-    sweep = load_sweep(args.sweep, args.overrides)
+    p.sweep_arguments()
+    args, sweep = p.parse_sweep(argv)
     profiles.resolve(sweep.slurm)  # the same input rules as slurm.sweep
     try:
         records = ledger.recover(sweep.sweep_dir, job_name(sweep), save=False)  # jobs.json, or rebuilt if lost

@@ -44,8 +44,7 @@ EXIT_FAILED = 1
 
 def _parser() -> Parser:
     p = Parser(prog="python -m slurm.sweep", description="Submit the runs of a sweep that are not finished and not queued.")
-    p.add_argument("sweep", help="sweep file, e.g. jobs/cifar10.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. al.cycles=3 slurm.partition=pt")
+    p.sweep_arguments()
     clusters = "auto (slurm where sbatch exists, else local) | slurm | local (this machine) | debug (in this process)"
     p.add_argument("--cluster", default="auto", choices=backend.CLUSTERS, help=clusters)
     p.add_argument("--dry-run", action="store_true", help="print the plan and the sbatch script; submit nothing")

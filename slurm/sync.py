@@ -14,7 +14,6 @@ from pathlib import Path
 
 from al_core import tracking
 from al_core.cli import Parser, fail, guarded
-from al_core.config import load_sweep
 
 
 def offline_runs(runs_dir: Path) -> list[Path]:
@@ -25,10 +24,8 @@ def offline_runs(runs_dir: Path) -> list[Path]:
 @guarded
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m slurm.sync", description="Upload the offline W&B runs of a sweep.")
-    p.add_argument("sweep", help="sweep file, e.g. jobs/cifar10.yaml")
-    p.add_argument("overrides", nargs="*", help="the same key=value overrides as given to slurm.sweep")
-    args = p.parse_intermixed_args(argv)
-    sweep = load_sweep(args.sweep, args.overrides)
+    p.sweep_arguments()
+    args, sweep = p.parse_sweep(argv)
     if not sweep.tracking:
         fail("tracking: this sweep asks for no experiment tracking; expected tracking.wandb in the sweep file")
     tracking.require(sweep.tracking)

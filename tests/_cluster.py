@@ -58,6 +58,16 @@ def _epoch_seconds(overrides: tuple[str, ...]) -> float:
         return rows(sweep.run_dir(spec.run_id))[0]["train_time_s"] / _PROBE_EPOCHS
 
 
+def undisturbed(spec, run_dir: Path) -> list[dict]:
+    """The comparable rows of `spec` run here, uninterrupted, at the jobs' thread count
+    (conftest.ROW_THREADS, which this process trains at)."""
+    from al_core.loop import run
+    from al_core.results import comparable
+
+    run(spec, run_dir, log=lambda _: None)
+    return [comparable(r) for r in rows(run_dir)]
+
+
 def epochs_for(seconds: float, overrides: list[str]) -> int:
     """Epochs per cycle that make one run of these overrides train for about `seconds` here
     (an epoch's time grows with the labelled set, cycle by cycle)."""

@@ -32,6 +32,7 @@ from analysis import (
     summary_table,
     vs_random_table,
 )
+from tests.test_analysis_report import REQUIRED_COLUMNS
 
 KEYS = ["dataset", "model", "optimizer", "strategy"]
 # Student's t 97.5% quantiles from their closed forms (df 1: Cauchy; df 2: (2p-1)/sqrt(2p(1-p))).
@@ -218,23 +219,7 @@ def test_runs_table_sums_maxes_and_final_values():
     assert out.loc[1, "energy_j"] == pytest.approx(10.0) and math.isnan(out.loc[1, "peak_mem_bytes"])
     assert out.loc[1, "final_acc"] == pytest.approx(0.55) and out.loc[1, "cycles_done"] == 2
     assert out.loc[2, "cycles_done"] == 0 and math.isnan(out.loc[2, "final_acc"])
-    for column in [
-        "run_id",
-        "dataset",
-        "model",
-        "optimizer",
-        "strategy",
-        "trial",
-        "cycles_done",
-        "done",
-        "final_acc",
-        "final_f1",
-        "aubc",
-        "labels_to_target",
-        "train_time_s",
-        "peak_mem_bytes",
-        "energy_j",
-    ]:
+    for column in REQUIRED_COLUMNS["runs.csv"]:  # README, Results layout
         assert column in out.reset_index().columns
 
 

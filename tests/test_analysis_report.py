@@ -23,14 +23,10 @@ from analysis.report import main
 from bench.synthetic_sweep import write_synthetic_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
+RUN_KEYS = ["run_id", "dataset", "model", "optimizer", "strategy", "trial"]  # a run's columns, first in the per-run tables
 REQUIRED_COLUMNS = {  # README, Results layout
     "cycles.csv": [
-        "run_id",
-        "dataset",
-        "model",
-        "optimizer",
-        "strategy",
-        "trial",
+        *RUN_KEYS,
         "cycle",
         "n_labeled",
         "n_pool",
@@ -59,12 +55,7 @@ REQUIRED_COLUMNS = {  # README, Results layout
         "f1_ci95",
     ],
     "runs.csv": [
-        "run_id",
-        "dataset",
-        "model",
-        "optimizer",
-        "strategy",
-        "trial",
+        *RUN_KEYS,
         "cycles_done",
         "done",
         "final_acc",

@@ -399,6 +399,35 @@ def test_fashion_mnist_short_run_learns(fashion_root, tmp_path):
     assert rows[-1]["test_accuracy"] >= REAL_FLOOR, rows[-1]["test_accuracy"]
 
 
+def test_the_newer_baselines_run_on_real_fashion_mnist(fashion_root, tmp_path):
+    """BatchBALD, ProbCover, TypiClust and margin with power sampling, end to end on the real images
+    (jobs/fmnist-baselines.yaml at toy size): each queries 100 new, distinct pool images a cycle and learns."""
+    from al_core.io import read_jsonl
+    from al_core.loop import run
+
+    strategies = ["batchbald", "probcover", "typiclust", "margin+power"]
+    sweep = load_sweep(
+        ROOT / "jobs" / "fmnist-baselines.yaml",
+        [f"dataset.root={fashion_root}", f"output={tmp_path / 'results'}", f"grid.strategy=[{','.join(strategies)}]"]
+        + ["grid.trial=[0]", "al.cycles=2", "al.initial_size=100", "al.query_size=100", "al.subset=1000"]
+        + [
+            "train.epochs=4",
+            "train.width=4",
+            "train.dropout=0.3",
+            "select.batchbald_candidates=200",
+            "select.batchbald_samples=100",
+        ],
+    )
+    for spec in sweep.runs():
+        run(spec, sweep.run_dir(spec.run_id), log=lambda s: None)
+        rows = read_jsonl(sweep.run_dir(spec.run_id) / "cycles.jsonl")
+        assert [r["n_labeled"] for r in rows] == [100, 200] and rows[-1]["n_pool"] == 60000, spec.run_id
+        new = rows[1]["queried"]
+        assert len(set(new)) == 100 and not set(new) & set(rows[0]["queried"]) and max(new) < 60000, spec.run_id
+        assert rows[-1]["test_accuracy"] > 0.2, (spec.run_id, rows[-1]["test_accuracy"])  # chance is 0.1
+    assert sorted(s.strategy for s in sweep.runs()) == sorted(strategies)
+
+
 # ----------------------------------------------------------------------------------------------
 # make data
 def test_make_data_without_network_is_one_line(tmp_path, monkeypatch, capsys):

@@ -189,43 +189,12 @@ def test_held_runs_are_skipped_until_retry(tmp_path):
 
 
 def test_sweep_refuses_to_submit_when_the_dataset_is_missing(tmp_path):
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "slurm.sweep",
-            str(ROOT / "jobs" / "cifar10.yaml"),
-            f"output={tmp_path / 'r'}",
-            f"dataset.root={tmp_path / 'none'}",
-            "slurm.profile=local",
-            "--cluster",
-            "local",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    cmd = [sys.executable, "-m", "slurm.sweep", str(ROOT / "jobs" / "cifar10.yaml"), f"output={tmp_path / 'r'}"]
+    cmd += [f"dataset.root={tmp_path / 'none'}", "slurm.profile=local", "--cluster", "local"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 2 and p.stderr.startswith("error: dataset cifar10 not found") and "nothing submitted" in p.stderr
     assert not (tmp_path / "r").exists()
-    dry = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "slurm.sweep",
-            str(ROOT / "jobs" / "cifar10.yaml"),
-            f"output={tmp_path / 'r'}",
-            f"dataset.root={tmp_path / 'none'}",
-            "slurm.profile=local",
-            "--cluster",
-            "local",
-            "--dry-run",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert dry.returncode == 0 and "warning: dataset cifar10 not found" in dry.stdout
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from al_core.config import load_sweep
-from _cluster import epochs_for, rows, sweep_file, wait_until
+from _cluster import epochs_for, rows, sweep_file, undisturbed, wait_until
 from slurm import ledger, scheduler
 
 pytestmark = pytest.mark.slurm
@@ -128,9 +128,6 @@ def one_error_line(p: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="stopping the cluster's controller needs root (CI runs as root)")
 def test_a_controller_restart_mid_sweep_loses_nothing_and_runs_nothing_twice(tmp_path):
-    import torch
-
-    from al_core.loop import run
     from al_core.results import comparable
 
     path = sweep_file(tmp_path)
@@ -158,16 +155,9 @@ def test_a_controller_restart_mid_sweep_loses_nothing_and_runs_nothing_twice(tmp
         done = sweep(path, over, "--wait")
         assert done.returncode == 0 and "0 to submit" in done.stdout and "all runs DONE" in done.stdout, done.stdout + done.stderr
         assert {r: rec["job_id"] for r, rec in ledger.read(s.sweep_dir).items()} == jobs  # nothing resubmitted
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the jobs' thread count (AL_THREADS=1)
-        try:
-            for r in ids:
-                assert json.loads((s.run_dir(r) / "run.json").read_text())["restarts"] == 0, r
-                run(s.run(r), tmp_path / "undisturbed" / r, log=lambda _: None)
-                undisturbed = [comparable(x) for x in rows(tmp_path / "undisturbed" / r)]
-                assert [comparable(x) for x in rows(s.run_dir(r))] == undisturbed, r
-        finally:
-            torch.set_num_threads(torch_threads)
+        for r in ids:
+            assert json.loads((s.run_dir(r) / "run.json").read_text())["restarts"] == 0, r
+            assert [comparable(x) for x in rows(s.run_dir(r))] == undisturbed(s.run(r), tmp_path / "undisturbed" / r), r
     finally:
         if stopped:
             subprocess.run(["bash", str(CLUSTER_SCRIPT), "start-ctld"], capture_output=True, timeout=300)
@@ -176,10 +166,8 @@ def test_a_controller_restart_mid_sweep_loses_nothing_and_runs_nothing_twice(tmp
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
 def test_a_full_disk_stops_the_run_in_one_line_and_a_re_sweep_resumes_it(tmp_path):
-    import torch
 
     from al_core.io import read_jsonl
-    from al_core.loop import run
     from al_core.results import comparable
 
     mnt = tmp_path / "scratch"
@@ -215,13 +203,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_re_sweep_resumes_it(tmp_pat
         subprocess.run(["mount", "-o", "remount,size=96m", str(mnt)], check=True, timeout=60)  # the quota raised
         done = sweep(path, over, "--wait")
         assert done.returncode == 0 and "all runs DONE" in done.stdout, done.stdout + done.stderr
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the job's thread count (AL_THREADS=1)
-        try:
-            run(s.run(run_id), tmp_path / "undisturbed", log=lambda _: None)
-        finally:
-            torch.set_num_threads(threads)
-        assert [comparable(r) for r in rows(run_dir)] == [comparable(r) for r in rows(tmp_path / "undisturbed")]
+        assert [comparable(r) for r in rows(run_dir)] == undisturbed(s.run(run_id), tmp_path / "undisturbed")
     finally:
         scheduler.cancel([rec["job_id"] for rec in ledger.read(s.sweep_dir).values()] if "s" in locals() else [])
         subprocess.run(["umount", "-l", str(mnt)], timeout=60)
@@ -234,9 +216,7 @@ def node_state(node: str) -> str:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="setting the node DOWN needs root (CI runs as root)")
 def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkpoint(tmp_path):
-    import torch
 
-    from al_core.loop import run
     from al_core.results import comparable
 
     node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, check=True).stdout.split()[0]
@@ -274,13 +254,7 @@ def test_a_node_that_dies_mid_run_requeues_the_job_which_resumes_from_its_checkp
         assert "resumed at cycle" in log, log
         again = sweep(path, over)
         assert again.returncode == 0 and "0 to submit, 1 skipped (1 DONE" in again.stdout, again.stdout
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the job's thread count (AL_THREADS=1)
-        try:
-            run(s.run(run_id), tmp_path / "undisturbed", log=lambda _: None)
-        finally:
-            torch.set_num_threads(threads)
-        assert [comparable(r) for r in rows(run_dir)] == [comparable(r) for r in rows(tmp_path / "undisturbed")]
+        assert [comparable(r) for r in rows(run_dir)] == undisturbed(s.run(run_id), tmp_path / "undisturbed")
     finally:
         if down:
             subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)

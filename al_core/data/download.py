@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
-from al_core.config import load_sweep
 from al_core.data.builtin import CIFAR_DIRS, download
 from al_core.data.files import DOWNLOADS, download as download_real
 
@@ -17,10 +16,8 @@ from al_core.data.files import DOWNLOADS, download as download_real
 @guarded
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m al_core.data.download", description="Download the dataset a sweep file names.")
-    p.add_argument("sweep")
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_intermixed_args(argv)
-    sweep = load_sweep(args.sweep, args.overrides)
+    p.sweep_arguments()
+    args, sweep = p.parse_sweep(argv)
     name, root = sweep.dataset.name, sweep.dataset.root
     if name not in CIFAR_DIRS and name not in DOWNLOADS:
         print(f"{name}: bundled, generated or the researcher's own files; nothing to download")
