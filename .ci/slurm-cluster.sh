@@ -101,6 +101,12 @@ alive() { daemon_pid "$1" >/dev/null; }
 # setsid does not fork when its caller is not a process group leader (true for a background job
 # of a script), so $! is the daemon's own PID, even through setpriv.
 start_daemon() {
+  spawn "$@" || die_daemon "$1" "could not start $1: ${*:2}"
+}
+
+# spawn NAME CMD...: start_daemon's work; returns 1 (instead of failing) if NAME is gone before
+# it shows our marker.
+spawn() {
   local name=$1; shift
   if alive "$name"; then return 0; fi
   (
@@ -118,10 +124,10 @@ start_daemon() {
   # daemon would look dead to alive().
   for ((i = 0; i < 100; i++)); do
     is_ours "$pid" && return 0
-    gone "$pid" && break
+    gone "$pid" && return 1
     sleep 0.05
   done
-  die_daemon "$name" "could not start $name: $*"
+  return 1
 }
 
 # Exited, or a zombie: the daemons outlive this script and are reparented to PID 1, which here
@@ -177,12 +183,41 @@ stray_pids() {
 # its logs after $TIMEOUT seconds.
 wait_for() {
   local daemon=$1 what=$2; shift 2
+  await "$daemon" "$what" "$@" && return 0
+  how_it_ended "$daemon"
+  die_daemon "$daemon" "$daemon $ENDED while waiting for $what"
+}
+
+# await DAEMON WHAT CMD...: like wait_for, but returns 1 (instead of failing) if DAEMON died.
+await() {
+  local daemon=$1 what=$2; shift 2
   local deadline=$(($(now_us) + TIMEOUT * 1000000))
   until "$@" >/dev/null 2>&1; do
-    if ! alive "$daemon"; then die_daemon "$daemon" "$daemon exited while waiting for $what"; fi
+    alive "$daemon" || return 1
     if (($(now_us) > deadline)); then die_daemon "$daemon" "timed out after ${TIMEOUT}s waiting for $what"; fi
     sleep 0.2
   done
+}
+
+# how_it_ended NAME: sets ENDED to how our daemon NAME ended. Not in $(...): only this shell,
+# which started the daemon, can collect its exit status.
+ENDED=exited
+how_it_ended() {
+  local pid rc=0
+  ENDED=exited
+  pid=$(cat "$(pidfile "$1")" 2>/dev/null) || return 0
+  if ! gone "$pid"; then   # wait would block on it
+    ENDED="(pid $pid) is running but no longer shows our marker in /proc/$pid/environ"
+    return 0
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  if ((rc == 127)); then
+    ENDED=exited   # not our child: started by an earlier run of this script
+  elif ((rc > 128)); then
+    ENDED="was killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null || echo '?'))"
+  else
+    ENDED="exited with status $rc"
+  fi
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -420,10 +455,21 @@ start_munged() {
     return 0
   fi
   # As user munge: munged refuses to run as root with a key owned by munge, and vice versa.
-  start_daemon munged setpriv --reuid=munge --regid=munge --init-groups \
-    munged --foreground --num-threads=10 --socket="$MUNGE_SOCKET" --pid-file="$D/run/munge/munged.pid" \
-    --log-file="$D/log/munge/munged.log" --seed-file="$D/run/munge/munged.seed"
-  wait_for munged "munged to answer" munge_answers
+  # Once, on a CI machine just handed over (every process of the previous user ended), a fresh
+  # munged vanished right after start with nothing in its log: start it up to three times, and
+  # say how each one ended.
+  local try
+  for try in 1 2 3; do
+    spawn munged setpriv --reuid=munge --regid=munge --init-groups \
+      munged --foreground --num-threads=10 --socket="$MUNGE_SOCKET" --pid-file="$D/run/munge/munged.pid" \
+      --log-file="$D/log/munge/munged.log" --seed-file="$D/run/munge/munged.seed" &&
+      await munged "munged to answer" munge_answers && return 0
+    how_it_ended munged
+    warn "munged $ENDED before it answered (try $try of 3)"
+    rm -f "$(pidfile munged)"
+    sleep 1
+  done
+  die_daemon munged "munged did not stay up in three tries"
 }
 
 # shellcheck disable=SC2120
