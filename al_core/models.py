@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 
 import torch
 import torch.nn as nn
@@ -93,6 +94,38 @@ class ResNet(nn.Module):
             emb = self.dropout(emb)
         logits = self.linear(emb)
         return logits, [f1, f2, f3, f4]
+
+
+def fused_for_inference(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of a built-in ResNet with every BatchNorm folded into the convolution it
+    follows (torch's `fuse_conv_bn_eval`): the same function, one pass over each activation fewer.
+
+    Any other model (a plugin's, a subclass's) comes back as it is: only these classes are known to
+    apply each BatchNorm straight to its convolution's output. Scores move in their last bits
+    (BENCHMARKS.md, issue 26).
+    """
+    if type(model) is not ResNet:
+        return model
+    from torch.nn.utils.fusion import fuse_conv_bn_eval  # deferred: only scoring on a CPU uses it
+
+    net = copy.deepcopy(model).eval()
+    for block in [net, *(b for b in net.modules() if type(b) in (BasicBlock, Bottleneck))]:
+        for i in (1, 2, 3):
+            conv, bn = getattr(block, f"conv{i}", None), getattr(block, f"bn{i}", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(block, f"conv{i}", fuse_conv_bn_eval(conv, bn))
+                setattr(block, f"bn{i}", nn.Identity())
+        shortcut = getattr(block, "shortcut", None)
+        if shortcut is not None and len(shortcut) == 2:
+            shortcut[0], shortcut[1] = fuse_conv_bn_eval(shortcut[0], shortcut[1]), nn.Identity()
+    return net
+
+
+def scoring_model(model: nn.Module) -> nn.Module:
+    """The network that scores `model`'s inputs, in eval mode: on a CPU its BatchNorm-folded copy
+    (measured faster there: BENCHMARKS.md, issue 26), elsewhere `model` itself."""
+    model.eval()
+    return fused_for_inference(model) if next(model.parameters()).device.type == "cpu" else model
 
 
 class LossNet(nn.Module):

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from al_core import seeding
+from al_core.models import scoring_model
 
 NEEDS = ("probs", "embeddings", "labelled_embeddings", "grad_embeddings", "mc_probs")
 MC_PASSES = 20  # T stochastic passes for mc_probs, unless the strategy sets `mc_passes`
@@ -104,8 +105,7 @@ class SelectionInputs:
     @torch.no_grad()
     def _pass(self, pool_idx: np.ndarray, want_emb: bool, mc: bool = False):
         """Probabilities (N x K) and, when asked, embeddings (N x D) of pool indices, on the device."""
-        model, data = self.model, self.data
-        model.eval()
+        model, data = scoring_model(self.model), self.data
         if mc:
             for m in model.modules():
                 if isinstance(m, nn.Dropout):

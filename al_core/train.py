@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from al_core import seeding
 from al_core.data.device import DeviceData
-from al_core.models import LossNet, ResNet, loss_pred_loss
+from al_core.models import LossNet, ResNet, loss_pred_loss, scoring_model
 from al_core.strategies import Scores
 
 
@@ -317,7 +317,7 @@ def score_pool(
 
 @torch.no_grad()
 def _predict(model, lossnet, data: DeviceData, n: int, images, batch_size: int, amp, check_stop=None) -> Scores:
-    model.eval()
+    model = scoring_model(model)
     if lossnet is not None:
         lossnet.eval()
     channels_last = data.pool_x.is_cuda and next(model.parameters()).is_contiguous(memory_format=torch.channels_last)

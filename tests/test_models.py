@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from al_core.models import MODELS, LossNet, loss_pred_loss
+from al_core.models import MODELS, LossNet, loss_pred_loss, scoring_model
 from al_core.optim import OPTIMIZERS, make_optimizer, make_scheduler
 from al_core.registry import optimizer_params
 
@@ -78,3 +78,37 @@ def test_loss_pred_loss_matches_hand_computation():
     assert loss_pred_loss(pred, true, margin=1.0).item() == pytest.approx(1.75)
     # a correct ranking by more than the margin costs nothing
     assert loss_pred_loss(torch.tensor([5.0, 0.0]), torch.tensor([2.0, 1.0]), 1.0).item() == 0.0
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_scoring_on_a_cpu_folds_every_batchnorm_and_keeps_the_function(name):
+    """The CPU scoring copy (issue 26): no BatchNorm left, the same outputs up to float rounding,
+    the trained model itself untouched."""
+    torch.manual_seed(2)
+    model = MODELS.get(name)(num_classes=10, in_channels=3, width=4)
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics away from their initial 0 / 1
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32) * 2 + 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = scoring_model(model)
+    assert net is not model and not net.training and not model.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        (want, want_f), (got, got_f) = model(x), net(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    for g, w in zip(got_f, want_f):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) > 0
+
+
+def test_a_model_the_project_does_not_know_is_scored_as_it_is():
+    class Plugin(torch.nn.Module):  # a BatchNorm it might apply in any order: left alone
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+    model = Plugin()
+    assert scoring_model(model) is model and not model.training
