@@ -11,6 +11,7 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from al_core.registry import MODELS
 
@@ -106,8 +107,6 @@ def fused_for_inference(model: nn.Module) -> nn.Module:
     """
     if type(model) is not ResNet:
         return model
-    from torch.nn.utils.fusion import fuse_conv_bn_eval  # deferred: only scoring on a CPU uses it
-
     net = copy.deepcopy(model).eval()
     for block in [net, *(b for b in net.modules() if type(b) in (BasicBlock, Bottleneck))]:
         for i in (1, 2, 3):
