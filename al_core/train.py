@@ -7,6 +7,7 @@ the device in one transfer; the step reads them by slice, so nothing syncs with 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,13 +58,13 @@ def set_deterministic(on: bool) -> None:
     warn_only: some CUDA backward kernels have no deterministic version (adaptive_avg_pool2d's,
     which every ResNet here uses); torch then warns once naming the op instead of failing the
     run. cuDNN benchmark is turned off by the caller. CUBLAS_WORKSPACE_CONFIG must be set before
-    cuBLAS starts; a job's environment may set it earlier (it is left as given).
+    cuBLAS starts; a job's environment may set it earlier (it is left as given). The switch is
+    flipped only when it changes: setting it imports torch._inductor (1.6 s of a CPU run's start).
     """
-    import os
-
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on, warn_only=True)
+    if torch.are_deterministic_algorithms_enabled() != on or torch.is_deterministic_algorithms_warn_only_enabled() != on:
+        torch.use_deterministic_algorithms(on, warn_only=True)
     torch.backends.cudnn.deterministic = on
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from al_core.config import ConfigError, DatasetConfig, load_sweep
 from al_core.data import DataError, load
+from tests._forked import run as forked_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -81,14 +81,7 @@ def write_sweep(tmp_path: Path, dataset: dict, **al) -> Path:
 
 def run_cli(sweep: Path, *overrides: str, run_id="resnet18-sgd-entropy-t0", timeout=300) -> subprocess.CompletedProcess:
     env = dict(os.environ, AL_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, "-m", "al_core.run", str(sweep), *overrides, "--run", run_id],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
+    return forked_run([sweep, *overrides, "--run", run_id], env, timeout=timeout)
 
 
 def assert_one_error_nothing_written(proc: subprocess.CompletedProcess, out: Path, *needles: str, status: int = 2) -> None:

@@ -1,6 +1,7 @@
 """Plugins: the examples through al_core.run and a local sweep; the three refusals; fingerprints."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from al_core.config import ConfigError, load_sweep
+from tests._forked import run as forked_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -30,14 +32,7 @@ def sweep_cmd(python, *args):
 
 def test_example_plugins_through_al_core_run(plugin_sweep, python, tmp_path):
     run_id = "tiny_cnn-sgd-farthest_first-t0"
-    p = subprocess.run(
-        [python, "-m", "al_core.run", str(plugin_sweep), "--run", run_id],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**__import__("os").environ, "AL_THREADS": "1"},
-    )
+    p = forked_run([plugin_sweep, "--run", run_id], {**os.environ, "AL_THREADS": "1"}, timeout=600)
     assert p.returncode == 0, p.stderr
     run_dir = tmp_path / "results" / "plugins-demo" / "runs" / run_id
     rows = [json.loads(line) for line in (run_dir / "cycles.jsonl").read_text().splitlines()]
@@ -48,9 +43,7 @@ def test_example_plugins_through_al_core_run(plugin_sweep, python, tmp_path):
     (run_dir / "DONE").unlink()
     f = plugin_sweep.parent / "farthest_first.py"
     f.write_text(f.read_text() + "\n# changed\n")
-    p = subprocess.run(
-        [python, "-m", "al_core.run", str(plugin_sweep), "--run", run_id], capture_output=True, text=True, cwd=ROOT, timeout=600
-    )
+    p = forked_run([plugin_sweep, "--run", run_id], timeout=600)
     assert p.returncode == 2 and p.stderr.startswith("error:") and "plugins.farthest_first.py" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 

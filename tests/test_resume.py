@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from al_core.loop import run
 from al_core.train import Interrupted, StopFlag
 from al_core.results import EXIT_INTERRUPTED, comparable
 from al_core.run import main as run_main
+from tests._forked import Run
 
 RUN_ID = "resnet18-sgd-learning_loss-t0"
 LONGER = ["train.epochs=8"]  # 24 epochs in all, a checkpoint after each: many distinct moments to kill at
@@ -56,12 +56,12 @@ def reference(smoke_yaml):
 
 
 def start(smoke_yaml, out, pause=None, overrides=()):
+    """`python -m al_core.run` of RUN_ID in a child (forked: tests/_forked.py), stdout and stderr on one pipe."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", AL_THREADS="1")
     env.pop("AL_PAUSE_AT", None)
     if pause:
         env["AL_PAUSE_AT"] = pause
-    cmd = [sys.executable, "-m", "al_core.run", str(smoke_yaml), f"output={out}", *overrides, "--run", RUN_ID]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return Run([smoke_yaml, f"output={out}", *overrides, "--run", RUN_ID], env)
 
 
 def wait_stopped(p, timeout=60):

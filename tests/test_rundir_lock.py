@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from al_core.rundir import RunDirLock, RunLocked, holder
+from tests._forked import Run, run as forked_run
 from tests.test_resume import wait_stopped
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,15 +20,14 @@ SMOKE = ROOT / "jobs" / "smoke.yaml"
 RUN_ID = "resnet18-sgd-random-t0"
 
 
-def start(out: Path, pause: str | None = None) -> subprocess.Popen:
+def start(out: Path, pause: str | None = None) -> Run:
     """The run in a child; with `pause` (AL_PAUSE_AT) it stops itself at that write, lock held, so
     it is still the holder however fast the machine trains."""
-    cmd = [sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400", "--run", RUN_ID]
     env = {**os.environ, "AL_THREADS": "1"}
     env.pop("AL_PAUSE_AT", None)
     if pause:
         env["AL_PAUSE_AT"] = pause
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return Run([SMOKE, f"output={out}", "train.epochs=400", "--run", RUN_ID], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def wait_for_holder(run_dir: Path, pid: int, timeout: float = 120) -> dict:
@@ -73,13 +72,7 @@ def test_second_process_exits_75_and_writes_nothing_then_a_killed_holder_frees_t
         assert h["host"] and h["since"]
         before = snapshot(run_dir)
         run_json = (run_dir / "run.json").read_text()
-        second = subprocess.run(
-            [sys.executable, "-m", "al_core.run", str(SMOKE), f"output={out}", "train.epochs=400", "--run", RUN_ID],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        second = forked_run([SMOKE, f"output={out}", "train.epochs=400", "--run", RUN_ID], timeout=120)
         assert second.returncode == 75, second.stderr
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and f"pid {first.pid}" in lines[0], lines

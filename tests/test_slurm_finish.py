@@ -21,6 +21,7 @@ from al_core.results import comparable
 from slurm import cost, ledger, profiles, report_job, scheduler, submit
 from slurm.plan import make_plan
 from slurm.sweep import main as sweep_main
+from tests._forked import Run, run as forked_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "train.epochs=1", "al.initial_size=50"]
@@ -274,8 +275,8 @@ def test_a_killed_run_logs_every_cycle_once_to_one_wandb_run(smoke_yaml, tmp_pat
     spec = sweep.runs()[0]
     run_dir = sweep.run_dir(spec.run_id)
     env = {**os.environ, "WANDB_MODE": "offline", "AL_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [python, "-m", "al_core.run", str(smoke_yaml), *overrides, "--run", spec.run_id]
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [smoke_yaml, *overrides, "--run", spec.run_id]
+    p = Run(args, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # SIGKILL once cycle 1 is logged and cycle 2 has a checkpoint
         deadline = time.monotonic() + 240
         while not (tracking.logged_cycles(run_dir) == {1} and list(run_dir.glob("ckpt-c002-*"))):
@@ -285,7 +286,7 @@ def test_a_killed_run_logs_every_cycle_once_to_one_wandb_run(smoke_yaml, tmp_pat
     finally:
         p.wait()
     assert not (run_dir / "DONE").exists()
-    assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    assert forked_run(args, env, timeout=300).returncode == 0
     wid = tracking.wandb_id(sweep.name, spec.run_id)
     cycles = [r["cycle/cycle"] for r in history(run_dir, wid) if "cycle/cycle" in r]
     assert cycles == [1, 2, 3]

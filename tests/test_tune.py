@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from al_core.loop import run
 from al_core.results import comparable
 from al_core.registry import optimizer_params
 from al_core.run import main as run_main
+from tests._forked import Run
 from test_resume import wait_stopped
 
 # digits: 8x8 images, a run of a few cycles takes seconds on a CPU.
@@ -238,8 +237,7 @@ def _start(sweep_yaml, overrides, run_id, pause=None):
     env.pop("AL_PAUSE_AT", None)
     if pause:
         env["AL_PAUSE_AT"] = pause
-    cmd = [sys.executable, "-m", "al_core.run", str(sweep_yaml), *overrides, "--run", run_id]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return Run([sweep_yaml, *overrides, "--run", run_id], env)
 
 
 def _wait_stopped(p, timeout=120):
