@@ -208,27 +208,24 @@ def test_profile_torch_build_must_cover_its_gpus():
         resolve({"profile": "speed", "torch_build": "cu999"})
 
 
-def test_gpu_check_runs_every_step_at_toy_size_on_a_cpu(tmp_path):
+def test_gpu_check_runs_every_step_at_toy_size_on_a_cpu(tmp_path, capsys):
+    from bench import gpu_check
+
     out = tmp_path / "gc.json"
-    p = subprocess.run(
-        [sys.executable, "-m", "bench.gpu_check", "--quick", "--device", "cpu", "--skip", "tests", "bench", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
+    rc = gpu_check.main(["--quick", "--device", "cpu", "--skip", "tests", "bench", "--json", str(out)])
+    p = capsys.readouterr()
+    assert rc == 0, p.err[-2000:]
     result = json.loads(out.read_text())
     run = result["run"]
     assert [c["cycle"] for c in run["cycles"]] == [1, 2, 3] and run["config"]["precision"] == "fp32"
     assert run["projected_10_cycle_s"] > sum(c["train_time_s"] for c in run["cycles"])
-    assert "| projected 10-cycle run |" in p.stdout and result["node"]["host"]
+    assert "| projected 10-cycle run |" in p.out and result["node"]["host"]
     pack = result["pack"]  # bench.bench_pack: K = 1 and 2 processes training on the one device
     assert pack["rc"] == 0, pack["tail"]
     ks = pack["raw"]["models"]["resnet18"]["k"]
     assert set(ks) == {"1", "2"} and all(r["aggregate_img_per_s"] > 0 for r in ks.values())
     assert len(ks["2"]["per_run_img_per_s"]) == 2 and ks["1"]["score_img_per_s"] > 0
-    assert pack["raw"]["projection"]["runs"] == 40 and "| runs per GPU, resnet18 |" in p.stdout
+    assert pack["raw"]["projection"]["runs"] == 40 and "| runs per GPU, resnet18 |" in p.out
 
 
 def test_train_device_cpu_is_allowed_where_a_gpu_was_expected():
