@@ -108,10 +108,6 @@ def tuned_signature(cycles: pd.DataFrame) -> pd.DataFrame:
     return sig.rename("tuned").reset_index()
 
 
-def expected_runs(sweep) -> list[ExpectedRun]:
-    return [ExpectedRun(s.run_id, s.model, s.optimizer, s.strategy, int(s.trial)) for s in sweep.runs()]
-
-
 def load(sweep_dir: str | os.PathLike, sweep=None) -> SweepData:
     """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs are known."""
     if sweep is None:
@@ -120,7 +116,7 @@ def load(sweep_dir: str | os.PathLike, sweep=None) -> SweepData:
     dataset = sweep.raw.get("dataset") or {}
     data = load_sweep_dir(
         sweep_dir,
-        expected=expected_runs(sweep),
+        expected=[ExpectedRun(s.run_id, s.model, s.optimizer, s.strategy, int(s.trial)) for s in sweep.runs()],
         extra_axes=[a for a in axes if a not in ("model", "optimizer", "strategy", "trial")],
         cycles_expected=int(sweep.al.cycles),
         dataset=dataset.get("name") if isinstance(dataset, dict) else None,
@@ -362,15 +358,13 @@ def headline_section(tables: Tables, report_dir: Path) -> list[tuple]:
     return blocks
 
 
-def report_blocks(
-    tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str, top: Optional[list[tuple]] = None
-) -> list[tuple]:
+def report_blocks(tables: Tables, drawn: list[tuple[Path, str]], report_dir: Path, command: str, top: list[tuple]) -> list[tuple]:
     """The report as a list of blocks (see render): headline, completeness, findings, tables, figures, config."""
     blocks: list[tuple] = [
         ("h1", f"Active-learning report: {tables.data.sweep_dir.name}"),
         ("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {tables.data.sweep_dir}."),
         ("p", completeness_line(tables) + "."),
-        *(top or []),
+        *top,
         *completeness_blocks(tables),
         ("h2", "Findings"),
         ("ul", findings(tables)),

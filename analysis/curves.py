@@ -17,9 +17,8 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from analysis.figures import _placeholder, _save, _styles
+from analysis.figures import _figure, _legend, _placeholder, _save, _styles
 from analysis.load import warn
 
 FILE = "epochs.jsonl"
@@ -82,9 +81,7 @@ def training_curves(epochs: pd.DataFrame, path: Path, choice: Optional[str] = No
         )
     models = sorted(t["model"].unique(), key=str)
     styles = _styles(t[hue])
-    fig = Figure(figsize=(3.3 * 3 + 0.4, 2.3 * len(models) + 0.9), layout="constrained")
-    axes = fig.subplots(len(models), 3, squeeze=False, sharex=True)
-    fig.suptitle(title, fontsize=11)
+    fig, axes = _figure(title, (3.3 * 3 + 0.4, 2.3 * len(models) + 0.9), len(models), 3, sharex=True)
     for i, model in enumerate(models):
         m = t[t["model"] == model]
         for value, line in m.groupby(hue, sort=True):
@@ -112,6 +109,5 @@ def training_curves(epochs: pd.DataFrame, path: Path, choice: Optional[str] = No
                 ax.set_xlabel("epoch (all cycles)", fontsize=9)
         if np.nanmax(m["train_loss"].to_numpy(float)) > 20 * max(np.nanmin(m["train_loss"].to_numpy(float)), 1e-3):
             axes[i, 0].set_yscale("log")  # a diverging run would flatten the others
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8, frameon=False)
+    _legend(fig, axes[0, 0].get_legend_handles_labels()[0])
     return _save(fig, path)

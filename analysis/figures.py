@@ -57,11 +57,17 @@ def _extra(keys: list[str]) -> list[str]:
     return [k for k in keys if k not in ("dataset", "model", "optimizer", "strategy")]
 
 
-def _grid(n_rows: int, n_cols: int, title: str, sharey: bool = True) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(PANEL[0] * n_cols + 0.4, PANEL[1] * n_rows + 0.9), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=sharey)
+def _figure(title: str, size: tuple[float, float], n_rows: int, n_cols: int, **shared) -> tuple[Figure, np.ndarray]:
+    """A titled figure of `size` inches with an n_rows x n_cols array of axes (`shared`: sharex, sharey)."""
+    fig = Figure(figsize=size, layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, **shared)
     fig.suptitle(title, fontsize=11)
     return fig, axes
+
+
+def _grid(n_rows: int, n_cols: int, title: str) -> tuple[Figure, np.ndarray]:
+    size = (PANEL[0] * n_cols + 0.4, PANEL[1] * n_rows + 0.9)
+    return _figure(title, size, n_rows, n_cols, sharex=True, sharey=True)
 
 
 def _x_axis(ax, budget: bool) -> None:
@@ -87,13 +93,16 @@ def _placeholder(path: Path, title: str, message: str) -> Path:
     return _save(fig, path)
 
 
-def _legend(fig: Figure, styles: dict, title: str, extra_handles: list = ()) -> None:
-    handles = [Line2D([], [], label=str(v), **s) for v, s in styles.items()] + list(extra_handles)
+def _handles(styles: dict) -> list[Line2D]:
+    return [Line2D([], [], label=str(v), **s) for v, s in styles.items()]
+
+
+def _legend(fig: Figure, handles: list, title: str | None = None, ncols: int = 6) -> None:
     fig.legend(
         handles=handles,
         title=title,
         loc="outside lower center",
-        ncols=min(len(handles), 6),
+        ncols=min(len(handles), ncols),
         fontsize=8,
         title_fontsize=8,
         frameon=False,
@@ -159,7 +168,7 @@ def _curves(
                 lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
             ax.fill_between(xs, lo, hi, color=styles[h]["color"], alpha=0.18, linewidth=0)
     _dress_panels(axes, row_values, col_values, xlabel, ylabel, zero_line, budget=x == "n_labeled")
-    _legend(fig, styles, hue)
+    _legend(fig, _handles(styles), hue)
     return _save(fig, path)
 
 
@@ -241,22 +250,14 @@ def gain_over_random(vs_random: pd.DataFrame, keys: list[str], path: Path) -> Pa
         err = np.nan_to_num(np.where(line["n_pairs"].to_numpy(float) >= MIN_BAND_N, line["diff_ci95"].to_numpy(float) * 100, 0))
         ax.errorbar(xs, ys, yerr=err, color=st["color"], linestyle=st["linestyle"], linewidth=1.2, capsize=2, marker="none")
         significant = (line["p_value"] < 0.05).to_numpy()
-        ax.plot(xs[significant], ys[significant], linestyle="none", marker=st["marker"], color=st["color"], markersize=6)
-        ax.plot(
-            xs[~significant],
-            ys[~significant],
-            linestyle="none",
-            marker=st["marker"],
-            markerfacecolor="white",
-            color=st["color"],
-            markersize=5,
-        )
+        for shown, face, size in ((significant, st["color"], 6), (~significant, "white", 5)):
+            ax.plot(xs[shown], ys[shown], st["marker"], markerfacecolor=face, color=st["color"], markersize=size)
     _dress_panels(axes, row_values, col_values, "labelled samples", "gain (accuracy points)", zero_line=True, budget=True)
     key = [
         Line2D([], [], marker="o", color="grey", linestyle="none", label="p < 0.05"),
         Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none", label="p ≥ 0.05"),
     ]
-    _legend(fig, styles, "strategy", key)
+    _legend(fig, _handles(styles) + key, "strategy")
     return _save(fig, path)
 
 
@@ -270,9 +271,8 @@ def aubc_gain(gains: pd.DataFrame, keys: list[str], path: Path) -> Path:
     t = t.assign(_panel=_label(t, ["dataset", *_extra(keys), "strategy"]), _y=_label(t, ["model", "optimizer"]))
     panels = sorted(t["_panel"].unique())
     labels = sorted(t["_y"].unique())
-    fig = Figure(figsize=(3.4 * len(panels) + 0.6, 0.32 * len(labels) + 1.3), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
-    fig.suptitle(title, fontsize=11)
+    fig, axes = _figure(title, (3.4 * len(panels) + 0.6, 0.32 * len(labels) + 1.3), 1, len(panels), sharey=True)
+    axes = axes[0]
     for ax, panel in zip(axes, panels):
         rows = t[t["_panel"] == panel]
         ys = np.array([labels.index(v) for v in rows["_y"]], dtype=float)
@@ -301,22 +301,14 @@ def heatmaps(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
     t = t.assign(_row=_label(t, ["dataset", *_extra(keys), "strategy"]))
     row_values = sorted(t["_row"].unique())
     models, optimizers = sorted(t["model"].unique()), sorted(t["optimizer"].unique())
-    fig = Figure(
-        figsize=(2 * (0.75 * len(optimizers) + 1.8), (0.5 * len(models) + 1.0) * len(row_values) + 0.6), layout="constrained"
-    )
-    axes = fig.subplots(len(row_values), 2, squeeze=False)
-    fig.suptitle(title, fontsize=11)
+    size = (2 * (0.75 * len(optimizers) + 1.8), (0.5 * len(models) + 1.0) * len(row_values) + 0.6)
+    fig, axes = _figure(title, size, len(row_values), 2)
     for i, r in enumerate(row_values):
         sub = t[t["_row"] == r]
         for j, (column, name) in enumerate((("final_acc_mean", "final accuracy"), ("aubc_mean", "AUBC"))):
-            grid = (
-                sub.pivot_table(index="model", columns="optimizer", values=column, aggfunc="mean").reindex(
-                    index=models, columns=optimizers
-                )
-                * 100
-            )
+            table = sub.pivot_table(index="model", columns="optimizer", values=column, aggfunc="mean")
+            values = table.reindex(index=models, columns=optimizers).to_numpy(float) * 100
             ax = axes[i, j]
-            values = grid.to_numpy(float)
             image = ax.imshow(values, cmap="cividis", aspect="auto")
             finite = values[np.isfinite(values)]
             lo, hi = (finite.min(), finite.max()) if finite.size else (0, 1)
@@ -370,28 +362,16 @@ def compute_cost(groups: pd.DataFrame, keys: list[str], path: Path) -> Path:
     t = groups.assign(_x=_label(groups, ["dataset", *_extra(keys), "model", "optimizer"]).str.replace(" · ", "\n"))
     xs = sorted(t["_x"].unique())
     styles = _styles(t["strategy"])
-    fig = Figure(
-        figsize=(max(4.5, 0.55 * len(xs) * max(1, len(styles)) ** 0.5 + 1.5), 2.6 * len(panels) + 0.8), layout="constrained"
-    )
-    axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
-    fig.suptitle(title, fontsize=11)
+    size = (max(4.5, 0.55 * len(xs) * max(1, len(styles)) ** 0.5 + 1.5), 2.6 * len(panels) + 0.8)
+    fig, axes = _figure(title, size, len(panels), 1, sharex=True)
+    axes = axes[:, 0]
     for ax, (column, label, factor) in zip(axes, panels):
         _grouped_bars(ax, t.assign(_v=t[column] * factor), styles, "_x", "_v", xs)
         ax.set_ylabel(label, fontsize=9)
         ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
         ax.tick_params(labelsize=8)
     axes[-1].set_xticks(np.arange(len(xs)), xs, fontsize=7)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        title="strategy",
-        loc="outside lower center",
-        ncols=min(len(labels), 6),
-        fontsize=8,
-        title_fontsize=8,
-        frameon=False,
-    )
+    _legend(fig, axes[0].get_legend_handles_labels()[0], "strategy")
     return _save(fig, path)
 
 
@@ -404,9 +384,9 @@ def queried_class_histogram(classes: pd.DataFrame, keys: list[str], path: Path) 
     row_values = sorted(t["_row"].unique())
     n_classes = t["class"].nunique()
     styles = _styles(t["strategy"])
-    fig = Figure(figsize=(max(5.0, 0.35 * n_classes * len(styles) + 1.5), 2.8 * len(row_values) + 0.9), layout="constrained")
-    axes = fig.subplots(len(row_values), 1, squeeze=False)[:, 0]
-    fig.suptitle(title, fontsize=11)
+    size = (max(5.0, 0.35 * n_classes * len(styles) + 1.5), 2.8 * len(row_values) + 0.9)
+    fig, axes = _figure(title, size, len(row_values), 1)
+    axes = axes[:, 0]
     for ax, r in zip(axes, row_values):
         sub = t[t["_row"] == r]
         classes_here = sorted(sub["class"].unique())
@@ -418,8 +398,7 @@ def queried_class_histogram(classes: pd.DataFrame, keys: list[str], path: Path) 
         ax.set_title(r, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 7), fontsize=8, frameon=False)
+    _legend(fig, axes[0].get_legend_handles_labels()[0], ncols=7)
     return _save(fig, path)
 
 

@@ -6,20 +6,13 @@ raw p-value.
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from analysis.headline import claim_text, completeness_line, cost_line
+from analysis.headline import _facets, _pct, _tag, claim_text, completeness_line, cost_line
 from analysis.headline import summary_lines as headline_summary
-from analysis.metrics import EQUAL_TOL
+from analysis.metrics import EQUAL_TOL, rows_matching
 
 __all__ = ["completeness_line", "cost_line", "findings", "summary_lines"]
-
-
-def _pct(value: float, ci: float = math.nan, sign: bool = False) -> str:
-    text = f"{value * 100:+.2f}" if sign else f"{value * 100:.2f}"
-    return f"{text} ± {ci * 100:.2f}" if math.isfinite(ci) else text
 
 
 def _count(n, noun: str) -> str:
@@ -27,19 +20,10 @@ def _count(n, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _facet_columns(tables) -> list[str]:
-    """The key columns besides model, optimizer and strategy that take several values."""
-    return [k for k in tables.keys if k not in ("model", "optimizer", "strategy") and tables.runs[k].nunique() > 1]
-
-
-def _tag(row, columns: list[str]) -> str:
-    return " · ".join(str(row[c]) for c in columns)
-
-
 def best_by_aubc(tables) -> pd.DataFrame:
     """Per strategy (and facet): the model x optimizer group with the highest mean AUBC."""
     g = tables.groups.dropna(subset=["aubc_mean"])
-    by = [*_facet_columns(tables), "strategy"]
+    by = [*_facets(tables.runs, tables.keys), "strategy"]
     ranked = g.sort_values([*by, "aubc_mean"], ascending=[True] * len(by) + [False], kind="stable")
     return ranked.groupby(by, observed=True).head(2).assign(rank=lambda t: t.groupby(by, observed=True).cumcount())
 
@@ -59,7 +43,7 @@ def findings(tables) -> list[str]:
         return ["No cycle has finished yet: there is nothing to compare."]
     out = best_lines(tables) + ranking_lines(tables) + vs_random_lines(tables)
     out.append(cost_line(tables) + ".")
-    facet = _facet_columns(tables)
+    facet = _facets(tables.runs, tables.keys)
     for _, rows in tables.classes.groupby([*facet, "strategy"], observed=True, sort=True):
         lo, hi = rows.loc[rows["fraction"].idxmin()], rows.loc[rows["fraction"].idxmax()]
         out.append(
@@ -71,13 +55,11 @@ def findings(tables) -> list[str]:
 
 def best_lines(tables) -> list[str]:
     """Per strategy (and facet): the two model x optimizer groups with the highest mean AUBC (descriptive)."""
-    facet = _facet_columns(tables)
+    facet = _facets(tables.runs, tables.keys)
     best = best_by_aubc(tables)
     out = []
     for _, row in best[best["rank"] == 0].iterrows():
-        nxt = best[(best["rank"] == 1) & (best["strategy"] == row["strategy"])]
-        for c in facet:
-            nxt = nxt[nxt[c] == row[c]]
+        nxt = rows_matching(best[best["rank"] == 1], {c: row[c] for c in [*facet, "strategy"]})
         text = (
             f"{_tag(row, [*facet, 'strategy'])}: highest mean AUBC {row['model']} + {row['optimizer']} "
             f"({_pct(row['aubc_mean'], row['aubc_ci95'])}%, {_count(row['n_final'], 'run')} up to {int(row['final_n_labeled'])} labels)"
@@ -93,7 +75,7 @@ def ranking_lines(tables) -> list[str]:
     """Per model x strategy: which optimizer has the highest mean accuracy at the last budget
     (descriptive: the leader and runner-up are chosen from the same data, so optimizer_ranking's
     p is not a test of them), then the optimizer differences the optimizer question claims."""
-    ranking, facet = tables.ranking, _facet_columns(tables)
+    ranking, facet = tables.ranking, _facets(tables.runs, tables.keys)
     if ranking.empty:
         return []
     out = []
@@ -116,9 +98,7 @@ def ranking_lines(tables) -> list[str]:
 
 def _claims(frame: pd.DataFrame, factor: str | None, where, within: list[str]) -> str:
     """The significant rows of `frame` that match `where` on `within`, as claims."""
-    rows = frame
-    for k in within:
-        rows = rows[rows[k] == where[k]]
+    rows = rows_matching(frame, {k: where[k] for k in within})
     what = "optimizers" if factor == "optimizer" else "models" if factor == "model" else "random"
     sig = rows[rows["significant"]] if len(rows) else rows
     if sig.empty:
@@ -130,7 +110,7 @@ def _claims(frame: pd.DataFrame, factor: str | None, where, within: list[str]) -
 def vs_random_lines(tables) -> list[str]:
     """Per strategy: how often its accuracy is above random at the largest paired budget
     (descriptive), then what the `<strategy> vs random` question claims (AUBC, gains.csv)."""
-    facet, final, out = _facet_columns(tables), final_vs_random(tables), []
+    facet, final, out = _facets(tables.runs, tables.keys), final_vs_random(tables), []
     for _, rows in final.groupby([*facet, "strategy"], observed=True, sort=True):
         first = rows.iloc[0]
         top = rows.sort_values("diff_mean", ascending=False).iloc[0]

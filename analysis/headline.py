@@ -16,9 +16,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import ci95, holm
+from analysis.metrics import ci95, holm, rows_matching
 from analysis.planning import display_power
 from analysis.questions import ALPHA, finished, gains, pairwise
+from analysis.render import mean_pm
 
 MIN_TRIALS = 3  # below this a group's CI is not shown and the group is flagged
 FLAG = "†"
@@ -36,7 +37,6 @@ def anova(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> pd.DataF
     names = {"C(model)": "model", "C(optimizer)": "optimizer", "C(model):C(optimizer)": "model:optimizer", "Residual": "Residual"}
     out = []
     for group, g in finished(runs).groupby(by, observed=True, sort=True):
-        group = group if isinstance(group, tuple) else (group,)
         cells = g.groupby(["model", "optimizer"], observed=True).size()
         if g["model"].nunique() < 2 or g["optimizer"].nunique() < 2 or len(g) - len(cells) < 1:
             continue
@@ -97,6 +97,7 @@ def _dz(v: float) -> str:
 
 
 def _facets(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The key columns besides model, optimizer and strategy that take several values."""
     return [k for k in keys if k not in ("model", "optimizer", "strategy") and runs[k].nunique() > 1]
 
 
@@ -114,9 +115,9 @@ def grid_tables(g: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFram
     shown_by = [k for k in by if g[k].nunique() > 1] or ["strategy"]
     for group, t in g.groupby(by, observed=True, sort=True):
         cell = (
-            pd.Series(_pct_list(t["aubc_mean"], t["aubc_ci95"]), index=t.index)
+            pd.Series(mean_pm(t["aubc_mean"], t["aubc_ci95"]), index=t.index)
             + " / "
-            + pd.Series(_pct_list(t["final_acc_mean"], t["final_acc_ci95"]), index=t.index)
+            + pd.Series(mean_pm(t["final_acc_mean"], t["final_acc_ci95"]), index=t.index)
             + " (n="
             + t["n"].astype(str)
             + np.where(t["few"], f" {FLAG}", "")
@@ -125,12 +126,8 @@ def grid_tables(g: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFram
         table = t.assign(cell=cell).pivot(index="model", columns="optimizer", values="cell").fillna("–")
         table = table.reset_index()
         table.columns = [str(c) for c in table.columns]
-        out.append((_tag(dict(zip(by, group if isinstance(group, tuple) else (group,))), shown_by), table))
+        out.append((_tag(dict(zip(by, group)), shown_by), table))
     return out
-
-
-def _pct_list(mean, ci) -> list[str]:
-    return [_pct(m, c) for m, c in zip(np.asarray(mean, float), np.asarray(ci, float))]
 
 
 def claim_text(r, factor: str | None, within: list[str]) -> str:
@@ -161,10 +158,8 @@ def best_lines(pairs: pd.DataFrame, g: pd.DataFrame, keys: list[str], factor: st
             continue
         best = t.sort_values(["aubc_mean", factor], ascending=[False, True]).iloc[0]
         lvl = best[factor]
-        key = dict(zip(within, group if isinstance(group, tuple) else (group,)))
-        mine = pairs
-        for k, v in key.items():
-            mine = mine[mine[k] == v]
+        key = dict(zip(within, group))
+        mine = rows_matching(pairs, key)
         mine = mine[(mine[a_col] == lvl) | (mine[b_col] == lvl)]
         parts = []
         for _, p in mine.iterrows():
@@ -187,10 +182,7 @@ def best_lines(pairs: pd.DataFrame, g: pd.DataFrame, keys: list[str], factor: st
 def anova_reading(a: pd.DataFrame, by_values: dict) -> str:
     """One sentence reading a group's ANOVA table: descriptive F and p, no verdict (the claims
     come from questions.csv)."""
-    t = a
-    for k, v in by_values.items():
-        t = t[t[k] == v]
-    terms = t.set_index("term")
+    terms = rows_matching(a, by_values).set_index("term")
 
     def part(term: str) -> str:
         if term not in terms.index or not np.isfinite(terms.loc[term, "p_value"]):
@@ -203,14 +195,13 @@ def anova_reading(a: pd.DataFrame, by_values: dict) -> str:
     )
 
 
-def procedure_text() -> str:
-    return (
-        "How claims are made: each question (optimizer, model, model x optimizer, each strategy vs random) is one "
-        "family per dataset (and precision or other facet). Its tests (paired t-tests of AUBC by trial; for the "
-        "interaction an F-test with trial as a block, per strategy) are Holm-corrected together, so the chance that "
-        f"a question claims any difference that is not there is at most {ALPHA:.0%}. Only rows marked significant "
-        "are claimed; p_holm (Holm within one narrow group) and the ANOVA table are descriptive."
-    )
+PROCEDURE = (
+    "How claims are made: each question (optimizer, model, model x optimizer, each strategy vs random) is one "
+    "family per dataset (and precision or other facet). Its tests (paired t-tests of AUBC by trial; for the "
+    "interaction an F-test with trial as a block, per strategy) are Holm-corrected together, so the chance that "
+    f"a question claims any difference that is not there is at most {ALPHA:.0%}. Only rows marked significant "
+    "are claimed; p_holm (Holm within one narrow group) and the ANOVA table are descriptive."
+)
 
 
 def headline_blocks(tables) -> list[tuple]:
@@ -224,7 +215,7 @@ def headline_blocks(tables) -> list[tuple]:
             "p",
             "AUBC = area under the accuracy-vs-labels curve, normalised (%). Finished runs only; "
             "± is the 95% CI over trials (Student's t); n = trials; d_z = mean paired difference / its SD; "
-            f"{FLAG} = fewer than {MIN_TRIALS} trials, CI not shown. " + procedure_text(),
+            f"{FLAG} = fewer than {MIN_TRIALS} trials, CI not shown. " + PROCEDURE,
         )
     )
     if "precision" in keys:
@@ -278,7 +269,7 @@ def anova_blocks(tables) -> list[tuple]:
     by = [k for k in keys if k not in ("model", "optimizer")]
     shown_by = [k for k in by if a[k].nunique() > 1] or ["strategy"]
     for group, t in a.groupby(by, observed=True, sort=True):
-        values = dict(zip(by, group if isinstance(group, tuple) else (group,)))
+        values = dict(zip(by, group))
         disp = pd.DataFrame(
             {
                 "term": t["term"],

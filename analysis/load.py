@@ -84,16 +84,15 @@ def read_cycles(path: Path, run_id: str) -> list[dict]:
         warn(f"{path}: unreadable ({e}); skipped")
         return []
     lines = text.splitlines()
-    if not any(line.strip() for line in lines):
+    n_lines = sum(1 for line in lines if line.strip())
+    if not n_lines:
         warn(f"{path}: empty; skipped")
         return []
     by_cycle: dict[int, dict] = {}
     problems = []
-    n_lines = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        n_lines += 1
         try:
             row = json.loads(line)
         except ValueError:
@@ -173,15 +172,12 @@ def load_sweep_dir(
     for run_id in run_ids:
         run_dir = runs_dir / run_id
         spec = expected_by_id.get(run_id) if expected_by_id is not None else None
-        if run_id not in found_set:
-            meta.append(_run_meta(run_id, None, spec, {}, "missing", dataset, cycles_expected))
-            continue
-        has_json = (run_dir / RUN_JSON).exists()
-        has_cycles = (run_dir / CYCLES).exists()
-        if not has_json and not has_cycles:
-            if spec is None:
-                continue  # not a run directory (with --results there is nothing to report)
-            meta.append(_run_meta(run_id, None, spec, {}, "in progress", dataset, cycles_expected))
+        if run_id not in found_set or not ((run_dir / RUN_JSON).exists() or (run_dir / CYCLES).exists()):
+            # A missing run is always expected; without a spec this is not a run directory
+            # (with --results there is nothing to report).
+            if spec is not None:
+                status = "in progress" if run_id in found_set else "missing"
+                meta.append(_run_meta(run_id, None, spec, {}, status, dataset, cycles_expected))
             continue
         info = read_run_json(run_dir / RUN_JSON)
         config = info.get("config") if isinstance(info.get("config"), dict) else {}
@@ -233,7 +229,7 @@ def _run_meta(run_id, row, spec, config, status, dataset, cycles_expected) -> di
 
 # Keys a run's config sets without a grid axis (al_core/recipes.py, al_core/tune.py, ll.train_module):
 # columns of every table, and so axes of the comparisons, once any run of the sweep uses them.
-CONFIG_KEYS = ("recipe", "tuning", "train_module")
+CONFIG_KEYS = {"recipe": "default", "tuning": "none", "train_module": "auto"}  # name: its default
 
 
 def _config_keys(config: dict) -> dict:
@@ -251,15 +247,14 @@ def _config_keys(config: dict) -> dict:
 def _add_config_keys(runs: pd.DataFrame, keys: list[str], meta: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     """Add `recipe`, `tuning`, `train_module` (from run.json) as keys when some run departs from the
     defaults (a recipe, tuning, the module trained always) and no grid axis already carries them."""
-    defaults = {"recipe": "default", "tuning": "none", "train_module": "auto"}
     axis_of = {"recipe": "optim.recipe", "tuning": "tune", "train_module": "ll.train_module"}
-    for name in CONFIG_KEYS:
+    for name, default in CONFIG_KEYS.items():
         values = pd.Series([m.get(name) for m in meta], index=runs.index, dtype=object)
         known = values.dropna()
-        if known.empty or (known == defaults[name]).all() or axis_of[name] in keys:
+        if known.empty or (known == default).all() or axis_of[name] in keys:
             continue
         # Runs without a run.json yet (missing, just started) take the value every other run shares.
-        fill = known.iloc[0] if known.nunique() == 1 else defaults[name]
+        fill = known.iloc[0] if known.nunique() == 1 else default
         runs[name] = values.fillna(fill).astype(str)
         keys = [*keys, name]
     return runs, keys
@@ -315,10 +310,9 @@ def _typed(values: list[str]) -> pd.Series:
     """An axis' values as numbers when every one reads as a number (train.width: 8 < 16), else text."""
     column = pd.Series(values, dtype=object)
     try:
-        numbers = pd.to_numeric(column)
+        return pd.to_numeric(column)
     except (ValueError, TypeError):
         return column
-    return numbers
 
 
 def _cycles_frame(rows: list[dict], runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -329,9 +323,7 @@ def _cycles_frame(rows: list[dict], runs: pd.DataFrame, keys: list[str]) -> pd.D
         cycles[name] = cycles[name].astype("int64")
     for name in ("test_accuracy", "test_macro_f1"):
         cycles[name] = cycles[name].astype("float64")
-    if "device" not in cycles:
-        cycles["device"] = None
-    for name in LIST_FIELDS:
+    for name in ("device", *LIST_FIELDS):
         if name not in cycles:
             cycles[name] = None
     cycles = _flatten_tuned(cycles)

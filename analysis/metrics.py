@@ -13,6 +13,7 @@ RANDOM = "random"
 # Diffs closer together than this count as "every diff is equal" (p-value undefined): float
 # subtraction makes equal decimal differences differ in the last bits.
 EQUAL_TOL = 1e-12
+PAIR_COLUMNS = ["n_pairs", "diff_mean", "diff_sd", "diff_ci95", "d_z", "t", "p_value"]
 
 
 def holm(p_values) -> np.ndarray:
@@ -47,6 +48,15 @@ def add_holm(table: pd.DataFrame, by: list[str], col: str = "p_value", out: str 
     return table
 
 
+def rows_matching(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
+    """The rows of `frame` whose column k equals v for every k: v of `where` (none when a column is missing)."""
+    for k, v in where.items():
+        if frame.empty or k not in frame:
+            return frame.iloc[0:0]
+        frame = frame[frame[k] == v]
+    return frame
+
+
 def ci95(std, n):
     """Half-width of the 95% CI of a mean: t(0.975, n - 1) * std / sqrt(n); NaN when n < 2."""
     n = np.asarray(n, dtype=float)
@@ -56,22 +66,31 @@ def ci95(std, n):
     return np.where(n >= 2, half, np.nan)
 
 
+def paired_table(pairs: pd.DataFrame, by: list[str], col: str = "diff") -> pd.DataFrame:
+    """PAIR_COLUMNS of the paired differences `col` per group of `by`, vectorised: n, mean, SD,
+    95% CI half-width, Cohen's d_z (mean / SD), t and the two-sided paired t-test p (NaN when
+    undefined: fewer than 2 pairs, or every difference equal)."""
+    if pairs.empty:
+        return pd.DataFrame(columns=[*by, *PAIR_COLUMNS])
+    g = pairs.groupby(by, observed=True, sort=True)[col]
+    out = g.agg(n_pairs="size", diff_mean="mean", diff_sd="std", lo="min", hi="max").reset_index()
+    n = out["n_pairs"].to_numpy(float)
+    sd = out["diff_sd"].to_numpy(float)
+    undefined = (n < 2) | ((out["hi"] - out["lo"]).to_numpy() <= EQUAL_TOL)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(undefined, np.nan, out["diff_mean"].to_numpy() / (sd / np.sqrt(n)))
+        out["diff_ci95"] = ci95(sd, n)
+        out["d_z"] = np.where(undefined, np.nan, out["diff_mean"].to_numpy() / sd)
+    out["t"] = t
+    out["p_value"] = 2 * stats.t.sf(np.abs(t), np.where(n >= 2, n - 1, np.nan))
+    return out[[*by, *PAIR_COLUMNS]]
+
+
 def paired_stats(pairs: pd.DataFrame, by: list[str], col: str = "diff") -> pd.DataFrame:
     """n_pairs, diff_mean, diff_std, diff_ci95 and the two-sided one-sample t-test p-value of
     `col` against 0 per group of `by` (equivalent to a paired t-test of the two sides)."""
-    columns = [*by, "n_pairs", "diff_mean", "diff_std", "diff_ci95", "p_value"]
-    if pairs.empty:
-        return pd.DataFrame(columns=columns)
-    g = pairs.groupby(by, sort=True, observed=True)[col]
-    out = g.agg(n_pairs="size", diff_mean="mean", diff_std="std", lo="min", hi="max").reset_index()
-    out["diff_ci95"] = ci95(out["diff_std"], out["n_pairs"])
-    n = out["n_pairs"].to_numpy(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = out["diff_mean"].to_numpy() / (out["diff_std"].to_numpy() / np.sqrt(n))
-        p = 2 * stats.t.sf(np.abs(t), np.where(n >= 2, n - 1, np.nan))
-    undefined = (n < 2) | ((out["hi"] - out["lo"]).to_numpy() <= EQUAL_TOL)
-    out["p_value"] = np.where(undefined, np.nan, p)
-    return out[columns]
+    out = paired_table(pairs, by, col).rename(columns={"diff_sd": "diff_std"})
+    return out[[*by, "n_pairs", "diff_mean", "diff_std", "diff_ci95", "p_value"]]
 
 
 def label_efficiency(cycles: pd.DataFrame) -> pd.Series:
@@ -234,20 +253,17 @@ def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     reached the group's largest budget (the done runs, once a group has finished); n_runs, n_done
     and the GPU/CPU hours count every run of the group with a finished cycle."""
     r = runs_tbl[runs_tbl["cycles_done"] > 0].copy()
-    by = keys
-    top = r.groupby(by, observed=True)["final_n_labeled"].transform("max")
+    top = r.groupby(keys, observed=True)["final_n_labeled"].transform("max")
     full = r[r["final_n_labeled"] == top]
-    gpu = full["device"].notna() & full["device"].ne("cpu")
     r_gpu = r["device"].notna() & r["device"].ne("cpu")
     seconds = r[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1, min_count=1)
     totals = pd.DataFrame(
         {
-            "gpu_hours": seconds.where(r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
-            "cpu_hours": seconds.where(~r_gpu).groupby([r[k] for k in by], observed=True).sum() / 3600,
+            "gpu_hours": seconds.where(r_gpu).groupby([r[k] for k in keys], observed=True).sum() / 3600,
+            "cpu_hours": seconds.where(~r_gpu).groupby([r[k] for k in keys], observed=True).sum() / 3600,
         }
     )
-    g = full.groupby(by, observed=True)
-    out = g.agg(
+    out = full.groupby(keys, observed=True).agg(
         n_final=("run_id", "size"),
         final_n_labeled=("final_n_labeled", "max"),
         final_acc_mean=("final_acc", "mean"),
@@ -262,14 +278,13 @@ def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         peak_mem_bytes_max=("peak_mem_bytes", "max"),
         energy_j_mean=("energy_j", "mean"),
     )
-    out["n_runs"] = r.groupby(by, observed=True)["run_id"].size()
-    out["n_done"] = r.groupby(by, observed=True)["done"].sum()
-    out["n_gpu_runs"] = gpu.groupby([full[k] for k in by], observed=True).sum()
+    out["n_runs"] = r.groupby(keys, observed=True)["run_id"].size()
+    out["n_done"] = r.groupby(keys, observed=True)["done"].sum()
     out = out.join(totals).reset_index()
     out["final_acc_ci95"] = ci95(out["final_acc_std"], out["n_final"])
     out["aubc_ci95"] = ci95(out["aubc_std"], out["aubc_n"])
     cols = [
-        *by,
+        *keys,
         "n_runs",
         "n_done",
         "n_final",
@@ -297,12 +312,9 @@ def optimizer_ranking(cycles: pd.DataFrame, summary: pd.DataFrame, keys: list[st
     cols = [*gk, "best", "best_acc", "runner_up", "runner_up_acc", "n_pairs", "diff_mean", "diff_ci95", "p_value"]
     ranked = summary.sort_values([*gk, "acc_mean", "optimizer"], ascending=[True] * len(gk) + [False, True], kind="stable")
     ranked = ranked.assign(rank=ranked.groupby(gk, observed=True).cumcount())
-    best = ranked[ranked["rank"] == 0][[*gk, "optimizer", "acc_mean"]].rename(
-        columns={"optimizer": "best", "acc_mean": "best_acc"}
-    )
-    second = ranked[ranked["rank"] == 1][[*gk, "optimizer", "acc_mean"]].rename(
-        columns={"optimizer": "runner_up", "acc_mean": "runner_up_acc"}
-    )
+    top = ranked[[*gk, "optimizer", "acc_mean"]]
+    best = top[ranked["rank"] == 0].rename(columns={"optimizer": "best", "acc_mean": "best_acc"})
+    second = top[ranked["rank"] == 1].rename(columns={"optimizer": "runner_up", "acc_mean": "runner_up_acc"})
     table = best.merge(second, on=gk, how="inner")
     if table.empty:
         return pd.DataFrame(columns=cols)

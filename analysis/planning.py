@@ -17,7 +17,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from analysis.metrics import rows_matching
 from analysis.questions import ALPHA, unit_keys
+from analysis.render import number
 
 POWER = 0.8  # the power a plan aims for
 MAX_TRIALS = 10_000  # beyond this a plan is reported as not reachable (NaN)
@@ -85,7 +87,6 @@ def power_table(tables, effect: float = 1.0) -> pd.DataFrame:
     unit = unit_keys(tables.keys)
     rows = []
     for values, runs in tables.runs.groupby(unit, observed=True, sort=True):
-        values = values if isinstance(values, tuple) else (values,)
         where = dict(zip(unit, values))
         hours = hours_per_trial(runs)
         for question, plan_row in unit_plans(tables, where, effect):
@@ -96,28 +97,20 @@ def power_table(tables, effect: float = 1.0) -> pd.DataFrame:
     return out
 
 
-def _select(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
-    for k, v in where.items():
-        if frame.empty or k not in frame:
-            return frame.iloc[0:0]
-        frame = frame[frame[k] == v]
-    return frame
-
-
 def unit_plans(tables, where: dict, effect: float) -> list[tuple[str, list]]:
     """(question, plan row) for each question of one unit that has pairs to plan from."""
     out = []
-    optimizers = _select(tables.optimizers, where)
-    for name, frame in (("optimizer", optimizers), ("model", _select(tables.models, where))):
+    optimizers = rows_matching(tables.optimizers, where)
+    for name, frame in (("optimizer", optimizers), ("model", rows_matching(tables.models, where))):
         if len(frame):
             out.append((name, family_plan(frame, effect)))
-    inter = _select(getattr(tables, "interaction", pd.DataFrame()), where)
+    inter = rows_matching(getattr(tables, "interaction", pd.DataFrame()), where)
     if len(optimizers) and len(inter):
         row = family_plan(optimizers, effect, sd_scale=math.sqrt(2))
         row[2] = ALPHA / len(inter)  # Holm over the unit's strategies
         row[4], row[5] = plan(effect, row[1], row[2], row[3])
         out.append(("model:optimizer", row))
-    gn = _select(tables.gains, where)
+    gn = rows_matching(tables.gains, where)
     for strategy, frame in gn.groupby("strategy", observed=True, sort=True) if len(gn) else []:
         out.append((f"{strategy} vs random", family_plan(frame, effect)))
     return out
@@ -125,16 +118,12 @@ def unit_plans(tables, where: dict, effect: float) -> list[tuple[str, list]]:
 
 def display_power(power: pd.DataFrame) -> list[tuple]:
     """Report blocks: what power.csv says, as a paragraph and a table."""
-
-    def num(values, fmt: str) -> list[str]:
-        return ["–" if not np.isfinite(v) else format(v, fmt) for v in np.asarray(values, float)]
-
     shown = power.assign(
-        sd_paired=num(power["sd_paired"], ".2f"),
-        alpha=num(power["alpha"], ".4f"),
-        power_now=num(power["power_now"], ".2f"),
-        trials_needed=num(power["trials_needed"].astype(float), ".0f"),
-        device_hours_needed=num(power["device_hours_needed"], ".2f"),
+        sd_paired=number(power["sd_paired"]),
+        alpha=number(power["alpha"], digits=4),
+        power_now=number(power["power_now"]),
+        trials_needed=number(power["trials_needed"].astype(float), digits=0),
+        device_hours_needed=number(power["device_hours_needed"]),
     ).astype(str)
     text = (
         f"Power of each question (power.csv) for a difference of {power['effect'].iloc[0]:g} AUBC point(s), from the "

@@ -22,11 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.metrics import EQUAL_TOL, RANDOM, add_holm, ci95, holm
+from analysis.metrics import EQUAL_TOL, PAIR_COLUMNS, RANDOM, add_holm, holm, paired_table
 
 ALPHA = 0.05  # the chance, per question and unit, of claiming a difference that is not there
 FACTORS = ("model", "optimizer", "strategy")
-PAIR_COLUMNS = ["n_pairs", "diff_mean", "diff_sd", "diff_ci95", "d_z", "t", "p_value"]
 QUESTION_COLUMNS = ["question", "test", "n_tests", "statistic", "p_value", "significant"]
 
 
@@ -38,26 +37,6 @@ def unit_keys(keys: list[str]) -> list[str]:
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs whose AUBC counts: done, with an AUBC."""
     return runs[runs["done"].astype(bool) & runs["aubc"].notna()]
-
-
-def paired_table(pairs: pd.DataFrame, by: list[str], col: str = "diff") -> pd.DataFrame:
-    """PAIR_COLUMNS of the paired differences `col` per group of `by`, vectorised: n, mean, SD,
-    95% CI half-width, Cohen's d_z (mean / SD), t and the two-sided paired t-test p (NaN when
-    undefined: fewer than 2 pairs, or every difference equal)."""
-    if pairs.empty:
-        return pd.DataFrame(columns=[*by, *PAIR_COLUMNS])
-    g = pairs.groupby(by, observed=True, sort=True)[col]
-    out = g.agg(n_pairs="size", diff_mean="mean", diff_sd="std", lo="min", hi="max").reset_index()
-    n = out["n_pairs"].to_numpy(float)
-    sd = out["diff_sd"].to_numpy(float)
-    undefined = (n < 2) | ((out["hi"] - out["lo"]).to_numpy() <= EQUAL_TOL)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(undefined, np.nan, out["diff_mean"].to_numpy() / (sd / np.sqrt(n)))
-        out["diff_ci95"] = ci95(sd, n)
-        out["d_z"] = np.where(undefined, np.nan, out["diff_mean"].to_numpy() / sd)
-    out["t"] = t
-    out["p_value"] = 2 * stats.t.sf(np.abs(t), np.where(n >= 2, n - 1, np.nan))
-    return out[[*by, *PAIR_COLUMNS]]
 
 
 def pairwise(runs: pd.DataFrame, keys: list[str], factor: str, metric: str = "aubc") -> pd.DataFrame:
@@ -102,10 +81,6 @@ def gains(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> tuple[pd
     return mark_family(out, [*unit_keys(keys), "strategy"]), dropped
 
 
-def _tuple(group) -> tuple:
-    return group if isinstance(group, tuple) else (group,)
-
-
 def mark_family(table: pd.DataFrame, family: list[str]) -> pd.DataFrame:
     """`p_family`: Holm over the rows of each family; `significant`: p_family < ALPHA."""
     out = add_holm(table, family, out="p_family") if len(table) else table.assign(p_family=np.nan)
@@ -121,7 +96,7 @@ def interaction(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> pd
     for group, g in finished(runs).groupby(by, observed=True, sort=True):
         f, p, df = interaction_test(g, metric)
         if math.isfinite(p):
-            rows.append([*_tuple(group), f, df, p])
+            rows.append([*group, f, df, p])
     out = pd.DataFrame(rows, columns=[*by, "F", "df", "p_value"])
     return mark_family(out, unit_keys(keys))
 

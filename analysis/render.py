@@ -116,14 +116,10 @@ def display_ranking(ranking: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         {
             **{k: ranking[k].astype(str) for k in gk},
             "labelled": ranking["n_labeled"].astype(str),
-            "best": ranking["best"].astype(str)
-            + " ("
-            + pd.Series(number(ranking["best_acc"], scale=100), index=ranking.index)
-            + ")",
-            "runner-up": ranking["runner_up"].astype(str)
-            + " ("
-            + pd.Series(number(ranking["runner_up_acc"], scale=100), index=ranking.index)
-            + ")",
+            "best": [f"{o} ({a})" for o, a in zip(ranking["best"].astype(str), number(ranking["best_acc"], scale=100))],
+            "runner-up": [
+                f"{o} ({a})" for o, a in zip(ranking["runner_up"].astype(str), number(ranking["runner_up_acc"], scale=100))
+            ],
             "pairs": ranking["n_pairs"].map(lambda v: "0" if pd.isna(v) else str(int(v))),
             "gain (points)": mean_pm(ranking["diff_mean"], ranking["diff_ci95"], sign=True),
             "p": p_values(ranking["p_value"]),
@@ -263,15 +259,14 @@ def html_table(table: pd.DataFrame) -> str:
 # ("h1"|"h2"|"p", text) | ("ul", [text]) | ("pre", text) | ("table", DataFrame)
 # | ("figure", path, caption) | ("files", [(label, path relative to the report)])
 # | ("details", summary text, DataFrame): a folded table, in the HTML only (Markdown links the file)
+_MD_PREFIX = {"h1": "# ", "h2": "## ", "p": ""}
+
+
 def to_markdown(blocks: list[tuple], report_dir: Path) -> str:
     out = []
     for kind, *args in blocks:
-        if kind == "h1":
-            out.append(f"# {args[0]}\n")
-        elif kind == "h2":
-            out.append(f"## {args[0]}\n")
-        elif kind == "p":
-            out.append(f"{args[0]}\n")
+        if kind in _MD_PREFIX:
+            out.append(f"{_MD_PREFIX[kind]}{args[0]}\n")
         elif kind == "ul":
             out.append("".join(f"- {item}\n" for item in args[0]))
         elif kind == "pre":
@@ -283,8 +278,6 @@ def to_markdown(blocks: list[tuple], report_dir: Path) -> str:
             out.append(f"![{caption}]({Path(path).relative_to(report_dir).as_posix()})\n\n*{caption}*\n")
         elif kind == "files":
             out.append("".join(f"- [{label}]({rel})\n" for label, rel in args[0]))
-        elif kind == "details":
-            pass
     return "\n".join(out)
 
 
@@ -306,16 +299,10 @@ def to_html(blocks: list[tuple], title: str, report_dir: Path) -> str:
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>'
     ]
     for kind, *args in blocks:
-        if kind == "h1":
-            out.append(f"<h1>{html.escape(args[0])}</h1>")
-        elif kind == "h2":
-            out.append(f"<h2>{html.escape(args[0])}</h2>")
-        elif kind == "p":
-            out.append(f"<p>{html.escape(args[0])}</p>")
+        if kind in ("h1", "h2", "p", "pre"):
+            out.append(f"<{kind}>{html.escape(args[0])}</{kind}>")
         elif kind == "ul":
             out.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in args[0]) + "</ul>")
-        elif kind == "pre":
-            out.append(f"<pre>{html.escape(args[0])}</pre>")
         elif kind == "table":
             out.append(html_table(args[0]))
         elif kind == "figure":
