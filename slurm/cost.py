@@ -99,10 +99,7 @@ def newest_bench(kind: str, bench_dir: Path = BENCH_DIR) -> tuple[Path, dict] | 
         stamp = data.get("stamp", {}) if isinstance(data, dict) else {}
         if data.get("benchmark") == "bench_train" and stamp.get("device_type") == kind:
             found.append((str(stamp.get("date", "")), path, data))
-    if not found:
-        return None
-    _, path, data = max(found, key=lambda t: t[0])
-    return path, data
+    return max(found, key=lambda t: t[0])[1:] if found else None  # (path, data) of the newest date
 
 
 def from_bench(data: dict, spec: RunSpec, done: int) -> float | None:

@@ -40,10 +40,7 @@ def hold(sweep_dir: Path, run_id: str, message: str) -> Path:
 def read(sweep_dir: Path) -> dict[str, dict]:
     """run_id -> hold record, for every held run of the sweep (unreadable records are skipped)."""
     out = {}
-    folder = held_dir(sweep_dir)
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(held_dir(sweep_dir).glob("*.json")):  # none when the folder does not exist
         try:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):

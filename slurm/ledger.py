@@ -31,18 +31,22 @@ def jobs_path(sweep_dir: Path) -> Path:
     return Path(sweep_dir) / JOBS_FILE
 
 
+def _load(sweep_dir: Path) -> tuple[dict, str]:
+    """jobs.json's object and "", or {} and what is wrong: missing, unreadable (why), not a JSON object."""
+    try:
+        data = json.loads(jobs_path(sweep_dir).read_text())
+    except FileNotFoundError:
+        return {}, "missing"
+    except (OSError, ValueError) as e:
+        return {}, f"unreadable ({e})"
+    return (data, "") if isinstance(data, dict) else ({}, "not a JSON object")
+
+
 def read(sweep_dir: Path) -> dict[str, dict]:
     """The records of a sweep; a missing file is no records. A damaged file is set aside, not trusted."""
-    path = jobs_path(sweep_dir)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        print(f"warning: {path} is unreadable ({e}); treating every run as never submitted", file=sys.stderr, flush=True)
-        return {}
-    if not isinstance(data, dict):
-        return {}
+    data, problem = _load(sweep_dir)
+    if problem.startswith("unreadable"):
+        print(f"warning: {jobs_path(sweep_dir)} is {problem}; treating every run as never submitted", file=sys.stderr, flush=True)
     return {k: v for k, v in data.items() if isinstance(v, dict) and v.get("job_id") and k != REPORT_KEY}
 
 
@@ -61,15 +65,9 @@ def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dic
 
     note = note or (lambda s: print(s, file=sys.stderr, flush=True))
     path = jobs_path(sweep_dir)
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):
-            return read(sweep_dir)
-        problem = "not a JSON object"
-    except FileNotFoundError:
-        problem = "missing"
-    except (OSError, ValueError) as e:
-        problem = f"unreadable ({e})"
+    problem = _load(sweep_dir)[1]
+    if not problem:
+        return read(sweep_dir)
     pickles = {p.name[: -len("_submitted.pkl")]: p for p in Path(sweep_dir).glob("logs/*/*_submitted.pkl")}
     if not pickles:
         return {}  # never submitted to a scheduler: nothing to rebuild
@@ -115,11 +113,7 @@ def _runs_of(job_id: str, pickle_path: Path | None) -> list[str]:
 
 def read_report(sweep_dir: Path) -> dict | None:
     """The record of the sweep's latest report job, or None."""
-    try:
-        data = json.loads(jobs_path(sweep_dir).read_text())
-    except (OSError, ValueError):
-        return None
-    rec = data.get(REPORT_KEY) if isinstance(data, dict) else None
+    rec = _load(sweep_dir)[0].get(REPORT_KEY)
     return rec if isinstance(rec, dict) and rec.get("job_id") else None
 
 
@@ -166,9 +160,7 @@ def record_submission(
     submitted_at: str | None = None,
 ) -> dict:
     """Update `records` in place for a new job of `run_id`; returns the run's record."""
-    old = records.get(run_id, {})
-    job_ids = list(old.get("job_ids", []))
-    job_ids.append(job_id)
+    job_ids = [*records.get(run_id, {}).get("job_ids", []), job_id]
     rec = {
         "job_id": job_id,
         "cluster": cluster,

@@ -32,9 +32,7 @@ from submitit.core.job_environment import JobEnvironment
 
 from al_core.cli import setup_logging
 from al_core.results import EXIT_INTERRUPTED, EXIT_NODE
-from slurm.job import RunJob, allocated_cpus, is_submitit_handler, log, routed
-
-FORWARDED = ("SIGTERM", "SIGINT")  # plus submitit's user signal
+from slurm.job import STOP_SIGNALS, RunJob, allocated_cpus, is_submitit_handler, log, routed
 
 
 def packed_logs(run_dir: str | os.PathLike, run_id: str) -> tuple[Path, Path]:
@@ -150,7 +148,8 @@ class PackJob(submitit.helpers.Checkpointable):
                     except OSError:
                         pass
 
-        with routed(forward, FORWARDED, f"the task of {len(self.jobs)} runs", last) as finished:
+        # The children hear what would stop a run: STOP_SIGNALS and submitit's user signal.
+        with routed(forward, STOP_SIGNALS, f"the task of {len(self.jobs)} runs", last) as finished:
             self._refuse_if_gpu_too_small()
             tmp = Path(tempfile.mkdtemp(prefix="al-pack-"))
             self._start(children, received, tmp)

@@ -64,13 +64,12 @@ class Plan:
     def summary(self) -> str:
         done = sum(d.reason == DONE for d in self.skipped)
         held = len(self.held)
-        text = (
+        return (
             f"{len(self.to_submit)} to submit, {len(self.skipped)} skipped "
             f"({done} DONE, {len(self.skipped) - done - held} queued or running"
             + (f", {held} held: their node could not serve them" if held else "")
             + ")"
         )
-        return text
 
     def held_note(self) -> str | None:
         """What to do about held runs, or None when there are none."""
@@ -106,12 +105,12 @@ def progress(sweep: Sweep, spec: RunSpec) -> Progress:
     return Progress(run_dir.done, cycles, spec.config.al.cycles, acc, restarts)
 
 
-def check_run_dirs(sweep: Sweep, specs: list[RunSpec] | None = None) -> None:
+def check_run_dirs(sweep: Sweep) -> None:
     """Refuse, before submitting anything, a sweep whose run directories hold runs of another config.
 
     al_core would refuse on the node; here the user learns it at once, with the keys that differ.
     """
-    for spec in specs if specs is not None else sweep.runs():
+    for spec in sweep.runs():
         run_dir = RunDir(sweep.run_dir(spec.run_id))
         stored = run_dir.stored_config(f"remove {run_dir.path} to start the run over")
         if stored is None:  # a new run: nothing to compare (the config's dict is not built for it)
@@ -135,12 +134,11 @@ def make_plan(
     held = held or {}
     decisions = []
     for spec in sweep.runs():
-        run_dir = sweep.run_dir(spec.run_id)
         rec = records.get(spec.run_id)
         job_id = rec["job_id"] if rec else None
         state = states.get(spec.run_id)
         hold = held.get(spec.run_id)
-        if is_done(run_dir):
+        if is_done(sweep.run_dir(spec.run_id)):
             decisions.append(Decision(spec, False, DONE, job_id, state.state if state else None))
         elif hold is not None and not (state is not None and state.active):
             reason = (

@@ -197,14 +197,14 @@ def _gpu_capabilities(c: _Merged, k: str) -> tuple[str, ...]:
 
 def _report_job(c: _Merged, k: str) -> bool:
     if not isinstance(c.m[k], bool):
-        raise ConfigError(f"{c.origin[k]}: expected true or false, got {c.m[k]!r}")
+        raise c.bad(k, "true or false")
     return c.m[k]
 
 
 def _mail_user(c: _Merged, k: str) -> str | None:
     v = c.m[k]
     if v is not None and (not isinstance(v, str) or not _MAIL_USER.match(v)):
-        raise ConfigError(f"{c.origin[k]}: expected null or an address such as me@example.org (no spaces or quotes), got {v!r}")
+        raise c.bad(k, "null or an address such as me@example.org (no spaces or quotes)")
     return v
 
 
@@ -225,14 +225,11 @@ def _report(c: _Merged, k: str) -> ReportResources:
     if not isinstance(section, dict) or any(x not in REPORT_KEYS for x in section):
         raise ConfigError(f"{where}: expected a mapping with keys among {', '.join(REPORT_KEYS)}, got {section!r}")
     r = {**REPORT_DEFAULTS, **{x: v for x, v in section.items() if v is not None or x in ("partition", "mem")}}
+    checked = _Merged(c.profile, r, {x: f"{where}.{x}" for x in REPORT_KEYS})  # by the checks of the keys above
     if r["partition"] is not None and (not isinstance(r["partition"], str) or not _PARTITIONS.match(r["partition"])):
-        raise ConfigError(f"{where}.partition: expected null or a partition name, got {r['partition']!r}")
-    if isinstance(r["cpus"], bool) or not isinstance(r["cpus"], int) or r["cpus"] < 1:
-        raise ConfigError(f"{where}.cpus: expected an integer >= 1, got {r['cpus']!r}")
-    mem = r["mem"] if r["mem"] is None else _amount(r["mem"])
-    if r["mem"] is not None and mem is None:
-        raise ConfigError(f"{where}.mem: expected null or a positive amount such as 4G, got {r['mem']!r}")
-    return ReportResources(r["partition"], r["cpus"], mem, parse_time(r["time"], f"{where}.time"))
+        raise checked.bad("partition", "null or a partition name")
+    cpus, mem = _integer(1)(checked, "cpus"), _mem("4G")(checked, "mem")
+    return ReportResources(r["partition"], cpus, mem, parse_time(r["time"], f"{where}.time"))
 
 
 def key(meaning: str, check: Check, sbatch: str = "", name: str | None = None, **default: Any) -> Any:
@@ -279,16 +276,12 @@ class Resources:
         """sbatch's mail options, for the arrays and the report job alike ({} when none are set)."""
         return {k: v for k, v in (("mail-user", self.mail_user), ("mail-type", self.mail_type)) if v}
 
-    def executor_parameters(self, job_name: str, python_path: str | None = None) -> dict[str, Any]:
+    def executor_parameters(self, job_name: str) -> dict[str, Any]:
         """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
         extra: dict[str, Any] = {"requeue": True}  # node failures and `scontrol requeue` requeue the job
         if self.gpus:
             extra["gpus"] = self.gpus
         extra.update(self.extra)
-        # The callable is `slurm.job.RunJob`: the job imports it from the clone the sweep was
-        # submitted from (none for an installed package: the job's interpreter has its own).
-        python_path = python_path or source_tree()
-        path = [f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}"] if python_path else []
         # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
         expect_gpu = [f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []
         params: dict[str, Any] = {
@@ -297,7 +290,9 @@ class Resources:
             "signal_delay_s": self.signal_delay_s,
             "array_parallelism": self.array_parallelism,
             "additional_parameters": extra,
-            "setup": [*self.setup, *path, *expect_gpu],
+            # The callable is `slurm.job.RunJob`: the job imports it from the clone the sweep was
+            # submitted from (none for an installed package: the job's interpreter has its own).
+            "setup": [*self.setup, *pythonpath_setup(), *expect_gpu],
         }
         params.update({k.replace("-", "_"): v for k, v in self.mail_options().items()})
         if self.cpus:
@@ -361,8 +356,13 @@ class ReportResources:
 def source_tree() -> str | None:
     """The clone the project is imported from (an editable install or PYTHONPATH), for jobs to import
     the same code; None for a package installed into site-packages."""
-    root = Path(__file__).resolve().parents[1]
-    return None if root.name in ("site-packages", "dist-packages") else str(root)
+    return None if ROOT.name in ("site-packages", "dist-packages") else str(ROOT)
+
+
+def pythonpath_setup() -> list[str]:
+    """The job's setup line that puts `source_tree()` first on PYTHONPATH (none for an installed package)."""
+    tree = source_tree()
+    return [f"export PYTHONPATH={shlex.quote(tree)}${{PYTHONPATH:+:$PYTHONPATH}}"] if tree else []
 
 
 def known_profiles() -> list[str]:
@@ -412,10 +412,7 @@ def resolve(slurm: dict | None) -> Resources:
     slurm = dict(slurm or {})
     name = slurm.pop("profile", "local")
     path, merged = load_profile(name)
-    try:
-        shown = str(path.relative_to(ROOT))
-    except ValueError:
-        shown = str(path)
+    shown = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     origin = {k: f"{shown}: {k}" for k in merged}
     for key, value in slurm.items():
         if key not in KEYS:
@@ -450,9 +447,8 @@ def parse_time(value: Any, where: str = "time") -> int:
     (1440, 150, 90, 1)
     """
     expected = "a positive time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
-    if isinstance(value, bool) or value is None:
-        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
-    if isinstance(value, int):
+    minutes = 0  # not a time limit: refused below
+    if isinstance(value, int) and not isinstance(value, bool):
         minutes = value
     elif isinstance(value, str) and (match := _TIME.match(value.strip())):
         d, a, b, c = (int(x) if x is not None else None for x in match.group("d", "a", "b", "c"))
@@ -465,8 +461,6 @@ def parse_time(value: Any, where: str = "time") -> int:
         else:  # minutes
             seconds = a * 60
         minutes = -(-seconds // 60)
-    else:
-        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
     if minutes <= 0:
         raise ConfigError(f"{where}: expected {expected}, got {value!r}")
     return minutes

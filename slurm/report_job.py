@@ -19,7 +19,7 @@ from typing import Callable
 
 from al_core.config import Sweep
 from slurm import ledger, scheduler
-from slurm.profiles import Resources, source_tree
+from slurm.profiles import Resources, pythonpath_setup
 
 REPORT_HTML = Path("report") / "report.html"
 
@@ -53,17 +53,13 @@ def script(sweep: Sweep, resources: Resources, sweep_path: str, overrides: list[
         "open-mode": "append",
         "chdir": str(Path.cwd()),
         **resources.report.sbatch_options(),
-        **({"account": resources.account} if resources.account else {}),
-        **({"qos": resources.qos} if resources.qos else {}),
+        **{k: v for k, v in (("account", resources.account), ("qos", resources.qos)) if v},
         **resources.mail_options(),
     }
     if arrays:
         options["dependency"] = "afterany:" + ":".join(arrays)
-    tree = source_tree()
     lines = ["#!/bin/bash", *(f"#SBATCH --{k}={shlex.quote(str(v))}" for k, v in options.items()), "", "# setup"]
-    lines += list(resources.setup)
-    if tree:
-        lines.append(f"export PYTHONPATH={shlex.quote(tree)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    lines += [*resources.setup, *pythonpath_setup()]
     lines += ["", "# the report of whatever the runs wrote (an unfinished or missing run is listed as such)"]
     lines.append(f"mkdir -p {shlex.quote(str(sweep.runs_dir.resolve()))}")
     return "\n".join(lines + commands(python, sweep_path, overrides)) + "\n"

@@ -56,10 +56,9 @@ def states(records: dict[str, dict], job_name: str | None = None) -> dict[str, J
     slurm_ids = {run: rec["job_id"] for run, rec in records.items() if rec.get("cluster") == "slurm"}
     by_job = slurm_states(slurm_ids.values(), job_name) if slurm_ids else {}
     for run, rec in records.items():
-        cluster = rec.get("cluster")
-        if cluster == "slurm":
+        if rec.get("cluster") == "slurm":
             out[run] = by_job.get(rec["job_id"], UNKNOWN)
-        elif cluster == "local":
+        elif rec.get("cluster") == "local":
             out[run] = local_state(rec["job_id"], rec.get("task_log") or rec.get("log_out", ""))  # packed: the task's log
         else:  # debug: ran inside a process that has finished
             out[run] = JobState("EXITED", "process")
@@ -71,8 +70,7 @@ def slurm_states(job_ids: Iterable[str], job_name: str | None = None) -> dict[st
     wanted = set(job_ids)
     if not wanted or not have_slurm():
         return {}
-    out = _squeue("-t", "all")
-    found = parse_states(out, wanted, job_name, "squeue")
+    found = parse_states(_squeue("-t", "all"), wanted, job_name, "squeue")
     rest = wanted - set(found)
     if rest:
         bases = sorted({j.split("_")[0] for j in rest}, key=int)
@@ -148,21 +146,15 @@ def _user() -> str:
 
 def local_state(job_id: str, log_out: str = "") -> JobState:
     """A local job is its controller process (`python -m submitit.local._local FOLDER`)."""
-    try:
-        cmdline = Path(f"/proc/{int(job_id)}/cmdline").read_bytes().split(b"\0")
-    except (ValueError, OSError):
-        return JobState("EXITED", "process")
     folder = str(Path(log_out).parent) if log_out else ""
-    args = [a.decode(errors="replace") for a in cmdline]
-    if "submitit.local._local" in args and (not folder or folder in args):
-        try:
-            stat = Path(f"/proc/{int(job_id)}/stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie has finished
-                return JobState("EXITED", "process")
-        except OSError:
-            return JobState("EXITED", "process")
-        return JobState("RUNNING", "process")
-    return JobState("EXITED", "process")
+    try:
+        args = [a.decode(errors="replace") for a in Path(f"/proc/{int(job_id)}/cmdline").read_bytes().split(b"\0")]
+        ours = "submitit.local._local" in args and (not folder or folder in args)
+        # its controller process, and not a zombie (a zombie has finished)
+        running = ours and Path(f"/proc/{int(job_id)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ValueError, OSError):
+        running = False
+    return JobState("RUNNING" if running else "EXITED", "process")
 
 
 def cancel(job_ids: Iterable[str]) -> None:
@@ -187,11 +179,9 @@ def submit_allowance() -> int | None:
     it shows none. A QOS's MaxSubmitJobsPerUser is not read: sbatch then refuses the excess, and the
     arrays accepted before the refusal stay recorded."""
     user = _user()
-    limits = []
     out = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={user}", "format=MaxSubmitJobs"]) or ""
-    limits += [int(v) for v in out.split() if v.strip().isdigit()]
+    limits = [int(v) for v in out.split() if v.strip().isdigit()]
     if not limits:
         return None
-    queued = _run(["squeue", "-h", "-r", "-u", user, "-o", "%i"])
-    n_queued = len((queued or "").split())
-    return max(min(limits) - n_queued, 0)
+    queued = _run(["squeue", "-h", "-r", "-u", user, "-o", "%i"]) or ""
+    return max(min(limits) - len(queued.split()), 0)

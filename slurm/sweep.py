@@ -30,7 +30,6 @@ import sys
 
 from al_core import tracking
 from al_core.cli import EXIT_IO, Parser, fail, guarded
-from al_core.config import load_sweep
 from slurm import backend, checks, cost, held, profiles, scheduler
 from slurm.ledger import locked
 from slurm.plan import Plan, check_run_dirs, make_plan
@@ -58,9 +57,8 @@ def _parser() -> Parser:
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_intermixed_args(argv)
     # Everything that can be refused is checked before anything is written or submitted.
-    sweep = load_sweep(args.sweep, args.overrides)
+    args, sweep = _parser().parse_sweep(argv)
     tracking.require(sweep.tracking)  # a sweep asking for W&B without wandb: one error line, nothing planned
     resources = profiles.resolve(sweep.slurm)
     cluster = backend.resolve_cluster(args.cluster, dry_run=args.dry_run)
@@ -97,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         fail(runner.interrupted, 130)
     runner.after_wait(sweep.path or args.sweep, args.overrides)
-    return _report(failed)
+    if not failed:
+        print("all runs DONE", flush=True)
+        return 0
+    runs = f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}"
+    print(f"{runs}; python -m slurm.status shows the end of their error logs", file=sys.stderr, flush=True)
+    return EXIT_FAILED
 
 
 def _print_plan(header: str, plan, runner: backend.Backend, warnings: list[str] = (), summary: str | None = None) -> None:
@@ -120,15 +123,6 @@ def _plan(runner: backend.Backend, args, save: bool) -> tuple[dict, Plan]:
     except scheduler.SchedulerError as e:
         fail(f"{e}; nothing submitted", EXIT_IO)
     return records, make_plan(sweep, records, states, held.read(sweep.sweep_dir), args.retry_failed)
-
-
-def _report(failed: list[str]) -> int:
-    if not failed:
-        print("all runs DONE", flush=True)
-        return 0
-    runs = f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}"
-    print(f"{runs}; python -m slurm.status shows the end of their error logs", file=sys.stderr, flush=True)
-    return EXIT_FAILED
 
 
 if __name__ == "__main__":

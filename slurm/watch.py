@@ -49,38 +49,27 @@ class Watch:
         total = sum(p.total for p in progs.values())
         key = (done, tuple(running), tuple(failed), tuple(p.cycles for p in progs.values()))
         now = time.monotonic()
+        gained = cycles - self.cycles0  # the ETA is extrapolated from the cycles finished while watching
+        eta = "0s" if done == len(progs) else ("?" if gained <= 0 else _duration((total - cycles) * (now - self.t0) / gained))
+        counts = (f", {len(failed)} failed" if failed else "") + f" | cycles {cycles}/{total}"
         if self.tty:
-            self._redraw(done, len(progs), len(running), failed, cycles, total, now)
+            elapsed = _duration(now - self.t0)
+            self._redraw(f"runs {done}/{len(progs)} done, {len(running)} running{counts} | {elapsed} elapsed | ETA {eta}")
             return
         if key == self.last_key and now - self.last_time < self.heartbeat_s:
             return
         self.last_key, self.last_time = key, now
-        gained = cycles - self.cycles0
-        eta = "?" if gained <= 0 else _duration((total - cycles) * (now - self.t0) / gained)
-        if done == len(progs):
-            eta = "0s"
         waiting = max(len(progs) - done - len(running) - len(failed), 0)
-        lines = [
-            f"[{datetime.now():%H:%M:%S}] {done}/{len(progs)} runs done, {len(running)} running, {waiting} queued"
-            + (f", {len(failed)} failed" if failed else "")
-            + f" | cycles {cycles}/{total} | ETA {eta}"
-        ]
+        head = f"[{datetime.now():%H:%M:%S}] {done}/{len(progs)} runs done, {len(running)} running, {waiting} queued"
+        lines = [f"{head}{counts} | ETA {eta}"]
         for r in running:
             p = progs[r]
             acc = f", acc {100 * p.accuracy:.2f}%" if p.accuracy is not None else ""
             lines.append(f"    {r}: cycle {p.cycles}/{p.total} finished{acc}")
         self.print("\n".join(lines))
 
-    def _redraw(self, done: int, n: int, running: int, failed: list[str], cycles: int, total: int, now: float) -> None:
+    def _redraw(self, line: str) -> None:
         """The terminal's one line: runs done / total, running, cycles, elapsed, ETA (from the cycles so far)."""
-        gained = cycles - self.cycles0
-        elapsed = now - self.t0
-        eta = "0s" if done == n else ("?" if gained <= 0 else _duration((total - cycles) * elapsed / gained))
-        line = (
-            f"runs {done}/{n} done, {running} running"
-            + (f", {len(failed)} failed" if failed else "")
-            + f" | cycles {cycles}/{total} | {_duration(elapsed)} elapsed | ETA {eta}"
-        )
         if line != self.line:
             sys.stdout.write("\r\033[K" + line)
             sys.stdout.flush()
