@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -161,9 +161,7 @@ def save(run_dir: Path, pos: Position, fingerprint: str, state: dict[str, Any]) 
     header = {
         "format": FORMAT,
         "fingerprint": fingerprint,
-        "cycle": pos.cycle,
-        "epoch": pos.epoch,
-        "step": pos.step,
+        **asdict(pos),  # cycle, epoch, step
         "length": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }

@@ -154,10 +154,8 @@ class RunConfig:
         d = _plain(dataclasses.asdict(self))
         # Keys added after runs were recorded are left out at their defaults, so the fingerprint
         # (and run.json) of a run that does not use them is what it was: old runs still resume.
-        for key in ("recipe", "tune"):
-            if d[key] is None:
-                del d[key]
-        for key in OPTIM_FLAGS:
+        # recipe and tune are None unless set; a run without plugins keeps the config (and fingerprint) it always had
+        for key in ("recipe", "tune", *OPTIM_FLAGS, "plugins"):
             if not d[key]:
                 del d[key]
         if d["train"]["eval_batch_size"] == "auto":
@@ -168,8 +166,6 @@ class RunConfig:
         if d["ll"]["train_module"] == "auto":
             del d["ll"]["train_module"]
         d.pop("plugin_files")
-        if not d["plugins"]:
-            d.pop("plugins")  # a run without plugins keeps the config (and fingerprint) it always had
         if not d["train"]["dropout"]:
             d["train"].pop("dropout")  # likewise a run without dropout (runs started before the key existed resume)
         for section, key, default in ADDED_AT_DEFAULT:
@@ -193,21 +189,10 @@ class RunSpec:
     tracking: Optional[dict] = None  # {"wandb": {project, entity, mode, group}} (al_core.tracking); None: untracked
     sweep_name: str = ""  # the sweep's `name`: with run_id, the tracking run's stable id
 
-    @property
-    def model(self) -> str:
-        return self.config.model
-
-    @property
-    def optimizer(self) -> str:
-        return self.config.optimizer
-
-    @property
-    def strategy(self) -> str:
-        return self.config.strategy
-
-    @property
-    def trial(self) -> int:
-        return self.config.trial
+    model = property(lambda self: self.config.model, doc="str: the run's model")
+    optimizer = property(lambda self: self.config.optimizer, doc="str: the run's optimizer")
+    strategy = property(lambda self: self.config.strategy, doc="str: the run's strategy (`margin+power` included)")
+    trial = property(lambda self: self.config.trial, doc="int: the run's trial")
 
 
 # Keys added after studies had started, left out of a run's recorded config while at their
@@ -415,10 +400,9 @@ def _check_grid(grid: Any) -> dict:
         if len(set(map(_id_part, values))) != len(values):
             raise ConfigError(f"grid.{axis}: expected distinct values, got {values!r}")
         ordered[axis] = values
-    for value in ordered["model"]:
-        registry.check_name("model", value, "grid.model")
-    for value in ordered["optimizer"]:
-        registry.check_name("optimizer", value, "grid.optimizer")
+    for kind in ("model", "optimizer"):
+        for value in ordered[kind]:
+            registry.check_name(kind, value, f"grid.{kind}")
     for value in ordered["strategy"]:
         _check_strategy(value)
     for value in ordered["trial"]:
@@ -513,12 +497,9 @@ def check_tracking(section: Any, sweep_name: str) -> Optional[dict]:
 
 def _check_sizes(ds: DatasetConfig, al: ALConfig) -> None:
     registry.check_name("dataset", ds.name, "dataset.name")
-    if al.cycles < 1:
-        raise ConfigError(f"al.cycles: expected an integer >= 1, got {al.cycles}")
-    if al.initial_size < 1:
-        raise ConfigError(f"al.initial_size: expected an integer >= 1, got {al.initial_size}")
-    if al.query_size < 1:
-        raise ConfigError(f"al.query_size: expected an integer >= 1, got {al.query_size}")
+    for key in ("cycles", "initial_size", "query_size"):
+        if getattr(al, key) < 1:
+            raise ConfigError(f"al.{key}: expected an integer >= 1, got {getattr(al, key)}")
     if al.initial not in ("random", "strategy"):
         raise ConfigError(f"al.initial: expected random or strategy, got {al.initial!r}")
     if al.subset is not None and al.subset < al.query_size:
@@ -698,6 +679,11 @@ def _fields(cls: type) -> tuple[dict[str, Any], tuple[str, ...]]:
     return typing.get_type_hints(cls), tuple(f.name for f in dataclasses.fields(cls))
 
 
+# A scalar field's type -> the YAML values it accepts and what its error says was expected
+# (true and false are no numbers: bool is an int subclass in Python, not in a sweep file).
+SCALARS = {bool: (bool, "true or false"), int: (int, "an integer"), float: ((int, float), "a number"), str: (str, "a string")}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -717,22 +703,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list of {inner.__name__}, got {value!r}")
         return tuple(_coerce(v, inner, key) for v in value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+    if tp in SCALARS:
+        accepted, what = SCALARS[tp]
+        if not isinstance(value, accepted) or (isinstance(value, bool) and tp is not bool):
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
+        return float(value) if tp is float else value
     return value
 
 

@@ -56,9 +56,8 @@ def _tensorboard(run_dir: Path, epochs: list[dict], row: dict | None) -> None:
     try:
         for e in epochs:
             step = (e["cycle"] - 1) * n + e["epoch"]  # epochs since the run began (n epochs per cycle)
-            writer.add_scalar("train/loss", e["train_loss"], step)
-            writer.add_scalar("train/accuracy", e["train_accuracy"], step)
-            writer.add_scalar("train/lr", e["lr"], step)
+            for key in ("train_loss", "train_accuracy", "lr"):
+                writer.add_scalar(f"train/{key.removeprefix('train_')}", e[key], step)
         if row is not None:
             writer.add_scalar("test/accuracy", row["test_accuracy"], row["n_labeled"])
             writer.add_scalar("test/macro_f1", row["test_macro_f1"], row["n_labeled"])

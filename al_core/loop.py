@@ -65,7 +65,6 @@ class Run:
                 self._lock.release()
 
     def _execute(self, restart: bool) -> str:
-        al = self.cfg.al
         if restart or not self.dir.done:
             # Before the run directory is touched: a node without the dataset, or bad data, leaves nothing behind.
             self.trainer.data = load_checked(self.cfg, self.device)
@@ -86,15 +85,9 @@ class Run:
         self.rows = self.dir.read_rows(self.spec.run_id, self.cfg.al.cycles)
         if self.trainer.data is None:  # DONE was there before the lock and is gone now (another process restarted the run)
             self.trainer.data = load_checked(self.cfg, self.device)
-        self.dir.write_run_json(
-            self.spec.run_id,
-            self.fingerprint,
-            self.cfg.to_dict(),
-            self.spec.axes,
-            provenance(self.trainer),
-        )
+        self.dir.write_run_json(self.spec.run_id, self.fingerprint, self.cfg.to_dict(), self.spec.axes, provenance(self.trainer))
         self.log(
-            f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.trainer.data.n_pool}, {al.cycles} cycles, "
+            f"{self.spec.run_id}: {self.cfg.dataset.name} pool {self.trainer.data.n_pool}, {self.cfg.al.cycles} cycles, "
             f"{self.cfg.train.epochs} epochs/cycle, device {device_name(self.device)} ({self.trainer.precision}), "
             f"{len(self.rows)} cycles already done"
         )
@@ -123,7 +116,10 @@ class Run:
         prev: Cycle | None = None
         for c in range(where.start, al.cycles + 1):
             if where.restore and c == where.start:
-                cur = self._restore(*restored)
+                pos, state = restored
+                self.meter.start()
+                cur = self.trainer.restore(pos.cycle, pos.epoch, pos.step, checkpoint.unpack(state))
+                self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
             else:
                 cur = self._begin_cycle(c, prev)
             self.trainer.train(cur, self.saver)
@@ -134,7 +130,6 @@ class Run:
     # ------------------------------------------------------------------------------------------
     def _begin_cycle(self, c: int, prev: Cycle | None) -> Cycle:
         """Choose this cycle's labelled set (or read it from the rows on replay) and build the model."""
-        al = self.cfg.al
         self.meter.start()
         t0 = time.perf_counter()
         if c <= len(self.rows):  # replaying a finished cycle to re-derive its model: its rows say what was labelled
@@ -145,7 +140,7 @@ class Run:
                 queried = query.initial_set(self.cfg, self.strategy, self.trainer)
             else:
                 queried = query.query(
-                    self.cfg, self.strategy, self.trainer, c, prev.model, prev.lossnet, prev.labelled, al.query_size
+                    self.cfg, self.strategy, self.trainer, c, prev.model, prev.lossnet, prev.labelled, self.cfg.al.query_size
                 )
             base = prev.labelled if prev is not None else np.empty(0, dtype=np.int64)
             labelled = np.sort(np.concatenate([base, np.asarray(queried, dtype=np.int64)]))
@@ -154,15 +149,7 @@ class Run:
         tuned, record, tune_s = tuning.for_cycle(self, c, prev, labelled, model, lossnet)
         opt, sched = self.trainer.build_optimizer(model, lossnet, len(labelled), tuned)
         cur = Cycle(c, labelled, [int(i) for i in queried], model, lossnet, opt, sched, tuned=tuned, tune_record=record)
-        cur.timing["select_time_s"] = select_time
-        cur.timing["tune_time_s"] = tune_s
-        return cur
-
-    # ------------------------------------------------------------------------------------------
-    def _restore(self, pos: checkpoint.Position, state: dict) -> Cycle:
-        self.meter.start()
-        cur = self.trainer.restore(pos.cycle, pos.epoch, pos.step, checkpoint.unpack(state))
-        self.log(f"{self.spec.run_id}: resumed at cycle {pos.cycle}, epoch {pos.epoch}, step {pos.step}")
+        cur.timing.update(select_time_s=select_time, tune_time_s=tune_s)
         return cur
 
     # ------------------------------------------------------------------------------------------
@@ -170,9 +157,8 @@ class Run:
         """Evaluate on the whole test set, append the row, replace cycles.jsonl atomically."""
         metrics = self.trainer.evaluate(cur)  # test accuracy, macro F1, per class, eval_time_s
         row = cycle_row(self.spec, cur, self.trainer, metrics, *self.meter.cycle_costs(cur.timing))
-        epochs_log.write(
-            self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row
-        )  # before the row: see epochs_log
+        # before the row: see epochs_log
+        epochs_log.write(self.run_dir, len(self.rows), cur.epochs, self.cfg.train.tensorboard, row)
         self.rows.append(row)
         atomic_write_jsonl(self.rows_path, self.rows, point="rows")
         self.tracker.log_cycle(row, cur.epochs)  # after the row: a tracking failure cannot change it

@@ -23,52 +23,28 @@ class OptimizerSpec:
     make: Callable[[Iterable["torch.nn.Parameter"], dict, dict], "torch.optim.Optimizer"]
 
 
-def _register(name: str, defaults: dict, make: Callable) -> None:
+def _register(name: str, cls: str, defaults: dict, fused: bool = True) -> None:
+    """A built-in optimizer: `torch.optim.<cls>` given every hyper-parameter of `defaults` by keyword
+    (lists as tuples: betas); a class without fused kernels (`fused=False`: RMSprop) gets foreach ones."""
+
+    def make(params, h: dict, fast: dict):
+        import torch
+
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in h.items()}
+        speed = fast if fused else {"foreach": fast.get("foreach", fast.get("fused"))}
+        return getattr(torch.optim, cls)(params, **kwargs, **speed)
+
     OPTIMIZERS.register(name)(OptimizerSpec(defaults, make))
 
 
-def _sgd(params, h: dict, fast: dict):
-    import torch
-
-    return torch.optim.SGD(
-        params, lr=h["lr"], momentum=h["momentum"], weight_decay=h["weight_decay"], nesterov=h["nesterov"], **fast
-    )
-
-
-def _adam(params, h: dict, fast: dict):
-    import torch
-
-    return torch.optim.Adam(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"], weight_decay=h["weight_decay"], **fast)
-
-
-def _adamw(params, h: dict, fast: dict):
-    import torch
-
-    return torch.optim.AdamW(params, lr=h["lr"], betas=tuple(h["betas"]), eps=h["eps"], weight_decay=h["weight_decay"], **fast)
-
-
-def _rmsprop(params, h: dict, fast: dict):
-    import torch
-
-    return torch.optim.RMSprop(
-        params,
-        lr=h["lr"],
-        alpha=h["alpha"],
-        eps=h["eps"],
-        momentum=h["momentum"],
-        weight_decay=h["weight_decay"],
-        foreach=fast.get("foreach", fast.get("fused")),
-    )
-
-
 # SGD: the LL4AL / CIFAR ResNet recipe.
-_register("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}, _sgd)
+_register("sgd", "SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False})
 # Adam: the usual 1e-3 with L2 weight decay off (Adam's coupled decay interacts badly with its scaling).
-_register("adam", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}, _adam)
+_register("adam", "Adam", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0})
 # AdamW: decoupled decay of 0.05 at lr 1e-3 (decay per step = lr * wd, so 5e-4 at lr 1e-4 is almost none).
-_register("adamw", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05}, _adamw)
+_register("adamw", "AdamW", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.05})
 # RMSprop: alpha 0.99 as in the study; 1e-3 diverges often on BN ResNets, 5e-4 trains reliably.
-_register("rmsprop", {"lr": 5e-4, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0}, _rmsprop)
+_register("rmsprop", "RMSprop", {"lr": 5e-4, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0}, fused=False)
 
 
 def normalized_decay(weight_decay: float, batch_size: int, n_train: int, epochs: int) -> float:

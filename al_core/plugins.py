@@ -140,7 +140,7 @@ def import_plugin(entry: str, file: Path) -> str:
     digest = source_hash(file)
     key = str(file)
     if key in _LOADED:
-        return _LOADED[key][1] if _LOADED[key][1] == digest else digest
+        return digest
     package = file.name == "__init__.py"
     name = _module_name(entry, file)
     before = _snapshot()
@@ -165,9 +165,6 @@ def import_plugin(entry: str, file: Path) -> str:
                 f"plugin {entry!r}: name clash: {e}; expected names not already registered (built in or by another plugin)"
             ) from None
         raise ConfigError(f"plugin {entry!r}: import failed: ValueError: {e}") from None
-    except ConfigError:
-        rollback()
-        raise
     except BaseException as e:  # noqa: BLE001 - any failure of a user's module is reported as one line
         rollback()
         if isinstance(e, KeyboardInterrupt):

@@ -119,7 +119,6 @@ def inspect(env=None) -> NodeReport:
     """What this node and this PyTorch build offer (never raises)."""
     import torch
 
-    host = socket.gethostname()
     archs = list(torch.cuda.get_arch_list()) if torch.version.cuda else []
     problem = None
     try:
@@ -134,7 +133,7 @@ def inspect(env=None) -> NodeReport:
         except Exception as e:
             available, problem = False, f"CUDA unusable ({e})"
     return NodeReport(
-        host=host,
+        host=socket.gethostname(),
         torch=torch.__version__,
         build_cuda=torch.version.cuda,
         build_archs=archs,

@@ -123,8 +123,7 @@ def cycle_row(axes: Optional[dict] = None, **values: Any) -> dict:
         raise TypeError(f"cycle_row: missing fields {missing}")
     row = {k: values[k] for k in KEYS}
     row.update(axes or {})
-    row.update({k: values[k] for k in MEASURES if k in values})
-    row.update({k: values[k] for k in WHERE_THEY_APPLY if k in values})
+    row.update({k: values[k] for k in (*MEASURES, *WHERE_THEY_APPLY) if k in values})
     return row
 
 

@@ -12,7 +12,6 @@ import sys
 
 from al_core import tracking
 from al_core.cli import Parser, guarded
-from al_core.config import load_sweep
 from al_core.loop import run
 from al_core.train import Interrupted, StopFlag
 from al_core.results import EXIT_INTERRUPTED, EXIT_OK
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.sweep_arguments("jobs/smoke.yaml")
     p.add_argument("--run", required=True, metavar="RUN_ID", help="e.g. resnet18-sgd-random-t0")
     p.add_argument("--restart", action="store_true", help="discard what the run directory holds and start over")
-    args = p.parse_intermixed_args(argv)
-    sweep = load_sweep(args.sweep, args.overrides)
+    args, sweep = p.parse_sweep(argv)
     tracking.require(sweep.tracking)
     spec = sweep.run(args.run)
     configure_threads()

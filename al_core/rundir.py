@@ -188,12 +188,10 @@ class RunDir:
 
     def write_run_json(self, run_id: str, fingerprint: str, config: dict, axes: dict, provenance: dict) -> None:
         """run.json, atomically: the config and this start appended to the earlier starts and job ids."""
-        old = {}
-        if self.run_json.exists():
-            try:
-                old = json.loads(self.run_json.read_text())
-            except ValueError:
-                old = {}
+        try:
+            old = json.loads(self.run_json.read_text())
+        except (FileNotFoundError, ValueError):
+            old = {}
         job = slurm_job_id()
         jobs = list(old.get("slurm_job_ids", []))
         if job and job not in jobs:

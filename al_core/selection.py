@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from al_core import seeding
 from al_core.models import scoring_model
@@ -116,15 +117,9 @@ class SelectionInputs:
         caught: list[torch.Tensor] = []
         hook = head.register_forward_pre_hook(lambda m, inp: caught.append(inp[0].detach())) if head is not None else None
         idx = torch.as_tensor(np.asarray(pool_idx), dtype=torch.long).to(data.pool_x.device)
-        channels_last = data.pool_x.is_cuda and next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
         probs, embs = [], []
         try:
-            for s in range(0, idx.shape[0], self.batch_size):
-                if self.check_stop is not None:
-                    self.check_stop()
-                x = data.normalise(data.pool_x[idx[s : s + self.batch_size]])
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+            for x in data.batches(lambda sl: data.pool_x[idx[sl]], idx.shape[0], self.batch_size, model, self.check_stop):
                 with self.amp:
                     logits, _ = model(x)
                 probs.append(torch.softmax(logits.float(), dim=1))
@@ -134,12 +129,10 @@ class SelectionInputs:
             if hook is not None:
                 hook.remove()
             model.eval()
-        k = data.n_classes
-        p = torch.cat(probs) if probs else torch.empty(0, k, device=self.device)
+        p = torch.cat(probs) if probs else torch.empty(0, data.n_classes, device=self.device)
         if not want_emb:
             return p, None
-        d = head.in_features
-        return p, (torch.cat(embs) if embs else torch.empty(0, d, device=self.device))
+        return p, (torch.cat(embs) if embs else torch.empty(0, head.in_features, device=self.device))
 
     def _mc_probs(self) -> torch.Tensor:
         """T passes with dropout on, their masks drawn from (trial, cycle, "mc-dropout")."""
@@ -157,21 +150,18 @@ class SelectionInputs:
             torch.manual_seed(seeding.torch_seed(self.trial, self.cycle, 0, "mc-dropout"))
             for _ in range(self.mc_passes):
                 if fast:  # only the head is stochastic: T passes of dropout + classifier over the embeddings
-                    p = self.model.dropout.p
-                    with torch.no_grad():
-                        out.append(
-                            torch.cat(
-                                [
-                                    torch.softmax(head(torch.nn.functional.dropout(e, p, True)).float(), 1)
-                                    for e in emb.split(self.batch_size)
-                                ]
-                            )
-                            if emb.shape[0]
-                            else torch.empty(0, self.data.n_classes, device=self.device)
-                        )
+                    out.append(self._head_pass(head, emb))
                 else:
                     out.append(self._pass(self.candidates, False, mc=True)[0])
         return torch.stack(out)
+
+    @torch.no_grad()
+    def _head_pass(self, head: nn.Module, emb: torch.Tensor) -> torch.Tensor:
+        """One stochastic pass of the model's dropout and classifier over the embeddings (N x K)."""
+        if not emb.shape[0]:
+            return torch.empty(0, self.data.n_classes, device=self.device)
+        p = self.model.dropout.p
+        return torch.cat([torch.softmax(head(F.dropout(e, p, True)).float(), 1) for e in emb.split(self.batch_size)])
 
 
 def grad_embeddings(probs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -181,4 +171,4 @@ def grad_embeddings(probs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
 
 def grad_scale(probs: torch.Tensor) -> torch.Tensor:
     """p - onehot(argmax p): the cross-entropy's gradient w.r.t. the logits at the predicted label."""
-    return probs - torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)
+    return probs - F.one_hot(probs.argmax(1), probs.shape[1]).to(probs.dtype)

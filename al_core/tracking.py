@@ -35,17 +35,8 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-class NullTracker:
-    """No tracking: every call does nothing."""
-
-    def catch_up(self, rows: list[dict], epochs: list[dict]) -> None:
-        pass
-
-    def log_cycle(self, row: dict, epochs: list[dict]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+class NullTracker(Tracker):
+    """No tracking: every call does nothing (the protocol's empty methods, inherited)."""
 
 
 def require(tracking: dict | None) -> None:
@@ -185,12 +176,10 @@ class WandbTracker:
         self.logged |= {int(row["cycle"]) for row, _ in cycles}
         atomic_write_json(self.run_dir / STATE_FILE, {"wandb_id": wid, "logged_cycles": sorted(self.logged)})
 
-    def close(self) -> None:
+    def close(self, **finish) -> None:
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(**finish)
             self.run = None
 
     def abandon(self) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=1)
-            self.run = None
+        self.close(exit_code=1)

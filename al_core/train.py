@@ -88,11 +88,7 @@ class EpochPlan:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         last = step == self.n_steps - 1
         sl = slice(step * self.batch_size, None if last else (step + 1) * self.batch_size)
-        return (
-            self.order[sl],
-            None if self.shifts is None else self.shifts[sl],
-            None if self.flips is None else self.flips[sl],
-        )
+        return tuple(None if t is None else t[sl] for t in (self.order, self.shifts, self.flips))
 
     def inputs(self, data: DeviceData, step: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented, normalised images of batch `step` (in the model's memory format) and their labels."""
@@ -243,12 +239,12 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.replays = 0  # steps served by the graph (for tests and the benchmark)
 
-    def _modules(self):
-        return [m for m in (self.model, self.lossnet) if m is not None]
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return _forward_backward(self.model, self.lossnet, x, y, detach, self.margin, self.weight, self.amp)
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor, detach: bool) -> None:
         self.graph = None  # the old graph's pool (and the gradients in it) go first
-        buffers = [b for m in self._modules() for b in m.buffers()]
+        buffers = [b for m in (self.model, self.lossnet) if m is not None for b in m.buffers()]
         saved = [b.detach().clone() for b in buffers]
         self.static_x, self.static_y = x.detach().clone(), y.detach().clone()
         side = torch.cuda.Stream()
@@ -256,9 +252,7 @@ class GraphedStep:
         with torch.cuda.stream(side):
             for _ in range(self.WARMUP):
                 self.opt.zero_grad(set_to_none=True)
-                _forward_backward(
-                    self.model, self.lossnet, self.static_x, self.static_y, detach, self.margin, self.weight, self.amp
-                )
+                self._forward_backward(self.static_x, self.static_y, detach)
         torch.cuda.current_stream().wait_stream(side)
         with torch.no_grad():
             for b, v in zip(buffers, saved):
@@ -266,9 +260,7 @@ class GraphedStep:
         self.opt.zero_grad(set_to_none=True)  # captured backward allocates .grad in the graph's pool
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.out = _forward_backward(
-                self.model, self.lossnet, self.static_x, self.static_y, detach, self.margin, self.weight, self.amp
-            )
+            self.out = self._forward_backward(self.static_x, self.static_y, detach)
         self.graph = graph
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,7 +268,7 @@ class GraphedStep:
         if x.shape[0] != self.batch:
             # Another size (the merged last batch): eager, into the graph's gradient tensors.
             self.opt.zero_grad(set_to_none=False)
-            s, k = _forward_backward(self.model, self.lossnet, x, y, detach, self.margin, self.weight, self.amp)
+            s, k = self._forward_backward(x, y, detach)
             self.opt.step()
             return s, k
         if key != self.key:
@@ -321,14 +313,8 @@ def _predict(model, lossnet, data: DeviceData, n: int, images, batch_size: int, 
     model = scoring_model(model)
     if lossnet is not None:
         lossnet.eval()
-    channels_last = data.pool_x.is_cuda and next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
     probs, preds = [], []
-    for start in range(0, n, batch_size):
-        if check_stop is not None:
-            check_stop()
-        x = data.normalise(images(slice(start, start + batch_size)))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for x in data.batches(images, n, batch_size, model, check_stop):
         with amp:
             logits, features = model(x)
             if lossnet is not None:

@@ -159,15 +159,13 @@ class Trainer:
                 dropout_tag=tag if t.dropout > 0 else None,
                 should_stop=lambda: bool(self.stop.signame),
             )
-            loss_sum, correct = stretch.loss_sum, stretch.correct
             cur.stats.seen += stretch.seen
             seen += stretch.seen
             cur.step = stretch.next_step
+            self.flush(cur, stretch.loss_sum, stretch.correct, t0)
             if stretch.stopped:
-                self.flush(cur, loss_sum, correct, t0)
                 save(cur, True)
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}epoch {cur.epoch + 1} step {cur.step}")
-            self.flush(cur, loss_sum, correct, t0)
             t0 = time.perf_counter()
             cur.last_epoch = cur.stats.means()
             cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))

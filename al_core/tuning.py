@@ -42,13 +42,11 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
     points = tune.grid_points(spec["grid"])
     y = run.trainer.data.pool_y[torch.as_tensor(labelled, dtype=torch.long, device=run.trainer.data.pool_y.device)].cpu().numpy()
     folds = tune.splits(y, spec["folds"], cfg.trial, cycle)
-    start = {
-        "model": copy.deepcopy(model.state_dict()),
-        "lossnet": copy.deepcopy(lossnet.state_dict()) if lossnet is not None else None,
-    }
+    start = copy.deepcopy({"model": model.state_dict(), "lossnet": lossnet.state_dict() if lossnet is not None else None})
     path = tune.side_file(run.run_dir, cycle)
     sha = hashlib.sha256(np.asarray(labelled, dtype=np.int64).tobytes()).hexdigest()
     scores, spent = tune.read_side(path, run.fingerprint, sha)
+    side = {"format": tune.FORMAT, "fingerprint": run.fingerprint, "cycle": cycle, "labelled_sha256": sha}
     if scores:
         run.log(f"{run.spec.run_id}: cycle {cycle} tuning resumes with {len(scores)} of {len(points) * len(folds)} fits done")
     for p, hp in enumerate(points):
@@ -60,25 +58,12 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
             acc = fit_and_score(run, cycle, hp, labelled[tr], labelled[va], start, f"point {p + 1}/{len(points)} fold {f + 1}")
             spent += time.perf_counter() - t0
             scores[key] = acc
-            atomic_write_json(
-                path,
-                {
-                    "format": tune.FORMAT,
-                    "fingerprint": run.fingerprint,
-                    "cycle": cycle,
-                    "labelled_sha256": sha,
-                    "scores": scores,
-                    "time_s": spent,
-                },
-                point="tune",
-            )
-    table, best = [], None
+            atomic_write_json(path, {**side, "scores": scores, "time_s": spent}, point="tune")
+    table = []
     for p, hp in enumerate(points):
         fold_acc = [float(scores[f"{p}:{f}"]) for f in range(len(folds))]
-        mean = float(np.mean(fold_acc))
-        table.append({"params": hp, "val_accuracy": mean, "fold_accuracy": fold_acc})
-        if best is None or mean > table[best]["val_accuracy"]:
-            best = p
+        table.append({"params": hp, "val_accuracy": float(np.mean(fold_acc)), "fold_accuracy": fold_acc})
+    best = max(range(len(table)), key=lambda p: table[p]["val_accuracy"])  # ties: the first in grid order
     chosen = dict(points[best])
     record = {
         "cycle": cycle,

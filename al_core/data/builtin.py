@@ -63,24 +63,11 @@ def _load_cifar(name: str, root: Path) -> Arrays:
             f"dataset {name} not found: {missing[0]} is missing; run `make data` on a node with internet "
             f"(it downloads into dataset.root={root}) or point dataset.root at an existing copy"
         )
-    pool_x, pool_y = _cifar_arrays(train, key)
-    test_x, test_y = _cifar_arrays(test, key)
-    return pool_x, pool_y, test_x, test_y
+    return (*_cifar_arrays(train, key), *_cifar_arrays(test, key))
 
 
 register(DatasetSpec("cifar10", 10, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar10", r)))
 register(DatasetSpec("cifar100", 100, 3, 32, 50000, 10000, pad=4, flip=True, load=lambda r: _load_cifar("cifar100", r)))
-
-
-def download(name: str, root: str | Path) -> Path:
-    """Download CIFAR with torchvision (checksums verified) into `root`; for a node with internet."""
-    import torchvision
-
-    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
-    Path(root).mkdir(parents=True, exist_ok=True)
-    for train in (True, False):
-        cls(root=str(root), train=train, download=True)
-    return Path(root) / CIFAR_DIRS[name]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,6 +46,16 @@ class DeviceData:
         """uint8 images -> float32 normalised by the pool's channel mean and std."""
         return x_uint8.float() * self.scale - self.shift
 
+    def batches(self, images, n: int, batch_size: int, model, check_stop=None):
+        """Scoring inputs: `n` uint8 images (`images(slice)` gives a batch of them) normalised, batch by
+        batch, in `model`'s memory format; `check_stop()`, before each batch, raises to abandon the pass."""
+        channels_last = self.pool_x.is_cuda and next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
+        for start in range(0, n, batch_size):
+            if check_stop is not None:
+                check_stop()
+            x = self.normalise(images(slice(start, start + batch_size)))
+            yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
     def train_batch(self, idx: torch.Tensor, shifts: torch.Tensor | None, flips: torch.Tensor | None) -> torch.Tensor:
         """Augmented, normalised images of pool indices `idx` (all on the device).
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
-from al_core.data.builtin import CIFAR_DIRS, download
 from al_core.data.files import DOWNLOADS, download as download_real
 
 
@@ -19,11 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     p.sweep_arguments()
     args, sweep = p.parse_sweep(argv)
     name, root = sweep.dataset.name, sweep.dataset.root
-    if name not in CIFAR_DIRS and name not in DOWNLOADS:
+    if name not in DOWNLOADS:
         print(f"{name}: bundled, generated or the researcher's own files; nothing to download")
         return 0
     try:
-        path = download(name, root) if name in CIFAR_DIRS else download_real(name, root)
+        path = download_real(name, root)
     except Exception as e:  # urllib's URLError, socket errors, checksum failures
         reason = " ".join(str(getattr(e, "reason", None) or e).split())  # one line (torchvision's spans several)
         fail(

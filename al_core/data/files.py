@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from al_core import seeding
+from al_core.data.builtin import CIFAR_DIRS
 from al_core.data.spec import REQUIRED_FILES, Arrays, DatasetConfig, DatasetSpec, register
 from al_core.errors import ConfigError, DataError, DataMissing
 
@@ -93,9 +94,7 @@ def _idx_split(base: Path, split: str, dataset: str) -> tuple[np.ndarray, np.nda
 
 def load_idx(name: str, cfg: DatasetConfig) -> Arrays:
     base = Path(cfg.root) / IDX_DIRS[name] / "raw"
-    px, py = _idx_split(base, "train", name)
-    tx, ty = _idx_split(base, "test", name)
-    return px, py, tx, ty
+    return (*_idx_split(base, "train", name), *_idx_split(base, "test", name))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,9 +129,7 @@ def _svhn_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_svhn(cfg: DatasetConfig) -> Arrays:
     root = Path(cfg.root)
-    px, py = _svhn_split(root / SVHN_FILES["train"])
-    tx, ty = _svhn_split(root / SVHN_FILES["test"])
-    return px, py, tx, ty
+    return (*_svhn_split(root / SVHN_FILES["train"]), *_svhn_split(root / SVHN_FILES["test"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,11 +190,9 @@ def _as_nchw(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         raise DataError(f"{path}: {key} is {x.dtype}, expected uint8 images (0..255)")
     if x.ndim == 3:
         x = x[:, None]
-    elif x.ndim == 4 and x.shape[1] in (1, 3) and x.shape[3] not in (1, 3):
-        pass
     elif x.ndim == 4 and x.shape[3] in (1, 3):
         x = x.transpose(0, 3, 1, 2)
-    else:
+    elif x.ndim != 4 or x.shape[1] not in (1, 3):
         raise DataError(f"{path}: {key} has shape {x.shape}, expected N x H x W, N x H x W x C or N x C x H x W with C 1 or 3")
     if x.shape[2] != x.shape[3]:
         raise DataError(f"{path}: {key} images are {x.shape[2]} x {x.shape[3]}, expected square images")
@@ -388,14 +383,12 @@ def load_imagefolder(cfg: DatasetConfig) -> Arrays:
     files = pool_files + test_files
     key = _fingerprint(files, root, cfg.size)
     cache = root / CACHE_DIR / f"imagefolder-{key}.npy"
-    x = None
-    if cache.is_file():
-        try:
-            x = np.load(cache, allow_pickle=False)
-            if x.shape[0] != len(files) or x.shape[2:] != (cfg.size, cfg.size):
-                x = None
-        except (OSError, ValueError):
-            x = None  # damaged cache: decode again
+    try:
+        x = np.load(cache, allow_pickle=False)
+        if x.shape[0] != len(files) or x.shape[2:] != (cfg.size, cfg.size):
+            x = None
+    except (OSError, ValueError):
+        x = None  # damaged cache (or none yet: FileNotFoundError): decode again
     if x is None:
         x = _decode(files, cfg.size)
         try:
@@ -438,15 +431,15 @@ def finish_spec(spec: DatasetSpec, arrays: Arrays, cfg: DatasetConfig | None) ->
         changes["n_classes"] = int(py.max()) + 1
     if spec.pad < 0:
         changes["pad"] = max(1, int(px.shape[2]) // 8)
-    if cfg is not None and cfg.pad is not None:
-        changes["pad"] = cfg.pad
-    if cfg is not None and cfg.flip is not None:
-        changes["flip"] = cfg.flip
+    for key in ("pad", "flip"):  # the sweep's dataset.pad / dataset.flip over the dataset's own
+        if cfg is not None and getattr(cfg, key) is not None:
+            changes[key] = getattr(cfg, key)
     return dataclasses.replace(spec, **changes)
 
 
 def download(name: str, root: str | Path) -> Path:
-    """Download with torchvision (checksums verified) into `root`, in the layout the loaders read."""
+    """Download with torchvision (checksums verified) into `root`, in the layout the loaders read;
+    for a node with internet. Returns the folder the files are in."""
     import torchvision
 
     Path(root).mkdir(parents=True, exist_ok=True)
@@ -454,13 +447,13 @@ def download(name: str, root: str | Path) -> Path:
         for split in ("train", "test"):
             torchvision.datasets.SVHN(root=str(root), split=split, download=True)
         return Path(root)
-    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}[name]
     for train in (True, False):
-        cls(root=str(root), train=train, download=True)
-    return Path(root) / IDX_DIRS[name] / "raw"
+        getattr(torchvision.datasets, DOWNLOADS[name])(root=str(root), train=train, download=True)
+    return Path(root) / (CIFAR_DIRS[name] if name in CIFAR_DIRS else f"{IDX_DIRS[name]}/raw")
 
 
-DOWNLOADS = ("fashion_mnist", "mnist", "svhn")
+# What `make data` downloads: dataset name -> its torchvision class.
+DOWNLOADS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "fashion_mnist": "FashionMNIST", "mnist": "MNIST", "svhn": "SVHN"}
 
 
 def _fixed(loader):
@@ -472,21 +465,5 @@ for _name, _flip in (("fashion_mnist", True), ("mnist", False)):  # a mirrored d
     _load = lambda c, _name=_name: load_idx(_name, c)  # noqa: E731
     register(DatasetSpec(_name, 10, 1, 28, 60000, 10000, pad=2, flip=_flip, load=_fixed(_load), load_cfg=_load))
 register(DatasetSpec("svhn", 10, 3, 32, 73257, 26032, pad=2, flip=False, load=_fixed(load_svhn), load_cfg=load_svhn))
-register(
-    DatasetSpec("npz", 0, 0, 0, 0, 0, pad=-1, flip=False, load=_fixed(load_npz), load_cfg=load_npz, pool_size_of=npz_pool_size)
-)
-register(
-    DatasetSpec(
-        "imagefolder",
-        0,
-        0,
-        0,
-        0,
-        0,
-        pad=-1,
-        flip=False,
-        load=_fixed(load_imagefolder),
-        load_cfg=load_imagefolder,
-        pool_size_of=imagefolder_pool_size,
-    )
-)
+for _name, _load, _pool_size in (("npz", load_npz, npz_pool_size), ("imagefolder", load_imagefolder, imagefolder_pool_size)):
+    register(DatasetSpec(_name, 0, 0, 0, 0, 0, pad=-1, flip=False, load=_fixed(_load), load_cfg=_load, pool_size_of=_pool_size))

@@ -32,10 +32,7 @@ def _joint_entropy(prods: torch.Tensor, p: torch.Tensor, weights: torch.Tensor |
     for s in range(0, n, step):
         joint = torch.einsum("tc,tnk->nck", prods, p[:, s : s + step]) / t  # P(configuration, y_i)
         ent = torch.special.entr(joint)
-        if weights is None:
-            out.append(ent.sum((1, 2)))
-        else:
-            out.append((ent.sum(2) * weights).mean(1))
+        out.append(ent.sum((1, 2)) if weights is None else (ent.sum(2) * weights).mean(1))
     return torch.cat(out) if out else torch.empty(0, dtype=p.dtype, device=p.device)
 
 

@@ -57,12 +57,10 @@ def kcenter_greedy(candidates, centres, k: int) -> np.ndarray:
     dist = _min_sq_dist(x, c)
     xx = x.pow(2).sum(1)
     out = []
-    for i in range(k):
-        if i == 0 and c.shape[0] == 0:
-            j = 0
-        else:
-            # torch.argmax returns the first maximal index: ties go to the lowest index.
-            j = int(torch.argmax(dist))
+    for _ in range(k):
+        # torch.argmax returns the first maximal index: ties go to the lowest index (with no
+        # centres every distance starts at inf, so the first choice is candidate 0).
+        j = int(torch.argmax(dist))
         out.append(j)
         dist = torch.minimum(dist, _sq_dist_to(x, xx, j))
         dist[j] = -1.0  # never again, even where duplicates leave every distance at 0

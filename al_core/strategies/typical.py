@@ -52,9 +52,8 @@ def typicality(x: torch.Tensor, neighbours: int = NEIGHBOURS) -> torch.Tensor:
     k = min(neighbours, x.shape[0] - 1)
     if k < 1:
         return torch.full((x.shape[0],), float("inf"), dtype=torch.float64)
-    out = []
-    for _, d in _chunks(x, x):
-        out.append(d.topk(k + 1, dim=1, largest=False).values[:, 1:].double().mean(1))  # drop itself (distance 0)
+    # [:, 1:]: drop itself (distance 0)
+    out = [d.topk(k + 1, dim=1, largest=False).values[:, 1:].double().mean(1) for _, d in _chunks(x, x)]
     return 1.0 / torch.cat(out).cpu()
 
 
