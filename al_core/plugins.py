@@ -160,6 +160,8 @@ def import_plugin(entry: str, file: Path) -> str:
         spec.loader.exec_module(module)
     except ValueError as e:
         rollback()
+        if isinstance(e, ConfigError):  # the plugin's own check of its settings: its message, named
+            raise ConfigError(f"plugin {entry!r}: {e}") from None
         if "registered twice" in str(e):
             raise ConfigError(
                 f"plugin {entry!r}: name clash: {e}; expected names not already registered (built in or by another plugin)"

@@ -85,6 +85,11 @@ def bad_sweep(tmp_path, plugin_file: str, text: str) -> Path:
         ("syntax.py", "def f(:\n", "import failed"),
         ("missing_dep.py", "import no_such_module_xyz\n", "ModuleNotFoundError"),
         ("idle.py", "x = 1\n", "registers nothing"),
+        (
+            "refuses.py",
+            "from al_core.errors import ConfigError\nraise ConfigError('refuses.width: expected 3, got 4')\n",
+            "plugin 'refuses.py': refuses.width: expected 3, got 4",
+        ),
     ],
 )
 def test_plugin_errors_are_one_line_exit_2_nothing_submitted(tmp_path, python, plugin_file, text, expected):
