@@ -77,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{spec.run_id:<{width}}  {state:<13} {prog.cycles:>3}/{prog.total:<3}  {acc:>7}  {job:<14} {prog.restarts:>8}")
     states_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != DONE, kv[0])))
     print(f"total: {len(specs)} runs: {states_text}; cycles {cycles}/{total}")
-    try:  # the report job's line (slurm.report_job), when the sweep has one
-        line = report_job.status_line(sweep)
-    except scheduler.SchedulerError as e:
-        line = f"report job: state unknown ({e})"
-    if line:
-        print(line)
+    _print_report_job(sweep)
     for run_id, state, rec in failures:
         err = Path(rec.get("log_err", ""))
         if state == "HELD":
@@ -99,6 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  whole log: {err} (stdout: {rec.get('log_out', '-')}); `make sweep` resubmits this run")
     sys.stdout.flush()
     return 0
+
+
+def _print_report_job(sweep) -> None:
+    """The report job's line (slurm.report_job), when the sweep has one."""
+    try:
+        line = report_job.status_line(sweep)
+    except scheduler.SchedulerError as e:
+        line = f"report job: state unknown ({e})"
+    if line:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The house's rules, read from the source: no import cycle between the project's modules (imports
-inside functions included); the DONE file and the exit codes spelled only in al_core/results.py,
-which (with analysis) needs no torch."""
+inside functions included); no function over 60 lines and no class over 150 in al_core and slurm;
+the DONE file and the exit codes spelled only in al_core/results.py, which (with analysis) needs
+no torch."""
 
 import ast
 import sys
@@ -119,6 +120,21 @@ def test_done_and_the_exit_codes_are_spelled_only_in_the_results_module():
                 if node.value in ("DONE", 75, 78):
                     found.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert found == []
+
+
+MAX_LINES = {ast.FunctionDef: 60, ast.AsyncFunctionDef: 60, ast.ClassDef: 150}
+
+
+def test_no_function_over_60_lines_and_no_class_over_150_in_al_core_and_slurm():
+    """Lines from the `def` or `class` line to the last, docstring, blank and comment lines included."""
+    long = []
+    for name, f in modules().items():
+        if name.split(".")[0] in ("al_core", "slurm"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                limit = MAX_LINES.get(type(node))
+                if limit and node.end_lineno - node.lineno + 1 > limit:
+                    long.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long == []
 
 
 def test_results_module_needs_no_torch():
