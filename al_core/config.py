@@ -12,6 +12,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import re
 import types
 import typing
@@ -419,10 +420,21 @@ def _check_grid(grid: Any) -> dict:
     return ordered
 
 
+def check_finite(node: Any, key: str = "") -> None:
+    """ConfigError naming the first NaN or infinite number anywhere in a sweep's raw config: no key
+    of this project means anything by them, and a NaN slips through every `<` and `>` check."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{key or 'value'}: expected a finite number, got {node!r}")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for k, v in items:
+        check_finite(v, f"{key}.{k}" if key and isinstance(k, str) else f"{key}[{k}]" if key else str(k))
+
+
 def validate(raw: dict, path: str = "") -> Sweep:
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    check_finite(raw)
     # Plugins first: they add names the checks below accept.
     plugin_hashes, plugin_files = plugins.resolve(raw.get("plugins"), path)
     name = raw.get("name", "sweep")

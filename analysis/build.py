@@ -62,6 +62,7 @@ class Tables:
             "done": int(status.get("done", 0)),
             "in progress": int(status.get("in progress", 0)),
             "missing": int(status.get("missing", 0)),
+            "left out": int(status.get("left out", 0)),
             "cycles_done": int(self.runs["cycles_done"].sum()),
             "cycles_expected": int(expected.sum()) if len(expected) and expected.notna().all() else 0,
         }
@@ -108,21 +109,29 @@ def tuned_signature(cycles: pd.DataFrame) -> pd.DataFrame:
     return sig.rename("tuned").reset_index()
 
 
-def load(sweep_dir: str | os.PathLike, sweep=None) -> SweepData:
-    """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs are known."""
+def load(sweep_dir: str | os.PathLike, sweep=None, include_mismatched: bool = False) -> SweepData:
+    """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs and their
+    configs are known, and a run directory recording another config is left out (analysis.load)."""
     if sweep is None:
-        return load_sweep_dir(sweep_dir)
+        return load_sweep_dir(sweep_dir, include_mismatched=include_mismatched)
     axes = sweep.raw.get("grid") or {}
     dataset = sweep.raw.get("dataset") or {}
     data = load_sweep_dir(
         sweep_dir,
-        expected=[ExpectedRun(s.run_id, s.model, s.optimizer, s.strategy, int(s.trial)) for s in sweep.runs()],
+        expected=[ExpectedRun(s.run_id, s.model, s.optimizer, s.strategy, int(s.trial), _config_of(s)) for s in sweep.runs()],
+        include_mismatched=include_mismatched,
         extra_axes=[a for a in axes if a not in ("model", "optimizer", "strategy", "trial")],
         cycles_expected=int(sweep.al.cycles),
         dataset=dataset.get("name") if isinstance(dataset, dict) else None,
     )
     data.config, data.config_source = sweep.raw, f"sweep file {getattr(sweep, 'path', '') or sweep.name}"
     return data
+
+
+def _config_of(spec) -> Optional[dict]:
+    """The run's resolved config as run.json records it (None for a spec that carries none)."""
+    config = getattr(spec, "config", None)
+    return config.to_dict() if config is not None else None
 
 
 def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str] = None, timings: Optional[dict] = None) -> Path:
@@ -253,7 +262,8 @@ TABLES: list[Table] = [
     ),
     Table(  # summary.csv: per group and n_labeled
         "summary",
-        lambda t: metrics.summary_table(t.cycles, t.keys),
+        lambda t: metrics.with_run_counts(metrics.summary_table(t.cycles, t.keys), t.data.runs, t.cycles, t.keys),
+        csv_frame=metrics.summary_csv,
         display=render.display_summary,
         caption="Test accuracy and macro-F1 per group and budget (mean ± 95% CI over trials).",
         fold=1,
@@ -387,7 +397,8 @@ def completeness_blocks(tables: Tables) -> list[tuple]:
         blocks.append(
             ("p", f"{tables.data.n_unexpected} run directories under runs/ are not part of this sweep's grid and are left out.")
         )
-    unfinished = tables.runs[tables.runs["status"] != "done"]
+    blocks += left_out_blocks(tables.data.left_out)
+    unfinished = tables.runs[~tables.runs["status"].isin(["done", "left out"])]
     if len(unfinished):
         shown = render.display_runs(unfinished.head(50), tables.keys)[["run", "status", "cycles"]]
         note = f" (the first 50 of {len(unfinished)})" if len(unfinished) > 50 else ""
@@ -399,6 +410,27 @@ def completeness_blocks(tables: Tables) -> list[tuple]:
             ("table", shown),
         ]
     return blocks
+
+
+def left_out_blocks(left_out: pd.DataFrame) -> list[tuple]:
+    """The "Runs left out" section: each run whose directory holds what is not its own, and why."""
+    if left_out.empty:
+        return []
+    out = int((~left_out["included"]).sum())
+    shown = left_out.rename(columns={"run_id": "run"}).assign(
+        included=left_out["included"].map({True: "yes (--include-mismatched)", False: "no"})
+    )
+    return [
+        ("h2", "Runs left out"),
+        (
+            "p",
+            f"{out} run(s) left out of every table and test, {len(left_out) - out} included by --include-mismatched: "
+            "their directories hold another config than the sweep's, rows of another run, or cycles with a gap or "
+            "a conflicting duplicate. A run recording another config can be merged deliberately with "
+            "--include-mismatched; fix or remove the others (and rerun them with make sweep).",
+        ),
+        ("table", shown.head(200)),
+    ]
 
 
 def table_blocks(tables: Tables) -> list[tuple]:

@@ -417,6 +417,11 @@ def completeness_line(tables) -> str:
     text = f"{counts['done']} of {counts['total']} runs done, {counts['in progress']} in progress"
     if tables.data.expected_known:
         text += f", {counts['missing']} missing"
+    if counts["left out"]:
+        text += f", {counts['left out']} left out (see Runs left out)"
+    included = tables.data.left_out["included"].sum() if len(tables.data.left_out) else 0
+    if included:
+        text += f", {int(included)} of another config included (--include-mismatched)"
     return (
         text
         + f"; {counts['cycles_done']} cycles finished"
