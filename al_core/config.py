@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import yaml
 
-from al_core import data, plugins, recipes, registry, results, tune
+from al_core import data, plugins, recipes, registry, results, study, tune
 from al_core.data.spec import DatasetConfig
 from al_core.errors import ConfigError  # noqa: F401  (re-exported: `from al_core.config import ConfigError`)
 
@@ -219,7 +219,22 @@ OPTIM_KEYS = ("recipe", *OPTIM_FLAGS)
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig, "select": SelectConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins", "tracking", "select")
+TOP_KEYS = (
+    "name",
+    "output",
+    "dataset",
+    "grid",
+    "al",
+    "train",
+    "ll",
+    "optim",
+    "slurm",
+    "tune",
+    "plugins",
+    "tracking",
+    "select",
+    "analysis",
+)
 # tracking.wandb: its keys and defaults (group null: the sweep's name).
 WANDB_DEFAULTS = {"project": "al-sweep", "entity": None, "mode": "offline", "group": None}
 
@@ -457,6 +472,11 @@ def validate(raw: dict, path: str = "") -> Sweep:
     if not isinstance(slurm, dict):
         raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
 
+    analysis = study.check(raw.get("analysis"), raw.get("grid"))
+    if analysis and analysis["sequential"] and isinstance(raw.get("grid"), dict):
+        # A sequential study's trials are its waves': the current wave's count (al_core.study).
+        n = study.trials(Path(output) / name, analysis["sequential"])
+        raw = {**raw, "grid": {**raw["grid"], "trial": list(range(n))}}
     ordered = _check_grid(raw.get("grid"))
     _check_sizes(sections["dataset"], sections["al"])
     resolved = {
@@ -475,6 +495,8 @@ def validate(raw: dict, path: str = "") -> Sweep:
     }
     if raw.get("tune") is not None:
         resolved["tune"] = raw["tune"]
+    if analysis is not None:
+        resolved["analysis"] = analysis
     tracking = check_tracking(raw.get("tracking"), name)
     sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, tracking=tracking, **sections)
     # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.

@@ -27,7 +27,8 @@ from analysis.headline import anova, grid, headline_blocks
 from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData, load_sweep_dir
 from analysis.module_effect import module_effect
 from analysis.planning import power_table
-from analysis.questions import Answer, answer
+import analysis.decide as decide
+from analysis.questions import Answer, answer, unit_keys
 from analysis.write import write_text
 
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
@@ -48,6 +49,24 @@ class Tables:
     def claims(self) -> Answer:
         """The questions' answers (analysis.questions), from the runs and the hyper-parameters they tuned."""
         return answer(self.runs.merge(tuned_signature(self.cycles), on="run_id", how="left"), self.keys)
+
+    @cached_property
+    def study(self) -> dict:
+        """The primary questions, margin and waves (analysis.decide.settings): the sweep's `analysis:`
+        section, else that of the last recorded look, else the defaults."""
+        config = self.data.config if self.data.config.get("analysis") else (self.data.looks[-1] if self.data.looks else {})
+        grid = (self.data.config.get("grid") or {}).get("strategy") or []
+        strategies = list(grid) or sorted(self.runs["strategy"].astype(str).unique())
+        return decide.settings({"analysis": config.get("analysis") or config.get("study")}, strategies)
+
+    @cached_property
+    def verdicts(self) -> pd.DataFrame:
+        """questions.csv: the primary questions with their verdicts (analysis.decide), then the
+        secondary ones with theirs."""
+        unit = unit_keys(self.keys)
+        primary = decide.primary_rows(self.runs, unit, self.study, self.data.looks, self.data.wave)
+        families = {"optimizer": self.claims.optimizers, "model": self.claims.models, "gains": self.claims.gains}
+        return decide.with_verdicts(self.claims.questions, families, unit, primary, self.study["margin"])
 
     @property
     def gains_tuned_dropped(self) -> int:
@@ -113,7 +132,7 @@ def load(sweep_dir: str | os.PathLike, sweep=None, include_mismatched: bool = Fa
     """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs and their
     configs are known, and a run directory recording another config is left out (analysis.load)."""
     if sweep is None:
-        return load_sweep_dir(sweep_dir, include_mismatched=include_mismatched)
+        return read_study(load_sweep_dir(sweep_dir, include_mismatched=include_mismatched))
     axes = sweep.raw.get("grid") or {}
     dataset = sweep.raw.get("dataset") or {}
     data = load_sweep_dir(
@@ -125,6 +144,18 @@ def load(sweep_dir: str | os.PathLike, sweep=None, include_mismatched: bool = Fa
         dataset=dataset.get("name") if isinstance(dataset, dict) else None,
     )
     data.config, data.config_source = sweep.raw, f"sweep file {getattr(sweep, 'path', '') or sweep.name}"
+    return read_study(data)
+
+
+def read_study(data: SweepData) -> SweepData:
+    """The study's recorded looks and current wave (al_core.study), for a sequential study's verdicts."""
+    from al_core import study  # JSON only; al_core.study imports no torch
+
+    data.looks = study.looks(data.sweep_dir)
+    try:
+        data.wave = study.current_wave(data.sweep_dir)
+    except Exception:  # noqa: BLE001 - a damaged study.json: the loader of the sweep refuses it with one line
+        data.wave = max((lk["wave"] for lk in data.looks), default=1)
     return data
 
 
@@ -315,7 +346,7 @@ TABLES: list[Table] = [
     Table("anova", lambda t: anova(t.runs, t.keys)),  # anova.csv: two-way ANOVA of AUBC
     Table("gains", lambda t: t.claims.gains),  # gains.csv: AUBC gain over random, Holm
     # The claims (analysis.questions) and trial planning (analysis.planning):
-    Table("questions", lambda t: t.claims.questions),  # questions.csv: one row per unit x question
+    Table("questions", lambda t: t.verdicts),  # questions.csv: one row per unit x question, primary first
     Table("interaction", lambda t: t.claims.interaction),  # interaction.csv: blocked F-test per strategy
     Table("power", power_table),  # power.csv: trials needed for 80% power
     Table(  # module_effect.csv: learning-loss sweeps, the loss-prediction module's own effect

@@ -53,6 +53,8 @@ class SweepData:
     # Runs whose directory holds what does not belong to them (another config, rows of another
     # run, a gap in the cycles, a conflicting duplicate): run_id, reason, included (--include-mismatched).
     left_out: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "reason", "included"]))
+    looks: list = field(default_factory=list)  # a sequential study's recorded looks (al_core.study), in wave order
+    wave: int = 1  # the study's current wave
 
 
 def warn(message: str) -> None:
