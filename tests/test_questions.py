@@ -63,12 +63,13 @@ def test_pair_tests_equal_scipy_paired_t_test_with_cohens_dz():
     assert (opt["significant"] == (opt["p_family"] < 0.05)).all()
 
 
-def test_interaction_test_equals_statsmodels_anova_with_trial_block():
+def test_interaction_test_equals_statsmodels_anova_with_the_whole_plot_as_block():
     runs = simulate_runs(np.random.default_rng(5), models=("a", "b", "c"), strategies=("random",), n_trials=4)
     runs.loc[(runs["model"] == "c") & (runs["optimizer"] == "sgd"), "aubc"] += 0.01
     f, p, df = interaction_test(runs)
     frame = runs.assign(y=runs["aubc"], trial=runs["trial"].astype(str))
-    ref = anova_lm(ols("y ~ C(trial) + C(model) * C(optimizer)", data=frame).fit(), typ=2).loc["C(model):C(optimizer)"]
+    formula = "y ~ C(trial):C(model) + C(model) * C(optimizer)"
+    ref = anova_lm(ols(formula, data=frame).fit(), typ=2).loc["C(model):C(optimizer)"]
     assert (f, p, df) == pytest.approx((ref["F"], ref["PR(>F)"], ref["df"]))
 
 
