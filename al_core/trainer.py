@@ -75,6 +75,34 @@ def diverged_at(cur: Cycle) -> dict | None:
     return None
 
 
+def end_epoch(cur: Cycle, before: dict, where: str, epochs: int) -> None:
+    """Close the epoch just trained: its row, the scheduler's step. An epoch whose mean training
+    loss is not finite has diverged (README, "Diverged runs"): the cycle stops training there and
+    keeps the weights it had before that epoch, and its epoch row says `diverged`."""
+    cur.last_epoch = cur.stats.means()
+    cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
+    cur.stats = checkpoint.EpochStats()
+    cur.step = 0
+    if not math.isfinite(cur.last_epoch[0]):
+        cur.model.load_state_dict(before["model"])
+        if cur.lossnet is not None:
+            cur.lossnet.load_state_dict(before["lossnet"])
+        cur.epochs[-1]["diverged"] = True
+        logging.getLogger(__name__).warning(
+            "warning: cycle %d %sepoch %d: training loss not finite (diverged); the cycle keeps the weights of "
+            "the epoch before and trains no further, the run goes on",
+            cur.cycle,
+            where,
+            cur.epoch + 1,
+        )
+        cur.epoch = epochs
+        return
+    cur.epoch += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cur.sched.step()
+
+
 def placement(t) -> tuple[torch.device, str]:
     """The device and precision of a run's `train:` section, this process's determinism, cuDNN and
     TF32 settings. Before anything is written: a job that asked for a GPU it cannot use stops here
@@ -185,39 +213,12 @@ class Trainer:
                 save(cur, True)
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}epoch {cur.epoch + 1} step {cur.step}")
             t0 = time.perf_counter()
-            self.end_epoch(cur, before, where)
+            end_epoch(cur, before, where, t.epochs)
             done = cur.epoch == t.epochs
             save(cur, done or bool(self.stop.signame))
             if self.stop.signame and not done:
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}after epoch {cur.epoch}")
         cur.img_per_s = seen / max(cur.timing["train_time_s"] - train_s0, 1e-9)
-
-    def end_epoch(self, cur: Cycle, before: dict, where: str) -> None:
-        """Close the epoch just trained: its row, the scheduler's step. An epoch whose mean training
-        loss is not finite has diverged (README, "Diverged runs"): the cycle stops training there and
-        keeps the weights it had before that epoch, and its epoch row says `diverged`."""
-        cur.last_epoch = cur.stats.means()
-        cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
-        cur.stats = checkpoint.EpochStats()
-        cur.step = 0
-        if not math.isfinite(cur.last_epoch[0]):
-            cur.model.load_state_dict(before["model"])
-            if cur.lossnet is not None:
-                cur.lossnet.load_state_dict(before["lossnet"])
-            cur.epochs[-1]["diverged"] = True
-            logging.getLogger(__name__).warning(
-                "warning: cycle %d %sepoch %d: training loss not finite (diverged); the cycle keeps the weights of "
-                "the epoch before and trains no further, the run goes on",
-                cur.cycle,
-                where,
-                cur.epoch + 1,
-            )
-            cur.epoch = self.cfg.train.epochs
-            return
-        cur.epoch += 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cur.sched.step()
 
     def evaluate(self, cur: Cycle) -> dict:
         """Test accuracy, macro F1 (scikit-learn) and per-class accuracy of `cur`'s model, and the seconds it took."""

@@ -33,13 +33,16 @@ def report_path(sweep: Sweep) -> Path:
 
 
 def commands(python: str, sweep_path: str, overrides: list[str]) -> list[str]:
-    """The report, then the power table where this checkout has `analysis.power`."""
+    """The report, then the power table where this checkout has `analysis.power`, then a sequential
+    study's look and next wave (slurm.waves: nothing for a study of fixed trials)."""
     args = shlex.join([str(Path(sweep_path).resolve()), *overrides])
     has_power = "import importlib.util, sys; sys.exit(importlib.util.find_spec('analysis.power') is None)"
     return [
         f"{python} -m analysis.report {args}",
         "status=$?",
         f"if {python} -c {shlex.quote(has_power)} 2>/dev/null; then {python} -m analysis.power {args} || true; fi",
+        "# a sequential study (analysis.sequential): the look at this wave, and the next wave if it is undecided",
+        f"{python} -m slurm.waves {args} --cluster slurm || status=$?",
         "exit $status",
     ]
 
