@@ -179,14 +179,26 @@ def judge(question: str, wide: pd.DataFrame, n_questions: int, fractions: list[f
         return Verdict(question, "undecided", n, math.nan)
     level = look_alpha(fractions, alpha / (n_questions * len(contrasts)))
     q = stats.t.isf(level / 2.0, n - 1)
-    rows = []
-    for c in contrasts:
-        values = sum(wide[cell].to_numpy() * w for cell, w in c.weights.items())
-        est, sd = float(np.mean(values)), float(np.std(values, ddof=1))
-        se = sd / math.sqrt(n)
-        t = est / se if se > 0 else (math.inf if est else 0.0)
-        rows.append([c.name, est, est - q * se, est + q * se, t, float(2 * stats.t.sf(abs(t), n - 1)) if se > 0 else math.nan])
-    table = pd.DataFrame(rows, columns=["contrast", "estimate", "ci_low", "ci_high", "t", "p_value"])
+    where = {cell: i for i, cell in enumerate(cells)}
+    weights = np.zeros((len(cells), len(contrasts)))
+    for j, c in enumerate(contrasts):
+        for cell, w in c.weights.items():
+            weights[where[cell], j] = w
+    values = wide.to_numpy(float) @ weights  # trials x contrasts: each trial's contrast
+    est, se = values.mean(0), values.std(0, ddof=1) / math.sqrt(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, est / se, np.where(est != 0, np.inf, 0.0))
+    p = np.where(se > 0, 2 * stats.t.sf(np.abs(t), n - 1), np.nan)
+    table = pd.DataFrame(
+        {
+            "contrast": [c.name for c in contrasts],
+            "estimate": est,
+            "ci_low": est - q * se,
+            "ci_high": est + q * se,
+            "t": t,
+            "p_value": p,
+        }
+    )
     away = table[(table["ci_low"] > 0) | (table["ci_high"] < 0)]
     if len(away):
         pairs = "; ".join(f"{r.contrast} {'>' if r.estimate > 0 else '<'} 0 ({r.estimate:+.2f})" for r in away.itertuples())
