@@ -71,6 +71,7 @@ bench: setup
 	$(PYTHON) -m bench.bench_select $(SELECT_ARGS)
 	$(PYTHON) -m bench.bench_pack $(PACK_ARGS)
 	$(PYTHON) -m bench.bench_calibration $(CALIBRATION_ARGS)
+	$(PYTHON) -m bench.bench_study $(STUDY_ARGS)
 	$(PYTHON) -m bench.bench_scale $(SCALE_ARGS)
 
 # On a GPU node: environment report, gpu tests, the benchmark at full width, a timed 3-cycle run.

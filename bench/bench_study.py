@@ -5,16 +5,16 @@ every run of a grid, with
 - a trial effect and a model-within-trial effect (the runs of one model and trial share their
   initial weights: a split plot),
 - run noise that wanders from cycle to cycle (AR(1)), with a different SD per optimizer,
-- diverged runs (2%): from a random cycle on, stuck near chance (10% +- 1 point),
+- diverged runs (0.5% of runs, any optimizer): from a random cycle on, stuck near chance (10% +- 1 point),
 and computes each run's AUBC with the project's own code (analysis.metrics.aubc on the cycles
 table); then analysis.decide judges the primary questions (optimizer, model, model:optimizer, the
 first strategy vs random) at looks after 5, 10, ..., 30 trials with the O'Brien-Fleming spending
 of analysis.decide, stopping when every primary question is decided, as slurm.waves does.
 `--fixed N` judges once at N trials instead (a fixed design).
 
-Scenarios: `null` (no effect anywhere), `optimizer` (one optimizer 2 points better in half of the
-strategies, random and the first strategy among them: a 1-point main effect; every other question
-still null). Reported: the fraction of studies with any false `difference` (over every primary
+Scenarios: `null` (no effect anywhere), `optimizer` (a 1-point main effect of one optimizer, all
+of it in about half of the strategies, random and the first strategy among them, so that every
+other primary question stays null). Reported: the fraction of studies with any false `difference` (over every primary
 question under null; over the null questions and the null pairs of the optimizer question with an
 effect), the power (the optimizer question answers `difference` naming the planted optimizer's
 pairs), and the mean trials spent.
@@ -57,7 +57,7 @@ def strategies(n: int) -> list[str]:
     return [*named[: n - 1], "random"]
 
 
-def simulate_runs(rng: np.random.Generator, grid: str, n_trials: int, effect: float, diverge: float = 0.02) -> pd.DataFrame:
+def simulate_runs(rng: np.random.Generator, grid: str, n_trials: int, effect: float, diverge: float = 0.005) -> pd.DataFrame:
     """A run table (model, optimizer, strategy, trial, done, aubc) of one simulated study."""
     models, optimizers, n_strat = GRIDS[grid]
     strats = strategies(n_strat)
@@ -65,8 +65,8 @@ def simulate_runs(rng: np.random.Generator, grid: str, n_trials: int, effect: fl
     shape = (n_trials, len(models), len(optimizers), len(strats))
     curve = 60 + 25 * (1 - np.exp(-SIZES / 3000.0))  # points: a learning curve
     shift = rng.normal(0, 0.5, shape[0])[:, None, None, None] + rng.normal(0, 0.7, shape[:2])[:, :, None, None]
-    planted = np.zeros(shape[1:])
-    planted[:, 0, [s in with_effect for s in strats]] = effect
+    planted = np.zeros(shape[1:])  # `effect` points of main effect, all of it in the strategies `with_effect`
+    planted[:, 0, [s in with_effect for s in strats]] = effect * len(strats) / len(with_effect)
     sd = np.array([NOISE_SD[o] for o in optimizers])[None, None, :, None]
     e = np.empty((*shape, len(SIZES)))
     e[..., 0] = rng.normal(0, 1, shape) * sd
@@ -90,9 +90,10 @@ def simulate_runs(rng: np.random.Generator, grid: str, n_trials: int, effect: fl
     return runs.assign(aubc=runs["run_id"].map(area))
 
 
-def one_study(rng, grid: str, effect: float, looks: list[int], max_trials: int, margin: float = 1.0) -> dict:
+def one_study(rng, grid: str, effect: float, looks: list[int], max_trials: int, diverge: float = 0.005) -> dict:
     """Judge one simulated study at its looks; stop when every primary question is decided."""
-    runs = simulate_runs(rng, grid, looks[-1], effect)
+    runs = simulate_runs(rng, grid, looks[-1], effect, diverge)
+    margin = 1.0
     primary = default_primary(strategies(GRIDS[grid][2]))
     seq = {"max": max_trials}
     kept: dict = {}  # a verdict reached at a look stands (analysis.decide._earlier)
@@ -137,9 +138,9 @@ def summarise(results: list[dict], effect: float) -> dict:
     }
 
 
-def run(grid: str, effect: float, n: int, seed: int, fixed: int | None = None) -> dict:
+def run(grid: str, effect: float, n: int, seed: int, fixed: int | None = None, diverge: float = 0.005) -> dict:
     looks = [fixed] if fixed else [5, 10, 15, 20, 25, 30]
-    results = [one_study(np.random.default_rng([seed, i]), grid, effect, looks, fixed or 30) for i in range(n)]
+    results = [one_study(np.random.default_rng([seed, i]), grid, effect, looks, fixed or 30, diverge) for i in range(n)]
     return summarise(results, effect)
 
 
@@ -148,19 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--studies", type=int, default=1000, help="simulated studies per scenario (default 1000)")
     p.add_argument("--grid", choices=sorted(GRIDS), action="append", help="grids (default: fair and full)")
     p.add_argument("--fixed", type=int, action="append", help="also judge fixed designs of N trials (repeatable)")
+    p.add_argument("--diverge", type=float, action="append", help="share of runs that diverge (default 0.005; repeatable)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    print("| grid | scenario | design | studies | any false difference | power (1-point optimizer) | mean trials | s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for grid in args.grid or ["fair", "full"]:
-        designs = [None, *(args.fixed or [])]
-        for (name, effect), fixed in itertools.product((("null", 0.0), ("optimizer", 2.0)), designs):
+    print(
+        "| grid | diverged | scenario | design | studies | any false difference | power (1-point optimizer) | mean trials | s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    scenarios = itertools.product(args.grid or ["fair", "full"], args.diverge or [0.005], (("null", 0.0), ("optimizer", 1.0)))
+    for grid, diverge, (name, effect) in scenarios:
+        for fixed in [None, *(args.fixed or [])]:
             t0 = time.perf_counter()
-            s = run(grid, effect, args.studies, args.seed, fixed)
+            s = run(grid, effect, args.studies, args.seed, fixed, diverge)
             design = f"fixed {fixed}" if fixed else "sequential 5+5..30"
             pw = "-" if np.isnan(s["power"]) else f"{s['power']:.3f}"
             print(
-                f"| {grid} | {name} | {design} | {s['studies']} | {s['false_claims']:.3f} | {pw} | {s['mean_trials']:.1f} "
+                f"| {grid} | {diverge:.1%} | {name} | {design} | {s['studies']} | {s['false_claims']:.3f} | {pw} | {s['mean_trials']:.1f} "
                 f"| {time.perf_counter() - t0:.0f} |",
                 flush=True,
             )
