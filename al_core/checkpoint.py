@@ -209,10 +209,26 @@ def read(path: Path, fingerprint: str) -> tuple[Position, dict]:
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise BadCheckpoint("checksum mismatch (corrupt payload)")
     try:
+        pos = Position(*(int(header[k]) for k in ("cycle", "epoch", "step")))
+    except (KeyError, TypeError, ValueError):
+        raise BadCheckpoint("its header lacks the position (cycle, epoch, step)") from None
+    try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadCheckpoint(f"payload does not load ({type(e).__name__})") from None
-    return Position(header["cycle"], header["epoch"], header["step"]), state
+    _check_payload(state)
+    return pos, state
+
+
+def _check_payload(state: Any) -> None:
+    """BadCheckpoint unless `unpack` can read `state` (a payload of the right run whose keys are
+    missing or of the wrong kind would otherwise fail the run on every restart)."""
+    try:
+        unpack(state)
+    except KeyError as e:
+        raise BadCheckpoint(f"its payload lacks the key {e}") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
+        raise BadCheckpoint(f"its payload is not a checkpoint's ({type(e).__name__}: {e})") from None
 
 
 def latest_good(run_dir: Path, fingerprint: str) -> tuple[Position, dict] | None:

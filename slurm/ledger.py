@@ -24,6 +24,7 @@ from al_core.io import atomic_write_bytes
 
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".jobs.lock"
+SUBMITTED_FILE = "submitted.json"  # per submission folder: which runs each job of an array runs
 REPORT_KEY = "@report"  # the report job's record; never a run id
 
 
@@ -52,12 +53,13 @@ def read(sweep_dir: Path) -> dict[str, dict]:
 
 def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dict[str, dict]:
     """The records of a sweep, rebuilt from the scheduler when jobs.json is missing or unreadable
-    while the sweep has submitted before (submitit's pickles under <sweep_dir>/logs/).
+    while the sweep has submitted before (a submission record under <sweep_dir>/logs/).
 
     Every job of the sweep's name that squeue still holds is matched to its runs through the
-    pickle submitit wrote for it (the job callable names its runs), so a re-sweep never submits a
-    run the scheduler still holds. Runs whose jobs have left the queue get no record: their DONE
-    files, or their absence, decide. With `save`, a damaged file is set aside
+    submission record (`<log folder>/submitted.json`, written at submission: plain JSON, so
+    nothing read here can run code; submitit's pickles are never opened), so a re-sweep never
+    submits a run the scheduler still holds. Runs whose jobs have left the queue get no record:
+    their DONE files, or their absence, decide. With `save`, a damaged file is set aside
     (jobs.json.damaged-<time>) and the rebuilt ledger written atomically. Raises
     scheduler.SchedulerError when squeue cannot be asked: nothing may be submitted on a guess.
     """
@@ -68,16 +70,13 @@ def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dic
     problem = _load(sweep_dir)[1]
     if not problem:
         return read(sweep_dir)
-    pickles = {p.name[: -len("_submitted.pkl")]: p for p in Path(sweep_dir).glob("logs/*/*_submitted.pkl")}
-    if not pickles:
+    known, unreadable = submitted_jobs(sweep_dir)
+    if not known and not unreadable and not any(Path(sweep_dir).glob("logs/*/*_submitted.pkl")):
         return {}  # never submitted to a scheduler: nothing to rebuild
     records: dict[str, dict] = {}
     for job_id in scheduler.active_jobs(job_name):
-        for run_id in _runs_of(job_id, pickles.get(job_id)):
-            folder = pickles[job_id].parent
-            rec = record_submission(
-                records, run_id, job_id, "slurm", folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err"
-            )
+        for run_id, (out, err) in _runs_of(job_id, known, unreadable).items():
+            rec = record_submission(records, run_id, job_id, "slurm", Path(out), Path(err))
             rec["rebuilt"] = now_iso()
     note(
         f"warning: {path} is {problem}; rebuilt {len(records)} record(s) from the scheduler (the runs it still holds)"
@@ -90,25 +89,47 @@ def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dic
     return records
 
 
-def _runs_of(job_id: str, pickle_path: Path | None) -> list[str]:
-    """The run ids a job still held by the scheduler runs (a RunJob, or a PackJob of several),
-    from its pickle; SchedulerError when that cannot be told (then no run may be submitted)."""
+def _runs_of(job_id: str, known: dict[str, dict], unreadable: list[Path]) -> dict[str, tuple[str, str]]:
+    """The runs a job still held by the scheduler runs ({run_id: (stdout log, stderr log)}), from
+    the submission records; SchedulerError when that cannot be told (then no run may be submitted)."""
     from slurm import scheduler
 
-    why = "has no submitit pickle under the sweep's logs/"
-    if pickle_path is not None:
-        import submitit
-
-        try:
-            fn = submitit.helpers.DelayedSubmission.load(pickle_path).function
-            jobs = getattr(fn, "jobs", None) or [fn]
-            return [j.spec.run_id for j in jobs]
-        except Exception as e:  # a pickle of another version, or cut short
-            why = f"has an unreadable pickle {pickle_path} ({type(e).__name__})"
+    if job_id in known:
+        return known[job_id]
+    why = "is in no submission record under the sweep's logs/"
+    if unreadable:
+        why += f" (unreadable record {unreadable[0]})"
     raise scheduler.SchedulerError(
         f"job {job_id} of this sweep is still queued or running but {why}: cannot tell which runs it holds; "
         f"wait for it to end or cancel it (scancel {job_id.split('_')[0]}), then run `make sweep` again"
     )
+
+
+def record_array(folder: Path, runs: list[tuple[str, str, Path, Path]]) -> None:
+    """`<folder>/submitted.json`, atomically, once sbatch has accepted an array: which runs each of
+    its jobs runs and where their logs go ({"jobs": {job_id: {run_id: [stdout, stderr]}}}). What a
+    lost jobs.json is rebuilt from (`recover`)."""
+    jobs: dict[str, dict[str, list[str]]] = {}
+    for run_id, job_id, out, err in runs:
+        jobs.setdefault(job_id, {})[run_id] = [str(out), str(err)]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(folder) / SUBMITTED_FILE, json.dumps({"jobs": jobs}, indent=1).encode())
+
+
+def submitted_jobs(sweep_dir: Path) -> tuple[dict[str, dict[str, tuple[str, str]]], list[Path]]:
+    """Every submission record of a sweep merged ({job_id: {run_id: (stdout, stderr)}}), and the
+    records that could not be read (not JSON, or not of that shape): JSON only, never code."""
+    known: dict[str, dict[str, tuple[str, str]]] = {}
+    unreadable: list[Path] = []
+    for path in sorted(Path(sweep_dir).glob(f"logs/*/{SUBMITTED_FILE}")):
+        try:
+            jobs = json.loads(path.read_text())["jobs"]
+            parsed = {str(j): {str(r): (str(logs[0]), str(logs[1])) for r, logs in runs.items()} for j, runs in jobs.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+            unreadable.append(path)
+            continue
+        known.update(parsed)  # sorted by folder name (its time): a later submission of a job id wins
+    return known, unreadable
 
 
 def read_report(sweep_dir: Path) -> dict | None:
