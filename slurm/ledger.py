@@ -2,7 +2,7 @@
 
 `<sweep_dir>/jobs.json` maps run_id -> record (last job id, cluster, submit time, submissions, log
 paths, every job id so far). It is replaced atomically; it is read and written only while holding
-an exclusive `fcntl.flock` on `<sweep_dir>/.jobs.lock`, so two `make sweep` at once cannot both
+an exclusive lock on `<sweep_dir>/.jobs.lock` (al_core.locks), so two `make sweep` at once cannot both
 decide that a run needs a job. The sweep's report job (slurm.report_job) is kept under the key
 `@report` (no run id starts with '@'): {job_id, depends_on, submitted_at, log_out, report}.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from al_core import locks
 from al_core.io import atomic_write_bytes
 
 JOBS_FILE = "jobs.json"
@@ -197,20 +197,25 @@ def record_submission(
 
 @contextlib.contextmanager
 def locked(sweep_dir: Path, wait_note: bool = True) -> Iterator[None]:
-    """Hold the sweep's submission lock (blocking; says so when another `make sweep` holds it)."""
+    """Hold the sweep's submission lock (blocking; says so when another `make sweep` holds it).
+    Taken, or refused with LockError, as al_core.locks says; AL_LOCK=none: no lock."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    if locks.lock_mode() == "none":
+        yield
+        return
+    t0 = time.monotonic()
+    waited = []
+
+    def note() -> None:
+        waited.append(True)
+        if wait_note:
+            print(f"waiting for another submission of this sweep to finish (lock {sweep_dir / LOCK_FILE})", flush=True)
+
+    fd = locks.acquire(sweep_dir / LOCK_FILE, blocking=True, on_wait=note)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if wait_note:
-                print(f"waiting for another submission of this sweep to finish (lock {sweep_dir / LOCK_FILE})", flush=True)
-            t0 = time.monotonic()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if wait_note:
-                print(f"lock acquired after {time.monotonic() - t0:.1f}s", flush=True)
+        if waited and wait_note:
+            print(f"lock acquired after {time.monotonic() - t0:.1f}s", flush=True)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

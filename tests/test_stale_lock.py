@@ -81,14 +81,42 @@ def test_without_the_scheduler_nothing_is_taken_over(tmp_path, held_by, monkeypa
     assert holder(tmp_path)["job"] == "902_0"
 
 
-def test_this_jobs_own_start_on_a_dead_node_is_taken_over(tmp_path, held_by, monkeypatch):
+def node(monkeypatch, answer):
+    """What `scontrol show node -o` answers (None: it fails)."""
+    monkeypatch.setattr(scheduler, "have_slurm", lambda: True)
+    monkeypatch.setattr(scheduler, "_run", lambda cmd: answer if cmd[:3] == ["scontrol", "show", "node"] else None)
+
+
+@pytest.mark.parametrize(
+    "answer, evidence",
+    [
+        ("NodeName=deadnode State=DOWN* BootTime=2026-11-30T00:00:00", "is DOWN*"),
+        ("NodeName=deadnode State=IDLE+NOT_RESPONDING BootTime=2026-11-30T00:00:00", "NOT_RESPONDING"),
+        ("NodeName=deadnode State=IDLE BootTime=2026-12-01T06:00:00", "booted at 2026-12-01T06:00:00"),
+    ],
+)
+def test_this_jobs_own_start_on_a_dead_node_is_taken_over(tmp_path, held_by, monkeypatch, answer, evidence):
     held_by("deadnode", "903_4")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "903")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
     states(monkeypatch, {"903_4": "RUNNING"})  # it is us: requeued off the dead node
+    node(monkeypatch, answer)
     notes = []
     assert job.take_over_stale_lock(tmp_path, notes.append)
-    assert "previous start" in notes[0]
+    assert "previous start" in notes[0] and evidence in notes[0]
+
+
+@pytest.mark.parametrize("answer", ["NodeName=deadnode State=ALLOCATED BootTime=2026-11-30T00:00:00", None])
+def test_this_jobs_own_start_is_not_taken_over_without_evidence_that_it_is_gone(tmp_path, held_by, monkeypatch, answer):
+    """Requeued, but the old node is up and has not rebooted since the lock was taken (its copy of
+    the job may still be writing), or the scheduler cannot say: the lock stays, the run exits 75."""
+    held_by("deadnode", "906_1")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "906")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    states(monkeypatch, {"906_1": "RUNNING"})
+    node(monkeypatch, answer)
+    assert not job.take_over_stale_lock(tmp_path, pytest.fail)
+    assert holder(tmp_path)["job"] == "906_1" and not list(tmp_path.glob(f"{LOCK_NAME}.stale-*"))
 
 
 def test_a_holder_on_this_host_or_a_free_lock_is_not_touched(tmp_path, held_by, monkeypatch):
