@@ -46,7 +46,7 @@ def slurm_job_id() -> str | None:
 def holder(run_dir: Path) -> dict:
     """What the lock file says about its holder (empty if unreadable)."""
     try:
-        data = json.loads((Path(run_dir) / LOCK_NAME).read_text() or "{}")
+        data = json.loads(locks.read_regular_file(Path(run_dir) / LOCK_NAME, 4096) or b"{}")
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}

@@ -112,8 +112,10 @@ def take_over_stale_lock(run_dir: Path, log=log) -> bool:
     says is no longer running (a node that died leaves its lock on a shared file system), or this
     very job's previous start on another host (SLURM requeued it off a dead node) when the
     scheduler says that node is down or not responding, or has booted since the lock was taken: a
-    requeued job's old copy may still be running on a node that lost contact. A lock held by a
-    live job, or one the scheduler cannot be asked about, is left alone: the run then exits 75.
+    requeued job's old copy may still be running on a node that lost contact. A job the scheduler
+    does not know (purged, or run by another cluster on the same file system) needs the same word
+    about its node. A lock held by a live job, or one the scheduler cannot be asked about, is left
+    alone: the run then exits 75.
     Returns whether the lock was taken over."""
     from al_core.locks import LockError
     from al_core.rundir import RunDirLock, holder, slurm_job_id
@@ -141,7 +143,10 @@ def _holder_gone(job: str, host: str, since: str, me: str | None) -> str | None:
     if job == me:
         gone = scheduler.node_gone(host, since)
         return f"this job's previous start there (requeued off that node; {gone})" if gone else None
-    state = scheduler.slurm_states([job]).get(job, scheduler.UNKNOWN)
+    state = scheduler.slurm_states([job]).get(job)
+    if state is None:  # a job this scheduler does not know (purged, or another cluster's): ask about its node
+        gone = scheduler.node_gone(host, since)
+        return f"the scheduler does not know that job and says {gone}" if gone else None
     return None if state.active else f"the scheduler says that job is {state.state}"
 
 

@@ -25,6 +25,7 @@ from al_core.io import atomic_write_bytes
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".jobs.lock"
 SUBMITTED_FILE = "submitted.json"  # per submission folder: which runs each job of an array runs
+SUBMITTED_MAX_BYTES = 64 * 2**20  # an array of 1,001 tasks of several runs takes well under 1 MB
 REPORT_KEY = "@report"  # the report job's record; never a run id
 
 
@@ -123,7 +124,7 @@ def submitted_jobs(sweep_dir: Path) -> tuple[dict[str, dict[str, tuple[str, str]
     unreadable: list[Path] = []
     for path in sorted(Path(sweep_dir).glob(f"logs/*/{SUBMITTED_FILE}")):
         try:
-            jobs = json.loads(path.read_text())["jobs"]
+            jobs = json.loads(locks.read_regular_file(path, SUBMITTED_MAX_BYTES))["jobs"]
             parsed = {str(j): {str(r): (str(logs[0]), str(logs[1])) for r, logs in runs.items()} for j, runs in jobs.items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             unreadable.append(path)

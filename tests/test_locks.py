@@ -168,3 +168,17 @@ def test_mountinfo_without_proc_is_no_refusal(tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "MOUNTINFO", tmp_path / "absent")
     assert locks.mount_of(tmp_path) is None
     RunDirLock(tmp_path).acquire().release()
+
+
+def test_who_holds_a_lock_is_read_without_following_a_link_or_waiting_on_a_fifo(tmp_path):
+    from al_core.rundir import holder
+
+    (tmp_path / LOCK_NAME).symlink_to("/dev/zero")  # read to its end, it never ends
+    assert holder(tmp_path) == {}
+    (tmp_path / LOCK_NAME).unlink()
+    os.mkfifo(tmp_path / LOCK_NAME)  # read, it waits for a writer
+    assert holder(tmp_path) == {}
+    folder = tmp_path / "logs" / "20261201-000000-1"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / ledger.SUBMITTED_FILE)
+    assert ledger.submitted_jobs(tmp_path) == ({}, [folder / ledger.SUBMITTED_FILE])

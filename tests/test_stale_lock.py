@@ -58,9 +58,10 @@ def states(monkeypatch, answer):
 def test_a_dead_jobs_lock_on_another_host_is_taken_over(tmp_path, held_by, monkeypatch, answer):
     held_by("deadnode", "900_1")
     states(monkeypatch, answer)
+    node(monkeypatch, "NodeName=deadnode State=DOWN* BootTime=2026-11-30T00:00:00")  # asked only when the job is unknown
     notes = []
     assert job.take_over_stale_lock(tmp_path, notes.append)
-    assert len(notes) == 1 and "held by job 900_1 on deadnode" in notes[0] and (answer.get("900_1") or "UNKNOWN") in notes[0]
+    assert len(notes) == 1 and "held by job 900_1 on deadnode" in notes[0] and (answer.get("900_1") or "DOWN*") in notes[0]
     aside = list(tmp_path.glob(f"{LOCK_NAME}.stale-*"))
     assert len(aside) == 1 and json.loads(aside[0].read_text())["host"] == "deadnode"  # kept for a person
     RunDirLock(tmp_path).acquire().release()  # the run directory is free again
@@ -72,6 +73,17 @@ def test_a_live_jobs_lock_is_left_alone(tmp_path, held_by, monkeypatch):
     assert not job.take_over_stale_lock(tmp_path, pytest.fail)
     with pytest.raises(RunLocked, match="othernode"):
         RunDirLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize("answer", ["NodeName=othernode State=MIXED BootTime=2026-11-30T00:00:00", None])
+def test_a_job_the_scheduler_does_not_know_is_not_gone_without_word_of_its_node(tmp_path, held_by, monkeypatch, answer):
+    """A job id this scheduler has never seen (another cluster on the same file system, say) on a
+    node that is up, or that this scheduler does not know either: the lock stays."""
+    held_by("othernode", "907_0")
+    states(monkeypatch, {})
+    node(monkeypatch, answer)
+    assert not job.take_over_stale_lock(tmp_path, pytest.fail)
+    assert holder(tmp_path)["job"] == "907_0"
 
 
 def test_without_the_scheduler_nothing_is_taken_over(tmp_path, held_by, monkeypatch):
