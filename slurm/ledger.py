@@ -114,7 +114,9 @@ def record_array(folder: Path, runs: list[tuple[str, str, Path, Path]]) -> None:
     for run_id, job_id, out, err in runs:
         jobs.setdefault(job_id, {})[run_id] = [str(out), str(err)]
     Path(folder).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(Path(folder) / SUBMITTED_FILE, json.dumps({"jobs": jobs}, indent=1).encode())
+    # Not fsynced (one per array of a large sweep): the rename survives the process; a record lost
+    # with the machine makes a rebuild refuse in one line, never guess.
+    atomic_write_bytes(Path(folder) / SUBMITTED_FILE, json.dumps({"jobs": jobs}, indent=1).encode(), durable=False)
 
 
 def submitted_jobs(sweep_dir: Path) -> tuple[dict[str, dict[str, tuple[str, str]]], list[Path]]:

@@ -190,4 +190,4 @@ def child_main(source: str, stdin=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1]))
+    sys.exit(child_main(sys.argv[1] if len(sys.argv) > 1 else ""))
