@@ -164,8 +164,9 @@ def test_a_packed_child_refuses_a_job_file(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # every deserialisation and dynamic import is listed in SECURITY.md
 CALLS = re.compile(
-    r"\b(pickle\.loads?|\w*Unpickler|torch\.load|np\.load|numpy\.load|yaml\.(?:safe_)?load|yaml_load|"
-    r"import_module|__import__|DelayedSubmission\.load|marshal\.loads?|shelve\.open|joblib\.load)\s*\("
+    r"(?<![\w])((?:pickle\.loads?|\w*Unpickler|torch\.load|np\.load|numpy\.load|yaml\.(?:safe_|unsafe_|full_)?load(?:_all)?|"
+    r"yaml_load|import_module|__import__|DelayedSubmission\.load|marshal\.loads?|shelve\.open|joblib\.load|"
+    r"spec_from_file_location|exec_module|run_path|run_module)|(?<![.\w])(?:exec|eval))\s*\("
 )
 AUDITED = ("al_core", "slurm", "analysis", "bench", "tests")
 
