@@ -209,13 +209,15 @@ def read(path: Path, fingerprint: str) -> tuple[Position, dict]:
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise BadCheckpoint("checksum mismatch (corrupt payload)")
     try:
-        pos = Position(*(int(header[k]) for k in ("cycle", "epoch", "step")))
-    except (KeyError, TypeError, ValueError):
-        raise BadCheckpoint("its header lacks the position (cycle, epoch, step)") from None
-    try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadCheckpoint(f"payload does not load ({type(e).__name__})") from None
+    where = [header.get(k) for k in ("cycle", "epoch", "step")]
+    if not all(type(v) is int and v >= 0 for v in where) or where[0] < 1:
+        raise BadCheckpoint(f"its header's position (cycle, epoch, step) {where} is not three non-negative integers")
+    pos = Position(*where)
+    if pos.filename() != path.name.removesuffix(".bad"):
+        raise BadCheckpoint(f"its header says {pos.filename()}, not its file name")
     _check_payload(state)
     return pos, state
 

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import re
 import types
 import typing
@@ -21,7 +22,7 @@ from typing import Any, Optional
 
 import yaml
 
-from al_core import data, plugins, recipes, registry, results, tune
+from al_core import data, plugins, recipes, registry, results, study, tune
 from al_core.data.spec import DatasetConfig
 from al_core.errors import ConfigError  # noqa: F401  (re-exported: `from al_core.config import ConfigError`)
 
@@ -288,7 +289,22 @@ OPTIM_KEYS = ("recipe", *OPTIM_FLAGS)
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig, "select": SelectConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins", "tracking", "select")
+TOP_KEYS = (
+    "name",
+    "output",
+    "dataset",
+    "grid",
+    "al",
+    "train",
+    "ll",
+    "optim",
+    "slurm",
+    "tune",
+    "plugins",
+    "tracking",
+    "select",
+    "analysis",
+)
 # tracking.wandb: its keys and defaults (group null: the sweep's name).
 WANDB_DEFAULTS = {"project": "al-sweep", "entity": None, "mode": "offline", "group": None}
 
@@ -489,10 +505,21 @@ def _check_grid(grid: Any) -> dict:
     return ordered
 
 
+def check_finite(node: Any, key: str = "") -> None:
+    """ConfigError naming the first NaN or infinite number anywhere in a sweep's raw config: no key
+    of this project means anything by them, and a NaN slips through every `<` and `>` check."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{key or 'value'}: expected a finite number, got {node!r}")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for k, v in items:
+        check_finite(v, f"{key}.{k}" if key and isinstance(k, str) else f"{key}[{k}]" if key else str(k))
+
+
 def validate(raw: dict, path: str = "") -> Sweep:
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    check_finite(raw)
     # Plugins first: they add names the checks below accept.
     plugin_hashes, plugin_files = plugins.resolve(raw.get("plugins"), path)
     name = raw.get("name", "sweep")
@@ -515,6 +542,11 @@ def validate(raw: dict, path: str = "") -> Sweep:
     if not isinstance(slurm, dict):
         raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
 
+    analysis = study.check(raw.get("analysis"), raw.get("grid"))
+    if analysis and analysis["sequential"] and isinstance(raw.get("grid"), dict):
+        # A sequential study's trials are its waves': the current wave's count (al_core.study).
+        n = study.trials(Path(output) / name, analysis["sequential"])
+        raw = {**raw, "grid": {**raw["grid"], "trial": list(range(n))}}
     ordered = _check_grid(raw.get("grid"))
     _check_sizes(sections["dataset"], sections["al"])
     resolved = {
@@ -533,6 +565,8 @@ def validate(raw: dict, path: str = "") -> Sweep:
     }
     if raw.get("tune") is not None:
         resolved["tune"] = raw["tune"]
+    if analysis is not None:
+        resolved["analysis"] = analysis
     tracking = check_tracking(raw.get("tracking"), name)
     sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, tracking=tracking, **sections)
     # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.
