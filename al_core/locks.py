@@ -130,11 +130,11 @@ def _refuse_node_local(path: Path) -> None:
         )
 
 
-def open_lock_file(path: Path) -> int:
-    """The lock file's descriptor, created if missing: never through a symbolic link, and only a
-    regular file (LockError otherwise)."""
+def open_lock_file(path: Path, mode: int = 0o644) -> int:
+    """The lock file's descriptor, created if missing (`mode`, less the umask): never through a
+    symbolic link, and only a regular file (LockError otherwise)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as e:
         if e.errno == errno.ELOOP:  # O_NOFOLLOW on a symbolic link
             raise LockError(
@@ -175,13 +175,14 @@ def is_locked_file(fd: int, path: Path) -> bool:
     return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def acquire(path: Path, blocking: bool = False, on_wait: Callable[[], None] | None = None) -> int | None:
+def acquire(path: Path, blocking: bool = False, on_wait: Callable[[], None] | None = None, mode: int = 0o644) -> int | None:
     """Lock `path` exclusively; returns its descriptor (the lock lasts until it is closed). None:
-    held by another process (not `blocking`). `on_wait`: called once before blocking."""
+    held by another process (not `blocking`). `on_wait`: called once before blocking. `mode`: of a
+    lock file created here (less the umask)."""
     path = Path(path)
     _refuse_node_local(path)
     for _ in range(RETRIES):
-        fd = open_lock_file(path)
+        fd = open_lock_file(path, mode)
         try:
             taken = _flock(fd, path, blocking=False)
             if not taken and blocking:

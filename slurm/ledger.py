@@ -215,7 +215,7 @@ def locked(sweep_dir: Path, wait_note: bool = True) -> Iterator[None]:
         if wait_note:
             print(f"waiting for another submission of this sweep to finish (lock {sweep_dir / LOCK_FILE})", flush=True)
 
-    fd = locks.acquire(sweep_dir / LOCK_FILE, blocking=True, on_wait=note)
+    fd = locks.acquire(sweep_dir / LOCK_FILE, blocking=True, on_wait=note, mode=0o666)  # a group's umask may share it
     try:
         if waited and wait_note:
             print(f"lock acquired after {time.monotonic() - t0:.1f}s", flush=True)
