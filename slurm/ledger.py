@@ -25,6 +25,7 @@ from al_core.io import atomic_write_bytes
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".jobs.lock"
 SUBMITTED_FILE = "submitted.json"  # per submission folder: which runs each job of an array runs
+JOBS_MAX_BYTES = 1 << 30  # read at most: 1,000 runs take about 0.3 MB
 SUBMITTED_MAX_BYTES = 64 * 2**20  # an array of 1,001 tasks of several runs takes well under 1 MB
 REPORT_KEY = "@report"  # the report job's record; never a run id
 
@@ -36,7 +37,7 @@ def jobs_path(sweep_dir: Path) -> Path:
 def _load(sweep_dir: Path) -> tuple[dict, str]:
     """jobs.json's object and "", or {} and what is wrong: missing, unreadable (why), not a JSON object."""
     try:
-        data = json.loads(jobs_path(sweep_dir).read_text())
+        data = json.loads(locks.read_regular_file(jobs_path(sweep_dir), JOBS_MAX_BYTES))  # a FIFO or link: unreadable
     except FileNotFoundError:
         return {}, "missing"
     except (OSError, ValueError) as e:

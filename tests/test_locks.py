@@ -182,3 +182,8 @@ def test_who_holds_a_lock_is_read_without_following_a_link_or_waiting_on_a_fifo(
     folder.mkdir(parents=True)
     os.mkfifo(folder / ledger.SUBMITTED_FILE)
     assert ledger.submitted_jobs(tmp_path) == ({}, [folder / ledger.SUBMITTED_FILE])
+
+
+def test_a_fifo_in_place_of_jobs_json_is_unreadable_not_a_hang(tmp_path):
+    os.mkfifo(ledger.jobs_path(tmp_path))
+    assert ledger._load(tmp_path)[1].startswith("unreadable")
