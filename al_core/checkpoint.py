@@ -218,7 +218,19 @@ def read(path: Path, fingerprint: str) -> tuple[Position, dict]:
     pos = Position(*where)
     if pos.filename() != path.name.removesuffix(".bad"):
         raise BadCheckpoint(f"its header says {pos.filename()}, not its file name")
+    _check_payload(state)
     return pos, state
+
+
+def _check_payload(state: Any) -> None:
+    """BadCheckpoint unless `unpack` can read `state` (a payload of the right run whose keys are
+    missing or of the wrong kind would otherwise fail the run on every restart)."""
+    try:
+        unpack(state)
+    except KeyError as e:
+        raise BadCheckpoint(f"its payload lacks the key {e}") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
+        raise BadCheckpoint(f"its payload is not a checkpoint's ({type(e).__name__}: {e})") from None
 
 
 def latest_good(run_dir: Path, fingerprint: str) -> tuple[Position, dict] | None:

@@ -47,8 +47,78 @@ _Loader.add_implicit_resolver(
 )
 
 
+YAML_MAX_CHARS = 1_000_000  # a sweep file or profile is a few kB
+YAML_MAX_VALUES = 100_000  # values once aliases are expanded: a grid of thousands of runs stays far below
+
+
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """A YAML document as plain data, or yaml.YAMLError saying what is refused (the callers turn it
+    into one `error:` line). SafeLoader constructs no Python object (`!!python/...` tags are
+    refused); beyond it, refused: a duplicate key in a mapping (YAML forbids it; PyYAML would keep
+    the last silently), `!!binary`, `!!set`, `!!omap` and `!!pairs`, an alias that refers to its own
+    node, a document whose aliases expand to more than YAML_MAX_VALUES values (an "aliases bomb"),
+    one nested too deeply to parse, and a text over YAML_MAX_CHARS. Dates stay the text written."""
+    if len(text) > YAML_MAX_CHARS:
+        raise yaml.YAMLError(f"{len(text):,} characters; expected a sweep file under {YAML_MAX_CHARS:,}")
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply to read; expected a few levels of mappings and lists") from None
+    _count_values(data, {}, set())
+    return data
+
+
+def _count_values(node: Any, sizes: dict[int, int], path: set[int]) -> int:
+    """The values of `node` with every alias expanded (memoised per shared node, so a bomb is
+    counted without being expanded); yaml.YAMLError over YAML_MAX_VALUES or for a cycle."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    key = id(node)
+    if key in path:
+        raise yaml.YAMLError("an alias refers to the node that holds it; expected plain, finite data")
+    if key not in sizes:
+        path.add(key)
+        children = list(node.values()) if isinstance(node, dict) else node
+        sizes[key] = 1 + sum(_count_values(c, sizes, path) for c in children)
+        path.discard(key)
+    if sizes[key] > YAML_MAX_VALUES:
+        raise yaml.YAMLError(f"aliases expand it to over {YAML_MAX_VALUES:,} values; expected a sweep of plain values")
+    return sizes[key]
+
+
+def _no_duplicate_keys(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults`: keys given beside a merge override the merged ones, as YAML says
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r}; expected each key once",
+                    key_node.start_mark,
+                )
+            seen[key] = True
+        except TypeError:
+            pass  # an unhashable key: construct_mapping says so
+    return loader.construct_mapping(node, deep=deep)
+
+
+def _refused_tag(loader: _Loader, node: yaml.Node) -> None:
+    raise yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"the tag {node.tag} is not accepted; expected plain values (strings, numbers, lists, mappings)",
+        node.start_mark,
+    )
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _no_duplicate_keys)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+for _tag in ("binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refused_tag)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ Exit status: 0 submitted (or nothing to do; with --wait, local or debug: every r
 on a guess), or (waiting) a run ended without DONE, or an I/O error;
 2 bad input (sweep file, override, profile or resource value, --cluster slurm without sbatch):
 one `error:` line, nothing submitted, nothing written; 75 a debug run was interrupted after
-writing its checkpoint; 130 interrupted (Ctrl-C) while waiting: submitted jobs keep running.
+writing its checkpoint; 78 the sweep directory's file system cannot hold its lock (al_core.locks);
+130 interrupted (Ctrl-C) while waiting: submitted jobs keep running.
 """
 
 from __future__ import annotations
