@@ -90,11 +90,11 @@ def simulate_runs(rng: np.random.Generator, grid: str, n_trials: int, effect: fl
     return runs.assign(aubc=runs["run_id"].map(area))
 
 
-def one_study(rng, grid: str, effect: float, looks: list[int], max_trials: int, diverge: float = 0.005) -> dict:
+def one_study(rng, grid: str, effect: float, looks: list[int], max_trials: int, diverge: float = 0.005, primary=None) -> dict:
     """Judge one simulated study at its looks; stop when every primary question is decided."""
     runs = simulate_runs(rng, grid, looks[-1], effect, diverge)
     margin = 1.0
-    primary = default_primary(strategies(GRIDS[grid][2]))
+    primary = primary or default_primary(strategies(GRIDS[grid][2]))
     seq = {"max": max_trials}
     kept: dict = {}  # a verdict reached at a look stands (analysis.decide._earlier)
     last: dict = {}
@@ -138,9 +138,10 @@ def summarise(results: list[dict], effect: float) -> dict:
     }
 
 
-def run(grid: str, effect: float, n: int, seed: int, fixed: int | None = None, diverge: float = 0.005) -> dict:
+def run(grid: str, effect: float, n: int, seed: int, fixed: int | None = None, diverge: float = 0.005, primary=None) -> dict:
     looks = [fixed] if fixed else [5, 10, 15, 20, 25, 30]
-    results = [one_study(np.random.default_rng([seed, i]), grid, effect, looks, fixed or 30, diverge) for i in range(n)]
+    rngs = (np.random.default_rng([seed, i]) for i in range(n))
+    results = [one_study(rng, grid, effect, looks, fixed or 30, diverge, primary) for rng in rngs]
     return summarise(results, effect)
 
 
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", choices=sorted(GRIDS), action="append", help="grids (default: fair and full)")
     p.add_argument("--fixed", type=int, action="append", help="also judge fixed designs of N trials (repeatable)")
     p.add_argument("--diverge", type=float, action="append", help="share of runs that diverge (default 0.005; repeatable)")
+    p.add_argument("--primary", action="append", help="primary questions (default: the study's four)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     print(
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     for grid, diverge, (name, effect) in scenarios:
         for fixed in [None, *(args.fixed or [])]:
             t0 = time.perf_counter()
-            s = run(grid, effect, args.studies, args.seed, fixed, diverge)
+            s = run(grid, effect, args.studies, args.seed, fixed, diverge, args.primary)
             design = f"fixed {fixed}" if fixed else "sequential 5+5..30"
             pw = "-" if np.isnan(s["power"]) else f"{s['power']:.3f}"
             print(
