@@ -28,6 +28,7 @@ from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData,
 from analysis.module_effect import module_effect
 from analysis.planning import power_table
 from analysis.questions import Answer, answer
+from analysis.tuning_edges import tuning_edges
 from analysis.write import write_text
 
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
@@ -103,7 +104,8 @@ def tuned_signature(cycles: pd.DataFrame) -> pd.DataFrame:
     if not cols:
         return pd.DataFrame({"run_id": cycles["run_id"].unique(), "tuned": None})
     c = cycles.sort_values(["run_id", "cycle"], kind="stable")
-    text = c[cols].astype(str).agg(",".join, axis=1)
+    # A hyper-parameter another optimizer tuned and this run did not is missing (NaN): empty text.
+    text = c[cols].apply(lambda col: col.map(lambda v: "" if pd.isna(v) else str(v))).agg(",".join, axis=1)
     sig = text.groupby(c["run_id"], sort=True).agg("|".join)
     return sig.rename("tuned").reset_index()
 
@@ -308,6 +310,7 @@ TABLES: list[Table] = [
     Table("questions", lambda t: t.claims.questions),  # questions.csv: one row per unit x question
     Table("interaction", lambda t: t.claims.interaction),  # interaction.csv: blocked F-test per strategy
     Table("power", power_table),  # power.csv: trials needed for 80% power
+    Table("tuning_edges", tuning_edges),  # tuning_edges.csv: tuned values chosen at an edge of the search
     Table(  # module_effect.csv: learning-loss sweeps, the loss-prediction module's own effect
         "module_effect",
         module_effect,

@@ -302,6 +302,12 @@ def _flatten_tuned(cycles: pd.DataFrame) -> pd.DataFrame:
         cycles = cycles.drop(columns=["tuned"])
     if "tune" in cycles:
         cycles["tune_val_accuracy"] = cycles["tune"].map(lambda d: d.get("val_accuracy") if isinstance(d, dict) else None)
+        # which chosen values sit at an edge of what was searched (analysis.tuning_edges), as "lr:high,eps:low"
+        cycles["tune_edges"] = cycles["tune"].map(
+            lambda d: (
+                ",".join(f"{k}:{v}" for k, v in sorted(d["edges"].items())) if isinstance(d, dict) and "edges" in d else None
+            )
+        )
         cycles = cycles.drop(columns=["tune"])
     return cycles
 

@@ -1,0 +1,69 @@
+"""The report's tuning tables: edge counts of the chosen values, and gains over random that
+compare whole pipelines (strategy + its own tuning)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from test_tune import rows_of
+
+
+def _tuned_sweep(tmp_path, tuned_of, edges_of):
+    """A synthetic sweep whose runs tuned at cycle 1: `tuned_of(run_id)` the chosen values,
+    `edges_of(run_id)` their edges."""
+    from bench.synthetic_sweep import write_synthetic_sweep
+
+    sweep_dir = tmp_path / "s"
+    ids = write_synthetic_sweep(sweep_dir, models=("resnet18",), optimizers=("sgd", "adam"), trials=(0, 1, 2), cycles=3)
+    for run_id in ids:
+        d = sweep_dir / "runs" / run_id
+        meta = json.loads((d / "run.json").read_text())
+        meta["config"].update(
+            tune={"cycles": [1], "folds": 2, "points": 4, "grid": {"lr": {"low": 1e-3, "high": 0.1, "scale": "log"}}}
+        )
+        (d / "run.json").write_text(json.dumps(meta))
+        rows = rows_of(d)
+        for r in rows:
+            r["tuned"] = tuned_of(run_id)
+            r["tune"] = {"val_accuracy": 0.5, "scores": [], "edges": edges_of(run_id)} if r["cycle"] == 1 else None
+        (d / "cycles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return sweep_dir, ids
+
+
+def test_report_counts_choices_at_the_edge_of_the_search(tmp_path):
+    from analysis import build_report
+
+    def edges(run_id):
+        return {"lr": "high"} if "sgd" in run_id and run_id.endswith("t0") else {}
+
+    sweep_dir, ids = _tuned_sweep(tmp_path, lambda r: {"lr": 0.05, "momentum": 0.9} if "sgd" in r else {"lr": 0.002}, edges)
+    build_report(sweep_dir)
+    table = pd.read_csv(sweep_dir / "report" / "tuning_edges.csv")
+    sgd = table[(table["optimizer"] == "sgd") & (table["hyper_parameter"] == "lr")]
+    n_sgd = sum("sgd" in r for r in ids) // 3  # runs per trial: one choice per run (cycle 1)
+    assert sgd["choices"].sum() == 3 * n_sgd
+    assert sgd["at_high"].sum() == n_sgd and sgd["at_low"].sum() == 0  # the trial-0 runs
+    assert (table.loc[table["optimizer"] == "adam", "at_high"] == 0).all()
+    assert set(table["hyper_parameter"]) == {"lr", "momentum"}
+    cycles = pd.read_csv(sweep_dir / "report" / "cycles.csv")
+    assert set(cycles.loc[cycles["cycle"] == 1, "tune_edges"].fillna("")) == {"lr:high", ""}
+
+
+def test_report_without_edges_has_no_edge_table(tmp_path):
+    from analysis.tuning_edges import edge_table
+
+    cycles = pd.DataFrame({"optimizer": ["sgd"], "tuned.lr": [0.1]})
+    assert edge_table(cycles, ["optimizer"]) is None
+    cycles["tune_edges"] = ["lr:low"]
+    got = edge_table(cycles, ["optimizer"])
+    assert got.to_dict("records") == [
+        {
+            "optimizer": "sgd",
+            "hyper_parameter": "lr",
+            "choices": 1,
+            "at_low": 1,
+            "at_high": 0,
+            "share_at_edge": pytest.approx(1.0),
+        }
+    ]
