@@ -51,9 +51,9 @@ class Tables:
         return answer(self.runs.merge(tuned_signature(self.cycles), on="run_id", how="left"), self.keys)
 
     @property
-    def gains_tuned_dropped(self) -> int:
-        """Gain pairs left out: the two runs chose different tuned hyper-parameters."""
-        return self.claims.gains_tuned_dropped
+    def gains_tuned_differ(self) -> int:
+        """Gain pairs (kept) whose two runs chose different tuned hyper-parameters."""
+        return self.claims.gains_tuned_differ
 
     def status_counts(self) -> dict:
         status = self.runs["status"].value_counts()

@@ -67,3 +67,22 @@ def test_report_without_edges_has_no_edge_table(tmp_path):
             "share_at_edge": pytest.approx(1.0),
         }
     ]
+
+
+def test_gains_compare_pipelines_while_the_module_effect_keeps_its_own_rule(tmp_path):
+    """Runs tuned apart (trial 0's learning_loss runs chose another lr): gains.csv keeps the pair,
+    module_effect.csv (the module's own effect at cycle 1) leaves it out."""
+    from analysis import build_report
+
+    def tuned(run_id):
+        return {"lr": 0.01 if "learning_loss" in run_id and run_id.endswith("t0") else 0.1}
+
+    sweep_dir, _ = _tuned_sweep(tmp_path, tuned, lambda r: {})
+    build_report(sweep_dir)
+    report = sweep_dir / "report"
+    gains = pd.read_csv(report / "gains.csv")
+    assert (gains.loc[gains["strategy"] == "learning_loss", "n_pairs"] == 3).all()
+    effect = pd.read_csv(report / "module_effect.csv")
+    assert (effect["n_pairs"] == 2).all()
+    text = (report / "report.md").read_text()
+    assert "those gains compare pipelines" in text
