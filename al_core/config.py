@@ -69,6 +69,8 @@ class TrainConfig:
     reset: bool = True  # re-initialise model each cycle; false: continue from the last cycle's weights
     schedule: str = "multistep"  # multistep | cosine | warmup_cosine | constant (stepped once per epoch)
     warmup: float = 0.05  # warmup_cosine: fraction of `epochs` of linear warm-up (at least 1 epoch)
+    augment: str = "standard"  # standard (the dataset's crop / flip) | randaugment (then torchvision's RandAugment)
+    swa: float = 0.0  # stochastic weight averaging over this last fraction of `epochs` (0: off; al_core.trainer)
     milestones: tuple[float, ...] = (0.8,)  # multistep: fractions of `epochs` (0.8 = epoch 160 of 200)
     gamma: float = 0.1  # multistep: lr factor at each milestone
     precision: str = "auto"  # auto (bf16 only on GPUs with native bf16, capability >= 8.0; else fp32) | fp32 | bf16
@@ -207,9 +209,12 @@ ADDED_AT_DEFAULT = (
     ("dataset", "test_fraction", None),
     ("dataset", "pad", None),
     ("dataset", "flip", None),
+    ("dataset", "imbalance", None),
     ("train", "cuda_graphs", False),
     ("train", "deterministic", False),
     ("train", "warmup", 0.05),
+    ("train", "augment", "standard"),
+    ("train", "swa", 0.0),
 )
 EVAL_BATCH_RECORDED_AUTO = 1024  # train.eval_batch_size: auto, as a run's config records it (see RunConfig.to_dict)
 
@@ -533,6 +538,7 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"train.checkpoint_every: expected an integer >= 0 (0: only at cycle ends), got {t.checkpoint_every}")
     choices = {
         "schedule": SCHEDULES,
+        "augment": ("standard", "randaugment"),
         "precision": ("auto", "fp32", "bf16"),
         "score_precision": ("fp32", "train"),
         "device": ("auto", "cpu", "cuda"),
@@ -544,6 +550,8 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"train.milestones: expected fractions of the epochs in (0, 1], got {list(t.milestones)}")
     if t.gamma <= 0:
         raise ConfigError(f"train.gamma: expected a positive factor, got {t.gamma}")
+    if not 0 <= t.swa <= 1:
+        raise ConfigError(f"train.swa: expected a fraction of the epochs in [0, 1] (0: off), got {t.swa}")
     if not 0 <= t.warmup < 1:
         raise ConfigError(f"train.warmup: expected a fraction of the epochs in [0, 1), got {t.warmup}")
     if ll.hidden < 1:

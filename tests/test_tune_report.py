@@ -86,3 +86,20 @@ def test_gains_compare_pipelines_while_the_module_effect_keeps_its_own_rule(tmp_
     assert (effect["n_pairs"] == 2).all()
     text = (report / "report.md").read_text()
     assert "those gains compare pipelines" in text
+
+
+def test_search_and_recipe_arms_are_keys_of_the_tables(tmp_path):
+    from analysis import build_report
+
+    sweep_dir, ids = _tuned_sweep(tmp_path, lambda r: {"lr": 0.01}, lambda r: {})
+    for run_id in ids:
+        path = sweep_dir / "runs" / run_id / "run.json"
+        meta = json.loads(path.read_text())
+        meta["config"].setdefault("train", {}).update(augment="randaugment", swa=0.25)
+        meta["config"].setdefault("dataset", {}).update(imbalance=100)
+        path.write_text(json.dumps(meta))
+    build_report(sweep_dir)
+    runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
+    assert (runs["tuning"] == "cycles 1; folds 2; search 4").all()
+    assert (runs["augment"] == "randaugment").all() and (runs["swa"] == 0.25).all() and (runs["imbalance"] == 100).all()
+    assert {"augment", "swa", "imbalance"} <= set(pd.read_csv(sweep_dir / "report" / "summary.csv").columns)
