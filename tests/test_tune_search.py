@@ -201,3 +201,18 @@ def test_optim_schedule_gives_each_optimizer_its_own_schedule(smoke_yaml):
             load_sweep(smoke_yaml, [bad])
     with pytest.raises(ConfigError, match="train.warmup"):
         load_sweep(smoke_yaml, ["train.warmup=1.5"])
+
+
+@pytest.mark.parametrize("name", ["cifar10-fair", "fmnist-fair", "fmnist-search"])
+def test_the_fair_sweeps_search_each_optimizers_own_hyper_parameters_with_equal_budgets(name):
+    from pathlib import Path
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "jobs" / f"{name}.yaml")
+    own = {"sgd": {"momentum"}, "adam": {"eps", "beta2"}, "adamw": {"eps", "beta2"}, "rmsprop": {"alpha"}}
+    budgets = set()
+    for spec in sweep.runs():
+        cfg = spec.config
+        assert cfg.tune is not None and "points" in cfg.tune and cfg.train.schedule == "warmup_cosine"
+        assert {"lr", "weight_decay"} | own[spec.optimizer] <= set(cfg.tune["grid"])
+        budgets.add(tuple(tune.budget(cfg.tune, cfg.train.epochs).values()))
+    assert len(budgets) == 1
