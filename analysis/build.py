@@ -28,7 +28,7 @@ from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData,
 from analysis.module_effect import module_effect
 from analysis.planning import power_table
 from analysis.questions import Answer, answer
-from analysis.tuning_edges import tuning_edges
+from analysis.tuning_edges import edge_blocks, tuning_edges
 from analysis.write import write_text
 
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
@@ -310,7 +310,7 @@ TABLES: list[Table] = [
     Table("questions", lambda t: t.claims.questions),  # questions.csv: one row per unit x question
     Table("interaction", lambda t: t.claims.interaction),  # interaction.csv: blocked F-test per strategy
     Table("power", power_table),  # power.csv: trials needed for 80% power
-    Table("tuning_edges", tuning_edges),  # tuning_edges.csv: tuned values chosen at an edge of the search
+    Table("tuning_edges", tuning_edges, linked=False),  # tuning_edges.csv: tuned values chosen at an edge of the search
     Table(  # module_effect.csv: learning-loss sweeps, the loss-prediction module's own effect
         "module_effect",
         module_effect,
@@ -421,6 +421,7 @@ def table_blocks(tables: Tables) -> list[tuple]:
             ("p", "Gain over random at each group's largest paired budget:"),
             ("table", render.display_vs_random(final_vs_random(tables), keys)),
         ]
+    blocks += edge_blocks(tables.tuning_edges, keys)
     for table in sorted((t for t in TABLES if t.fold), key=lambda t: t.fold):
         frame = getattr(tables, table.name)
         if 0 < len(frame) <= INLINE_ROWS:

@@ -18,6 +18,23 @@ def tuning_edges(tables) -> pd.DataFrame | None:
     return edge_table(tables.cycles, tables.keys)
 
 
+def edge_blocks(table: pd.DataFrame | None, keys: list[str]) -> list[tuple]:
+    """The report's paragraph and table of the choices at an edge ([] without tuning edges)."""
+    if table is None:
+        return []
+    flagged = int((table["at_low"] + table["at_high"]).sum())
+    shown = table.drop(columns=[k for k in keys if table[k].nunique() < 2]).assign(
+        share_at_edge=(100 * table["share_at_edge"]).round(0).astype(int).astype(str) + "%"
+    )
+    shown = shown.astype(str)  # the report's tables are text
+    text = (
+        f"Tuned values chosen at an edge of what was searched (tuning_edges.csv): {flagged} of "
+        f"{int(table['choices'].sum())} choices. A value at an edge says the best may lie outside the "
+        "search: widen the range before reading the comparison."
+    )
+    return [("p", text), ("table", shown)]
+
+
 def edge_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame | None:
     if "tune_edges" not in cycles or cycles["tune_edges"].isna().all():
         return None

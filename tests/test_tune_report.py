@@ -103,3 +103,13 @@ def test_search_and_recipe_arms_are_keys_of_the_tables(tmp_path):
     assert (runs["tuning"] == "cycles 1; folds 2; search 4").all()
     assert (runs["augment"] == "randaugment").all() and (runs["swa"] == 0.25).all() and (runs["imbalance"] == 100).all()
     assert {"augment", "swa", "imbalance"} <= set(pd.read_csv(sweep_dir / "report" / "summary.csv").columns)
+
+
+def test_report_md_says_how_many_choices_sit_at_an_edge(tmp_path):
+    from analysis import build_report
+
+    sweep_dir, ids = _tuned_sweep(tmp_path, lambda r: {"lr": 0.1}, lambda r: {"lr": "high"} if r.endswith("t1") else {})
+    build_report(sweep_dir)
+    text = (sweep_dir / "report" / "report.md").read_text()
+    n = len(ids)
+    assert f"Tuned values chosen at an edge of what was searched (tuning_edges.csv): {n // 3} of {n} choices" in text
