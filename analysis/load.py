@@ -256,9 +256,15 @@ def _config_keys(config: dict) -> dict:
     arms = {
         "augment": train.get("augment") or "standard",
         "swa": f"{train.get('swa') or 0:g}",
-        "imbalance": f"{ds.get('imbalance') or 'none'}",
+        "imbalance": _ratio(ds.get("imbalance")),
     }
     return {"recipe": config.get("recipe") or "default", "tuning": tuning, "train_module": ll.get("train_module", "auto"), **arms}
+
+
+def _ratio(imbalance) -> str:
+    """dataset.imbalance as a key: its ratio ("100"), or "none"."""
+    ratio = imbalance.get("ratio") if isinstance(imbalance, dict) else imbalance
+    return f"{ratio:g}" if isinstance(ratio, (int, float)) else "none"
 
 
 def _add_config_keys(runs: pd.DataFrame, keys: list[str], meta: list[dict]) -> tuple[pd.DataFrame, list[str]]:

@@ -48,7 +48,7 @@ def test_keys_are_fingerprinted_recorded_and_left_out_at_their_defaults(smoke_ya
     base = load_sweep(smoke_yaml).run(RUN).config
     assert not {"augment", "swa", "warmup"} & set(base.to_dict()["train"]) and "imbalance" not in base.to_dict()["dataset"]
     prints = {base.fingerprint()}
-    for extra in ("train.augment=randaugment", "train.swa=0.25", "dataset.imbalance=100"):
+    for extra in ("train.augment=randaugment", "train.swa=0.25", "dataset.imbalance={ratio: 100}"):
         cfg = load_sweep(smoke_yaml, [extra]).run(RUN).config
         section, key = extra.split("=")[0].split(".")
         assert key in cfg.to_dict()[section]
@@ -66,6 +66,7 @@ def test_keys_are_fingerprinted_recorded_and_left_out_at_their_defaults(smoke_ya
         ("train.swa=1.5", "train.swa: expected a fraction"),
         ("dataset.imbalance=0.5", "dataset.imbalance: expected null or a ratio >= 1"),
         ("dataset.imbalance=.inf", "dataset.imbalance"),
+        ("dataset.imbalance={ratio: 10, profile: step}", "dataset.imbalance: expected {ratio: R, profile: exponential}"),
     ],
 )
 def test_bad_values_are_refused(smoke_yaml, override, message):
@@ -137,7 +138,7 @@ def test_imbalance_keeps_an_exponential_profile_and_a_balanced_test_set():
     assert imbalance.counts(np.array([50, 60, 55, 70]), 8).tolist() == [50, 25, 12, 6]  # 50 * 8 ** (-c / 3)
     assert imbalance.counts(np.array([6000] * 10), 100).tolist()[::9] == [6000, 60]
     full = load("digits", "data", torch.device("cpu"))
-    tail = load("digits", "data", torch.device("cpu"), DatasetConfig(name="digits", imbalance=10))
+    tail = load("digits", "data", torch.device("cpu"), DatasetConfig(name="digits", imbalance={"ratio": 10}))
     head = int(np.bincount(full.pool_y.numpy()).min())
     got = np.bincount(tail.pool_y.numpy(), minlength=10)
     assert got.tolist() == imbalance.counts(np.bincount(full.pool_y.numpy()), 10).tolist()

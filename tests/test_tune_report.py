@@ -96,7 +96,7 @@ def test_search_and_recipe_arms_are_keys_of_the_tables(tmp_path):
         path = sweep_dir / "runs" / run_id / "run.json"
         meta = json.loads(path.read_text())
         meta["config"].setdefault("train", {}).update(augment="randaugment", swa=0.25)
-        meta["config"].setdefault("dataset", {}).update(imbalance=100)
+        meta["config"].setdefault("dataset", {}).update(imbalance={"ratio": 100})
         path.write_text(json.dumps(meta))
     build_report(sweep_dir)
     runs = pd.read_csv(sweep_dir / "report" / "runs.csv")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from al_core.data.imbalance import keep as long_tail
+from al_core.data.imbalance import keep as long_tail, ratio_of
 from al_core.data.files import finish_spec
 from al_core.data.spec import DatasetConfig, DatasetSpec
 from al_core.errors import DataError
@@ -105,7 +105,7 @@ def load(name: str, root: str | Path, device: torch.device, options=None) -> Dev
     pool_x, pool_y, test_x, test_y = arrays
     if not (len(pool_x) == len(pool_y) and len(test_x) == len(test_y) and len(test_x) > 0):
         raise DataError(f"dataset {name}: images and labels do not match in number; the files are damaged")
-    ratio = getattr(options, "imbalance", None)
+    ratio = ratio_of(getattr(options, "imbalance", None))
     if ratio is not None:  # dataset.imbalance: the long-tailed pool; the test set stays as it is
         kept = long_tail(pool_y, ratio)
         pool_x, pool_y = pool_x[kept], np.asarray(pool_y)[kept]

@@ -20,14 +20,25 @@ from al_core import seeding
 from al_core.errors import ConfigError
 
 
-def check(ratio) -> None:
-    """null (a balanced pool) or a finite ratio >= 1 of the head class's count to the tail's."""
-    if ratio is None:
-        return
+PROFILES = ("exponential",)
+
+
+def ratio_of(value) -> float | None:
+    """`dataset.imbalance` checked: null (a balanced pool), a ratio >= 1 of the head class's count to
+    the tail's, or {ratio: R, profile: exponential}; returns R (None for null)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if set(value) - {"ratio", "profile"} or "ratio" not in value or value.get("profile", "exponential") not in PROFILES:
+            raise ConfigError(f"dataset.imbalance: expected {{ratio: R, profile: exponential}} or a ratio R >= 1, got {value!r}")
+        ratio = value["ratio"]
+    else:
+        ratio = value
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio < 1:
         raise ConfigError(
-            f"dataset.imbalance: expected null or a ratio >= 1 (e.g. 100: the rarest class 100x fewer), got {ratio!r}"
+            f"dataset.imbalance: expected null or a ratio >= 1 (e.g. {{ratio: 100}}: the rarest class 100x fewer), got {value!r}"
         )
+    return float(ratio)
 
 
 def counts(class_counts: np.ndarray, ratio: float) -> np.ndarray:
