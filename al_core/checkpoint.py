@@ -77,6 +77,7 @@ class Saved:
     tuned: dict | None = None
     tune_record: dict | None = None
     extra: dict = field(default_factory=dict)
+    swa: dict | None = None  # train.swa: the weight average's state (AveragedModel.state_dict)
 
 
 def pack(run_id: str, cur, timing: dict) -> dict:
@@ -98,6 +99,7 @@ def pack(run_id: str, cur, timing: dict) -> dict:
         "timing": timing,
         "tuned": cur.tuned,
         "tune_record": cur.tune_record,
+        **({"swa": cur.swa.state_dict()} if getattr(cur, "swa", None) is not None else {}),
     }
 
 
@@ -115,6 +117,7 @@ def unpack(state: dict) -> Saved:
         timing=dict(state["timing"]),
         tuned=state.get("tuned"),
         tune_record=state.get("tune_record"),
+        swa=state.get("swa"),
     )
 
 

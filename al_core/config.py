@@ -138,7 +138,10 @@ class TrainConfig:
     batch_size: int = 128  # images per step
     width: int = 64  # channels of the first stage; 64 = the standard ResNet
     reset: bool = True  # re-initialise model each cycle; false: continue from the last cycle's weights
-    schedule: str = "multistep"  # multistep | cosine | constant (stepped once per epoch)
+    schedule: str = "multistep"  # multistep | cosine | warmup_cosine | constant (stepped once per epoch)
+    warmup: float = 0.05  # warmup_cosine: fraction of `epochs` of linear warm-up (at least 1 epoch)
+    augment: str = "standard"  # standard (the dataset's crop / flip) | randaugment (then torchvision's RandAugment)
+    swa: float = 0.0  # stochastic weight averaging over this last fraction of `epochs` (0: off; al_core.trainer)
     milestones: tuple[float, ...] = (0.8,)  # multistep: fractions of `epochs` (0.8 = epoch 160 of 200)
     gamma: float = 0.1  # multistep: lr factor at each milestone
     precision: str = "auto"  # auto (bf16 only on GPUs with native bf16, capability >= 8.0; else fp32) | fp32 | bf16
@@ -277,15 +280,20 @@ ADDED_AT_DEFAULT = (
     ("dataset", "test_fraction", None),
     ("dataset", "pad", None),
     ("dataset", "flip", None),
+    ("dataset", "imbalance", None),
     ("train", "cuda_graphs", False),
     ("train", "deterministic", False),
+    ("train", "warmup", 0.05),
+    ("train", "augment", "standard"),
+    ("train", "swa", 0.0),
 )
 EVAL_BATCH_RECORDED_AUTO = 1024  # train.eval_batch_size: auto, as a run's config records it (see RunConfig.to_dict)
 
 # Sweep-wide switches under `optim:` beside the per-optimizer mappings and `recipe`; each is
 # true, false or a list of optimizer names it applies to, and resolves to a bool per run.
 OPTIM_FLAGS = ("decay_exclude_norm_bias", "wd_normalized")
-OPTIM_KEYS = ("recipe", *OPTIM_FLAGS)
+OPTIM_KEYS = ("recipe", "schedule", *OPTIM_FLAGS)
+SCHEDULES = ("multistep", "cosine", "warmup_cosine", "constant")
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig, "select": SelectConfig}
@@ -536,6 +544,8 @@ def validate(raw: dict, path: str = "") -> Sweep:
     for opt_name, params in optim.items():
         if opt_name in OPTIM_FLAGS:
             _optim_flag(opt_name, params, "")
+        elif opt_name == "schedule":
+            _optim_schedule(params, "")
         elif opt_name != "recipe":
             registry.optimizer_params(opt_name, params or {}, f"optim.{opt_name}")
     slurm = raw.get("slurm") or {}
@@ -631,7 +641,8 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
     if t.checkpoint_every < 0:
         raise ConfigError(f"train.checkpoint_every: expected an integer >= 0 (0: only at cycle ends), got {t.checkpoint_every}")
     choices = {
-        "schedule": ("multistep", "cosine", "constant"),
+        "schedule": SCHEDULES,
+        "augment": ("standard", "randaugment"),
         "precision": ("auto", "fp32", "bf16"),
         "score_precision": ("fp32", "train"),
         "device": ("auto", "cpu", "cuda"),
@@ -643,6 +654,10 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"train.milestones: expected fractions of the epochs in (0, 1], got {list(t.milestones)}")
     if t.gamma <= 0:
         raise ConfigError(f"train.gamma: expected a positive factor, got {t.gamma}")
+    if not 0 <= t.swa <= 1:
+        raise ConfigError(f"train.swa: expected a fraction of the epochs in [0, 1] (0: off), got {t.swa}")
+    if not 0 <= t.warmup < 1:
+        raise ConfigError(f"train.warmup: expected a fraction of the epochs in [0, 1), got {t.warmup}")
     if ll.hidden < 1:
         raise ConfigError(f"ll.hidden: expected an integer >= 1, got {ll.hidden}")
     if ll.margin < 0 or ll.weight < 0:
@@ -711,6 +726,24 @@ def _optim_flag(key: str, value: Any, optimizer: str) -> bool:
     raise ConfigError(f"optim.{key}: expected true, false or a list of optimizer names, got {value!r}")
 
 
+def _optim_schedule(value: Any, optimizer: str) -> Optional[str]:
+    """`optim.schedule`: a schedule for every optimizer, or a mapping optimizer -> schedule; the
+    schedule of `optimizer` (None: train.schedule applies)."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, dict)) or (isinstance(value, str) and value not in SCHEDULES):
+        raise ConfigError(
+            f"optim.schedule: expected one of {', '.join(SCHEDULES)} or a mapping optimizer -> schedule, got {value!r}"
+        )
+    if isinstance(value, str):
+        return value
+    for name, schedule in value.items():
+        registry.check_name("optimizer", name, f"optim.schedule.{name}")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule.{name}: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return value.get(optimizer)
+
+
 def _run_config(raw: dict, point: dict) -> RunConfig:
     """The resolved config of one grid point: the sweep's sections with the point's values set."""
     # The grid is read, never changed, here: copying its lists for every run made a sweep of n runs
@@ -720,6 +753,9 @@ def _run_config(raw: dict, point: dict) -> RunConfig:
         if axis not in GRID_REQUIRED:
             apply_override(raw, f"{axis}={json.dumps(value)}")
     sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
+    own = _optim_schedule((raw.get("optim") or {}).get("schedule"), point["optimizer"])
+    if own is not None:  # optim.schedule: the optimizer's own schedule recipe over train.schedule
+        sections["train"] = dataclasses.replace(sections["train"], schedule=own)
     _check_sizes(sections["dataset"], sections["al"])
     _check_train(sections["train"], sections["ll"])
     _check_select(sections["select"], point["strategy"])

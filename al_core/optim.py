@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from al_core import tune
 from al_core.registry import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -84,16 +85,27 @@ def make_optimizer(name: str, params: list, hparams: dict, device) -> "torch.opt
     return OPTIMIZERS.get(name).make(params, hparams, fast)
 
 
-def make_scheduler(opt, schedule: str, epochs: int, milestones: tuple[float, ...], gamma: float):
-    """A scheduler stepped once per epoch; milestones are fractions of `epochs`."""
+def make_scheduler(opt, schedule: str, epochs: int, milestones: tuple[float, ...], gamma: float, warmup: float = 0.0):
+    """A scheduler stepped once per epoch; milestones and warm-up are fractions of `epochs`.
+
+    warmup_cosine: the lr rises linearly from 1 / (w + 1) of its value to all of it over the first
+    w = max(1, round(warmup * epochs)) epochs, then follows a cosine to 0 over the rest (torch's
+    LinearLR then CosineAnnealingLR); the Adam-family image recipes' schedule, available to all.
+    """
     import torch
 
+    lr_scheduler = torch.optim.lr_scheduler
     if schedule == "multistep":
         steps = sorted({max(1, round(m * epochs)) for m in milestones})
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=gamma)
+        return lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=gamma)
     if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+        return lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    if schedule == "warmup_cosine" and epochs > 1:
+        w = min(max(1, round(warmup * epochs)), epochs - 1)
+        ramp = lr_scheduler.LinearLR(opt, start_factor=1 / (w + 1), end_factor=1.0, total_iters=w)
+        decay = lr_scheduler.CosineAnnealingLR(opt, T_max=epochs - w)
+        return lr_scheduler.SequentialLR(opt, [ramp, decay], milestones=[w])
+    return lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
 def for_run(cfg, modules: list, n_train: int, tuned: dict | None, device) -> tuple:
@@ -101,9 +113,9 @@ def for_run(cfg, modules: list, n_train: int, tuned: dict | None, device) -> tup
     images: the config's hyper-parameters with `tuned` values over them, with optim.wd_normalized
     the decay scaled to the fit's steps, and with optim.decay_exclude_norm_bias two groups."""
     t = cfg.train
-    h = {**cfg.optim, **(tuned or {})}
+    h = tune.as_params(cfg.optim, tuned)
     if cfg.wd_normalized and "weight_decay" in h:
         h["weight_decay"] = normalized_decay(h["weight_decay"], t.batch_size, n_train, t.epochs)
     params = decay_groups(modules) if cfg.decay_exclude_norm_bias else [p for m in modules for p in m.parameters()]
     opt = make_optimizer(cfg.optimizer, params, h, device)
-    return opt, make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma)
+    return opt, make_scheduler(opt, t.schedule, t.epochs, t.milestones, t.gamma, t.warmup)

@@ -68,12 +68,28 @@ def set_deterministic(on: bool) -> None:
     torch.backends.cudnn.deterministic = on
 
 
+AUGMENTS = ("standard", "randaugment")  # train.augment
+
+
+def randaugment(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """torchvision's RandAugment (Cubuk et al. 2020; 2 operations at magnitude 9, its defaults) on
+    each uint8 image of a batch, every image drawing its own operations; the draws come from `seed`
+    (from (trial, cycle, epoch, step)), so a resumed step and a tuning fit draw the same."""
+    from torchvision.transforms import v2
+
+    op = v2.RandAugment()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([op(img) for img in x])
+
+
 @dataclass
 class EpochPlan:
     order: torch.Tensor  # pool indices in this epoch's shuffled order (device)
     shifts: torch.Tensor | None  # n x 2 crop offsets (device)
     flips: torch.Tensor | None  # n bools (device)
     batch_size: int
+    seed_of_step: Callable[[int], int] | None = None  # train.augment randaugment: the seed of step i's draws
 
     @property
     def n_steps(self) -> int:
@@ -93,14 +109,18 @@ class EpochPlan:
     def inputs(self, data: DeviceData, step: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The augmented, normalised images of batch `step` (in the model's memory format) and their labels."""
         idx, shifts, flips = self.batch(step)
-        x = data.train_batch(idx, shifts, flips)
+        strong = None if self.seed_of_step is None else (lambda u: randaugment(u, self.seed_of_step(step)))
+        x = data.train_batch(idx, shifts, flips, strong)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, data.pool_y[idx]
 
 
-def epoch_plan(data: DeviceData, labelled: torch.Tensor, trial: int, cycle: int, epoch: int, batch_size: int) -> EpochPlan:
-    """The shuffled order and augmentation of one epoch, derived from (trial, cycle, epoch, "train")."""
+def epoch_plan(
+    data: DeviceData, labelled: torch.Tensor, trial: int, cycle: int, epoch: int, batch_size: int, augment: str = "standard"
+) -> EpochPlan:
+    """The shuffled order and augmentation of one epoch, derived from (trial, cycle, epoch, "train");
+    with augment randaugment also RandAugment's draws, from (trial, cycle, epoch, "randaugment-<step>")."""
     g = seeding.torch_generator(trial, cycle, epoch, "train")
     n = labelled.shape[0]
     perm = torch.randperm(n, generator=g)
@@ -109,7 +129,10 @@ def epoch_plan(data: DeviceData, labelled: torch.Tensor, trial: int, cycle: int,
     flips = torch.rand(n, generator=g) < 0.5 if data.spec.flip else None
     dev = data.pool_x.device
     to = lambda t: None if t is None else t.to(dev, non_blocking=True)  # noqa: E731
-    return EpochPlan(labelled[perm].to(dev), to(shifts), to(flips), batch_size)
+    strong = None
+    if augment == "randaugment":
+        strong = lambda step: seeding.torch_seed(trial, cycle, epoch, f"randaugment-{step}")  # noqa: E731
+    return EpochPlan(labelled[perm].to(dev), to(shifts), to(flips), batch_size, strong)
 
 
 def autocast(device: torch.device, precision: str, cache: bool = True):
@@ -172,14 +195,15 @@ def train_epoch(
     channels_last: bool = False,
     dropout_tag: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    augment: str = "standard",
 ) -> EpochStretch:
     """The epoch loop, written once: the run's cycles, tuning fits and the benchmark all train with it.
 
     Trains epoch `epoch` of (trial, cycle) from `first_step` with `step(x, y)` (`train_step` or a
     `GraphedStep`), nothing synced with the host per step. `dropout_tag`: dropout masks drawn from
     (trial, cycle, epoch, tag + step), so a resumed step draws the same. Returns after the step at
-    which `should_stop()` turns true, or at the end of the epoch."""
-    plan = epoch_plan(data, labelled, trial, cycle, epoch, batch_size)
+    which `should_stop()` turns true, or at the end of the epoch. `augment`: train.augment."""
+    plan = epoch_plan(data, labelled, trial, cycle, epoch, batch_size, augment)
     model.train()
     if lossnet is not None:
         lossnet.train()

@@ -57,6 +57,38 @@ class Cycle:
     tune_record: dict | None = None  # the grid's validation scores, at a cycle where tuning chose them
     epochs: list = field(default_factory=list)  # per finished epoch: loss, accuracy, lr (epochs.jsonl)
     graphed: GraphedStep | None = None  # the CUDA-graph step of this cycle's model (train.cuda_graphs; not saved)
+    swa: torch.optim.swa_utils.AveragedModel | None = None  # train.swa: the running average of the model's weights
+
+
+def after_epoch(cur: Cycle, t, data: DeviceData, device: torch.device) -> None:
+    """After epoch `cur.epoch`: the schedule's step and, with train.swa, the weight average."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cur.sched.step()
+    swa_update(cur, t, data, device)
+
+
+def swa_update(cur: Cycle, t, data: DeviceData, device: torch.device) -> None:
+    """`train.swa` after epoch `cur.epoch` (Izmailov et al., UAI 2018; torch.optim.swa_utils).
+
+    Over the last `swa` fraction of the epochs (at least one) the model's weights after each epoch
+    enter an equal average; after the last epoch the average's BatchNorm statistics are recomputed
+    on the cycle's training images (un-augmented, `update_bn`) and the average becomes the cycle's
+    model (selection, evaluation, the checkpoint). The schedule runs unchanged (no SWALR): with a
+    multistep or constant schedule the averaged epochs keep a useful lr. The loss-prediction module
+    keeps its last weights.
+    """
+    if not t.swa or cur.epoch <= t.epochs - max(1, round(t.swa * t.epochs)):
+        return
+    from torch.optim.swa_utils import AveragedModel, update_bn
+
+    if cur.swa is None:
+        cur.swa = AveragedModel(cur.model)
+    cur.swa.update_parameters(cur.model)
+    if cur.epoch == t.epochs:
+        idx = torch.as_tensor(cur.labelled, dtype=torch.long, device=data.pool_x.device)
+        update_bn(data.batches(lambda sl: data.pool_x[idx[sl]], len(idx), t.batch_size, cur.model), cur.swa, device=device)
+        cur.model.load_state_dict(cur.swa.module.state_dict())
 
 
 def weights(cur: Cycle) -> dict:
@@ -75,7 +107,7 @@ def diverged_at(cur: Cycle) -> dict | None:
     return None
 
 
-def end_epoch(cur: Cycle, before: dict, where: str, epochs: int) -> None:
+def end_epoch(cur: Cycle, before: dict, where: str, t, data: DeviceData, device: torch.device) -> None:
     """Close the epoch just trained: its row, the scheduler's step. An epoch whose mean training
     loss is not finite has diverged (README, "Diverged runs"): the cycle stops training there and
     keeps the weights it had before that epoch, and its epoch row says `diverged`."""
@@ -95,12 +127,10 @@ def end_epoch(cur: Cycle, before: dict, where: str, epochs: int) -> None:
             where,
             cur.epoch + 1,
         )
-        cur.epoch = epochs
+        cur.epoch = t.epochs
         return
     cur.epoch += 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cur.sched.step()
+    after_epoch(cur, t, data, device)
 
 
 def placement(t) -> tuple[torch.device, str]:
@@ -169,7 +199,11 @@ class Trainer:
                 sched.step()
         opt.load_state_dict(saved.optimizer)
         kept = {k: getattr(saved, k) for k in ("stats", "timing", "last_epoch", "tuned", "tune_record", "epochs")}
-        return Cycle(cycle, saved.labelled, saved.queried, model, lossnet, opt, sched, epoch=epoch, step=step, **kept)
+        cur = Cycle(cycle, saved.labelled, saved.queried, model, lossnet, opt, sched, epoch=epoch, step=step, **kept)
+        if saved.swa is not None and epoch < self.cfg.train.epochs:  # train.swa: the average so far
+            cur.swa = torch.optim.swa_utils.AveragedModel(model)
+            cur.swa.load_state_dict(saved.swa)
+        return cur
 
     # ------------------------------------------------------------------------------------------
     def train(self, cur: Cycle, save: Callable[[Cycle, bool], None], tag: str = "dropout-", where: str = "") -> None:
@@ -204,6 +238,7 @@ class Trainer:
                 channels_last=channels_last,
                 dropout_tag=tag if t.dropout > 0 else None,
                 should_stop=lambda: bool(self.stop.signame),
+                augment=t.augment,
             )
             cur.stats.seen += stretch.seen
             seen += stretch.seen
@@ -213,7 +248,7 @@ class Trainer:
                 save(cur, True)
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}epoch {cur.epoch + 1} step {cur.step}")
             t0 = time.perf_counter()
-            end_epoch(cur, before, where, t.epochs)
+            end_epoch(cur, before, where, t, self.data, self.device)
             done = cur.epoch == t.epochs
             save(cur, done or bool(self.stop.signame))
             if self.stop.signame and not done:

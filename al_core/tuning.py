@@ -1,4 +1,4 @@
-"""The tuning fits at a listed cycle (torch): every point of the run's grid trained on the folds of
+"""The tuning fits at a listed cycle (torch): every configuration of the run's search trained on the folds of
 the labelled set and scored on the held-out fold, resumable fit by fit. What the `tune:` section
 means, its folds and side files: al_core.tune (no torch)."""
 
@@ -39,14 +39,14 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
     train.reset false); they are copied, never trained here.
     """
     cfg, spec = run.cfg, run.cfg.tune
-    points = tune.grid_points(spec["grid"])
+    points = tune.configurations(spec, cfg.trial, cycle)
     y = run.trainer.data.pool_y[torch.as_tensor(labelled, dtype=torch.long, device=run.trainer.data.pool_y.device)].cpu().numpy()
     folds = tune.splits(y, spec["folds"], cfg.trial, cycle)
     start = copy.deepcopy({"model": model.state_dict(), "lossnet": lossnet.state_dict() if lossnet is not None else None})
     path = tune.side_file(run.run_dir, cycle)
     sha = hashlib.sha256(np.asarray(labelled, dtype=np.int64).tobytes()).hexdigest()
-    scores, spent = tune.read_side(path, run.fingerprint, sha)
-    side = {"format": tune.FORMAT, "fingerprint": run.fingerprint, "cycle": cycle, "labelled_sha256": sha}
+    scores, spent = tune.read_side(path, run.fingerprint, sha, points)
+    side = {"format": tune.FORMAT, "fingerprint": run.fingerprint, "cycle": cycle, "labelled_sha256": sha, "points": points}
     if scores:
         run.log(f"{run.spec.run_id}: cycle {cycle} tuning resumes with {len(scores)} of {len(points) * len(folds)} fits done")
     for p, hp in enumerate(points):
@@ -63,7 +63,7 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
     for p, hp in enumerate(points):
         fold_acc = [float(scores[f"{p}:{f}"]) for f in range(len(folds))]
         table.append({"params": hp, "val_accuracy": float(np.mean(fold_acc)), "fold_accuracy": fold_acc})
-    best = max(range(len(table)), key=lambda p: table[p]["val_accuracy"])  # ties: the first in grid order
+    best = max(range(len(table)), key=lambda p: table[p]["val_accuracy"])  # ties: the first in order
     chosen = dict(points[best])
     record = {
         "cycle": cycle,
@@ -71,6 +71,8 @@ def select(run, cycle: int, labelled: np.ndarray, model, lossnet) -> tuple[dict,
         "n_val": [int(len(va)) for _, va in folds],
         "val_accuracy": table[best]["val_accuracy"],
         "scores": table,
+        "space": spec["grid"],
+        "edges": tune.edges(spec, chosen),
     }
     run.log(
         f"{run.spec.run_id}: cycle {cycle} tuned {chosen} (validation accuracy {record['val_accuracy']:.4f}, "

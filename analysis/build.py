@@ -29,6 +29,7 @@ from analysis.module_effect import module_effect
 from analysis.planning import power_table
 import analysis.decide as decide
 from analysis.questions import Answer, answer, unit_keys
+from analysis.tuning_edges import edge_blocks, tuning_edges
 from analysis.write import write_text
 
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
@@ -69,9 +70,9 @@ class Tables:
         return decide.with_verdicts(self.claims.questions, families, unit, primary, self.study["margin"])
 
     @property
-    def gains_tuned_dropped(self) -> int:
-        """Gain pairs left out: the two runs chose different tuned hyper-parameters."""
-        return self.claims.gains_tuned_dropped
+    def gains_tuned_differ(self) -> int:
+        """Gain pairs (kept) whose two runs chose different tuned hyper-parameters."""
+        return self.claims.gains_tuned_differ
 
     def status_counts(self) -> dict:
         status = self.runs["status"].value_counts()
@@ -123,7 +124,8 @@ def tuned_signature(cycles: pd.DataFrame) -> pd.DataFrame:
     if not cols:
         return pd.DataFrame({"run_id": cycles["run_id"].unique(), "tuned": None})
     c = cycles.sort_values(["run_id", "cycle"], kind="stable")
-    text = c[cols].astype(str).agg(",".join, axis=1)
+    # A hyper-parameter another optimizer tuned and this run did not is missing (NaN): empty text.
+    text = c[cols].apply(lambda col: col.map(lambda v: "" if pd.isna(v) else str(v))).agg(",".join, axis=1)
     sig = text.groupby(c["run_id"], sort=True).agg("|".join)
     return sig.rename("tuned").reset_index()
 
@@ -349,6 +351,7 @@ TABLES: list[Table] = [
     Table("questions", lambda t: t.verdicts),  # questions.csv: one row per unit x question, primary first
     Table("interaction", lambda t: t.claims.interaction),  # interaction.csv: blocked F-test per strategy
     Table("power", power_table),  # power.csv: trials needed for 80% power
+    Table("tuning_edges", tuning_edges, linked=False),  # tuning_edges.csv: tuned values chosen at an edge of the search
     Table(  # module_effect.csv: learning-loss sweeps, the loss-prediction module's own effect
         "module_effect",
         module_effect,
@@ -481,6 +484,7 @@ def table_blocks(tables: Tables) -> list[tuple]:
             ("p", "Gain over random at each group's largest paired budget:"),
             ("table", render.display_vs_random(final_vs_random(tables), keys)),
         ]
+    blocks += edge_blocks(tables.tuning_edges, keys)
     for table in sorted((t for t in TABLES if t.fold), key=lambda t: t.fold):
         frame = getattr(tables, table.name)
         if 0 < len(frame) <= INLINE_ROWS:

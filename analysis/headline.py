@@ -343,8 +343,13 @@ def anova_blocks(tables) -> list[tuple]:
 
 def gain_blocks(tables) -> list[tuple]:
     gn, keys = tables.gains, tables.keys
-    dropped = getattr(tables, "gains_tuned_dropped", 0)
-    note = f" {dropped} pairs whose runs chose different tuned hyper-parameters are left out." if dropped else ""
+    differ = getattr(tables, "gains_tuned_differ", 0)
+    note = (
+        f" In {differ} pairs the runs chose different tuned hyper-parameters (each tuned on its own labelled set): "
+        "those gains compare pipelines, strategy + its tuning."
+        if differ
+        else ""
+    )
     if gn.empty:
         return [("p", "Gain over random: no pairs." + note)] if note else []
     disp = pd.DataFrame(

@@ -288,7 +288,16 @@ def _run_meta(run_id, row, spec, config, status, dataset, cycles_expected) -> di
 
 # Keys a run's config sets without a grid axis (al_core/recipes.py, al_core/tune.py, ll.train_module):
 # columns of every table, and so axes of the comparisons, once any run of the sweep uses them.
-CONFIG_KEYS = {"recipe": "default", "tuning": "none", "train_module": "auto"}  # name: its default
+CONFIG_KEYS = {
+    "recipe": "default",
+    "tuning": "none",
+    "train_module": "auto",
+    "augment": "standard",
+    "swa": "0",
+    "imbalance": "none",
+}
+AXIS_OF = {"recipe": "optim.recipe", "tuning": "tune", "train_module": "ll.train_module"}
+AXIS_OF.update(augment="train.augment", swa="train.swa", imbalance="dataset.imbalance")  # the recipe arms (al_core.train)
 
 
 def _config_keys(config: dict) -> dict:
@@ -297,16 +306,30 @@ def _config_keys(config: dict) -> dict:
     tune = config.get("tune")
     if isinstance(tune, dict):
         tuning = "cycles " + ",".join(map(str, tune.get("cycles") or [])) + f"; folds {tune.get('folds')}"
+        tuning += f"; search {tune['points']}" if "points" in tune else ""
     else:
         tuning = "none"
     ll = config.get("ll") if isinstance(config.get("ll"), dict) else {}
-    return {"recipe": config.get("recipe") or "default", "tuning": tuning, "train_module": ll.get("train_module", "auto")}
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    ds = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
+    arms = {
+        "augment": train.get("augment") or "standard",
+        "swa": f"{train.get('swa') or 0:g}",
+        "imbalance": _ratio(ds.get("imbalance")),
+    }
+    return {"recipe": config.get("recipe") or "default", "tuning": tuning, "train_module": ll.get("train_module", "auto"), **arms}
+
+
+def _ratio(imbalance) -> str:
+    """dataset.imbalance as a key: its ratio ("100"), or "none"."""
+    ratio = imbalance.get("ratio") if isinstance(imbalance, dict) else imbalance
+    return f"{ratio:g}" if isinstance(ratio, (int, float)) else "none"
 
 
 def _add_config_keys(runs: pd.DataFrame, keys: list[str], meta: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     """Add `recipe`, `tuning`, `train_module` (from run.json) as keys when some run departs from the
     defaults (a recipe, tuning, the module trained always) and no grid axis already carries them."""
-    axis_of = {"recipe": "optim.recipe", "tuning": "tune", "train_module": "ll.train_module"}
+    axis_of = AXIS_OF
     for name, default in CONFIG_KEYS.items():
         values = pd.Series([m.get(name) for m in meta], index=runs.index, dtype=object)
         known = values.dropna()
@@ -361,6 +384,12 @@ def _flatten_tuned(cycles: pd.DataFrame) -> pd.DataFrame:
         cycles = cycles.drop(columns=["tuned"])
     if "tune" in cycles:
         cycles["tune_val_accuracy"] = cycles["tune"].map(lambda d: d.get("val_accuracy") if isinstance(d, dict) else None)
+        # which chosen values sit at an edge of what was searched (analysis.tuning_edges), as "lr:high,eps:low"
+        cycles["tune_edges"] = cycles["tune"].map(
+            lambda d: (
+                ",".join(f"{k}:{v}" for k, v in sorted(d["edges"].items())) if isinstance(d, dict) and "edges" in d else None
+            )
+        )
         cycles = cycles.drop(columns=["tune"])
     return cycles
 

@@ -62,9 +62,11 @@ def pairwise(runs: pd.DataFrame, keys: list[str], factor: str, metric: str = "au
 
 def gains(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> tuple[pd.DataFrame, int]:
     """gains.csv and the number of pairs left out: per non-random strategy and model x optimizer,
-    the paired-by-trial gain metric(strategy) - metric(random) of finished runs. A pair whose runs
-    chose different tuned hyper-parameters (`tuned`, when runs carry it) is left out and counted,
-    as module_effect.csv does. `p_holm`: Holm over one strategy's groups (descriptive);
+    the paired-by-trial gain metric(strategy) - metric(random) of finished runs. Every pair is kept:
+    a run tuned on its own labelled set (tune.cycles after the first) is compared as a pipeline,
+    strategy + its tuning against random + its tuning; the pairs whose runs chose different tuned
+    hyper-parameters (`tuned`, when runs carry it) are counted (module_effect.csv, the module's
+    own effect, still leaves them out). `p_holm`: Holm over one strategy's groups (descriptive);
     `p_family`, `significant`: Holm over the `<strategy> vs random` question of the unit."""
     pair_on = [k for k in keys if k != "strategy"]
     r = finished(runs)
@@ -72,13 +74,13 @@ def gains(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> tuple[pd
     rnd = r[r["strategy"] == RANDOM][[*pair_on, "trial", metric, *extra]]
     other = r[r["strategy"] != RANDOM][[*keys, "trial", metric, *extra]]
     pairs = other.merge(rnd, on=[*pair_on, "trial"], suffixes=("", "_random"))
-    dropped = 0
+    differ = 0
     if extra:
         same = pairs["tuned"].fillna("").astype(str) == pairs["tuned_random"].fillna("").astype(str)
-        dropped, pairs = int((~same).sum()), pairs[same]
+        differ = int((~same).sum())
     out = paired_table(pairs.assign(diff=pairs[metric] - pairs[f"{metric}_random"]), keys)
     out = add_holm(out, [k for k in keys if k not in ("model", "optimizer")])
-    return mark_family(out, [*unit_keys(keys), "strategy"]), dropped
+    return mark_family(out, [*unit_keys(keys), "strategy"]), differ
 
 
 def mark_family(table: pd.DataFrame, family: list[str]) -> pd.DataFrame:
@@ -139,14 +141,14 @@ def _rss(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
 @dataclass
 class Answer:
     """The claims of a sweep: the pair tables with `significant`, the interaction tests, the
-    questions table, and the gain pairs left out for differing tuned hyper-parameters."""
+    questions table, and the gain pairs whose runs chose different tuned hyper-parameters (kept)."""
 
     optimizers: pd.DataFrame
     models: pd.DataFrame
     interaction: pd.DataFrame
     gains: pd.DataFrame
     questions: pd.DataFrame
-    gains_tuned_dropped: int = 0
+    gains_tuned_differ: int = 0
 
 
 def answer(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> Answer:
@@ -154,9 +156,9 @@ def answer(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> Answer:
     optimizers = pairwise(runs, keys, "optimizer", metric)
     models = pairwise(runs, keys, "model", metric)
     inter = interaction(runs, keys, metric)
-    gn, dropped = gains(runs, keys, metric)
+    gn, differ = gains(runs, keys, metric)
     q = questions_table(optimizers, models, inter, gn, keys)
-    return Answer(optimizers, models, inter, gn, q, dropped)
+    return Answer(optimizers, models, inter, gn, q, differ)
 
 
 def family_rows(table: pd.DataFrame, unit: list[str], question, test: str, stat: str) -> pd.DataFrame:

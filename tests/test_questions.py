@@ -146,13 +146,16 @@ def test_questions_csv_has_one_row_per_question(tables):
     assert opt["p_value"] == pytest.approx(tables.optimizers["p_family"].min())
 
 
-def test_gains_leave_out_pairs_with_different_tuned_values():
+def test_gains_keep_pairs_with_different_tuned_values_and_count_them():
+    """Each arm tuned on its own labelled set: the gain compares pipelines, every pair kept."""
     runs = simulate_runs(np.random.default_rng(6), strategies=("entropy", "random"), n_trials=4)
     runs["tuned"] = "lr=0.1"
     runs.loc[(runs["strategy"] == "entropy") & (runs["trial"] == 0), "tuned"] = "lr=0.01"
     a = answer(runs, KEYS)
-    assert a.gains_tuned_dropped == 4  # trial 0 of each model x optimizer
-    assert (a.gains["n_pairs"] == 3).all()
+    assert a.gains_tuned_differ == 4  # trial 0 of each model x optimizer
+    assert (a.gains["n_pairs"] == 4).all()
+    untuned = answer(runs.drop(columns=["tuned"]), KEYS)
+    assert a.gains["diff_mean"].tolist() == untuned.gains["diff_mean"].tolist()
 
 
 def test_two_precisions_are_never_paired_and_the_report_says_so(tmp_path):

@@ -13,7 +13,7 @@ imported on first use, so a login node's sweep never imports torch).
 
 from __future__ import annotations
 
-from al_core.data import files
+from al_core.data import files, imbalance
 from al_core.data.builtin import CIFAR_DIRS, missing_files
 from al_core.data.spec import REQUIRED_FILES, Arrays, DatasetConfig, DatasetSpec
 from al_core.errors import DataError, DataMissing
@@ -26,6 +26,8 @@ __all__ += ["missing_files", "pool_size"]  # al_core.data.download is the module
 def pool_size(ds: DatasetConfig) -> int | None:
     """The pool size of the sweep's dataset, its keys checked; None if the files must tell."""
     files.check_config(ds)
+    if imbalance.ratio_of(ds.imbalance) is not None:
+        return None  # the long tail's size depends on the class counts: the run checks it
     spec = DATASETS.get(ds.name)
     return spec.pool_size_of(ds) if spec.pool_size_of is not None else spec.pool_size
 

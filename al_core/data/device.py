@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from al_core.data.imbalance import keep as long_tail, ratio_of
 from al_core.data.files import finish_spec
 from al_core.data.spec import DatasetConfig, DatasetSpec
 from al_core.errors import DataError
@@ -56,8 +57,11 @@ class DeviceData:
             x = self.normalise(images(slice(start, start + batch_size)))
             yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
-    def train_batch(self, idx: torch.Tensor, shifts: torch.Tensor | None, flips: torch.Tensor | None) -> torch.Tensor:
-        """Augmented, normalised images of pool indices `idx` (all on the device).
+    def train_batch(
+        self, idx: torch.Tensor, shifts: torch.Tensor | None, flips: torch.Tensor | None, transform=None
+    ) -> torch.Tensor:
+        """Augmented, normalised images of pool indices `idx` (all on the device); `transform`, when
+        given, maps the cropped and flipped uint8 batch before normalisation (train.augment: randaugment).
 
         shifts: B x 2 crop offsets in [0, 2 * pad]; flips: B bools. On CUDA one gather kernel does
         crop and flip together; on a CPU numpy copies whole rows out of a strided window view,
@@ -76,7 +80,7 @@ class DeviceData:
             x = self.padded[idx[:, None, None, None], chan, rows, cols[:, None, None, :]]
         else:
             x = self._cpu_crop_flip(idx, shifts, flips)
-        return self.normalise(x)
+        return self.normalise(x if transform is None else transform(x))
 
     def _cpu_crop_flip(self, idx: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
         if self._windows is None:
@@ -101,6 +105,11 @@ def load(name: str, root: str | Path, device: torch.device, options=None) -> Dev
     pool_x, pool_y, test_x, test_y = arrays
     if not (len(pool_x) == len(pool_y) and len(test_x) == len(test_y) and len(test_x) > 0):
         raise DataError(f"dataset {name}: images and labels do not match in number; the files are damaged")
+    ratio = ratio_of(getattr(options, "imbalance", None))
+    if ratio is not None:  # dataset.imbalance: the long-tailed pool; the test set stays as it is
+        kept = long_tail(pool_y, ratio)
+        pool_x, pool_y = pool_x[kept], np.asarray(pool_y)[kept]
+        arrays = (pool_x, pool_y, test_x, test_y)
     return from_arrays(finish_spec(spec, arrays, options), arrays, device)
 
 

@@ -28,6 +28,8 @@ class DatasetConfig:
     test_fraction: Optional[float] = None  # npz x, y / imagefolder one tree: stratified, seeded test split
     pad: Optional[int] = None  # random-crop padding in pixels (null: the dataset's own)
     flip: Optional[bool] = None  # random horizontal flip (null: the dataset's own)
+    # long-tailed pool: {ratio: 100} (or 100), head / tail class ratio, exponential profile (null: as is)
+    imbalance: Optional[dict] = None
 
 
 @dataclass(frozen=True)
