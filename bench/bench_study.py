@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--primary", action="append", help="primary questions (default: the study's four)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    print(f"primary questions: {', '.join(args.primary) if args.primary else 'the default four'}")
     print(
         "| grid | diverged | scenario | design | studies | any false difference | power (1-point optimizer) | mean trials | s |"
     )
