@@ -268,8 +268,13 @@ def test_typiclust_picks_the_densest_point_of_the_unlabelled_blobs():
 
 # ---------------------------------------------------------------------------------------------- ProbCover
 def ref_probcover(x, labelled, k, delta):
-    """Yehuda et al. (NeurIPS 2022), algorithm 1: greedy coverage of the delta-ball graph, with loops."""
+    """Yehuda et al. (NeurIPS 2022), algorithm 1: greedy coverage of the delta-ball graph, with loops;
+    ties (the paper leaves them open) to the point nearest the points' mean, as the project breaks them
+    (so that permuted rows pick the same points)."""
     n = len(x)
+    mean = [sum(p[d] for p in x) / n for d in range(len(x[0]))]
+    near = sorted(range(n), key=lambda i: (math.dist(x[i], mean), i))
+    rank = {i: r for r, i in enumerate(near)}
     ball = [[j for j in range(n) if j == i or math.dist(x[i], x[j]) < delta] for i in range(n)]
     covered = set()
     for i in labelled:
@@ -281,7 +286,7 @@ def ref_probcover(x, labelled, k, delta):
             if i in labelled or i in out:
                 continue
             gain = sum(1 for j in ball[i] if j not in covered)
-            if gain > best:
+            if gain > best or (gain == best and rank[i] < rank[best_i]):
                 best, best_i = gain, i
         out.append(best_i)
         covered.update(ball[best_i])
