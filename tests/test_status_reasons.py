@@ -1,0 +1,61 @@
+"""`make status` says why a pending run waits: squeue's %r read back, in words, with what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from slurm import reasons, scheduler, status
+from slurm.scheduler import JobState, parse_states
+
+# squeue -h -r -t all -u USER -o "%i|%T|%j|%r" on the Speed-shaped cluster (.ci/slurm-cluster.sh
+# up --speed): six GPU runs under a QOS cap of 4 GPUs per user.
+SQUEUE = """\
+7_0|RUNNING|al-smoke|None
+7_1|RUNNING|al-smoke|None
+7_2|RUNNING|al-smoke|None
+7_3|RUNNING|al-smoke|None
+7_[4-5]|PENDING|al-smoke|QOSMaxGRESPerUser
+8|PENDING|al-smoke-report|Dependency
+"""
+
+
+def test_squeue_reason_is_read_and_not_part_of_the_name():
+    found = parse_states(SQUEUE, {f"7_{i}" for i in range(6)} | {"8"}, "al-smoke", "squeue")
+    assert [found[f"7_{i}"].reason for i in range(6)] == ["None"] * 4 + ["QOSMaxGRESPerUser"] * 2
+    assert "8" not in found  # another name: the report job's
+    assert found["7_4"] == JobState("PENDING", "squeue")  # the reason does not take part in equality
+    report = parse_states(SQUEUE, {"8"}, "al-smoke-report", "squeue")["8"]
+    assert (report.state, report.reason) == ("PENDING", "Dependency")
+
+
+@pytest.mark.parametrize("code", sorted(reasons.REASONS))
+def test_every_known_reason_has_words_and_what_to_do(code):
+    text = reasons.explain(code, 4)
+    assert text.startswith(f"{code}: ") and text.count(": ") >= 2 and "{" not in text
+
+
+def test_the_gpu_cap_reason_names_the_cap_and_packing():
+    text = reasons.explain("QOSMaxGRESPerUser", 4)
+    assert "at most 4 GPUs at once" in text and "runs_per_task" in text
+    assert reasons.explain("SomethingNew").startswith("SomethingNew: see JOB REASON CODES")
+
+
+def test_status_prints_each_waiting_runs_reason_and_the_words_once(smoke_yaml, capsys, monkeypatch):
+    from al_core.config import load_sweep
+    from slurm import ledger
+
+    sweep = load_sweep(smoke_yaml, [])
+    runs = [s.run_id for s in sweep.runs()][:6]
+    records: dict = {}
+    for i, run in enumerate(runs):
+        ledger.record_submission(records, run, f"7_{i}", "slurm", "/nonexistent.out", "/nonexistent.err")
+    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+    ledger.write(sweep.sweep_dir, records)
+    monkeypatch.setattr(scheduler, "have_slurm", lambda: True)
+    monkeypatch.setattr(scheduler, "_run", lambda cmd: SQUEUE if cmd[0] == "squeue" else "")
+    monkeypatch.setattr(scheduler, "gpu_cap", lambda: 4)
+    assert status.main([str(smoke_yaml)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in runs}
+    assert [lines[r].endswith("waits: QOSMaxGRESPerUser") for r in runs] == [False] * 4 + [True] * 2
+    assert "2 runs: QOSMaxGRESPerUser: at most 4 GPUs at once for your account (QOS limit)" in out
