@@ -59,3 +59,15 @@ def test_status_prints_each_waiting_runs_reason_and_the_words_once(smoke_yaml, c
     lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in runs}
     assert [lines[r].endswith("waits: QOSMaxGRESPerUser") for r in runs] == [False] * 4 + [True] * 2
     assert "2 runs: QOSMaxGRESPerUser: at most 4 GPUs at once for your account (QOS limit)" in out
+
+
+@pytest.mark.parametrize("gpus, cap, expected", [(1, 4, 4), (2, 4, 2), (1, None, 20), (0, 4, 20), (4, 3, 1)])
+def test_runs_at_once_are_those_the_gpu_cap_lets_run(smoke_yaml, monkeypatch, gpus, cap, expected):
+    """The cost line's waves: array_parallelism tasks at once, fewer where the user's GPU cap says so."""
+    from al_core.config import load_sweep
+    from slurm import profiles
+    from slurm.submit import SlurmBackend
+
+    sweep = load_sweep(smoke_yaml, ["slurm.profile=speed", f"slurm.gpus={gpus}", "slurm.array_parallelism=20"])
+    monkeypatch.setattr(scheduler, "gpu_cap", lambda: cap)
+    assert SlurmBackend(sweep, profiles.resolve(sweep.slurm)).at_once(12) == expected
