@@ -299,6 +299,9 @@ class Resources:
     gpu_capabilities: tuple[str, ...] = key('e.g. ["7.0"]: checked against torch_build', _gpu_capabilities, default=())
     runs_per_task: int = key("K runs share one task and its resources, its GPU too (slurm.pack)", _integer(1), default=1)
     gpu_mem_per_run: str | None = key("GPU memory of one run (6G), checked x K; null = unchecked", _mem("6G"), default=None)
+    max_resubmits: int = key(
+        "the report job resubmits a run PREEMPTED or lost with its node at most this often", _integer(0), default=3
+    )
     report_job: bool = key("true: after the arrays, a CPU job writes the report (slurm.report_job)", _report_job, default=True)
     mail_user: str | None = key("passed to the arrays and the report job", _mail_user, "--mail-user", default=None)
     mail_type: str | None = key("SLURM's values, comma-separated", _mail_type, "--mail-type", default=None)
