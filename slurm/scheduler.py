@@ -210,3 +210,40 @@ def gpu_cap() -> int | None:
             if name.strip() in names and (m := _GPU_TRES.search(tres.strip())):
                 caps.append(int(m.group(1)))
     return min(caps) if caps else None
+
+
+_RSS_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _seconds(elapsed: str) -> int | None:
+    """sacct's Elapsed ('1-02:03:04', '02:03:04', '03:04') as seconds."""
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", elapsed.strip())
+    if not m:
+        return None
+    d, h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def usage(job_ids: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
+    """job id -> (elapsed seconds, MaxRSS bytes: the largest of its steps) from sacct; ids sacct does
+    not know are left out. MaxRSS is what sets --mem right for the next sweep."""
+    wanted = set(job_ids)
+    if not wanted or not have_slurm():
+        return {}
+    bases = sorted({j.split("_")[0] for j in wanted}, key=int)
+    out = _run(["sacct", "-n", "-P", "-o", "JobID,Elapsed,MaxRSS", "-j", ",".join(bases)]) or ""
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3:
+            continue
+        job, _, _step = parts[0].partition(".")
+        if job not in wanted:
+            continue
+        elapsed, rss = found.get(job, (None, None))
+        if not _step:
+            elapsed = _seconds(parts[1])
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", parts[2].strip()):
+            rss = max(rss or 0, int(float(m.group(1)) * _RSS_UNITS[m.group(2)]))
+        found[job] = (elapsed, rss)
+    return found

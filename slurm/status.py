@@ -4,7 +4,8 @@ Each line: run id, state (DONE from the run directory, else the scheduler's stat
 job from jobs.json, `-` never submitted), cycles done/total, latest test accuracy, job id, restarts
 (starts of the run beyond its first: requeues and resubmissions, from run.json); a pending run's
 line ends with squeue's reason (`waits: QOSMaxGRESPerUser`). After the totals, each reason in words
-with what to do (slurm.reasons), the report job's state (slurm.report_job) and, once it has ended, the report's path. For each run whose
+with what to do (slurm.reasons), the finished jobs' memory and elapsed time (sacct MaxRSS,
+Elapsed) with the --mem a next sweep should ask, the report job's state (slurm.report_job) and, once it has ended, the report's path. For each run whose
 job ended without DONE: the last lines of its error log and the path to the whole log.
 
 Exit status: 0 the table was printed (whatever the runs' states); 1 the scheduler could not be
@@ -13,12 +14,14 @@ asked; 2 bad input (one `error:` line).
 
 from __future__ import annotations
 
+import math
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
-from al_core.results import DONE
+from al_core.results import DONE, is_done
 from slurm import held, ledger, profiles, reasons, report_job, scheduler
 from slurm.plan import progress
 from slurm.submit import job_name
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     states_text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (kv[0] != DONE, kv[0])))
     print(f"total: {len(specs)} runs: {states_text}; cycles {cycles}/{total}")
     _print_waiting(waiting)
+    _print_usage({r: rec for r, rec in records.items() if rec.get("cluster") == "slurm"}, sweep)
     _print_report_job(sweep)
     for run_id, state, rec in failures:
         err = Path(rec.get("log_err", ""))
@@ -119,6 +123,24 @@ def _print_waiting(waiting: Counter[str]) -> None:
     print("why runs wait:")
     for reason, n in sorted(waiting.items(), key=lambda kv: -kv[1]):
         print(f"  {n} run{'s' if n > 1 else ''}: {reasons.explain(reason, cap)}")
+
+
+def _print_usage(records: dict, sweep) -> None:
+    """The memory (sacct MaxRSS, the largest step) and elapsed time of the finished runs' jobs, and
+    the --mem a next sweep should ask: the largest MaxRSS plus a quarter, in whole GiB."""
+    done = {r: rec["job_id"] for r, rec in records.items() if is_done(sweep.run_dir(r))}
+    used = scheduler.usage(done.values()) if done else {}
+    rss = sorted((u[1], job) for job, u in used.items() if u[1])
+    if not rss:
+        return
+    elapsed = sorted(u[0] for u in used.values() if u[0] is not None)
+    peak, job = rss[-1]
+    mem = max(1, math.ceil(peak * 1.25 / 2**30))
+    print(
+        f"memory: {len(rss)} finished jobs used at most {peak / 2**30:.2f} GiB (MaxRSS, job {job}), median "
+        f"{rss[len(rss) // 2][0] / 2**30:.2f} GiB; elapsed median {statistics.median(elapsed) / 60:.1f} min, "
+        f"max {elapsed[-1] / 60:.1f} min; a next sweep can ask slurm.mem={mem}G (MaxRSS + 25%)"
+    )
 
 
 def _print_report_job(sweep) -> None:

@@ -71,3 +71,37 @@ def test_runs_at_once_are_those_the_gpu_cap_lets_run(smoke_yaml, monkeypatch, gp
     sweep = load_sweep(smoke_yaml, ["slurm.profile=speed", f"slurm.gpus={gpus}", "slurm.array_parallelism=20"])
     monkeypatch.setattr(scheduler, "gpu_cap", lambda: cap)
     assert SlurmBackend(sweep, profiles.resolve(sweep.slurm)).at_once(12) == expected
+
+
+# sacct -n -P -o JobID,Elapsed,MaxRSS -j 45: the allocation line has no MaxRSS, its steps do
+SACCT_USAGE = """\
+45_0|00:01:05|
+45_0.batch|00:01:05|10736K
+45_0.0|00:01:05|218348K
+45_1|1-00:00:10|
+45_1.0|1-00:00:10|1.5G
+"""
+
+
+def test_sacct_usage_is_the_largest_step_and_the_allocations_elapsed(monkeypatch):
+    monkeypatch.setattr(scheduler, "have_slurm", lambda: True)
+    monkeypatch.setattr(scheduler, "_run", lambda cmd: SACCT_USAGE)
+    assert scheduler.usage(["45_0", "45_1"]) == {"45_0": (65, 218348 * 1024), "45_1": (86410, int(1.5 * 2**30))}
+
+
+def test_status_says_what_finished_jobs_used_and_the_mem_to_ask(smoke_yaml, capsys, monkeypatch):
+    from al_core.config import load_sweep
+    from slurm import ledger
+
+    sweep = load_sweep(smoke_yaml, [])
+    run = sweep.runs()[0].run_id
+    records: dict = {}
+    ledger.record_submission(records, run, "45_1", "slurm", "/x.out", "/x.err")
+    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+    ledger.write(sweep.sweep_dir, records)
+    monkeypatch.setattr(status, "is_done", lambda d: True)
+    monkeypatch.setattr(scheduler, "have_slurm", lambda: True)
+    monkeypatch.setattr(scheduler, "_run", lambda cmd: SACCT_USAGE if cmd[0] == "sacct" and "MaxRSS" in cmd[4] else "")
+    status._print_usage(records, sweep)
+    out = capsys.readouterr().out
+    assert "used at most 1.50 GiB (MaxRSS, job 45_1)" in out and "slurm.mem=2G (MaxRSS + 25%)" in out
