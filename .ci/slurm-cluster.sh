@@ -463,6 +463,8 @@ SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
+# Sample every 2 s: at the default 30 s a step shorter than that records no MaxRSS in sacct.
+JobAcctGatherFrequency=task=2
 MpiDefault=none
 MailProg=/bin/true
 SelectType=select/cons_tres
