@@ -132,3 +132,40 @@ def test_tcsh_runs_the_readmes_day_one_commands(tmp_path):
         else:
             assert rc == 0, (line, out, err)
     assert (tmp_path / "python.txt").read_text().strip() == f"{tmp_path}/envs/al/bin/python"
+
+
+def test_a_run_preempted_under_cancel_is_resubmitted_by_the_report_job_and_ends_as_if_undisturbed(tmp_path):
+    """pt's preemption cancels: the run's job ends PREEMPTED; the report job (afterany) submits the
+    run again with a new report job after it; the run resumes from its checkpoint, finishes with the
+    rows of an undisturbed run, and the second report job writes the report."""
+    from _cluster import rows, undisturbed
+    from al_core.results import comparable
+    from slurm.report_job import report_path
+
+    path = sweep_file(tmp_path / "sweep")
+    base = ["grid.optimizer=[sgd]", "grid.strategy=[random]", "grid.trial=[0]", "slurm.profile=local"]
+    overrides = [*base, "slurm.partition=pt", f"train.epochs={epochs_for(40, base)}"]
+    sweep = load_sweep(path, overrides)
+    spec = sweep.runs()[0]
+    run_dir = sweep.run_dir(spec.run_id)
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "slurm.sweep", str(path), *overrides, "--cluster", "slurm"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        first = ledger.read(sweep.sweep_dir)[spec.run_id]["job_id"]
+        wait_until(lambda: len(rows(run_dir)) >= 1, 300, "the run's first cycle")
+        urgent = ["sbatch", "--parsable", "-p", "urgent", "-c", "16", "--mem=100M", "-t", "2", "-o", "/dev/null"]
+        subprocess.run([*urgent, "--wrap", "sleep 5"], check=True, capture_output=True, text=True)
+        state = lambda: scheduler.slurm_states([first]).get(first, scheduler.UNKNOWN).state  # noqa: E731
+        wait_until(lambda: state() == "PREEMPTED", 120, f"job {first} PREEMPTED (pt: PreemptMode=CANCEL)")
+        wait_until(lambda: report_path(sweep).exists(), 900, "the report after the resubmitted run", poll=3)
+        rec = ledger.read(sweep.sweep_dir)[spec.run_id]
+        assert rec["job_id"] != first and rec.get("submissions") == 2, rec
+        got = [comparable(r) for r in rows(run_dir)]
+        assert got == undisturbed(spec, tmp_path / "reference" / spec.run_id)
+        logs = "".join(f.read_text() for f in (sweep.sweep_dir / "logs" / "report").glob("*.out"))
+        assert f"resubmit: {spec.run_id}: job {first} PREEMPTED" in logs, logs
+    finally:
+        cancel_sweep(sweep.sweep_dir)
