@@ -336,6 +336,7 @@ node_and_partitions() {
   local hw=$1 node=$2 realmem=$3
   if [[ $SHAPE == plain ]]; then
     cat <<EOF
+SlurmctldParameters=preempt_send_user_signal
 $hw NodeAddr=127.0.0.1 Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=10 OverSubscribe=YES
 PartitionName=urgent Nodes=$node Default=NO MaxTime=INFINITE State=UP PriorityTier=10 GraceTime=10 OverSubscribe=NO
@@ -346,7 +347,11 @@ EOF
   # (16; a Speed node has dozens), so that six one-core GPU jobs can be placed at once and the
   # per-user GPU cap, not the cores, is what makes the fifth wait. Typed GPUs as on Speed's pg
   # (Tesla P6 16 GB: feature gpu16; V100 32 GB: gpu32) and pt (A100). The QOS's MaxTRESPerUser,
-  # set once slurmdbd is up, holds only where limits are enforced.
+  # set once slurmdbd is up, holds only where limits are enforced. urgent's own PreemptMode must not
+  # be OFF: with OFF there its jobs were seen never to preempt (Slurm 22.05); as the top tier,
+  # nothing preempts them anyway. No preempt_send_user_signal: a preempted job gets SIGTERM only
+  # (what LOCAL-SLURM.md's table expects where a cluster does not say otherwise); with it, submitit's
+  # USR2 handler requeues the job itself, and pt's CANCEL would never be seen.
   cat <<EOF
 SlurmdParameters=config_overrides
 AccountingStorageEnforce=associations,limits,qos
@@ -354,7 +359,7 @@ NodeName=$node NodeAddr=127.0.0.1 CPUs=16 Boards=1 SocketsPerBoard=1 CoresPerSoc
 PartitionName=ps Nodes=$node Default=YES MaxTime=7-00:00:00 State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10
 PartitionName=pg Nodes=$node Default=NO MaxTime=7-00:00:00 State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10
 PartitionName=pt Nodes=$node Default=NO MaxTime=7-00:00:00 State=UP PriorityTier=1 PreemptMode=CANCEL GraceTime=10
-PartitionName=urgent Nodes=$node Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
+PartitionName=urgent Nodes=$node Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=REQUEUE GraceTime=10
 EOF
 }
 
@@ -486,11 +491,11 @@ MaxArraySize=${AL_SLURM_MAX_ARRAY_SIZE:-10001}
 MaxJobCount=20000
 
 # Preemption as the tests need it: a job in 'urgent' (higher PriorityTier) takes the node from
-# jobs in 'debug', which are requeued after GraceTime. preempt_send_user_signal sends the job's
-# --signal (submitit: USR2) at the start of the grace time, which is what reaches checkpoint().
+# jobs in 'debug', which are requeued after GraceTime. preempt_send_user_signal (plain shape only,
+# below) sends the job's --signal (submitit: USR2) at the start of the grace time, which is what
+# reaches checkpoint().
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-SlurmctldParameters=preempt_send_user_signal
 
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1

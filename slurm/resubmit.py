@@ -1,7 +1,9 @@
 """`python -m slurm.resubmit SWEEP.yaml [key=value ...]`: the report job's first step.
 
-Runs whose last job ended for a reason not their own (PREEMPTED: a partition whose preemption
-cancels, as PreemptMode=CANCEL does; NODE_FAIL; BOOT_FAIL) are submitted again, each at most
+Runs whose last job ended for a reason not their own (PREEMPTED; NODE_FAIL; BOOT_FAIL; or FAILED
+with the run's exit status 75, EXIT_INTERRUPTED: it stopped on a SIGTERM with its checkpoint on disk,
+which is how a job that catches the SIGTERM of a preemption that cancels, PreemptMode=CANCEL, ends
+in sacct; or it found its run locked by another job) are submitted again, each at most
 `slurm.max_resubmits` times, with a new report job after them: the report waits for them. A run
 that failed by itself (FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED by a person, COMPLETED without
 DONE) is left for `make sweep`, which a person runs after reading why.
@@ -16,6 +18,7 @@ import os
 import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
+from al_core.results import EXIT_INTERRUPTED
 from slurm import backend, held, ledger, profiles, scheduler
 from slurm.plan import Plan, make_plan
 from slurm.submit import SlurmBackend, job_name
@@ -25,9 +28,15 @@ NOT_THEIR_OWN = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})
 EXIT_RESUBMITTED = 3
 
 
-def interrupted(plan: Plan, records: dict, bound: int) -> list:
-    """The plan's runs to submit whose last job ended NOT_THEIR_OWN, submitted at most `bound` times again."""
-    return [d for d in plan.to_submit if d.state in NOT_THEIR_OWN and records[d.run_id].get("submissions", 1) <= bound]
+def interrupted(plan: Plan, records: dict, bound: int, resumable: frozenset[str] = frozenset()) -> list:
+    """The plan's runs to submit whose last job ended NOT_THEIR_OWN, or FAILED by exiting to be
+    resumed (its job id in `resumable`), submitted at most `bound` times again."""
+    return [
+        d
+        for d in plan.to_submit
+        if (d.state in NOT_THEIR_OWN or (d.state == "FAILED" and d.job_id in resumable))
+        and records[d.run_id].get("submissions", 1) <= bound
+    ]
 
 
 def _own_environment() -> None:
@@ -52,12 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         except scheduler.SchedulerError as e:
             fail(f"{e}; nothing resubmitted", EXIT_IO)
         plan = make_plan(sweep, records, states, held.read(sweep.sweep_dir))
-        again = interrupted(plan, records, resources.max_resubmits)
+        failed = [d.job_id for d in plan.to_submit if d.state == "FAILED"]
+        resumable = frozenset(j for j, code in scheduler.exit_codes(failed).items() if code == EXIT_INTERRUPTED)
+        again = interrupted(plan, records, resources.max_resubmits, resumable)
         if not again:
-            print(f"resubmit: none (no run ended {', '.join(sorted(NOT_THEIR_OWN))} within its bound)", flush=True)
+            ended = ", ".join(sorted(NOT_THEIR_OWN))
+            print(f"resubmit: none (no run ended {ended} or exited {EXIT_INTERRUPTED} to resume, within its bound)", flush=True)
             return 0
         for d in again:
-            print(f"resubmit: {d.run_id}: job {d.job_id} {d.state} (not the run's fault)", flush=True)
+            how = f"{d.state} (exit {EXIT_INTERRUPTED}: stopped to resume)" if d.state == "FAILED" else d.state
+            print(f"resubmit: {d.run_id}: job {d.job_id} {how}; not the run's fault", flush=True)
         part = Plan(sweep, again + plan.active)
         try:
             submitted = runner.submit(part, records)

@@ -247,3 +247,20 @@ def usage(job_ids: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
             rss = max(rss or 0, int(float(m.group(1)) * _RSS_UNITS[m.group(2)]))
         found[job] = (elapsed, rss)
     return found
+
+
+def exit_codes(job_ids: Iterable[str]) -> dict[str, int]:
+    """job id -> the exit status of its batch script (sacct's ExitCode, before the ':'); ids sacct
+    does not know, or that ended by a signal, are left out."""
+    wanted = set(job_ids)
+    if not wanted or not have_slurm():
+        return {}
+    bases = sorted({j.split("_")[0] for j in wanted}, key=int)
+    out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,ExitCode", "-j", ",".join(bases)]) or ""
+    codes = {}
+    for line in out.splitlines():
+        job, _, code = line.partition("|")
+        status, _, signal = code.partition(":")
+        if job in wanted and status.isdigit() and signal in ("", "0"):
+            codes[job] = int(status)
+    return codes

@@ -26,6 +26,18 @@ def test_only_runs_ended_not_by_their_own_fault_are_resubmitted_within_the_bound
     plan = make_plan(sweep, records, states)
     chosen = {d.run_id: d.state for d in interrupted(plan, records, bound)}
     assert chosen == ({run: s for run, s in zip(runs, STATES) if s in NOT_THEIR_OWN} if expected else {})
+    # FAILED by exiting 75 (stopped on SIGTERM with a checkpoint, as under CANCEL preemption): resubmitted too
+    failed = records[runs[STATES.index("FAILED")]]["job_id"]
+    again = {d.state for d in interrupted(plan, records, bound, frozenset({failed}))}
+    assert again == ((NOT_THEIR_OWN | {"FAILED"}) if expected else set())
+
+
+def test_exit_codes_from_sacct(monkeypatch):
+    from slurm import scheduler
+
+    monkeypatch.setattr(scheduler, "have_slurm", lambda: True)
+    monkeypatch.setattr(scheduler, "_run", lambda cmd: "96|75:0\n97_1|1:0\n98|0:9\n")
+    assert scheduler.exit_codes(["96", "97_1", "98", "99"]) == {"96": 75, "97_1": 1}
 
 
 def test_the_report_job_resubmits_first_and_stops_when_it_did(smoke_yaml):
