@@ -393,9 +393,11 @@ partitions_text() {
 }
 
 # A change of shape: the saved jobs may name partitions that no longer exist; stop the Slurm
-# daemons and forget the jobs (sacct keeps their records).
+# daemons and forget the jobs. sacct keeps their records, so job ids must not start at 1 again (a
+# test asking sacct about a new job would read an old one of the same id): the new state starts
+# after the largest id accounting knows (FirstJobId, $D/etc/first_job_id).
 change_shape() {
-  local was
+  local was last
   was=$(cat "$D/etc/shape" 2>/dev/null || echo plain)
   [[ $was == "$SHAPE" ]] && return 0
   if [[ -d $D/state ]]; then
@@ -404,6 +406,8 @@ change_shape() {
       # shellcheck disable=SC2046
       scancel $(squeue -h -o %A 2>/dev/null | sort -u) 2>/dev/null || true
     fi
+    last=$(sacct -n -X -a -P -o JobIDRaw -S 2000-01-01 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1 || true)
+    [[ -z $last ]] || echo $((last + 1)) >"$D/etc/first_job_id"
     stop_daemon slurmd
     stop_daemon slurmctld
     rm -rf "$D/state" "$D/spool"
@@ -489,6 +493,7 @@ JobRequeue=1
 # AL_SLURM_MAX_ARRAY_SIZE: CI starts the cluster with a small one, so that sweeps are split into arrays
 MaxArraySize=${AL_SLURM_MAX_ARRAY_SIZE:-10001}
 MaxJobCount=20000
+FirstJobId=$(cat "$D/etc/first_job_id" 2>/dev/null || echo 1)
 
 # Preemption as the tests need it: a job in 'urgent' (higher PriorityTier) takes the node from
 # jobs in 'debug', which are requeued after GraceTime. preempt_send_user_signal (plain shape only,
