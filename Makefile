@@ -77,6 +77,7 @@ bench: setup
 	$(PYTHON) -m bench.bench_select $(SELECT_ARGS)
 	$(PYTHON) -m bench.bench_pack $(PACK_ARGS)
 	$(PYTHON) -m bench.bench_calibration $(CALIBRATION_ARGS)
+	$(PYTHON) -m bench.bench_study $(STUDY_ARGS)
 	$(PYTHON) -m bench.bench_scale $(SCALE_ARGS)
 
 # What this node offers a job (GPU, compute capability, the build's kernels); exit 78 if a job here could not use its GPU.

@@ -212,7 +212,25 @@ def read(path: Path, fingerprint: str) -> tuple[Position, dict]:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as e:
         raise BadCheckpoint(f"payload does not load ({type(e).__name__})") from None
-    return Position(header["cycle"], header["epoch"], header["step"]), state
+    where = [header.get(k) for k in ("cycle", "epoch", "step")]
+    if not all(type(v) is int and v >= 0 for v in where) or where[0] < 1:
+        raise BadCheckpoint(f"its header's position (cycle, epoch, step) {where} is not three non-negative integers")
+    pos = Position(*where)
+    if pos.filename() != path.name.removesuffix(".bad"):
+        raise BadCheckpoint(f"its header says {pos.filename()}, not its file name")
+    _check_payload(state)
+    return pos, state
+
+
+def _check_payload(state: Any) -> None:
+    """BadCheckpoint unless `unpack` can read `state` (a payload of the right run whose keys are
+    missing or of the wrong kind would otherwise fail the run on every restart)."""
+    try:
+        unpack(state)
+    except KeyError as e:
+        raise BadCheckpoint(f"its payload lacks the key {e}") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
+        raise BadCheckpoint(f"its payload is not a checkpoint's ({type(e).__name__}: {e})") from None
 
 
 def latest_good(run_dir: Path, fingerprint: str) -> tuple[Position, dict] | None:

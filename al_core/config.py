@@ -12,6 +12,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import re
 import types
 import typing
@@ -21,7 +22,7 @@ from typing import Any, Optional
 
 import yaml
 
-from al_core import data, plugins, recipes, registry, results, tune
+from al_core import data, plugins, recipes, registry, results, study, tune
 from al_core.data.spec import DatasetConfig
 from al_core.errors import ConfigError  # noqa: F401  (re-exported: `from al_core.config import ConfigError`)
 
@@ -46,8 +47,78 @@ _Loader.add_implicit_resolver(
 )
 
 
+YAML_MAX_CHARS = 1_000_000  # a sweep file or profile is a few kB
+YAML_MAX_VALUES = 100_000  # values once aliases are expanded: a grid of thousands of runs stays far below
+
+
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """A YAML document as plain data, or yaml.YAMLError saying what is refused (the callers turn it
+    into one `error:` line). SafeLoader constructs no Python object (`!!python/...` tags are
+    refused); beyond it, refused: a duplicate key in a mapping (YAML forbids it; PyYAML would keep
+    the last silently), `!!binary`, `!!set`, `!!omap` and `!!pairs`, an alias that refers to its own
+    node, a document whose aliases expand to more than YAML_MAX_VALUES values (an "aliases bomb"),
+    one nested too deeply to parse, and a text over YAML_MAX_CHARS. Dates stay the text written."""
+    if len(text) > YAML_MAX_CHARS:
+        raise yaml.YAMLError(f"{len(text):,} characters; expected a sweep file under {YAML_MAX_CHARS:,}")
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply to read; expected a few levels of mappings and lists") from None
+    _count_values(data, {}, set())
+    return data
+
+
+def _count_values(node: Any, sizes: dict[int, int], path: set[int]) -> int:
+    """The values of `node` with every alias expanded (memoised per shared node, so a bomb is
+    counted without being expanded); yaml.YAMLError over YAML_MAX_VALUES or for a cycle."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    key = id(node)
+    if key in path:
+        raise yaml.YAMLError("an alias refers to the node that holds it; expected plain, finite data")
+    if key not in sizes:
+        path.add(key)
+        children = list(node.values()) if isinstance(node, dict) else node
+        sizes[key] = 1 + sum(_count_values(c, sizes, path) for c in children)
+        path.discard(key)
+    if sizes[key] > YAML_MAX_VALUES:
+        raise yaml.YAMLError(f"aliases expand it to over {YAML_MAX_VALUES:,} values; expected a sweep of plain values")
+    return sizes[key]
+
+
+def _no_duplicate_keys(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults`: keys given beside a merge override the merged ones, as YAML says
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r}; expected each key once",
+                    key_node.start_mark,
+                )
+            seen[key] = True
+        except TypeError:
+            pass  # an unhashable key: construct_mapping says so
+    return loader.construct_mapping(node, deep=deep)
+
+
+def _refused_tag(loader: _Loader, node: yaml.Node) -> None:
+    raise yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"the tag {node.tag} is not accepted; expected plain values (strings, numbers, lists, mappings)",
+        node.start_mark,
+    )
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _no_duplicate_keys)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+for _tag in ("binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refused_tag)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +296,22 @@ OPTIM_KEYS = ("recipe", *OPTIM_FLAGS)
 
 GRID_REQUIRED = ("model", "optimizer", "strategy", "trial")
 SECTIONS = {"dataset": DatasetConfig, "al": ALConfig, "train": TrainConfig, "ll": LossPredConfig, "select": SelectConfig}
-TOP_KEYS = ("name", "output", "dataset", "grid", "al", "train", "ll", "optim", "slurm", "tune", "plugins", "tracking", "select")
+TOP_KEYS = (
+    "name",
+    "output",
+    "dataset",
+    "grid",
+    "al",
+    "train",
+    "ll",
+    "optim",
+    "slurm",
+    "tune",
+    "plugins",
+    "tracking",
+    "select",
+    "analysis",
+)
 # tracking.wandb: its keys and defaults (group null: the sweep's name).
 WANDB_DEFAULTS = {"project": "al-sweep", "entity": None, "mode": "offline", "group": None}
 
@@ -426,10 +512,21 @@ def _check_grid(grid: Any) -> dict:
     return ordered
 
 
+def check_finite(node: Any, key: str = "") -> None:
+    """ConfigError naming the first NaN or infinite number anywhere in a sweep's raw config: no key
+    of this project means anything by them, and a NaN slips through every `<` and `>` check."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{key or 'value'}: expected a finite number, got {node!r}")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for k, v in items:
+        check_finite(v, f"{key}.{k}" if key and isinstance(k, str) else f"{key}[{k}]" if key else str(k))
+
+
 def validate(raw: dict, path: str = "") -> Sweep:
     unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r}; expected one of {', '.join(TOP_KEYS)} at the top level")
+    check_finite(raw)
     # Plugins first: they add names the checks below accept.
     plugin_hashes, plugin_files = plugins.resolve(raw.get("plugins"), path)
     name = raw.get("name", "sweep")
@@ -452,6 +549,11 @@ def validate(raw: dict, path: str = "") -> Sweep:
     if not isinstance(slurm, dict):
         raise ConfigError(f"slurm: expected a mapping (profile: NAME and resource keys), got {slurm!r}")
 
+    analysis = study.check(raw.get("analysis"), raw.get("grid"))
+    if analysis and analysis["sequential"] and isinstance(raw.get("grid"), dict):
+        # A sequential study's trials are its waves': the current wave's count (al_core.study).
+        n = study.trials(Path(output) / name, analysis["sequential"])
+        raw = {**raw, "grid": {**raw["grid"], "trial": list(range(n))}}
     ordered = _check_grid(raw.get("grid"))
     _check_sizes(sections["dataset"], sections["al"])
     resolved = {
@@ -470,6 +572,8 @@ def validate(raw: dict, path: str = "") -> Sweep:
     }
     if raw.get("tune") is not None:
         resolved["tune"] = raw["tune"]
+    if analysis is not None:
+        resolved["analysis"] = analysis
     tracking = check_tracking(raw.get("tracking"), name)
     sweep = Sweep(name, output, grid=ordered, optim=optim, slurm=slurm, raw=resolved, path=path, tracking=tracking, **sections)
     # Every run must validate too (extra axes may set any key): fail now, not on a GPU node.

@@ -9,6 +9,8 @@ replaces; so after a resume the file is the same as after an uninterrupted run (
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from al_core.io import atomic_write_jsonl, read_jsonl
@@ -23,7 +25,7 @@ def epoch_row(cycle: int, epoch: int, loss_acc: tuple, opt) -> dict:
     return {
         "cycle": int(cycle),
         "epoch": int(epoch),
-        "train_loss": float(loss_acc[0]),
+        "train_loss": float(loss_acc[0]) if math.isfinite(loss_acc[0]) else None,  # None: diverged (trainer.end_epoch)
         "train_accuracy": float(loss_acc[1]),
         "lr": float(opt.param_groups[0]["lr"]),
     }

@@ -8,6 +8,7 @@ A run resumes from the newest good checkpoint, or re-derives the model it needs 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from al_core.rundir import RunDir, RunDirLock
 from al_core.plugins import load_plugins
 from al_core.strategies import STRATEGIES
 from al_core.telemetry import CycleMeter, device_name
-from al_core.trainer import Cycle, Trainer
+from al_core.trainer import Cycle, Trainer, diverged_at
 from al_core.train import StopFlag
 
 
@@ -181,6 +182,8 @@ def cycle_row(spec: RunSpec, cur: Cycle, trainer: Trainer, metrics: dict, peak_m
         optional["stochastic"] = {"mode": cfg.stochastic[0], "beta": cfg.stochastic[1]}
     if cfg.wd_normalized:  # the decay in force for this cycle's budget (optim.wd_normalized)
         optional["weight_decay"] = cur.opt.param_groups[0]["weight_decay"]
+    if diverged_at(cur) is not None:  # README, "Diverged runs"
+        optional["diverged"] = diverged_at(cur)
     if cfg.tune is not None:
         optional["tune"] = cur.tune_record  # the grid's validation scores at a cycle that chose `tuned`
         optional["tune_time_s"] = round(cur.timing.get("tune_time_s", 0.0), 4)
@@ -197,7 +200,7 @@ def cycle_row(spec: RunSpec, cur: Cycle, trainer: Trainer, metrics: dict, peak_m
         n_pool=data.n_pool,
         queried=cur.queried,
         queried_class_counts=np.bincount(queried_y, minlength=data.n_classes).tolist(),
-        train_loss=float(cur.last_epoch[0]),
+        train_loss=float(cur.last_epoch[0]) if math.isfinite(cur.last_epoch[0]) else None,  # None: diverged
         train_accuracy=float(cur.last_epoch[1]),
         epochs=cfg.train.epochs,
         train_time_s=round(cur.timing["train_time_s"], 4),

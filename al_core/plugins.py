@@ -6,11 +6,13 @@ searched for module names). Each is imported when the sweep is validated, on the
 again in every job before its run (`al_core.loop.Run`); it registers its objects with the
 project's registries (`STRATEGIES.register("name")(MyStrategy())`, `@MODELS.register("name")`,
 `DATASETS`). Refused, as one `error:` line naming the plugin: an import that fails, a name that
-is already registered, a plugin that registers nothing.
+is already registered or that cannot stand in a run id (letters, digits and '_' only), a plugin
+that registers nothing.
 
 Each plugin's source (the file, or every .py file of a package) is hashed; the hashes are part of
 every run's config (run.json, checkpoints), so a changed plugin is a changed config on resume,
-and a job refuses to run a plugin whose source changed since the sweep was validated.
+and a job refuses to run a plugin whose source changed since the sweep was validated (checked
+before the plugin is imported).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from al_core.errors import ConfigError
+from al_core.registry import InvalidName
 
 # resolved source file -> (entry, sha256) of every plugin imported in this process
 _LOADED: dict[str, tuple[str, str]] = {}
@@ -104,12 +107,13 @@ def load_plugins(cfg) -> None:
             raise ConfigError(
                 f"plugin {entry!r}: source {str(file)!r} not found on {_host()}; expected the file the sweep was validated with"
             )
-        have = import_plugin(entry, file)
+        have = source_hash(file.resolve())  # before importing: a changed plugin runs none of its code
         if have != want:
             raise ConfigError(
                 f"plugin {entry!r}: its source {file} changed since the sweep was validated "
                 f"(hash {have}, expected {want}); expected the same source, or validate the sweep again"
             )
+        import_plugin(entry, file)
 
 
 def _module_name(entry: str, file: Path) -> str:
@@ -162,6 +166,8 @@ def import_plugin(entry: str, file: Path) -> str:
         rollback()
         if isinstance(e, ConfigError):  # the plugin's own check of its settings: its message, named
             raise ConfigError(f"plugin {entry!r}: {e}") from None
+        if isinstance(e, InvalidName):
+            raise ConfigError(f"plugin {entry!r}{_line_in(e, file)}: invalid name: {e}") from None
         if "registered twice" in str(e):
             raise ConfigError(
                 f"plugin {entry!r}: name clash: {e}; expected names not already registered (built in or by another plugin)"

@@ -12,11 +12,30 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from al_core.errors import ConfigError
 
 T = TypeVar("T")
+
+
+# A registered name becomes part of run ids (`<model>-<optimizer>-<strategy>-t<trial>`, split on
+# '-'; a strategy's `+mode` suffix), of directory names and of report tables.
+VALID_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+class InvalidName(ValueError):
+    """A name that cannot be registered (not a string of letters, digits and '_')."""
+
+
+def check_new_name(kind: str, name: object) -> None:
+    """InvalidName unless `name` can stand in a run id and a directory name."""
+    if not isinstance(name, str) or not VALID_NAME.match(name):
+        raise InvalidName(
+            f"{kind} name {name!r} cannot be registered; expected a letter, then letters, digits or '_' "
+            "(at most 64 characters): names become part of run ids and directory names"
+        )
 
 
 class Registry(Generic[T]):
@@ -43,6 +62,8 @@ class Registry(Generic[T]):
         self._declared[name] = facts
 
     def register(self, name: str) -> Callable[[T], T]:
+        check_new_name(self.kind, name)
+
         def add(obj: T) -> T:
             if name in self._items or (name in self._declared and not self._is_home(obj)):
                 raise ValueError(f"{self.kind} {name!r} registered twice")

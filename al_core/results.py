@@ -85,7 +85,8 @@ MEASURES = {
 FIELDS = (*KEYS, *MEASURES)
 # Written only where they apply: the stochastic batch's law, the decay in force under
 # optim.wd_normalized, the tuning record and its time.
-WHERE_THEY_APPLY = ("stochastic", "weight_decay", "tune", "tune_time_s")
+# `diverged`: {"cycle", "epoch"} where the training loss stopped being finite (al_core.trainer).
+WHERE_THEY_APPLY = ("stochastic", "weight_decay", "tune", "tune_time_s", "diverged")
 # Fields a reader needs (analysis.load), with their JSON types.
 REQUIRED = {
     **KEYS,

@@ -8,7 +8,9 @@ still dying on a lost node) would both train and both write rows. The first take
 never drops it; Linux NFS clients map it onto NFS byte-range locks, which other nodes see) and
 writes its host, pid and job id into the file; the kernel releases the lock when the holder exits or dies, SIGKILL
 included, so a stale lock file never blocks anyone. A second process reads who holds it, writes
-nothing, and raises RunLocked (exit 75: try again later).
+nothing, and raises RunLocked (exit 75: try again later). How the lock file is opened and
+checked, and where the lock is refused (a file system without locks, or whose locks other nodes
+do not see: LockError, exit 78), or not taken at all (AL_LOCK=none): al_core.locks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from al_core import results
+from al_core import locks, results
 from al_core.config import config_diff
 from al_core.errors import ConfigError
 from al_core.io import atomic_write_json, read_jsonl
@@ -44,31 +46,31 @@ def slurm_job_id() -> str | None:
 def holder(run_dir: Path) -> dict:
     """What the lock file says about its holder (empty if unreadable)."""
     try:
-        data = json.loads((Path(run_dir) / LOCK_NAME).read_text() or "{}")
+        data = json.loads(locks.read_regular_file(Path(run_dir) / LOCK_NAME, 4096) or b"{}")
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
 class RunDirLock:
-    """`acquire()` or raise RunLocked; `release()` (also on process exit, by the kernel)."""
+    """`acquire()` or raise RunLocked; `release()` (also on process exit, by the kernel). How the
+    lock is taken and when it is refused (LockError): al_core.locks."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self.fd: int | None = None
 
     def acquire(self) -> "RunDirLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        if locks.lock_mode() == "none":  # AL_LOCK=none: no lock, no holder line (README: Locks)
+            return self
+        fd = locks.acquire(self.path)
+        if fd is None:
             h = holder(self.path.parent)
             who = ", ".join(f"{k} {h[k]}" for k in ("host", "pid", "job") if h.get(k)) or "another process"
             raise RunLocked(
                 f"{self.path.parent} is in use by {who} (since {h.get('since', '?')}); "
                 "this process writes nothing: run it again once that one has ended"
-            ) from None
+            )
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -82,18 +84,7 @@ class RunDirLock:
 
     def held(self) -> bool:
         """Whether some process holds the lock now (asked without taking it for long)."""
-        try:
-            fd = os.open(self.path, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except OSError:
-            return True
-        finally:
-            os.close(fd)
+        return locks.lock_mode() != "none" and locks.probe(self.path)
 
     def set_aside(self) -> Path:
         """Move a lock whose holder is known to be gone (a job on a node that died, whose lock the

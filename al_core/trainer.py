@@ -8,6 +8,7 @@ The run loop (al_core.loop) and the tuning fits (al_core.tuning) train through i
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -56,6 +57,50 @@ class Cycle:
     tune_record: dict | None = None  # the grid's validation scores, at a cycle where tuning chose them
     epochs: list = field(default_factory=list)  # per finished epoch: loss, accuracy, lr (epochs.jsonl)
     graphed: GraphedStep | None = None  # the CUDA-graph step of this cycle's model (train.cuda_graphs; not saved)
+
+
+def weights(cur: Cycle) -> dict:
+    """A copy of the cycle's model (and loss module) weights, on their device."""
+    copy = {"model": {k: v.detach().clone() for k, v in cur.model.state_dict().items()}}
+    if cur.lossnet is not None:
+        copy["lossnet"] = {k: v.detach().clone() for k, v in cur.lossnet.state_dict().items()}
+    return copy
+
+
+def diverged_at(cur: Cycle) -> dict | None:
+    """{"cycle", "epoch"} of the epoch at which `cur` diverged (its epoch row says so), else None."""
+    for row in cur.epochs:
+        if row.get("diverged") and row.get("cycle") == cur.cycle:
+            return {"cycle": int(cur.cycle), "epoch": int(row["epoch"])}
+    return None
+
+
+def end_epoch(cur: Cycle, before: dict, where: str, epochs: int) -> None:
+    """Close the epoch just trained: its row, the scheduler's step. An epoch whose mean training
+    loss is not finite has diverged (README, "Diverged runs"): the cycle stops training there and
+    keeps the weights it had before that epoch, and its epoch row says `diverged`."""
+    cur.last_epoch = cur.stats.means()
+    cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
+    cur.stats = checkpoint.EpochStats()
+    cur.step = 0
+    if not math.isfinite(cur.last_epoch[0]):
+        cur.model.load_state_dict(before["model"])
+        if cur.lossnet is not None:
+            cur.lossnet.load_state_dict(before["lossnet"])
+        cur.epochs[-1]["diverged"] = True
+        logging.getLogger(__name__).warning(
+            "warning: cycle %d %sepoch %d: training loss not finite (diverged); the cycle keeps the weights of "
+            "the epoch before and trains no further, the run goes on",
+            cur.cycle,
+            where,
+            cur.epoch + 1,
+        )
+        cur.epoch = epochs
+        return
+    cur.epoch += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cur.sched.step()
 
 
 def placement(t) -> tuple[torch.device, str]:
@@ -142,6 +187,7 @@ class Trainer:
         if self.device.type == "cuda" and t.graphs and cur.graphed is None:
             cur.graphed = GraphedStep(cur.model, cur.lossnet, cur.opt, t.batch_size, ll.margin, ll.weight, self.precision)
         while cur.epoch < t.epochs:
+            before = weights(cur)  # what the cycle keeps should this epoch diverge
             detach = cur.epoch >= detach_epoch
             step = step_for(cur.model, cur.lossnet, cur.opt, detach, ll.margin, ll.weight, self.amp, cur.graphed)
             stretch = train_epoch(
@@ -167,14 +213,7 @@ class Trainer:
                 save(cur, True)
                 raise Interrupted(self.stop.signame, f"cycle {cur.cycle} {where}epoch {cur.epoch + 1} step {cur.step}")
             t0 = time.perf_counter()
-            cur.last_epoch = cur.stats.means()
-            cur.epochs.append(epochs_log.epoch_row(cur.cycle, cur.epoch + 1, cur.last_epoch, cur.opt))
-            cur.stats = checkpoint.EpochStats()
-            cur.epoch += 1
-            cur.step = 0
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cur.sched.step()
+            end_epoch(cur, before, where, t.epochs)
             done = cur.epoch == t.epochs
             save(cur, done or bool(self.stop.signame))
             if self.stop.signame and not done:

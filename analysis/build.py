@@ -27,7 +27,8 @@ from analysis.headline import anova, grid, headline_blocks
 from analysis.load import LIST_FIELDS, OPTIONAL_NUMBERS, ExpectedRun, SweepData, load_sweep_dir
 from analysis.module_effect import module_effect
 from analysis.planning import power_table
-from analysis.questions import Answer, answer
+import analysis.decide as decide
+from analysis.questions import Answer, answer, unit_keys
 from analysis.write import write_text
 
 INLINE_ROWS = 2000  # tables longer than this are linked from report.html, not folded into it
@@ -49,6 +50,24 @@ class Tables:
         """The questions' answers (analysis.questions), from the runs and the hyper-parameters they tuned."""
         return answer(self.runs.merge(tuned_signature(self.cycles), on="run_id", how="left"), self.keys)
 
+    @cached_property
+    def study(self) -> dict:
+        """The primary questions, margin and waves (analysis.decide.settings): the sweep's `analysis:`
+        section, else that of the last recorded look, else the defaults."""
+        config = self.data.config if self.data.config.get("analysis") else (self.data.looks[-1] if self.data.looks else {})
+        grid = (self.data.config.get("grid") or {}).get("strategy") or []
+        strategies = list(grid) or sorted(self.runs["strategy"].astype(str).unique())
+        return decide.settings({"analysis": config.get("analysis") or config.get("study")}, strategies)
+
+    @cached_property
+    def verdicts(self) -> pd.DataFrame:
+        """questions.csv: the primary questions with their verdicts (analysis.decide), then the
+        secondary ones with theirs."""
+        unit = unit_keys(self.keys)
+        primary = decide.primary_rows(self.runs, unit, self.study, self.data.looks, self.data.wave)
+        families = {"optimizer": self.claims.optimizers, "model": self.claims.models, "gains": self.claims.gains}
+        return decide.with_verdicts(self.claims.questions, families, unit, primary, self.study["margin"])
+
     @property
     def gains_tuned_dropped(self) -> int:
         """Gain pairs left out: the two runs chose different tuned hyper-parameters."""
@@ -62,6 +81,7 @@ class Tables:
             "done": int(status.get("done", 0)),
             "in progress": int(status.get("in progress", 0)),
             "missing": int(status.get("missing", 0)),
+            "left out": int(status.get("left out", 0)),
             "cycles_done": int(self.runs["cycles_done"].sum()),
             "cycles_expected": int(expected.sum()) if len(expected) and expected.notna().all() else 0,
         }
@@ -108,21 +128,41 @@ def tuned_signature(cycles: pd.DataFrame) -> pd.DataFrame:
     return sig.rename("tuned").reset_index()
 
 
-def load(sweep_dir: str | os.PathLike, sweep=None) -> SweepData:
-    """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs are known."""
+def load(sweep_dir: str | os.PathLike, sweep=None, include_mismatched: bool = False) -> SweepData:
+    """Read a sweep directory; with the sweep (al_core.config.Sweep) the expected runs and their
+    configs are known, and a run directory recording another config is left out (analysis.load)."""
     if sweep is None:
-        return load_sweep_dir(sweep_dir)
+        return read_study(load_sweep_dir(sweep_dir, include_mismatched=include_mismatched))
     axes = sweep.raw.get("grid") or {}
     dataset = sweep.raw.get("dataset") or {}
     data = load_sweep_dir(
         sweep_dir,
-        expected=[ExpectedRun(s.run_id, s.model, s.optimizer, s.strategy, int(s.trial)) for s in sweep.runs()],
+        expected=[ExpectedRun(s.run_id, s.model, s.optimizer, s.strategy, int(s.trial), _config_of(s)) for s in sweep.runs()],
+        include_mismatched=include_mismatched,
         extra_axes=[a for a in axes if a not in ("model", "optimizer", "strategy", "trial")],
         cycles_expected=int(sweep.al.cycles),
         dataset=dataset.get("name") if isinstance(dataset, dict) else None,
     )
     data.config, data.config_source = sweep.raw, f"sweep file {getattr(sweep, 'path', '') or sweep.name}"
+    return read_study(data)
+
+
+def read_study(data: SweepData) -> SweepData:
+    """The study's recorded looks and current wave (al_core.study), for a sequential study's verdicts."""
+    from al_core import study  # JSON only; al_core.study imports no torch
+
+    data.looks = study.looks(data.sweep_dir)
+    try:
+        data.wave = study.current_wave(data.sweep_dir)
+    except Exception:  # noqa: BLE001 - a damaged study.json: the loader of the sweep refuses it with one line
+        data.wave = max((lk["wave"] for lk in data.looks), default=1)
     return data
+
+
+def _config_of(spec) -> Optional[dict]:
+    """The run's resolved config as run.json records it (None for a spec that carries none)."""
+    config = getattr(spec, "config", None)
+    return config.to_dict() if config is not None else None
 
 
 def build_report(sweep_dir: str | os.PathLike, sweep=None, command: Optional[str] = None, timings: Optional[dict] = None) -> Path:
@@ -253,7 +293,8 @@ TABLES: list[Table] = [
     ),
     Table(  # summary.csv: per group and n_labeled
         "summary",
-        lambda t: metrics.summary_table(t.cycles, t.keys),
+        lambda t: metrics.with_run_counts(metrics.summary_table(t.cycles, t.keys), t.data.runs, t.cycles, t.keys),
+        csv_frame=metrics.summary_csv,
         display=render.display_summary,
         caption="Test accuracy and macro-F1 per group and budget (mean ± 95% CI over trials).",
         fold=1,
@@ -305,7 +346,7 @@ TABLES: list[Table] = [
     Table("anova", lambda t: anova(t.runs, t.keys)),  # anova.csv: two-way ANOVA of AUBC
     Table("gains", lambda t: t.claims.gains),  # gains.csv: AUBC gain over random, Holm
     # The claims (analysis.questions) and trial planning (analysis.planning):
-    Table("questions", lambda t: t.claims.questions),  # questions.csv: one row per unit x question
+    Table("questions", lambda t: t.verdicts),  # questions.csv: one row per unit x question, primary first
     Table("interaction", lambda t: t.claims.interaction),  # interaction.csv: blocked F-test per strategy
     Table("power", power_table),  # power.csv: trials needed for 80% power
     Table(  # module_effect.csv: learning-loss sweeps, the loss-prediction module's own effect
@@ -387,7 +428,8 @@ def completeness_blocks(tables: Tables) -> list[tuple]:
         blocks.append(
             ("p", f"{tables.data.n_unexpected} run directories under runs/ are not part of this sweep's grid and are left out.")
         )
-    unfinished = tables.runs[tables.runs["status"] != "done"]
+    blocks += left_out_blocks(tables.data.left_out)
+    unfinished = tables.runs[~tables.runs["status"].isin(["done", "left out"])]
     if len(unfinished):
         shown = render.display_runs(unfinished.head(50), tables.keys)[["run", "status", "cycles"]]
         note = f" (the first 50 of {len(unfinished)})" if len(unfinished) > 50 else ""
@@ -399,6 +441,27 @@ def completeness_blocks(tables: Tables) -> list[tuple]:
             ("table", shown),
         ]
     return blocks
+
+
+def left_out_blocks(left_out: pd.DataFrame) -> list[tuple]:
+    """The "Runs left out" section: each run whose directory holds what is not its own, and why."""
+    if left_out.empty:
+        return []
+    out = int((~left_out["included"]).sum())
+    shown = left_out.rename(columns={"run_id": "run"}).assign(
+        included=left_out["included"].map({True: "yes (--include-mismatched)", False: "no"})
+    )
+    return [
+        ("h2", "Runs left out"),
+        (
+            "p",
+            f"{out} run(s) left out of every table and test, {len(left_out) - out} included by --include-mismatched: "
+            "their directories hold another config than the sweep's, rows of another run, or cycles with a gap or "
+            "a conflicting duplicate. A run recording another config can be merged deliberately with "
+            "--include-mismatched; fix or remove the others (and rerun them with make sweep).",
+        ),
+        ("table", shown.head(200)),
+    ]
 
 
 def table_blocks(tables: Tables) -> list[tuple]:

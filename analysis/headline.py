@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from analysis.decide import PRIMARY_COLUMNS
 from analysis.metrics import ci95, holm, rows_matching
 from analysis.planning import display_power
 from analysis.questions import ALPHA, finished, gains, pairwise
@@ -220,6 +221,7 @@ def headline_blocks(tables) -> list[tuple]:
     )
     if "precision" in keys:
         blocks.append(("p", PRECISION_NOTE))
+    blocks += verdict_blocks(tables)
     blocks.append(("ul", answer_lines(tables)))
     blocks += question_blocks(tables)
     for label, table in grid_tables(g, keys):
@@ -234,6 +236,46 @@ def headline_blocks(tables) -> list[tuple]:
     return blocks + anova_blocks(tables) + gain_blocks(tables)
 
 
+def verdict_blocks(tables) -> list[tuple]:
+    """The primary questions' verdicts (analysis.decide): the report's first screen."""
+    q = tables.questions
+    if "primary" not in q or not q["primary"].astype(bool).any():
+        return []
+    prim = q[q["primary"].astype(bool)]
+    study = tables.study
+    unit = [k for k in tables.keys if k not in ("model", "optimizer", "strategy") and k in prim and prim[k].nunique() > 1]
+    lines = []
+    for r in prim.to_dict("records"):
+        where = "".join(f"{r[k]} " for k in unit)
+        text = f"{where}{r['question']}: {str(r['verdict']).upper()}"
+        if r["verdict"] == "difference" and r.get("pairs"):
+            text += f": {r['pairs']}"
+        if np.isfinite(float(r["estimate"])):
+            text += (
+                f" (largest contrast {float(r['estimate']):+.2f} points, CI [{float(r['ci_low']):.2f}, {float(r['ci_high']):.2f}]"
+            )
+            text += f", {int(r['n_trials'])} complete trials"
+            text += f", decided at wave {int(r['decided_at'])})" if r.get("decided_at") and study["sequential"] else ")"
+        else:
+            text += f" (not testable: {int(r['n_trials'] or 0)} complete trials)"
+        lines.append(text)
+    seq = study["sequential"]
+    control = f"Bonferroni over the {len(study['primary'])} questions and their contrasts" + (
+        f"; O'Brien-Fleming alpha spending over waves of {seq['first']} + {seq['step']} trials, at most {seq['max']}"
+        if seq
+        else ""
+    )
+    return [
+        (
+            "p",
+            f"Verdicts of the primary questions (analysis.primary), AUBC in points, margin ±{study['margin']:g}: difference = an "
+            "interval excludes 0; equivalent = every interval inside ±margin; undecided = neither. The chance of any "
+            f"false difference or false equivalence across them all is at most 5% ({control}).",
+        ),
+        ("ul", lines),
+    ]
+
+
 PRECISION_NOTE = (
     "The runs trained in more than one precision (fp32, bf16): precision is an analysis key, so runs of "
     "different precisions are never paired or pooled; each precision is its own family of questions."
@@ -243,18 +285,33 @@ PRECISION_NOTE = (
 def question_blocks(tables) -> list[tuple]:
     """The questions table (questions.csv) and, when computed, the power table (power.csv)."""
     q = tables.questions
+    q = q[~q["primary"].astype(bool)] if "primary" in q else q
     blocks: list[tuple] = []
     if len(q):
-        shown = (
-            q.assign(
-                statistic=[f"{v:.2f}" if np.isfinite(v) else "–" for v in q["statistic"]],
-                p_value=[_p(v) for v in q["p_value"]],
-                significant=np.where(q["significant"], "yes", "no"),
-            )
-            .drop(columns=["n_tests"])
-            .astype(str)
+        unit = [
+            k for k in q.columns if k not in ("question", "test", "n_tests", "statistic", "p_value", "significant", "verdict")
+        ]
+        unit = [k for k in unit if k not in PRIMARY_COLUMNS]
+        shown = pd.DataFrame(
+            {
+                **{k: q[k].astype(str) for k in unit},
+                "question": q["question"].astype(str),
+                "test": q["test"].astype(str),
+                "statistic": [f"{v:.2f}" if np.isfinite(v) else "–" for v in q["statistic"].astype(float)],
+                "p_value": [_p(v) for v in q["p_value"].astype(float)],
+                "significant": np.where(q["significant"].astype(bool), "yes", "no"),
+                "verdict": q["verdict"].astype(str) if "verdict" in q else "",
+            }
         )
-        blocks += [("p", "Questions (questions.csv): one family each; p is the family's Holm-adjusted p."), ("table", shown)]
+        blocks += [
+            (
+                "p",
+                "Secondary questions (questions.csv, exploratory): each question is its own family at 5% "
+                "(p is the family's Holm-adjusted p); the study-wide control of the primary questions does not "
+                "cover them: read them as leads for the next study.",
+            ),
+            ("table", shown),
+        ]
     power = getattr(tables, "power", None)
     if power is not None and len(power):
         blocks += [("h2", "Planning trials"), *display_power(power)]
@@ -409,7 +466,16 @@ def summary_lines(tables) -> list[str]:
     lines += gain_lines(tables, facet)
     if tables.gains.empty and "random" in set(g["strategy"]) and g["strategy"].nunique() > 1:
         lines.append("no finished non-random run has a finished random run of the same trial to pair with yet")
-    return lines
+    return lines + verdict_summary(tables)
+
+
+def verdict_summary(tables) -> list[str]:
+    """The terminal's line of the primary questions' verdicts (none when the table has no primary rows)."""
+    q = getattr(tables, "questions", None)
+    if q is None or "primary" not in q or not q["primary"].astype(bool).any():
+        return []
+    prim = q[q["primary"].astype(bool)]
+    return ["verdicts (study-wide 5%): " + "; ".join(f"{r['question']} {r['verdict']}" for r in prim.to_dict("records"))]
 
 
 def completeness_line(tables) -> str:
@@ -417,6 +483,11 @@ def completeness_line(tables) -> str:
     text = f"{counts['done']} of {counts['total']} runs done, {counts['in progress']} in progress"
     if tables.data.expected_known:
         text += f", {counts['missing']} missing"
+    if counts["left out"]:
+        text += f", {counts['left out']} left out (see Runs left out)"
+    included = tables.data.left_out["included"].sum() if len(tables.data.left_out) else 0
+    if included:
+        text += f", {int(included)} of another config included (--include-mismatched)"
     return (
         text
         + f"; {counts['cycles_done']} cycles finished"

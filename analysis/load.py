@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from al_core.results import CYCLES, LIST_FIELDS, OPTIONAL_NUMBERS, REQUIRED, RUN_JSON, is_done, parse_run_id
+from al_core.results import CYCLES, LIST_FIELDS, OPTIONAL_NUMBERS, REQUIRED, RUN_JSON, comparable, is_done, parse_run_id
 
 BASE_KEYS = ["dataset", "model", "optimizer", "strategy"]
 
@@ -35,6 +35,7 @@ class ExpectedRun:
     optimizer: str
     strategy: str
     trial: int
+    config: Optional[dict] = field(default=None, compare=False)  # RunConfig.to_dict(): what run.json must record
 
 
 @dataclass
@@ -49,6 +50,11 @@ class SweepData:
     config_source: str = ""
     expected_known: bool = False  # True when the run list came from the sweep file
     n_unexpected: int = 0  # run directories that are not part of the sweep's grid (ignored)
+    # Runs whose directory holds what does not belong to them (another config, rows of another
+    # run, a gap in the cycles, a conflicting duplicate): run_id, reason, included (--include-mismatched).
+    left_out: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "reason", "included"]))
+    looks: list = field(default_factory=list)  # a sequential study's recorded looks (al_core.study), in wave order
+    wave: int = 1  # the study's current wave
 
 
 def warn(message: str) -> None:
@@ -73,8 +79,9 @@ def row_problem(row: object) -> Optional[str]:
     return None
 
 
-def read_cycles(path: Path, run_id: str) -> list[dict]:
-    """The usable rows of one cycles.jsonl, one per cycle; one warning line for whatever is not."""
+def read_cycles(path: Path, run_id: str, conflicts: Optional[list] = None) -> list[dict]:
+    """The usable rows of one cycles.jsonl, one per cycle; one warning line for whatever is not.
+    Cycles written twice with different values are appended to `conflicts` (the first copy is returned)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -89,7 +96,8 @@ def read_cycles(path: Path, run_id: str) -> list[dict]:
         warn(f"{path}: empty; skipped")
         return []
     by_cycle: dict[int, dict] = {}
-    problems = []
+    problems: list[str] = []
+    conflicts = conflicts if conflicts is not None else []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -101,16 +109,17 @@ def read_cycles(path: Path, run_id: str) -> list[dict]:
         problem = row_problem(row)
         if problem is None and row["run_id"] != run_id:
             problem = f"run_id {row['run_id']!r} is not its directory's"
-        if problem is None and row["cycle"] in by_cycle:
-            problem = f"repeats cycle {row['cycle']} (the later line is kept)"
         if problem:
             problems.append(f"line {number}: {problem}")
-            if not problem.startswith("repeats"):
-                continue
+            continue
         if isinstance(row.get("queried"), list):  # which samples, in a few bytes (pairs runs on the same set)
             row["queried_digest"] = hashlib.sha1(json.dumps(sorted(row["queried"])).encode()).hexdigest()[:12]
         for key in DROPPED:
             row.pop(key, None)
+        if row["cycle"] in by_cycle:
+            if comparable(row) != comparable(by_cycle[row["cycle"]]):
+                conflicts.append(row["cycle"])
+            continue  # the same cycle again (a re-executed write): the first copy stands
         by_cycle[row["cycle"]] = row
     if problems:
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
@@ -140,6 +149,7 @@ def load_sweep_dir(
     extra_axes: Iterable[str] = (),
     cycles_expected: Optional[int] = None,
     dataset: Optional[str] = None,
+    include_mismatched: bool = False,
 ) -> SweepData:
     """Read every run directory under `<sweep_dir>/runs`.
 
@@ -152,6 +162,9 @@ def load_sweep_dir(
         values are read back from the run_id (README, Results layout). Unnamed extra parts of a
         run_id become one `variant` column.
     cycles_expected, dataset : cycles per run and dataset name from the sweep (optional).
+    include_mismatched : report runs whose run.json records another config than the sweep's
+        (a deliberate merge); they are still named in `left_out`. Runs whose rows belong to another
+        run, or whose cycles have a gap or a conflicting duplicate, are always left out.
 
     Example
     -------
@@ -168,6 +181,7 @@ def load_sweep_dir(
 
     rows: list[dict] = []
     meta: list[dict] = []
+    left_out: list[dict] = []
     first_config: tuple[str, dict] = ("", {})
     for run_id in run_ids:
         run_dir = runs_dir / run_id
@@ -183,9 +197,19 @@ def load_sweep_dir(
         config = info.get("config") if isinstance(info.get("config"), dict) else {}
         if config and not first_config[1]:
             first_config = (run_id, config)
-        run_rows = read_cycles(run_dir / CYCLES, run_id)
-        rows.extend(run_rows)
+        conflicts: list[int] = []
+        run_rows = read_cycles(run_dir / CYCLES, run_id, conflicts)
         status = "done" if is_done(run_dir) else "in progress"
+        want = cycles_expected if status == "done" else None  # the sweep's al.cycles, when the sweep is known
+        problem = run_problem(run_id, spec, config, run_rows, conflicts, dataset, want)
+        if problem is not None:
+            reason, includable = problem
+            included = includable and include_mismatched
+            warn(f"{run_dir}: {reason}; " + ("included (--include-mismatched)" if included else "left out of the report"))
+            left_out.append({"run_id": run_id, "reason": reason, "included": included})
+            if not included:
+                status, run_rows = "left out", []
+        rows.extend(run_rows)
         meta.append(_run_meta(run_id, run_rows[0] if run_rows else None, spec, config, status, dataset, cycles_expected))
 
     runs = pd.DataFrame(meta, columns=["run_id", *BASE_KEYS, "trial", "status", "cycles_expected"])
@@ -204,7 +228,42 @@ def load_sweep_dir(
         config_source=f"run.json of {first_config[0]}" if first_config[0] else "",
         expected_known=expected_by_id is not None,
         n_unexpected=n_unexpected,
+        left_out=pd.DataFrame(left_out, columns=["run_id", "reason", "included"]),
     )
+
+
+def run_problem(run_id, spec, config, rows, conflicts, dataset, cycles_done) -> Optional[tuple[str, bool]]:
+    """Why a run directory does not belong to the report, and whether --include-mismatched may
+    include it anyway (True only for a config that differs from the sweep's); None when it belongs.
+    `cycles_done`: the cycles a finished (DONE) run must hold, when known."""
+    if spec is not None and spec.config is not None and config:
+        from al_core.config import config_diff  # the sweep is loaded already: al_core is importable
+
+        diff = config_diff(config, spec.config)
+        if diff:
+            return f"run.json records another config than the sweep's (differs in {', '.join(diff[:5])})", True
+    want = vars(spec) if spec is not None else parse_run_id(run_id)
+    for row in rows:
+        wrong = [k for k in ("model", "optimizer", "strategy", "trial") if k in want and row[k] != want[k]]
+        if dataset and row["dataset"] != dataset:
+            wrong.append("dataset")
+        if wrong:
+            k = wrong[0]
+            return f"cycle {row['cycle']}'s row says {k} {row[k]!r}, not this run's {want.get(k, dataset)!r}", False
+    if conflicts:
+        return f"cycle {conflicts[0]} is written twice with different values", False
+    numbers = sorted(r["cycle"] for r in rows)
+    if numbers != list(range(1, len(numbers) + 1)):
+        gap = min(set(range(1, numbers[-1] + 1)) - set(numbers))
+        return f"its cycles are {_ranges(numbers)}: cycle {gap} is missing", False
+    if cycles_done is not None and len(numbers) != int(cycles_done):
+        return f"it is marked DONE with {len(numbers)} of {int(cycles_done)} cycles", False
+    return None
+
+
+def _ranges(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:8]))
+    return shown + (", ..." if len(numbers) > 8 else "")
 
 
 def _run_meta(run_id, row, spec, config, status, dataset, cycles_expected) -> dict:
@@ -326,6 +385,8 @@ def _cycles_frame(rows: list[dict], runs: pd.DataFrame, keys: list[str]) -> pd.D
     for name in ("device", *LIST_FIELDS):
         if name not in cycles:
             cycles[name] = None
+    # `diverged` ({"cycle", "epoch"} in the rows where it happened): a flag per cycle
+    cycles["diverged"] = cycles["diverged"].map(lambda d: isinstance(d, dict)) if "diverged" in cycles else False
     cycles = _flatten_tuned(cycles)
     extra = [k for k in keys if k not in BASE_KEYS]
     if extra:

@@ -207,10 +207,12 @@ def runs_table(cycles: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.
             "peak_mem_bytes": g["peak_mem_bytes"].max(),
             "energy_j": energy,
             "device": last["device"],
+            "diverged_cycles": diverged_flags(c).groupby(c["run_id"], sort=True).sum(),
         }
     )
     out = runs.merge(per_run, left_on="run_id", right_index=True, how="left")
     out["cycles_done"] = out["cycles_done"].fillna(0).astype("int64")
+    out["diverged_cycles"] = out["diverged_cycles"].fillna(0).astype("int64")
     cols = [
         "run_id",
         *keys,
@@ -230,8 +232,42 @@ def runs_table(cycles: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.
         "select_time_s",
         "eval_time_s",
         "device",
+        "diverged_cycles",
     ]
     return out[cols].sort_values([*keys, "trial", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def diverged_flags(cycles: pd.DataFrame) -> pd.Series:
+    """Per cycle row: whether its training diverged (analysis.load makes `diverged` a flag)."""
+    if "diverged" not in cycles:
+        return pd.Series(False, index=cycles.index)
+    return cycles["diverged"].fillna(False).astype(bool)
+
+
+def with_run_counts(summary: pd.DataFrame, runs: pd.DataFrame, cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """summary.csv's per-group run counts: `n_left_out`, runs of the group the report left out
+    (analysis.load: another config, rows of another run, a gap); `n_diverged`, runs whose training
+    loss stopped being finite in some cycle (counted in every table with the accuracy they reached)."""
+    left = runs[runs["status"].eq("left out")].groupby(keys, observed=True, sort=True).size().rename("n_left_out")
+    diverged = cycles[diverged_flags(cycles)].groupby(keys, observed=True, sort=True)["run_id"].nunique()
+    out = summary.merge(left.reset_index(), on=keys, how="left")
+    out = out.merge(diverged.rename("n_diverged").reset_index(), on=keys, how="left")
+    for name in ("n_left_out", "n_diverged"):
+        out[name] = out[name].fillna(0).astype("int64")
+    # Groups whose every run was left out have no row to count them in: summary.csv adds one for
+    # each (summary_csv), n_trials 0, so that no left-out run goes uncounted.
+    unreported = left.reset_index().merge(out[keys].drop_duplicates(), on=keys, how="left", indicator=True)
+    out.attrs["unreported"] = unreported[unreported["_merge"] == "left_only"].drop(columns="_merge").to_dict("records")
+    return out
+
+
+def summary_csv(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """summary.csv: the summary table, and a row (n_trials 0, no budget) per group whose runs were all left out."""
+    records = summary.attrs.get("unreported")
+    if not records:
+        return summary
+    extra = pd.DataFrame(records).assign(n_trials=0, n_diverged=0)
+    return pd.concat([summary, extra], ignore_index=True)[summary.columns]
 
 
 def vs_random_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

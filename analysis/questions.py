@@ -4,8 +4,8 @@ Each question is one family per unit (dataset, and every further key such as pre
 grid axis): `optimizer` (every optimizer pair of every strategy x model), `model` (every model pair
 of every strategy x optimizer), `model:optimizer` (one interaction test per strategy) and each
 `<strategy> vs random` (that strategy's gain over random of every model x optimizer). Pairs are
-paired by trial (two-sided paired t-test); the interaction is an F-test of a two-way ANOVA with
-trial as a block. Holm's method over the family's tests controls the chance that a question claims
+paired by trial (two-sided paired t-test); the interaction is an F-test of a two-way ANOVA with the
+model within a trial as a block (split plot). Holm's method over the family's tests controls the chance that a question claims
 anything that is not there at ALPHA, whatever the dependence between its tests; a row is
 `significant` exactly when its Holm-adjusted p (`p_family`) is below ALPHA. No file is read:
 `answer(runs, keys)` takes the runs table (one row per run with `aubc`), so simulations call it
@@ -89,8 +89,8 @@ def mark_family(table: pd.DataFrame, family: list[str]) -> pd.DataFrame:
 
 
 def interaction(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> pd.DataFrame:
-    """Per unit x strategy: the model x optimizer interaction F-test of `metric ~ C(trial) +
-    C(model) * C(optimizer)` (type II, trial as a block); Holm over the unit's strategies."""
+    """Per unit x strategy: the model x optimizer interaction F-test of `metric ~ C(trial):C(model) +
+    C(model) * C(optimizer)` (type II, the model within a trial as a block); Holm over the unit's strategies."""
     by = [k for k in keys if k not in ("model", "optimizer")]
     rows = []
     for group, g in finished(runs).groupby(by, observed=True, sort=True):
@@ -102,17 +102,19 @@ def interaction(runs: pd.DataFrame, keys: list[str], metric: str = "aubc") -> pd
 
 
 def interaction_test(g: pd.DataFrame, metric: str = "aubc") -> tuple[float, float, float]:
-    """F, p and df of the model:optimizer term of `metric ~ C(trial) + C(model) * C(optimizer)`
-    (type II: the full model against the additive one), NaN when not testable. Least squares in
-    numpy, equal to statsmodels' anova_lm on that formula (a test checks it) at a fraction of the
-    cost, for the calibration's thousands of sweeps."""
+    """F, p and df of the model:optimizer term of `metric ~ C(trial):C(model) + C(model) * C(optimizer)`
+    (type II: the full model against the additive one), NaN when not testable. The block is the
+    whole plot, a model within a trial (its runs share their initial weights: a split plot), so the
+    whole-plot variance stays out of the interaction's error. Least squares in numpy, equal to
+    statsmodels' anova_lm on that formula (a test checks it) at a fraction of the cost, for the
+    calibration's thousands of sweeps."""
     if g["model"].nunique() < 2 or g["optimizer"].nunique() < 2:
         return math.nan, math.nan, math.nan
     y = g[metric].to_numpy(float)
     model, optimizer = g["model"].astype(str).to_numpy(), g["optimizer"].astype(str).to_numpy()
-    trial = _dummies(g["trial"].to_numpy())[:, 1:]
-    additive = np.column_stack([np.ones(len(y)), trial, _dummies(model)[:, 1:], _dummies(optimizer)[:, 1:]])
-    full = np.column_stack([trial, _dummies(np.char.add(np.char.add(model, "\0"), optimizer))])
+    plot = _dummies(np.char.add(np.char.add(g["trial"].astype(str).to_numpy(), "\0"), model))
+    additive = np.column_stack([plot, _dummies(optimizer)[:, 1:]])
+    full = np.column_stack([plot, _dummies(np.char.add(np.char.add(model, "\0"), optimizer))])
     rss_add, rank_add = _rss(additive, y)
     rss_full, rank_full = _rss(full, y)
     df_int, df_res = rank_full - rank_add, len(y) - rank_full
@@ -190,7 +192,7 @@ def questions_table(
     family's strongest test (t, or F for the interaction), p Holm-adjusted: the question's p."""
     unit = unit_keys(keys)
     paired_test = "two-sided paired t-tests of AUBC by trial over every {} pair of every {}"
-    inter_test = "F-test of the model x optimizer interaction in AUBC ~ C(trial) + C(model) * C(optimizer), per strategy"
+    inter_test = "F-test of the model x optimizer interaction in AUBC ~ C(trial):C(model) + C(model) * C(optimizer), per strategy"
     gain_test = "two-sided paired t-tests by trial of the AUBC gain over random of every model x optimizer"
     parts = [
         family_rows(optimizers, unit, "optimizer", paired_test.format("optimizer", "strategy x model"), "t"),

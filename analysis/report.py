@@ -48,6 +48,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metavar="SELECT",
         help="training curves of a run id, a group (run id without -t<trial>) or a strategy (default: random, mean over trials)",
     )
+    parser.add_argument(
+        "--include-mismatched",
+        action="store_true",
+        help="report runs whose run.json records another config than the sweep's (a deliberate merge; "
+        "they are still named under 'Runs left out')",
+    )
     args = parser.parse_args(argv)
 
     sweep_dir, sweep, error = sweep_dir_of(args)
@@ -67,8 +73,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from analysis.build import compute_tables, load, write_report  # the heavy imports, after the checks
     from analysis.findings import summary_lines
 
-    tables = compute_tables(load(sweep_dir, sweep))
-    print(write_report(tables, command, curves=args.curves))
+    tables = compute_tables(load(sweep_dir, sweep, include_mismatched=args.include_mismatched))
+    try:
+        path = write_report(tables, command, curves=args.curves)
+    except OSError as e:  # a read-only or full results directory: nothing half-written is left (write_text is atomic)
+        where = e.filename or sweep_dir / "report"
+        print(
+            f"error: cannot write the report under {where} ({e.strerror or e}); expected a writable results "
+            "directory (copy the sweep's runs/ somewhere writable and use --results DIR)",
+            file=sys.stderr,
+        )
+        return 1
+    print(path)
     for line in summary_lines(tables):
         print(line)
     return 0

@@ -110,28 +110,44 @@ def allocated_cpus() -> int | None:
 def take_over_stale_lock(run_dir: Path, log=log) -> bool:
     """Set aside the lock of `run_dir` when its holder is a job on another host that the scheduler
     says is no longer running (a node that died leaves its lock on a shared file system), or this
-    very job's previous start on another host (SLURM requeued it off a dead node). A lock held by a
-    live job, or one the scheduler cannot be asked about, is left alone: the run then exits 75.
+    very job's previous start on another host (SLURM requeued it off a dead node) when the
+    scheduler says that node is down or not responding, or has booted since the lock was taken: a
+    requeued job's old copy may still be running on a node that lost contact. A job the scheduler
+    does not know (purged, or run by another cluster on the same file system) needs the same word
+    about its node. A lock held by a live job, or one the scheduler cannot be asked about, is left
+    alone: the run then exits 75.
     Returns whether the lock was taken over."""
+    from al_core.locks import LockError
     from al_core.rundir import RunDirLock, holder, slurm_job_id
 
     lock, h = RunDirLock(run_dir), holder(run_dir)
     job, host = h.get("job"), h.get("host")
-    if not job or not host or host == socket.gethostname() or not lock.held():
-        return False  # a holder on this host is alive while its lock is held: the kernel frees a dead one's
-    if job == slurm_job_id():
-        why = "this job's previous start there (requeued off that node)"
-    else:
-        try:
-            state = scheduler.slurm_states([job]).get(job, scheduler.UNKNOWN)
-        except scheduler.SchedulerError:
-            return False
-        if state.active:
-            return False
-        why = f"the scheduler says that job is {state.state}"
+    try:
+        if not job or not host or host == socket.gethostname() or not lock.held():
+            return False  # a holder on this host is alive while its lock is held: the kernel frees a dead one's
+    except LockError:
+        return False  # the run's own acquire says what is wrong with the lock, in one line
+    try:
+        why = _holder_gone(str(job), str(host), str(h.get("since", "")), slurm_job_id())
+    except scheduler.SchedulerError:
+        return False
+    if why is None:
+        return False
     aside = lock.set_aside()
     log(f"took over the lock of {run_dir} held by job {job} on {host}: {why}; old lock kept as {aside.name}")
     return True
+
+
+def _holder_gone(job: str, host: str, since: str, me: str | None) -> str | None:
+    """Why the scheduler says the lock's holder (`job` on `host` since `since`) is gone, or None."""
+    if job == me:
+        gone = scheduler.node_gone(host, since)
+        return f"this job's previous start there (requeued off that node; {gone})" if gone else None
+    state = scheduler.slurm_states([job]).get(job)
+    if state is None:  # a job this scheduler does not know (purged, or another cluster's): ask about its node
+        gone = scheduler.node_gone(host, since)
+        return f"the scheduler does not know that job and says {gone}" if gone else None
+    return None if state.active else f"the scheduler says that job is {state.state}"
 
 
 class RunJob(submitit.helpers.Checkpointable):

@@ -2,7 +2,7 @@
 
 `<sweep_dir>/jobs.json` maps run_id -> record (last job id, cluster, submit time, submissions, log
 paths, every job id so far). It is replaced atomically; it is read and written only while holding
-an exclusive `fcntl.flock` on `<sweep_dir>/.jobs.lock`, so two `make sweep` at once cannot both
+an exclusive lock on `<sweep_dir>/.jobs.lock` (al_core.locks), so two `make sweep` at once cannot both
 decide that a run needs a job. The sweep's report job (slurm.report_job) is kept under the key
 `@report` (no run id starts with '@'): {job_id, depends_on, submitted_at, log_out, report}.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import os
 import sys
@@ -20,10 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from al_core import locks
 from al_core.io import atomic_write_bytes
 
 JOBS_FILE = "jobs.json"
 LOCK_FILE = ".jobs.lock"
+SUBMITTED_FILE = "submitted.json"  # per submission folder: which runs each job of an array runs
+JOBS_MAX_BYTES = 1 << 30  # read at most: 1,000 runs take about 0.3 MB
+SUBMITTED_MAX_BYTES = 64 * 2**20  # an array of 1,001 tasks of several runs takes well under 1 MB
 REPORT_KEY = "@report"  # the report job's record; never a run id
 
 
@@ -34,7 +37,7 @@ def jobs_path(sweep_dir: Path) -> Path:
 def _load(sweep_dir: Path) -> tuple[dict, str]:
     """jobs.json's object and "", or {} and what is wrong: missing, unreadable (why), not a JSON object."""
     try:
-        data = json.loads(jobs_path(sweep_dir).read_text())
+        data = json.loads(locks.read_regular_file(jobs_path(sweep_dir), JOBS_MAX_BYTES))  # a FIFO or link: unreadable
     except FileNotFoundError:
         return {}, "missing"
     except (OSError, ValueError) as e:
@@ -52,12 +55,13 @@ def read(sweep_dir: Path) -> dict[str, dict]:
 
 def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dict[str, dict]:
     """The records of a sweep, rebuilt from the scheduler when jobs.json is missing or unreadable
-    while the sweep has submitted before (submitit's pickles under <sweep_dir>/logs/).
+    while the sweep has submitted before (a submission record under <sweep_dir>/logs/).
 
     Every job of the sweep's name that squeue still holds is matched to its runs through the
-    pickle submitit wrote for it (the job callable names its runs), so a re-sweep never submits a
-    run the scheduler still holds. Runs whose jobs have left the queue get no record: their DONE
-    files, or their absence, decide. With `save`, a damaged file is set aside
+    submission record (`<log folder>/submitted.json`, written at submission: plain JSON, so
+    nothing read here can run code; submitit's pickles are never opened), so a re-sweep never
+    submits a run the scheduler still holds. Runs whose jobs have left the queue get no record:
+    their DONE files, or their absence, decide. With `save`, a damaged file is set aside
     (jobs.json.damaged-<time>) and the rebuilt ledger written atomically. Raises
     scheduler.SchedulerError when squeue cannot be asked: nothing may be submitted on a guess.
     """
@@ -68,16 +72,13 @@ def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dic
     problem = _load(sweep_dir)[1]
     if not problem:
         return read(sweep_dir)
-    pickles = {p.name[: -len("_submitted.pkl")]: p for p in Path(sweep_dir).glob("logs/*/*_submitted.pkl")}
-    if not pickles:
+    known, unreadable = submitted_jobs(sweep_dir)
+    if not known and not unreadable and not any(Path(sweep_dir).glob("logs/*/*_submitted.pkl")):
         return {}  # never submitted to a scheduler: nothing to rebuild
     records: dict[str, dict] = {}
     for job_id in scheduler.active_jobs(job_name):
-        for run_id in _runs_of(job_id, pickles.get(job_id)):
-            folder = pickles[job_id].parent
-            rec = record_submission(
-                records, run_id, job_id, "slurm", folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err"
-            )
+        for run_id, (out, err) in _runs_of(job_id, known, unreadable).items():
+            rec = record_submission(records, run_id, job_id, "slurm", Path(out), Path(err))
             rec["rebuilt"] = now_iso()
     note(
         f"warning: {path} is {problem}; rebuilt {len(records)} record(s) from the scheduler (the runs it still holds)"
@@ -90,25 +91,49 @@ def recover(sweep_dir: Path, job_name: str, save: bool = True, note=None) -> dic
     return records
 
 
-def _runs_of(job_id: str, pickle_path: Path | None) -> list[str]:
-    """The run ids a job still held by the scheduler runs (a RunJob, or a PackJob of several),
-    from its pickle; SchedulerError when that cannot be told (then no run may be submitted)."""
+def _runs_of(job_id: str, known: dict[str, dict], unreadable: list[Path]) -> dict[str, tuple[str, str]]:
+    """The runs a job still held by the scheduler runs ({run_id: (stdout log, stderr log)}), from
+    the submission records; SchedulerError when that cannot be told (then no run may be submitted)."""
     from slurm import scheduler
 
-    why = "has no submitit pickle under the sweep's logs/"
-    if pickle_path is not None:
-        import submitit
-
-        try:
-            fn = submitit.helpers.DelayedSubmission.load(pickle_path).function
-            jobs = getattr(fn, "jobs", None) or [fn]
-            return [j.spec.run_id for j in jobs]
-        except Exception as e:  # a pickle of another version, or cut short
-            why = f"has an unreadable pickle {pickle_path} ({type(e).__name__})"
+    if job_id in known:
+        return known[job_id]
+    why = "is in no submission record under the sweep's logs/"
+    if unreadable:
+        why += f" (unreadable record {unreadable[0]})"
     raise scheduler.SchedulerError(
         f"job {job_id} of this sweep is still queued or running but {why}: cannot tell which runs it holds; "
         f"wait for it to end or cancel it (scancel {job_id.split('_')[0]}), then run `make sweep` again"
     )
+
+
+def record_array(folder: Path, runs: list[tuple[str, str, Path, Path]]) -> None:
+    """`<folder>/submitted.json`, atomically, once sbatch has accepted an array: which runs each of
+    its jobs runs and where their logs go ({"jobs": {job_id: {run_id: [stdout, stderr]}}}). What a
+    lost jobs.json is rebuilt from (`recover`)."""
+    jobs: dict[str, dict[str, list[str]]] = {}
+    for run_id, job_id, out, err in runs:
+        jobs.setdefault(job_id, {})[run_id] = [str(out), str(err)]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    # Not fsynced (one per array of a large sweep): the rename survives the process; a record lost
+    # with the machine makes a rebuild refuse in one line, never guess.
+    atomic_write_bytes(Path(folder) / SUBMITTED_FILE, json.dumps({"jobs": jobs}, indent=1).encode(), durable=False)
+
+
+def submitted_jobs(sweep_dir: Path) -> tuple[dict[str, dict[str, tuple[str, str]]], list[Path]]:
+    """Every submission record of a sweep merged ({job_id: {run_id: (stdout, stderr)}}), and the
+    records that could not be read (not JSON, or not of that shape): JSON only, never code."""
+    known: dict[str, dict[str, tuple[str, str]]] = {}
+    unreadable: list[Path] = []
+    for path in sorted(Path(sweep_dir).glob(f"logs/*/{SUBMITTED_FILE}")):
+        try:
+            jobs = json.loads(locks.read_regular_file(path, SUBMITTED_MAX_BYTES))["jobs"]
+            parsed = {str(j): {str(r): (str(logs[0]), str(logs[1])) for r, logs in runs.items()} for j, runs in jobs.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+            unreadable.append(path)
+            continue
+        known.update(parsed)  # sorted by folder name (its time): a later submission of a job id wins
+    return known, unreadable
 
 
 def read_report(sweep_dir: Path) -> dict | None:
@@ -176,20 +201,25 @@ def record_submission(
 
 @contextlib.contextmanager
 def locked(sweep_dir: Path, wait_note: bool = True) -> Iterator[None]:
-    """Hold the sweep's submission lock (blocking; says so when another `make sweep` holds it)."""
+    """Hold the sweep's submission lock (blocking; says so when another `make sweep` holds it).
+    Taken, or refused with LockError, as al_core.locks says; AL_LOCK=none: no lock."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    if locks.lock_mode() == "none":
+        yield
+        return
+    t0 = time.monotonic()
+    waited = []
+
+    def note() -> None:
+        waited.append(True)
+        if wait_note:
+            print(f"waiting for another submission of this sweep to finish (lock {sweep_dir / LOCK_FILE})", flush=True)
+
+    fd = locks.acquire(sweep_dir / LOCK_FILE, blocking=True, on_wait=note, mode=0o666)  # a group's umask may share it
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if wait_note:
-                print(f"waiting for another submission of this sweep to finish (lock {sweep_dir / LOCK_FILE})", flush=True)
-            t0 = time.monotonic()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if wait_note:
-                print(f"lock acquired after {time.monotonic() - t0:.1f}s", flush=True)
+        if waited and wait_note:
+            print(f"lock acquired after {time.monotonic() - t0:.1f}s", flush=True)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

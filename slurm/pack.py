@@ -4,9 +4,11 @@ A CIFAR ResNet at batch 128 leaves most of a 32-80 GiB GPU idle, and at the smal
 early cycles kernel launches and host work dominate: K runs side by side fill the GPU, for the
 price of one task's allocation.
 
-`PackJob([RunJob, ...])()` starts one child process per run (`python -m slurm.pack PICKLE`), each
+`PackJob([RunJob, ...])()` starts one child process per run (`python -m slurm.pack -`), each
 the usual `RunJob` with its own run directory, checkpoints, rows and log
-(`<sweep>/logs/packed/<run_id>.out|.err`, appended per attempt), and cpus / K torch threads.
+(`<sweep>/logs/packed/<run_id>.out|.err`, appended per attempt), and cpus / K torch threads. The
+child reads its RunJob from its stdin, an anonymous pipe only this task's process writes: no file
+another user could replace is ever unpickled.
 Signals reach every child: USR2 (time limit, preemption) and SIGTERM make each one checkpoint
 and stop; then the task is requeued as a whole (USR2: submitit's checkpoint(); SIGTERM: exit 75,
 SLURM requeues), and runs that had finished return at once on the next start. A run that fails
@@ -24,7 +26,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import submitit
@@ -90,23 +91,28 @@ class PackJob(submitit.helpers.Checkpointable):
             self.refused = True
             sys.exit(EXIT_NODE)
 
-    def _start(self, children: list[subprocess.Popen], received: list[int], tmp: Path) -> None:
-        """One child process per run (`python -m slurm.pack PICKLE`), each with cpus / K torch threads."""
+    def _start(self, children: list[subprocess.Popen], received: list[int]) -> None:
+        """One child process per run (`python -m slurm.pack -`, its RunJob pickled into the child's
+        stdin pipe, never into a file), each with cpus / K torch threads."""
         cpus = getattr(self, "cpus", None) or allocated_cpus() or os.cpu_count() or 1
         threads = max(1, cpus // len(self.jobs))
         log(f"task of {len(self.jobs)} runs ({', '.join(self.run_ids)}), {threads} torch threads each")
-        for i, j in enumerate(self.jobs):
-            path = tmp / f"{i}.pkl"
-            path.write_bytes(pickle.dumps(RunJob(j.spec, j.run_dir, threads=threads)))
+        for j in self.jobs:
             out, err = packed_logs(j.run_dir, j.spec.run_id)
             out.parent.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
             with open(out, "ab") as fo, open(err, "ab") as fe:
-                children.append(
-                    subprocess.Popen([sys.executable, "-u", "-m", "slurm.pack", str(path)], stdout=fo, stderr=fe, env=env)
+                child = subprocess.Popen(
+                    [sys.executable, "-u", "-m", "slurm.pack", "-"], stdin=subprocess.PIPE, stdout=fo, stderr=fe, env=env
                 )
+            children.append(child)
+            try:
+                child.stdin.write(pickle.dumps(RunJob(j.spec, j.run_dir, threads=threads)))
+                child.stdin.close()
+            except BrokenPipeError:  # the child died at once: its exit status says so
+                pass
             if received:  # a signal came while starting: the new child must hear it too
-                children[-1].send_signal(received[0])
+                child.send_signal(received[0])
 
     def _end(self, codes: list[int], received: list[int], usr_sig, submitit_handler) -> str:
         """The task's result from its children's exit statuses (see the module's docstring)."""
@@ -151,12 +157,8 @@ class PackJob(submitit.helpers.Checkpointable):
         # The children hear what would stop a run: STOP_SIGNALS and submitit's user signal.
         with routed(forward, STOP_SIGNALS, f"the task of {len(self.jobs)} runs", last) as finished:
             self._refuse_if_gpu_too_small()
-            tmp = Path(tempfile.mkdtemp(prefix="al-pack-"))
-            self._start(children, received, tmp)
+            self._start(children, received)
             codes = [c.wait() for c in children]
-            for path in tmp.glob("*.pkl"):
-                path.unlink(missing_ok=True)
-            tmp.rmdir()
             result = self._end(codes, received, usr_sig, submitit_handler)
             finished[0] = True
         return result
@@ -167,9 +169,14 @@ class PackJob(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
-def child_main(path: str) -> int:
-    """One packed run in its own process: the RunJob's usual handling of signals and failures."""
-    job: RunJob = pickle.loads(Path(path).read_bytes())
+def child_main(source: str, stdin=None) -> int:
+    """One packed run in its own process: the RunJob's usual handling of signals and failures.
+    `source` must be "-": the RunJob comes through stdin, a pipe its parent task created and
+    wrote (nothing on disk is unpickled: a file could be another user's)."""
+    if source != "-":
+        print(f"error: python -m slurm.pack {source}: expected `-` (the job comes through stdin)", file=sys.stderr)
+        return 2
+    job: RunJob = pickle.loads((stdin or sys.stdin.buffer).read())  # the parent's own bytes, through an anonymous pipe
     try:
         job()
     except SystemExit as e:
@@ -183,4 +190,4 @@ def child_main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1]))
+    sys.exit(child_main(sys.argv[1] if len(sys.argv) > 1 else ""))

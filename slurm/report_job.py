@@ -37,7 +37,8 @@ def report_path(sweep: Sweep) -> Path:
 def commands(python: str, sweep_path: str, overrides: list[str]) -> list[str]:
     """First the runs preempted or lost with their node are submitted again (slurm.resubmit; exit 3:
     a new report job waits for them and this one stops); then the report, then the power table
-    where this checkout has `analysis.power`."""
+    where this checkout has `analysis.power`, then a sequential study's look and next wave
+    (slurm.waves: nothing for a study of fixed trials)."""
     args = shlex.join([str(Path(sweep_path).resolve()), *overrides])
     has_power = "import importlib.util, sys; sys.exit(importlib.util.find_spec('analysis.power') is None)"
     return [
@@ -46,6 +47,8 @@ def commands(python: str, sweep_path: str, overrides: list[str]) -> list[str]:
         f"{python} -m analysis.report {args}",
         "status=$?",
         f"if {python} -c {shlex.quote(has_power)} 2>/dev/null; then {python} -m analysis.power {args} || true; fi",
+        "# a sequential study (analysis.sequential): the look at this wave, and the next wave if it is undecided",
+        f"{python} -m slurm.waves {args} --cluster slurm || status=$?",
         "exit $status",
     ]
 

@@ -264,3 +264,35 @@ def exit_codes(job_ids: Iterable[str]) -> dict[str, int]:
         if job in wanted and status.isdigit() and signal in ("", "0"):
             codes[job] = int(status)
     return codes
+
+
+# Node states in which no process of the node can still be running (a trailing `*` on any state:
+# the node does not respond).
+NODE_GONE_STATES = frozenset({"DOWN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN", "POWER_DOWN", "POWERING_DOWN"})
+
+
+def node_gone(host: str, since: str) -> str | None:
+    """Why the scheduler says that a process `host` ran since `since` (an ISO time) cannot be
+    alive: the node is down, failed or not responding, or it booted after `since`. None when the
+    node is up and has not booted since. SchedulerError when `scontrol show node` cannot answer
+    (under the host's full or short name)."""
+    from datetime import datetime
+
+    out = None
+    for name in dict.fromkeys([host, host.split(".")[0]]):
+        out = _run(["scontrol", "show", "node", name, "-o"]) if have_slurm() else None
+        if out and "NodeName=" in out:
+            break
+    else:
+        raise SchedulerError(f"scontrol show node {host} failed: cannot tell whether that node is up")
+    fields = dict(re.findall(r"(\w+)=(\S*)", out))
+    state = fields.get("State", "")
+    words = set(filter(None, re.split(r"[+*]", state)))
+    if "*" in state or words & NODE_GONE_STATES:
+        return f"node {host} is {state}"
+    try:
+        boot = datetime.fromisoformat(fields.get("BootTime", "")).astimezone()
+        started = datetime.fromisoformat(since).astimezone()
+    except ValueError:
+        return None
+    return f"node {host} booted at {fields['BootTime']}, after the lock was taken ({since})" if boot > started else None

@@ -4,9 +4,9 @@ The runs to submit go into job arrays (one `executor.batch()`, one sbatch each) 
 cluster's MaxArraySize runs, each capped by array_parallelism; jobs.json is updated under the
 sweep's lock after each array, and the command returns (`--wait`: `SlurmBackend.poll` follows them).
 
-submitit's files (pickles, result pickles, logs) go to a fresh `<sweep_dir>/logs/<timestamp>/` per
-submission: job ids restart at 1 when a test cluster is reset, and submitit would otherwise serve
-a stale result. `<sweep_dir>/logs/runs/<run_id>.out|.err` link to each run's latest job log.
+submitit's files (pickles, result pickles, logs) and the project's submitted.json (which runs each
+job runs) go to a fresh `<sweep_dir>/logs/<timestamp>/` per submission: job ids restart at 1 when a
+test cluster is reset, and submitit would otherwise serve a stale result. `<sweep_dir>/logs/runs/<run_id>.out|.err` link to each run's latest job log.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def _submit_array(
     from slurm.pack import PackJob
 
     k = resources.runs_per_task
-    ex = slurm_executor(sweep, resources, new_log_folder(sweep), hold)
+    folder = new_log_folder(sweep)
+    ex = slurm_executor(sweep, resources, folder, hold)
     jobs = []
     held.release(sweep.sweep_dir, [d.run_id for t in part for d in t])  # retried: a new exit 78 holds them again
     try:  # submitit prints a refused sbatch's stderr; the SubmissionError below carries it in one line
@@ -136,7 +137,9 @@ def _submit_array(
         message = " ".join(str(e).split()) or type(e).__name__
         done = f" ({before} runs in earlier arrays were submitted)" if before else ""
         raise SubmissionError(f"submitting {sum(map(len, part))} runs failed: {message}{done}") from None
-    return [run for task, job in zip(part, jobs) for run in record_task(sweep, records, task, job, "slurm", k > 1)]
+    runs = [run for task, job in zip(part, jobs) for run in record_task(sweep, records, task, job, "slurm", k > 1)]
+    ledger.record_array(folder, [(d.run_id, job_id, out, err) for d, job_id, out, err in runs])  # JSON: never a pickle
+    return runs
 
 
 class SlurmBackend(Backend):

@@ -19,7 +19,8 @@ Exit status: 0 submitted (or nothing to do; with --wait, local or debug: every r
 on a guess), or (waiting) a run ended without DONE, or an I/O error;
 2 bad input (sweep file, override, profile or resource value, --cluster slurm without sbatch):
 one `error:` line, nothing submitted, nothing written; 75 a debug run was interrupted after
-writing its checkpoint; 130 interrupted (Ctrl-C) while waiting: submitted jobs keep running.
+writing its checkpoint; 78 the sweep directory's file system cannot hold its lock (al_core.locks);
+130 interrupted (Ctrl-C) while waiting: submitted jobs keep running.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import sys
 
 from al_core import tracking
 from al_core.cli import EXIT_IO, Parser, fail, guarded
-from slurm import backend, checks, cost, held, profiles, scheduler
+from al_core.config import load_sweep
+from slurm import backend, checks, cost, held, profiles, scheduler, waves
 from slurm.ledger import locked
 from slurm.plan import Plan, check_run_dirs, make_plan
 from slurm.local import DebugBackend, LocalBackend
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.after_wait(sweep.path or args.sweep, args.overrides)
     if not failed:
         print("all runs DONE", flush=True)
+        if runner.runs_here and waves.advance(load_sweep(sweep.path or args.sweep, args.overrides)):
+            return main(argv)  # a sequential study's next wave (slurm.waves), in the foreground
         return 0
     runs = f"{len(failed)} run{'s' if len(failed) > 1 else ''} ended without DONE: {', '.join(failed)}"
     print(f"{runs}; python -m slurm.status shows the end of their error logs", file=sys.stderr, flush=True)

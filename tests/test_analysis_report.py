@@ -236,7 +236,7 @@ def test_summary_lines_name_the_best_pair_and_the_test_against_random(tmp_path):
     )
     assert "model x optimizer interaction" in lines[3] and "models" in lines[3]
     assert lines[4].startswith("learning_loss vs random (AUBC, paired by trial, Holm over 4 tests): ")
-    assert len(lines) == 5
+    assert len(lines) == 6 and lines[5].startswith("verdicts (study-wide 5%): optimizer ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_cli_results_prints_the_html_path_and_a_summary(tmp_path, capsys):
     assert main(["--results", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == str(tmp_path / "s" / "report" / "report.html")
-    assert len(out) - 1 == 5
+    assert len(out) - 1 == 6 and out[-1].startswith("verdicts (study-wide 5%): ")
 
 
 @pytest.mark.parametrize(

@@ -239,7 +239,7 @@ def test_summary_lines_name_the_answer(study):
 
     _, tables, _ = study
     lines = summary_lines(tables)
-    assert len(lines) == 5
+    assert len(lines) == 6 and lines[5].startswith("verdicts (study-wide 5%): optimizer ")
     assert lines[1].startswith("best by AUBC (descriptive): entropy resnet18 + sgd")
     assert lines[2].startswith("Differences between optimizers in AUBC (") and "sgd > adam (entropy · resnet18" in lines[2]
     assert "model x optimizer interaction" in lines[3] and "between models" in lines[3]

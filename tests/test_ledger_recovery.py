@@ -1,5 +1,5 @@
 """A lost or damaged jobs.json: rebuilt from what the scheduler still holds, matched to runs through
-submitit's pickles, so a re-sweep never submits a run that is queued or running (no cluster needed:
+the submission records (JSON; submitit's pickles are never opened), so a re-sweep never submits a run that is queued or running (no cluster needed:
 the scheduler's answer is given; tests/test_slurm_faults.py does it on the real cluster)."""
 
 from __future__ import annotations
@@ -7,12 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import submitit
 
 from al_core.config import load_sweep
 from slurm import ledger, scheduler, submit
-from slurm.job import RunJob
-from slurm.pack import PackJob
 from slurm.scheduler import JobState
 from slurm.sweep import main as sweep_main
 
@@ -20,12 +17,12 @@ SMALL = ["grid.optimizer=[sgd]", "grid.strategy=[random,entropy]", "grid.trial=[
 
 
 def submitted(sweep, job_id: str, run_ids: list[str], folder: str = "logs/20261201-000000-1") -> None:
-    """What submitit leaves for a submitted job: <folder>/<job_id>_submitted.pkl naming its runs."""
-    jobs = [RunJob(sweep.run(r), sweep.run_dir(r)) for r in run_ids]
-    fn = jobs[0] if len(jobs) == 1 else PackJob(jobs)
-    path = sweep.sweep_dir / folder / f"{job_id}_submitted.pkl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    submitit.helpers.DelayedSubmission(fn).dump(path)
+    """What a submission leaves for a job: its runs in <folder>/submitted.json (added to the
+    folder's earlier jobs, as one array's record holds all of its jobs)."""
+    path = sweep.sweep_dir / folder / ledger.SUBMITTED_FILE
+    earlier = json.loads(path.read_text())["jobs"] if path.exists() else {}
+    runs = [(r, j, f"{j}.out", f"{j}.err") for j, rs in earlier.items() for r in rs]
+    ledger.record_array(path.parent, runs + [(r, job_id, f"{job_id}.out", f"{job_id}.err") for r in run_ids])
 
 
 @pytest.fixture
@@ -92,13 +89,14 @@ def test_a_re_sweep_after_the_loss_submits_only_what_the_scheduler_does_not_hold
 def test_a_held_job_whose_runs_cannot_be_told_refuses_the_sweep(sweep, smoke_yaml, monkeypatch, capsys):
     ids = [s.run_id for s in sweep.runs()]
     submitted(sweep, "70_0", [ids[0]])
-    (sweep.sweep_dir / "logs" / "20261201-000000-1" / "70_1_submitted.pkl").write_bytes(b"cut sh")
+    (sweep.sweep_dir / "logs" / "20261201-000000-2").mkdir()
+    (sweep.sweep_dir / "logs" / "20261201-000000-2" / ledger.SUBMITTED_FILE).write_text('{"jobs": {"70_1": ')  # cut short
     held_by_scheduler(monkeypatch, {"70_0": "RUNNING", "70_1": "PENDING"})
     with pytest.raises(SystemExit) as e:
         sweep_main([str(smoke_yaml), *SMALL, "--cluster", "slurm", "--dry-run"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code != 0 and len(err) == 1 and err[0].startswith("error: ")
-    assert "job 70_1" in err[0] and "unreadable pickle" in err[0] and "scancel 70" in err[0]
+    assert "job 70_1" in err[0] and "unreadable record" in err[0] and "scancel 70" in err[0]
 
 
 def test_a_sweep_never_submitted_has_nothing_to_rebuild(sweep, monkeypatch):

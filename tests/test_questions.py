@@ -63,12 +63,13 @@ def test_pair_tests_equal_scipy_paired_t_test_with_cohens_dz():
     assert (opt["significant"] == (opt["p_family"] < 0.05)).all()
 
 
-def test_interaction_test_equals_statsmodels_anova_with_trial_block():
+def test_interaction_test_equals_statsmodels_anova_with_the_whole_plot_as_block():
     runs = simulate_runs(np.random.default_rng(5), models=("a", "b", "c"), strategies=("random",), n_trials=4)
     runs.loc[(runs["model"] == "c") & (runs["optimizer"] == "sgd"), "aubc"] += 0.01
     f, p, df = interaction_test(runs)
     frame = runs.assign(y=runs["aubc"], trial=runs["trial"].astype(str))
-    ref = anova_lm(ols("y ~ C(trial) + C(model) * C(optimizer)", data=frame).fit(), typ=2).loc["C(model):C(optimizer)"]
+    formula = "y ~ C(trial):C(model) + C(model) * C(optimizer)"
+    ref = anova_lm(ols(formula, data=frame).fit(), typ=2).loc["C(model):C(optimizer)"]
     assert (f, p, df) == pytest.approx((ref["F"], ref["PR(>F)"], ref["df"]))
 
 
@@ -136,7 +137,11 @@ def test_questions_csv_has_one_row_per_question(tables):
     q = tables.questions
     assert set(q["question"]) == {"optimizer", "model", "model:optimizer", "entropy vs random"}
     assert {"dataset", "question", "test", "statistic", "p_value", "significant"} <= set(q.columns)
-    opt = q.set_index("question").loc["optimizer"]
+    # the default primary questions carry a verdict of their own analysis (analysis.decide) ...
+    assert set(q.loc[q["primary"], "question"]) == {"optimizer", "model", "model:optimizer", "entropy vs random"}
+    assert set(q["verdict"]) <= {"difference", "equivalent", "undecided"} and len(q) == 4
+    # ... while the per-cell families keep their Holm answer (Answer.questions, optimizers.csv)
+    opt = tables.claims.questions.set_index("question").loc["optimizer"]
     assert opt["significant"] == bool(tables.optimizers["significant"].any())
     assert opt["p_value"] == pytest.approx(tables.optimizers["p_family"].min())
 

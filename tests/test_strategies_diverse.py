@@ -26,12 +26,12 @@ def test_kcenter_farthest_first_from_the_centres():
     assert kcenter_greedy(cand, centres, 3).tolist() == [3, 2, 1]
 
 
-def test_kcenter_without_centres_starts_at_candidate_0_and_ties_go_low():
+def test_kcenter_without_centres_starts_farthest_from_the_mean_and_ties_go_low():
     cand = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
-    # M = 0: candidate 0 first; then 1, 2, 3 all at distance 1 -> 1; then 2 and 3 still both at
-    # distance 1 from candidate 0 -> 2; then 3.
-    assert kcenter_greedy(cand, np.zeros((0, 2)), 4).tolist() == [0, 1, 2, 3]
-    assert kcenter_greedy(cand, [], 1).tolist() == [0]
+    # M = 0: the mean is (0, 0.25); 1 and 2 are farthest from it -> 1; then 2 (distance 2 to 1);
+    # then 3 (sqrt 2 from both) before 0 (1 from both).
+    assert kcenter_greedy(cand, np.zeros((0, 2)), 4).tolist() == [1, 2, 3, 0]
+    assert kcenter_greedy(cand, [], 1).tolist() == [1]
 
 
 def test_kcenter_exact_tie_after_centres_goes_to_the_lowest_index():

@@ -3,6 +3,7 @@ synthetic sets (numpy arrays, no torch)."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 from pathlib import Path
 
@@ -11,28 +12,88 @@ import numpy as np
 from al_core.data.spec import REQUIRED_FILES, Arrays, DatasetSpec, register
 from al_core.errors import DataError, DataMissing
 
+_log = logging.getLogger(__name__)
+
 
 # ----------------------------------------------------------------------------------------------
 # CIFAR from the directory layout torchvision's download writes.
 CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
+# What the published batches (Python 2 pickles of numpy arrays, and of numpy scalars in files
+# written by numpy itself) need, and nothing else: a crafted batch naming any other callable
+# (os.system, subprocess, builtins.eval, ...) is refused before it is called. Python's pickle has
+# no restricted mode and torchvision reads these files with plain pickle.load, hence this list.
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that builds only numpy arrays, numpy scalars and plain containers."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
+def _published_md5(path: Path) -> str | None:
+    """torchvision's checksum of the published file of this name (None: not a published name)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    for name, md5 in CIFAR10.train_list + CIFAR10.test_list + CIFAR100.train_list + CIFAR100.test_list:
+        if name == path.name and path.parent.name in CIFAR_DIRS.values():
+            return md5
+    return None
+
+
 def _unpickle(path: Path) -> dict:
+    """One CIFAR batch: checked against torchvision's checksum of the published file, then read by
+    the restricted unpickler either way (a copy that is not the published file, e.g. a subset or a
+    test's file, runs no code either)."""
+    from torchvision.datasets.utils import check_integrity
+
+    md5 = _published_md5(path)
+    if md5 is not None and not check_integrity(str(path), md5) and path.is_file():
+        _log.info("%s is not the published file (its md5 differs from torchvision's); reading it as a CIFAR batch", path)
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            d = _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise
-    except Exception as e:  # truncated or foreign file
-        raise DataError(f"{path}: not a readable CIFAR batch ({type(e).__name__}); delete it and run `make data` again") from None
+    except Exception as e:  # truncated, foreign or crafted file
+        why = f": {e}" if isinstance(e, pickle.UnpicklingError) else f" ({type(e).__name__})"
+        raise DataError(f"{path}: not a readable CIFAR batch{why}; delete it and run `make data` again") from None
+    if not isinstance(d, dict) or not isinstance(d.get(b"data"), np.ndarray) or d[b"data"].dtype == object:
+        raise DataError(
+            f"{path}: not a CIFAR batch (expected a dict holding a numeric b'data' array); delete it and run `make data` again"
+        )
+    return d
 
 
 def _cifar_arrays(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for f in files:
         d = _unpickle(f)
-        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(d[label_key], dtype=np.int64))
+        try:
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[label_key], dtype=np.int64).reshape(-1))
+        except (KeyError, ValueError, TypeError) as e:
+            raise DataError(
+                f"{f}: not a CIFAR batch ({type(e).__name__}: {e}; expected b'data' of 3072 bytes per image and "
+                f"{label_key!r}); delete it and run `make data` again"
+            ) from None
+        if len(xs[-1]) != len(ys[-1]):
+            raise DataError(f"{f}: {len(xs[-1])} images but {len(ys[-1])} labels; delete it and run `make data` again")
     return np.concatenate(xs), np.concatenate(ys)
 
 

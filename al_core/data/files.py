@@ -16,6 +16,7 @@ import hashlib
 import io
 import math
 import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -49,37 +50,52 @@ def _find(base: Path, name: str, dataset: str) -> Path:
     raise DataMissing(f"dataset {dataset} not found: {base / name}(.gz) is missing; {MAKE_DATA}")
 
 
+IDX_MAX_BYTES = 2**31  # 2 GiB of pixels in one idx file (MNIST's training images: 47 MB)
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An unsigned-byte idx file (LeCun's MNIST format), gzipped or not, as a uint8 array."""
+    """An unsigned-byte idx file (LeCun's MNIST format), gzipped or not, as a uint8 array. Read as a
+    stream: no more than the header declares is decompressed, and a header declaring over
+    IDX_MAX_BYTES is refused (a gzip bomb, or a damaged header, is one `error:` line)."""
+    header = 4 + 4 * ndim
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            head = f.read(header)
+            dims = _idx_header(path, head, ndim)
+            n = math.prod(dims)
+            if n > IDX_MAX_BYTES:
+                raise DataError(
+                    f"{path}: the header declares {' x '.join(map(str, dims))} = {n:,} bytes, over the "
+                    f"{IDX_MAX_BYTES:,} read at most; expected an idx file of a dataset that fits in memory"
+                )
+            raw, extra = f.read(n), len(f.read(1))
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(
             f"{path}: not a complete gzip file ({type(e).__name__}: {e}); expected a gzipped idx file, "
             "delete it and run `make data` again"
         ) from None
+    if len(raw) != n or extra:
+        got = f"{len(raw)}" if not extra else f"more than {n}"
+        raise DataError(
+            f"{path}: {got} bytes of data, expected {n} for shape {' x '.join(map(str, dims))}; "
+            "the file is truncated or damaged, delete it and run `make data` again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
+
+
+def _idx_header(path: Path, head: bytes, ndim: int) -> tuple[int, ...]:
+    """The dimensions an idx header declares (DataError for a short or foreign header)."""
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: {len(raw)} bytes, expected an idx header of {header} bytes; the file is truncated")
-    magic = int.from_bytes(raw[:4], "big")
+    if len(head) < header:
+        raise DataError(f"{path}: {len(head)} bytes, expected an idx header of {header} bytes; the file is truncated")
+    magic = int.from_bytes(head[:4], "big")
     expected = 0x0800 | ndim  # 0x08: unsigned byte, then the number of dimensions
     if magic != expected:
         raise DataError(
             f"{path}: idx magic number {magic:#010x}, expected {expected:#010x} "
             f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''}); not the file its name says"
         )
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    n = math.prod(dims)
-    if len(raw) - header != n:
-        raise DataError(
-            f"{path}: {len(raw) - header} bytes of data, expected {n} for shape {' x '.join(map(str, dims))}; "
-            "the file is truncated or damaged, delete it and run `make data` again"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return struct.unpack(f">{ndim}I", head[4:header])
 
 
 def _idx_split(base: Path, split: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -352,16 +368,24 @@ def _fingerprint(files: list[Path], root: Path, size: int) -> str:
     return h.hexdigest()[:20]
 
 
+IMAGE_MAX_PIXELS = 40_000_000  # per image file (8000 x 5000); every image is resized to dataset.size anyway
+
+
 def _decode(files: list[Path], size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     images, gray = [], []
     for f in files:
         try:
-            with Image.open(f) as im:
-                im.load()
-                mode = im.mode
-                im = im.convert("L" if mode in GRAY_MODES else "RGB").resize((size, size), Image.BILINEAR)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not decoded
+                with Image.open(f) as im:
+                    _check_pixels(f, im.size)
+                    im.load()
+                    mode = im.mode
+                    im = im.convert("L" if mode in GRAY_MODES else "RGB").resize((size, size), Image.BILINEAR)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DataError(f"{f}: too large to decode ({e}); expected images of at most {IMAGE_MAX_PIXELS:,} pixels") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise DataError(
                 f"{f}: cannot decode the image ({type(e).__name__}); expected an image file PIL reads "
@@ -373,6 +397,17 @@ def _decode(files: list[Path], size: int) -> np.ndarray:
         return np.stack(images)[:, None]
     # Mixed or colour: every image as 3 channels (a grey image repeated).
     return np.stack([im if im.ndim == 3 else np.repeat(im[:, :, None], 3, axis=2) for im in images]).transpose(0, 3, 1, 2).copy()
+
+
+def _check_pixels(f: Path, wh: tuple[int, int]) -> None:
+    """DataError for an image whose header declares more than IMAGE_MAX_PIXELS pixels: read before
+    any pixel is decoded, so a decompression bomb (a small file declaring a huge image) costs nothing."""
+    w, h = wh
+    if w * h > IMAGE_MAX_PIXELS:
+        raise DataError(
+            f"{f}: {w} x {h} = {w * h:,} pixels, too large to decode; expected images of at most "
+            f"{IMAGE_MAX_PIXELS:,} pixels (they are resized to dataset.size): shrink or delete it"
+        )
 
 
 def load_imagefolder(cfg: DatasetConfig) -> Arrays:

@@ -20,6 +20,22 @@ def _tensor(x, name: str, dtype=torch.float32) -> torch.Tensor:
     return t.to(dtype)
 
 
+def centred(x: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`x` and `others` in float64, less the mean row of them all: distances are unchanged, but
+    ||a||^2 - 2 a.b + ||b||^2 no longer loses the digits that separate near neighbours when the
+    points sit far from the origin, so picks depend on the geometry alone (translation included)."""
+    rows = [x.to(torch.float64), *(o.to(torch.float64).to(x.device) for o in others)]
+    n = sum(r.shape[0] for r in rows)
+    mean = sum(r.sum(0) for r in rows) / max(n, 1)
+    return tuple(r - mean for r in rows)
+
+
+def canonical_order(sq_norm: torch.Tensor) -> torch.Tensor:
+    """Rows in the order of their squared norm (ties: the lower index): the order random draws walk,
+    so that a permutation of the rows, or a rotation, draws the same points."""
+    return torch.argsort(sq_norm, stable=True)
+
+
 def _sq_dist_to(x: torch.Tensor, xx: torch.Tensor, j: int) -> torch.Tensor:
     """Squared Euclidean distance of every row of `x` to row j, as ||a||^2 - 2 a.b + ||b||^2 (`xx`: the
     rows' squared norms): one matrix-vector product, 8x faster on a CPU than forming x - x[j]."""
@@ -44,7 +60,8 @@ def kcenter_greedy(candidates, centres, k: int) -> np.ndarray:
     """k-center greedy (Sener & Savarese, ICLR 2018): `k` indices into `candidates`, in the order chosen.
 
     Each choice is the candidate farthest (Euclidean) from its nearest centre or earlier choice;
-    ties go to the lowest index; with no centres the first choice is candidate 0.
+    ties go to the lowest index; with no centres the first choice is the candidate farthest from
+    the candidates' mean. Distances in float64 about the points' mean (`centred`).
     """
     x = _tensor(candidates, "candidates")
     c = _tensor(centres, "centres") if np.size(centres) or torch.is_tensor(centres) else x[:0]
@@ -53,13 +70,12 @@ def kcenter_greedy(candidates, centres, k: int) -> np.ndarray:
     n = x.shape[0]
     if not 0 <= k <= n:
         raise ValueError(f"cannot choose {k} of {n} candidates")
-    c = c.to(x.device)
-    dist = _min_sq_dist(x, c)
+    x, c = centred(x, c)
     xx = x.pow(2).sum(1)
+    dist = _min_sq_dist(x, c) if c.shape[0] else xx.clone()  # no centres: start from the mean's farthest
     out = []
     for _ in range(k):
-        # torch.argmax returns the first maximal index: ties go to the lowest index (with no
-        # centres every distance starts at inf, so the first choice is candidate 0).
+        # torch.argmax returns the first maximal index: ties go to the lowest index.
         j = int(torch.argmax(dist))
         out.append(j)
         dist = torch.minimum(dist, _sq_dist_to(x, xx, j))
@@ -117,6 +133,7 @@ def _kmeanspp(sq_norm: torch.Tensor, dist_to, n: int, k: int, rng: np.random.Gen
     out: list[int] = []
     if k == 0:
         return np.empty(0, dtype=np.int64)
+    order = canonical_order(sq_norm)  # the draws walk the rows in this order, not the index order
     j = int(torch.argmax(sq_norm))
     chosen = torch.zeros(n, dtype=torch.bool, device=sq_norm.device)
     dist = torch.full((n,), float("inf"), dtype=torch.float64, device=sq_norm.device)
@@ -127,14 +144,16 @@ def _kmeanspp(sq_norm: torch.Tensor, dist_to, n: int, k: int, rng: np.random.Gen
         dist[chosen] = 0.0
         if len(out) == k:
             break
-        cum = torch.cumsum(dist, 0)
+        d, free = dist[order], ~chosen[order]
+        cum = torch.cumsum(d, 0)
         total = float(cum[-1])
         if total > 0 and np.isfinite(total):
             u = rng.random() * total
-            j = int(torch.searchsorted(cum, torch.tensor([u], dtype=torch.float64, device=cum.device), right=True)[0])
-            j = min(j, n - 1)
-            if chosen[j]:  # u landed on a boundary of zero-mass rows: step to the next row with mass
-                j = int(torch.nonzero(~chosen & (dist > 0))[0]) if bool((~chosen & (dist > 0)).any()) else j
+            i = int(torch.searchsorted(cum, torch.tensor([u], dtype=torch.float64, device=cum.device), right=True)[0])
+            i = min(i, n - 1)
+            if not free[i]:  # u landed on a boundary of zero-mass rows: step to the next row with mass
+                i = int(torch.nonzero(free & (d > 0))[0]) if bool((free & (d > 0)).any()) else i
+            j = int(order[i])
         if total <= 0 or not np.isfinite(total) or chosen[j]:
-            j = int(torch.nonzero(~chosen)[0])
+            j = int(order[torch.nonzero(free)[0]])
     return np.asarray(out, dtype=np.int64)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from al_core.strategies.base import STRATEGIES, SelectionContext, Strategy
-from al_core.strategies.functions import CHUNK_ELEMENTS, _tensor, badge_seeding
+from al_core.strategies.functions import CHUNK_ELEMENTS, _tensor, badge_seeding, canonical_order, centred
 
 NEIGHBOURS = 20  # TypiClust: typicality from the mean distance to this many nearest neighbours
 PURITY = 0.95  # ProbCover: the purity the chosen delta keeps (the paper's alpha)
@@ -36,7 +36,11 @@ def kmeans_labels(x, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
     """
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    t = _tensor(x, "embeddings")
+    # About the mean and in the canonical row order: the clusters depend on the geometry alone, not
+    # on where the points sit or the order of the rows (translated, rotated or permuted: the same).
+    (t,) = centred(_tensor(x, "embeddings"))
+    order = canonical_order(t.pow(2).sum(1))
+    t = t[order]
     n_clusters = min(n_clusters, t.shape[0])
     if n_clusters <= 50:
         init = t[torch.as_tensor(badge_seeding(t, n_clusters, rng), device=t.device)].cpu().numpy()
@@ -44,7 +48,9 @@ def kmeans_labels(x, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
     else:
         init = t.cpu().numpy()[np.sort(rng.choice(t.shape[0], n_clusters, replace=False))]
         km = MiniBatchKMeans(n_clusters, init=init, n_init=1, batch_size=4096, random_state=int(rng.integers(2**31 - 1)))
-    return km.fit_predict(t.cpu().numpy()).astype(np.int64)
+    labels = np.empty(t.shape[0], dtype=np.int64)
+    labels[order.cpu().numpy()] = km.fit_predict(t.cpu().numpy())
+    return labels
 
 
 def typicality(x: torch.Tensor, neighbours: int = NEIGHBOURS) -> torch.Tensor:
@@ -61,7 +67,7 @@ def typiclust_from_labels(embeddings, labels: np.ndarray, labelled_idx, k: int) 
     """TypiClust's picks given the clusters: each the most typical row of the largest cluster holding
     no labelled or chosen row (ties: the lowest cluster id, then the lowest row). Should every
     non-empty cluster hold one, the clusters with the fewest such rows are used instead."""
-    x = _tensor(embeddings, "embeddings")
+    (x,) = centred(_tensor(embeddings, "embeddings"))
     labels = np.asarray(labels)
     taken = np.zeros(len(labels), dtype=bool)
     taken[np.asarray(labelled_idx, dtype=np.int64)] = True
@@ -119,7 +125,7 @@ def purity_delta(embeddings, pseudo_labels, purity: float = PURITY) -> float:
     falls as delta grows, so the largest delta keeping it >= `purity` is an order statistic of r
     (exact, where the paper scans a grid of deltas).
     """
-    x = _tensor(embeddings, "embeddings")
+    (x,) = centred(_tensor(embeddings, "embeddings"))
     lab = torch.as_tensor(np.asarray(pseudo_labels), device=x.device)
     r = []
     for s, d in _chunks(x, x):
@@ -134,7 +140,7 @@ def ball_graph(embeddings, delta: float):
     """The delta-ball graph as a scipy CSR matrix: row i holds the rows j with d(i, j) < delta (i itself included)."""
     import scipy.sparse as sp
 
-    x = _tensor(embeddings, "embeddings")
+    (x,) = centred(_tensor(embeddings, "embeddings"))
     rows, cols = [], []
     for s, d in _chunks(x, x):
         i, j = torch.nonzero(d < delta, as_tuple=True)
@@ -167,10 +173,13 @@ def probcover_select(embeddings, labelled_idx, k: int, delta: float) -> np.ndarr
     -------
     numpy.ndarray of int64, shape (k,)
         Each pick the unlabelled, unchosen row whose ball holds the most rows not yet covered
-        (ties to the lowest index); its ball is then covered.
+        (ties: the row nearest the points' mean, `canonical_order`); its ball is then covered.
     """
     a = ball_graph(embeddings, delta)
     n = a.shape[0]
+    (x,) = centred(_tensor(embeddings, "embeddings"))
+    rank = np.empty(n, dtype=np.int64)  # ties go to the first row in the canonical order, not the lowest index
+    rank[canonical_order(x.pow(2).sum(1)).cpu().numpy()] = np.arange(n)
     labelled_idx = np.asarray(labelled_idx, dtype=np.int64).reshape(-1)
     if not 0 <= k <= n - len(np.unique(labelled_idx)):
         raise ValueError(f"cannot choose {k} of {n - len(labelled_idx)} unlabelled rows")
@@ -182,7 +191,9 @@ def probcover_select(embeddings, labelled_idx, k: int, delta: float) -> np.ndarr
     blocked[labelled_idx] = True
     out: list[int] = []
     for _ in range(k):
-        j = int(np.argmax(np.where(blocked, -1, degree)))  # the first maximum: ties to the lowest index
+        score = np.where(blocked, -1, degree)
+        best = np.flatnonzero(score == score.max())
+        j = int(best[np.argmin(rank[best])])
         out.append(j)
         blocked[j] = True
         new = a[j].indices[~covered[a[j].indices]]
