@@ -7,6 +7,15 @@
 #   bash .ci/slurm-cluster.sh reset    # down, wipe the state directory, up (job ids restart at 1)
 #   bash .ci/slurm-cluster.sh stop-ctld | start-ctld   # slurmctld alone (the controller-restart test)
 #
+# SLURM_SHAPE=speed (or `up --speed`): a cluster shaped like Concordia's Speed instead of the plain
+# one: partitions ps (CPU, default), pg (typed GPUs p6 and v100, node features gpu16 and gpu32),
+# pt (a100; preemption there CANCELS the job) and urgent (higher PriorityTier: preempts the
+# others; in ps and pg preemption REQUEUES), a QOS cap of 4 GPUs per user
+# (MaxTRESPerUser=gres/gpu=4, enforced), and tcsh installed (Speed's default login shell). One
+# node serves every partition (one slurmd per machine): the partitions differ in what a job asks,
+# not in hardware. The shape in force is in $D/etc/shape; `up` in another shape wipes the job
+# state (job ids restart at 1) since partitions the saved jobs name may no longer exist.
+#
 # Everything (config, state, spool, logs, pids, the MariaDB datadir and socket) lives under
 # ${SLURM_LOCAL_DIR:-/tmp/al-slurm}; outside it only the munge socket (/run/munge, see below),
 # the packages and /etc/slurm/slurm.conf, a symlink to the config in that directory, so
@@ -21,7 +30,12 @@ D=$(realpath -m "${SLURM_LOCAL_DIR:-/tmp/al-slurm}")
 TIMEOUT=${SLURM_CLUSTER_TIMEOUT:-60}   # seconds allowed for each wait
 CLUSTER=al_local                        # lower case and no '-': it becomes part of SQL table names
 CTLD_PORT=6817 SLURMD_PORT=6818 DBD_PORT=6819
+SHAPE=${SLURM_SHAPE:-plain}
+[[ ${2:-} == --speed ]] && SHAPE=speed
+[[ $SHAPE == plain || $SHAPE == speed ]] || { echo "slurm-cluster: SLURM_SHAPE: expected plain or speed, got '$SHAPE'" >&2; exit 2; }
+SPEED_GPU_CAP=4   # the QOS's GPUs per user at once (Speed gives a new user 4)
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server mariadb-client)
+[[ $SHAPE == speed ]] && PACKAGES+=(tcsh)
 # Start order; down stops them in reverse.
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 # The one thing outside $D: Slurm 22.05 honours AuthInfo=socket= for most traffic but not for
@@ -285,7 +299,10 @@ make_dirs() {
   fi
   # A GPU that Slurm can count: gres needs File= to be a character device or the node goes
   # INVAL. This one is /dev/null's major/minor; jobs never open it.
-  [[ -c $D/dev/gpu0 ]] || mknod "$D/dev/gpu0" c 1 3 2>/dev/null || ln -sf /dev/null "$D/dev/gpu0"
+  local i
+  for i in 0 1 2 3 4 5 6 7; do
+    [[ -c $D/dev/gpu$i ]] || mknod "$D/dev/gpu$i" c 1 3 2>/dev/null || ln -sf /dev/null "$D/dev/gpu$i"
+  done
 }
 
 ensure_munge_key() {
@@ -312,6 +329,91 @@ write_if_changed() {
     mv -f "$tmp" "$f"
     CONFIG_CHANGED=1
   fi
+}
+
+# The node and partition lines of slurm.conf, by shape: node_and_partitions HW_LINE NODE REALMEM
+node_and_partitions() {
+  local hw=$1 node=$2 realmem=$3
+  if [[ $SHAPE == plain ]]; then
+    cat <<EOF
+SlurmctldParameters=preempt_send_user_signal
+$hw NodeAddr=127.0.0.1 Gres=gpu:1 State=UNKNOWN
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=10 OverSubscribe=YES
+PartitionName=urgent Nodes=$node Default=NO MaxTime=INFINITE State=UP PriorityTier=10 GraceTime=10 OverSubscribe=NO
+EOF
+    return 0
+  fi
+  # Speed's shape on one node. config_overrides: the node is taken to have the CPUs written here
+  # (16; a Speed node has dozens), so that six one-core GPU jobs can be placed at once and the
+  # per-user GPU cap, not the cores, is what makes the fifth wait. Typed GPUs as on Speed's pg
+  # (Tesla P6 16 GB: feature gpu16; V100 32 GB: gpu32) and pt (A100). The QOS's MaxTRESPerUser,
+  # set once slurmdbd is up, holds only where limits are enforced. urgent's own PreemptMode must not
+  # be OFF: with OFF there its jobs were seen never to preempt (Slurm 22.05); as the top tier,
+  # nothing preempts them anyway. No preempt_send_user_signal: a preempted job gets SIGTERM only
+  # (what LOCAL-SLURM.md's table expects where a cluster does not say otherwise); with it, submitit's
+  # USR2 handler requeues the job itself, and pt's CANCEL would never be seen.
+  cat <<EOF
+SlurmdParameters=config_overrides
+AccountingStorageEnforce=associations,limits,qos
+NodeName=$node NodeAddr=127.0.0.1 CPUs=16 Boards=1 SocketsPerBoard=1 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=$realmem Gres=gpu:p6:4,gpu:v100:2,gpu:a100:2 Feature=gpu16,gpu32 State=UNKNOWN
+PartitionName=ps Nodes=$node Default=YES MaxTime=7-00:00:00 State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10
+PartitionName=pg Nodes=$node Default=NO MaxTime=7-00:00:00 State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10
+PartitionName=pt Nodes=$node Default=NO MaxTime=7-00:00:00 State=UP PriorityTier=1 PreemptMode=CANCEL GraceTime=10
+PartitionName=urgent Nodes=$node Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=REQUEUE GraceTime=10
+EOF
+}
+
+gres_conf() {
+  echo "AutoDetect=off"
+  if [[ $SHAPE == plain ]]; then
+    echo "Name=gpu File=$D/dev/gpu0"
+  else
+    echo "Name=gpu Type=p6 File=$D/dev/gpu[0-3]"
+    echo "Name=gpu Type=v100 File=$D/dev/gpu[4-5]"
+    echo "Name=gpu Type=a100 File=$D/dev/gpu[6-7]"
+  fi
+}
+
+# The QOS cap of the speed shape (none in the plain one: the database outlives a change of shape).
+set_gpu_cap() {
+  local cap=-1 want=""
+  [[ $SHAPE == speed ]] && cap=$SPEED_GPU_CAP want=gres/gpu=$SPEED_GPU_CAP
+  # exits 1 with "Nothing modified" when the value is already in force: check the value instead
+  sacctmgr -i modify qos where name=normal set MaxTRESPerUser=gres/gpu=$cap >/dev/null 2>&1 || true
+  [[ $(sacctmgr -n -P show qos normal format=MaxTRESPU 2>/dev/null) == "$want" ]] ||
+    die "sacctmgr could not set the QOS normal's MaxTRESPerUser to '${want:-none}'"
+}
+
+partitions_text() {
+  if [[ $SHAPE == plain ]]; then
+    echo "partitions debug (default) and urgent (-p urgent preempts debug)"
+  else
+    echo "speed shape: partitions ps (default), pg, pt (preemption cancels), urgent (preempts); at most $SPEED_GPU_CAP GPUs per user"
+  fi
+}
+
+# A change of shape: the saved jobs may name partitions that no longer exist; stop the Slurm
+# daemons and forget the jobs. sacct keeps their records, so job ids must not start at 1 again (a
+# test asking sacct about a new job would read an old one of the same id): the new state starts
+# after the largest id accounting knows (FirstJobId, $D/etc/first_job_id).
+change_shape() {
+  local was last
+  was=$(cat "$D/etc/shape" 2>/dev/null || echo plain)
+  [[ $was == "$SHAPE" ]] && return 0
+  if [[ -d $D/state ]]; then
+    log "shape $was -> $SHAPE: stopping slurmd and slurmctld, wiping the job state in $D/state"
+    if alive slurmctld && ctld_answers; then
+      # shellcheck disable=SC2046
+      scancel $(squeue -h -o %A 2>/dev/null | sort -u) 2>/dev/null || true
+    fi
+    last=$(sacct -n -X -a -P -o JobIDRaw -S 2000-01-01 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1 || true)
+    [[ -z $last ]] || echo $((last + 1)) >"$D/etc/first_job_id"
+    stop_daemon slurmd
+    stop_daemon slurmctld
+    rm -rf "$D/state" "$D/spool"
+    mkdir -p "$D/state" "$D/spool"
+  fi
+  echo "$SHAPE" >"$D/etc/shape"
 }
 
 write_config() {
@@ -370,6 +472,8 @@ SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
+# Sample every 2 s: at the default 30 s a step shorter than that records no MaxRSS in sacct.
+JobAcctGatherFrequency=task=2
 MpiDefault=none
 MailProg=/bin/true
 SelectType=select/cons_tres
@@ -389,13 +493,14 @@ JobRequeue=1
 # AL_SLURM_MAX_ARRAY_SIZE: CI starts the cluster with a small one, so that sweeps are split into arrays
 MaxArraySize=${AL_SLURM_MAX_ARRAY_SIZE:-10001}
 MaxJobCount=20000
+FirstJobId=$(cat "$D/etc/first_job_id" 2>/dev/null || echo 1)
 
 # Preemption as the tests need it: a job in 'urgent' (higher PriorityTier) takes the node from
-# jobs in 'debug', which are requeued after GraceTime. preempt_send_user_signal sends the job's
-# --signal (submitit: USR2) at the start of the grace time, which is what reaches checkpoint().
+# jobs in 'debug', which are requeued after GraceTime. preempt_send_user_signal (plain shape only,
+# below) sends the job's --signal (submitit: USR2) at the start of the grace time, which is what
+# reaches checkpoint().
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-SlurmctldParameters=preempt_send_user_signal
 
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
@@ -403,15 +508,10 @@ AccountingStoragePort=$DBD_PORT
 AccountingStorageTRES=gres/gpu
 JobCompType=jobcomp/none
 
-$hw NodeAddr=127.0.0.1 Gres=gpu:1 State=UNKNOWN
-PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=10 OverSubscribe=YES
-PartitionName=urgent Nodes=$node Default=NO MaxTime=INFINITE State=UP PriorityTier=10 GraceTime=10 OverSubscribe=NO
+$(node_and_partitions "$hw" "$node" "$realmem")
 EOF
 
-  write_if_changed "$D/etc/gres.conf" 644 <<EOF
-AutoDetect=off
-Name=gpu File=$D/dev/gpu0
-EOF
+  write_if_changed "$D/etc/gres.conf" 644 < <(gres_conf)
 
   # Holds the database password: slurmdbd refuses a slurmdbd.conf readable by others.
   write_if_changed "$D/etc/slurmdbd.conf" 600 <<EOF
@@ -572,10 +672,12 @@ cmd_up() {
   ensure_packages
   make_dirs
   ensure_munge_key
+  change_shape
   write_config
 
   if ((!CONFIG_CHANGED)) && healthy; then
-    log "already up and healthy: node $NODE, partitions debug (default) and urgent, dir $D ($(fmt_since "$t0"))"
+    set_gpu_cap
+    log "already up and healthy: node $NODE, $(partitions_text), dir $D ($(fmt_since "$t0"))"
     return 0
   fi
   if ((CONFIG_CHANGED)); then
@@ -613,7 +715,8 @@ cmd_up() {
   log "slurmd ready, node $NODE $(node_state) ($(fmt_since "$t"))"
 
   wait_for slurmdbd "sacct to answer" sacct_answers
-  log "up: node $NODE, partitions debug (default) and urgent (-p urgent preempts debug), dir $D, total $(fmt_since "$t0")"
+  set_gpu_cap
+  log "up: node $NODE, $(partitions_text), dir $D, total $(fmt_since "$t0")"
 }
 
 cmd_down() {
@@ -726,7 +829,7 @@ case ${1:-} in
   stop-ctld) cmd_stop_ctld ;;
   start-ctld) cmd_start_ctld ;;
   *)
-    echo "usage: $0 up|down|status|reset|stop-ctld|start-ctld   (state in \${SLURM_LOCAL_DIR:-/tmp/al-slurm})" >&2
+    echo "usage: $0 up [--speed]|down|status|reset [--speed]|stop-ctld|start-ctld   (state in \${SLURM_LOCAL_DIR:-/tmp/al-slurm}; or SLURM_SHAPE=plain|speed)" >&2
     exit 2
     ;;
 esac

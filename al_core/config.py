@@ -155,10 +155,17 @@ class TrainConfig:
     eval_batch_size: int | str = "auto"
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (CUDA only; off until measured)
-    cuda_graphs: bool = False  # replay each step's forward+backward from a CUDA graph (CUDA only; off until measured)
+    # replay each step's forward+backward from a CUDA graph (CUDA only; 2.7-3.3x faster ResNet training
+    # on an H200, BENCHMARKS.md): auto = on where CUDA is, unless compile or dropout asks for eager steps
+    cuda_graphs: bool | str = "auto"
     tensorboard: bool = False  # also write TensorBoard event files under <run_dir>/tensorboard (epochs.jsonl is always written)
     dropout: float = 0.0  # dropout probability before the classifier; MC-dropout strategies (bald) need > 0
     deterministic: bool = False  # cuDNN benchmark off, deterministic algorithms, fixed cuBLAS workspace (replications)
+
+    @property
+    def graphs(self) -> bool:
+        """Whether a CUDA run replays its steps from CUDA graphs (cuda_graphs: true, or auto without compile or dropout)."""
+        return self.cuda_graphs is True or (self.cuda_graphs == "auto" and not self.compile and not self.dropout)
 
 
 @dataclass(frozen=True)
@@ -281,7 +288,7 @@ ADDED_AT_DEFAULT = (
     ("dataset", "pad", None),
     ("dataset", "flip", None),
     ("dataset", "imbalance", None),
-    ("train", "cuda_graphs", False),
+    ("train", "cuda_graphs", "auto"),
     ("train", "deterministic", False),
     ("train", "warmup", 0.05),
     ("train", "augment", "standard"),
@@ -666,7 +673,9 @@ def _check_train(t: TrainConfig, ll: LossPredConfig) -> None:
         raise ConfigError(f"ll.detach_at: expected a fraction of the epochs in [0, 1], got {ll.detach_at}")
     if not 0 <= t.dropout < 1:
         raise ConfigError(f"train.dropout: expected a probability in [0, 1), got {t.dropout}")
-    if t.cuda_graphs and (t.compile or t.dropout):
+    if t.cuda_graphs not in (True, False, "auto"):
+        raise ConfigError(f"train.cuda_graphs: expected auto, true or false, got {t.cuda_graphs!r}")
+    if t.cuda_graphs is True and (t.compile or t.dropout):
         raise ConfigError(
             "train.cuda_graphs: expected train.compile false and train.dropout 0 with it "
             f"(got compile {t.compile}, dropout {t.dropout}); graphs replay one fixed step"
@@ -831,10 +840,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        if inner == [int, str]:  # an integer or a keyword (train.eval_batch_size: auto)
+        if inner in ([int, str], [bool, str]):  # a number or flag, or a keyword (eval_batch_size, cuda_graphs: auto)
             if isinstance(value, str):
                 return value
-            return _coerce(value, int, key)
+            return _coerce(value, inner[0], key)
         return _coerce(value, inner[0], key)
     if origin is tuple:
         inner = typing.get_args(tp)[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -239,6 +240,9 @@ def _forward_backward(model, lossnet, x, y, detach: bool, margin: float, weight:
     return target_loss.detach().sum(), (logits.detach().argmax(1) == y).sum()
 
 
+_CAPTURE_WARNED = False  # the fallback's warning, once per process
+
+
 class GraphedStep:
     """`train_step` with forward, loss and backward replayed from a CUDA graph (`train.cuda_graphs`).
 
@@ -262,6 +266,7 @@ class GraphedStep:
         self.key: tuple | None = None  # (batch shape, memory format, detach) of the captured graph
         self.graph: torch.cuda.CUDAGraph | None = None
         self.replays = 0  # steps served by the graph (for tests and the benchmark)
+        self.failed = False  # a capture failed: every step runs eagerly (one warning line per process)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
         return _forward_backward(self.model, self.lossnet, x, y, detach, self.margin, self.weight, self.amp)
@@ -287,8 +292,21 @@ class GraphedStep:
             self.out = self._forward_backward(self.static_x, self.static_y, detach)
         self.graph = graph
 
+    def _give_up(self, e: Exception) -> None:
+        global _CAPTURE_WARNED
+        self.failed, self.graph, self.key = True, None, None
+        self.opt.zero_grad(set_to_none=True)  # gradients in the abandoned graph's pool
+        if not _CAPTURE_WARNED:
+            _CAPTURE_WARNED = True
+            why = " ".join(str(e).split())[:200]
+            print(
+                f"warning: CUDA graph capture failed ({type(e).__name__}: {why}); training eagerly", file=sys.stderr, flush=True
+            )
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
         key = (tuple(x.shape), x.stride(), detach)
+        if self.failed:
+            return train_step(self.model, self.lossnet, self.opt, x, y, detach, self.margin, self.weight, self.amp)
         if x.shape[0] != self.batch:
             # Another size (the merged last batch): eager, into the graph's gradient tensors.
             self.opt.zero_grad(set_to_none=False)
@@ -296,7 +314,11 @@ class GraphedStep:
             self.opt.step()
             return s, k
         if key != self.key:
-            self._capture(x, y, detach)
+            try:
+                self._capture(x, y, detach)
+            except RuntimeError as e:  # e.g. an operation a graph cannot hold: train eagerly instead
+                self._give_up(e)
+                return self(x, y, detach)
             self.key = key
         self.static_x.copy_(x)
         self.static_y.copy_(y)

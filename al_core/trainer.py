@@ -218,7 +218,7 @@ class Trainer:
         detach_epoch = math.ceil(ll.detach_at * t.epochs)
         t0 = time.perf_counter()
         seen, train_s0 = 0, cur.timing["train_time_s"]
-        if self.device.type == "cuda" and t.cuda_graphs and cur.graphed is None:
+        if self.device.type == "cuda" and t.graphs and cur.graphed is None:
             cur.graphed = GraphedStep(cur.model, cur.lossnet, cur.opt, t.batch_size, ll.margin, ll.weight, self.precision)
         while cur.epoch < t.epochs:
             before = weights(cur)  # what the cycle keeps should this epoch diverge

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -92,10 +93,15 @@ class Backend:
 
 def resolve_cluster(name: str, dry_run: bool = False) -> str:
     if name == "auto":
-        return "slurm" if scheduler.have_slurm() else "local"
+        name = "slurm" if scheduler.have_slurm() else "local"
     if name == "slurm" and not dry_run and not scheduler.have_slurm():
         raise ConfigError(
             "--cluster slurm: sbatch not found on PATH; expected a SLURM login node, or --cluster local to run here"
+        )
+    if name == "slurm" and not dry_run and shutil.which("srun") is None:  # every job step runs under srun
+        raise ConfigError(
+            "--cluster slurm: sbatch is on PATH but srun is not; expected SLURM's client commands "
+            "(sbatch, srun, squeue, sacct) all installed, or --cluster local to run here"
         )
     return name
 

@@ -2,7 +2,8 @@
 
 A job that would fail on its node after hours in the queue is refused here instead: the dataset
 must be under `dataset.root`, the results directory writable, and the profile's interpreter
-present where the login node can see its file system. Each problem is one line; nothing is checked
+present where the login node can see its file system, with the Python and submitit versions of this
+process (the job unpickles what this process pickles). Each problem is one line; nothing is checked
 that the login node cannot see (a scratch file system mounted only on compute nodes).
 """
 
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import submitit
 
 from al_core.config import Sweep
 from al_core.data import missing_files
@@ -59,4 +64,32 @@ def problems(sweep: Sweep, resources: Resources, cluster: str) -> list[str]:
                     f"the profile's interpreter {exe} does not exist; create the environment with "
                     f"`make env` (profile {resources.profile}: env_prefix {resources.env_prefix}) or set slurm.python"
                 )
+            elif exe.is_file() and (mismatch := version_mismatch(str(exe))):
+                out.append(mismatch)
     return out
+
+
+VERSIONS = "import sys, submitit; print('%d.%d' % sys.version_info[:2], submitit.__version__)"
+
+
+def version_mismatch(exe: str) -> str | None:
+    """Why the job's interpreter `exe` could not run what this process submits (None: it can): the
+    job unpickles this process's pickles, which needs the same Python minor version and submitit."""
+    if os.path.realpath(exe) == os.path.realpath(sys.executable):
+        return None
+    here = f"{sys.version_info[0]}.{sys.version_info[1]} {submitit.__version__}"
+    try:
+        p = subprocess.run([exe, "-c", VERSIONS], capture_output=True, text=True, timeout=120)
+        there = p.stdout.strip() if p.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        there = None
+    if there is None:
+        return f"the job's interpreter {exe} cannot run `import submitit` here; expected the environment `make env` builds"
+    if there.split() != here.split():
+        (py, sub), (py_here, sub_here) = (there.split() + ["?"])[:2], here.split()
+        return (
+            f"the job's interpreter {exe} has Python {py} and submitit {sub}, this login node's {sys.executable} "
+            f"Python {py_here} and submitit {sub_here}; the job could not read what this node submits: run make "
+            "with the job's interpreter (make env records it in .python) or rebuild the environment"
+        )
+    return None

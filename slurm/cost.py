@@ -2,7 +2,8 @@
 
 Per run to submit, the seconds of the cycles it still lacks: from the finished runs (DONE) of the
 same model and dataset in this sweep (per cycle, the mean over them of train + select + eval
-seconds from cycles.jsonl), else from the newest `bench/results/*.json` of bench_train for the
+seconds from cycles.jsonl, per GPU model: the rows' `device`; timings of two models are never
+averaged together, the estimate takes the slowest model's and the line gives each model's), else from the newest `bench/results/*.json` of bench_train for the
 device kind (training and pool scoring throughput, scaled to the run's width), else unknown, and why.
 
 device-hours = sum of run seconds x GPUs per task (1 on a CPU profile) / runs per task / 3600;
@@ -33,6 +34,7 @@ class Cost:
     sources: dict = field(default_factory=dict)  # (model, dataset) -> where its times come from
     unknown: dict = field(default_factory=dict)  # (model, dataset) -> why no time is known
     unknown_runs: dict = field(default_factory=dict)  # (model, dataset) -> runs without a time
+    by_device: dict = field(default_factory=dict)  # GPU model -> (seconds of the runs it has timings for, how many)
     device_hours: float = 0.0
     wall_s: float = 0.0
     waves: int = 0
@@ -53,7 +55,17 @@ class Cost:
         return (
             f"{head} expected {self.device_hours:.3g} {device}-hours, wall about {hms(self.wall_s)} "
             f"({self.waves} wave{'s' if self.waves != 1 else ''} of tasks; queue time not included); times {src}"
+            + self.split(device)
         )
+
+    def split(self, device: str) -> str:
+        """Each GPU model's figure where finished runs were timed on more than one (every run covered)."""
+        whole = {d: s for d, (s, n) in self.by_device.items() if n == len(self.run_seconds)}
+        if len(whole) < 2:
+            return ""
+        hours = self.device_hours / max(sum(self.run_seconds.values()), 1e-9)  # device-hours per run second
+        parts = ", ".join(f"{d} {s * hours:.3g}" for d, s in sorted(whole.items()))
+        return f"; by GPU model ({device}-hours if every run ran there): {parts}"
 
 
 def hms(seconds: float) -> str:
@@ -65,9 +77,9 @@ def cycle_seconds(row: dict) -> float:
     return float(sum(row.get(k) or 0.0 for k in TIME_FIELDS))
 
 
-def measured(sweep: Sweep) -> dict[tuple, dict[int, list[float]]]:
-    """(model, dataset) -> cycle -> seconds of that cycle in each finished run of this sweep."""
-    out: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+def measured(sweep: Sweep) -> dict[tuple, dict[str, dict[int, list[float]]]]:
+    """(model, dataset) -> device (the rows' GPU model) -> cycle -> seconds of that cycle in each finished run."""
+    out: dict[tuple, dict] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for spec in sweep.runs():
         run_dir = sweep.run_dir(spec.run_id)
         if not is_done(run_dir):
@@ -77,7 +89,8 @@ def measured(sweep: Sweep) -> dict[tuple, dict[int, list[float]]]:
         except (OSError, ValueError):
             continue
         for row in rows:
-            out[(spec.model, spec.config.dataset.name)][int(row["cycle"])].append(cycle_seconds(row))
+            device = str(row.get("device") or "unknown")
+            out[(spec.model, spec.config.dataset.name)][device][int(row["cycle"])].append(cycle_seconds(row))
     return out
 
 
@@ -131,9 +144,14 @@ def estimate(sweep: Sweep, todo: list[tuple[RunSpec, int]], resources: Resources
         key = (spec.model, spec.config.dataset.name)
         seconds = None
         if key in times:
-            seconds = from_measured(times[key], spec, done)
-            n = max(len(v) for v in times[key].values())  # finished runs (each has cycle 1)
-            cost.sources[key] = f"from {n} finished run{'s' if n != 1 else ''} in this sweep"
+            per_device = {dev: from_measured(c, spec, done) for dev, c in times[key].items()}
+            seconds = max(per_device.values())  # the slowest GPU model's: a run may land on any of them
+            for dev, s in per_device.items():
+                total, n = cost.by_device.get(dev, (0.0, 0))
+                cost.by_device[dev] = (total + s, n + 1)
+            n = sum(max(len(v) for v in c.values()) for c in times[key].values())  # finished runs (each has cycle 1)
+            models = f" on {len(per_device)} GPU models, the slowest's times" if len(per_device) > 1 else ""
+            cost.sources[key] = f"from {n} finished run{'s' if n != 1 else ''} in this sweep{models}"
         elif bench is not None and (seconds := from_bench(bench[1], spec, done)) is not None:
             cost.sources[key] = f"from {bench[0].name} ({kind}, bench width {bench[1].get('config', {}).get('width')})"
         if seconds is None:

@@ -40,7 +40,18 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition / account / qos names
 _PARTITIONS = re.compile(r"^[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*$")
 _MEM = re.compile(r"^([0-9]+)(?:([KMGTkmgt])[Bb]?)?$")  # 32G, 32GB, 500M, 2048 (MB)
 _OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
-_OWN_KEYS = ("partition", "gpus", "cpus_per_task", "mem", "time", "account", "qos")  # sbatch options set by their own key
+# sbatch's --constraint: feature names joined by & | , and grouped by [] () (no spaces, no quotes)
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.+\-&|,\[\]():*!]+$")
+_OWN_KEYS = (
+    "partition",
+    "gpus",
+    "cpus_per_task",
+    "mem",
+    "time",
+    "account",
+    "qos",
+    "constraint",
+)  # sbatch options set by their own key
 _UNSAFE_IN_QUOTES = ('"', "`", "\\", "\n", "\r", "\0")
 
 
@@ -144,12 +155,29 @@ def _extra(c: _Merged, k: str) -> dict:
             raise ConfigError(f"{c.origin[k]}: option {opt!r}: expected a long sbatch option name such as constraint")
         if opt in MANAGED_OPTIONS or opt.replace("-", "_") in _OWN_KEYS:
             raise ConfigError(f"{c.origin[k]}: option {opt!r}: set by this package or by its own key; expected another option")
+        if opt == "wckey" and v in (False, None, ""):
+            clean[opt] = None  # no --wckey at all (submitit writes --wckey=submitit unless told otherwise)
+            continue
         if v is False:
             continue
         if not isinstance(v, (bool, int, float)):
             c.text(k, v, f"a value for --{opt}")
         clean[opt] = v
     return clean
+
+
+def _gpu_type(c: _Merged, k: str) -> str | None:
+    v = _name()(c, k)
+    if v is not None and not c.out["gpus"]:
+        raise ConfigError(f"{c.origin[k]}: names a GPU type ({v}) but no GPU is asked for; expected slurm.gpus >= 1 with it")
+    return v
+
+
+def _constraint(c: _Merged, k: str) -> str | None:
+    v = c.m[k]
+    if v is not None and (not isinstance(v, str) or not _CONSTRAINT.match(v)):
+        raise c.bad(k, "null or node features such as gpu32 or gpu16|gpu32 (letters, digits, & | , [ ] ( ); no spaces)")
+    return v
 
 
 def _env_prefix(c: _Merged, k: str) -> str | None:
@@ -190,7 +218,7 @@ def _gpu_capabilities(c: _Merged, k: str) -> tuple[str, ...]:
         raise ConfigError(
             f"{c.origin['torch_build']}: build {build} has no kernels for compute capability "
             f"{', '.join(unserved)} ({c.origin[k]}); expected a build that covers "
-            f"every GPU of the partitions, e.g. cu126 for V100s (7.0)"
+            f"every GPU of the partitions, e.g. cu126 for P6s (6.1) and V100s (7.0)"
         )
     return tuple(caps)
 
@@ -246,6 +274,10 @@ class Resources:
     profile: str  # profile name (or path)
     partition: str | None = key("partition(s), comma-separated; null = the cluster's default", _name(_PARTITIONS), "-p")
     gpus: int = key("GPUs per run; null or 0 = none", _integer(0, nullable=True, null=0), "--gpus")
+    gpu_type: str | None = key("GPU model (gres type, e.g. v100): --gpus=TYPE:N; null = any", _gpu_type, "--gpus", default=None)
+    constraint: str | None = key(
+        "node features, e.g. gpu32 (Speed: gpu16 = P6, gpu32 = V100)", _constraint, "--constraint", default=None
+    )
     cpus: int | None = key("cores per run (and its torch threads); null = the default", _integer(1, True), "--cpus-per-task")
     mem: str | None = key(
         "memory per run: 32G (K/M/G/T; plain = MB); null = the default", _mem("32G, 500M or 2048 (MB)"), "--mem"
@@ -267,6 +299,9 @@ class Resources:
     gpu_capabilities: tuple[str, ...] = key('e.g. ["7.0"]: checked against torch_build', _gpu_capabilities, default=())
     runs_per_task: int = key("K runs share one task and its resources, its GPU too (slurm.pack)", _integer(1), default=1)
     gpu_mem_per_run: str | None = key("GPU memory of one run (6G), checked x K; null = unchecked", _mem("6G"), default=None)
+    max_resubmits: int = key(
+        "the report job resubmits a run PREEMPTED or lost with its node at most this often", _integer(0), default=3
+    )
     report_job: bool = key("true: after the arrays, a CPU job writes the report (slurm.report_job)", _report_job, default=True)
     mail_user: str | None = key("passed to the arrays and the report job", _mail_user, "--mail-user", default=None)
     mail_type: str | None = key("SLURM's values, comma-separated", _mail_type, "--mail-type", default=None)
@@ -280,8 +315,8 @@ class Resources:
         """Parameters for submitit's SlurmExecutor.update_parameters (and `_make_sbatch_string`)."""
         extra: dict[str, Any] = {"requeue": True}  # node failures and `scontrol requeue` requeue the job
         if self.gpus:
-            extra["gpus"] = self.gpus
-        extra.update(self.extra)
+            extra["gpus"] = f"{self.gpu_type}:{self.gpus}" if self.gpu_type else self.gpus
+        extra.update({k: v for k, v in self.extra.items() if k != "wckey"})
         # The job's preflight: a job that asked for GPUs must find one it can use, or exit 78 at once.
         expect_gpu = [f"export {EXPECT_GPU_VAR}=1"] if self.gpus else []
         params: dict[str, Any] = {
@@ -293,6 +328,8 @@ class Resources:
             # The callable is `slurm.job.RunJob`: the job imports it from the clone the sweep was
             # submitted from (none for an installed package: the job's interpreter has its own).
             "setup": [*self.setup, *pythonpath_setup(), *expect_gpu],
+            # no --wckey unless extra.wckey names one: a cluster that tracks wckeys may refuse submitit's
+            "wckey": self.extra.get("wckey"),
         }
         params.update({k.replace("-", "_"): v for k, v in self.mail_options().items()})
         if self.cpus:
@@ -305,13 +342,16 @@ class Resources:
             "mem": self.mem,
             "account": self.account,
             "qos": self.qos,
+            "constraint": self.constraint,
         }
         params.update({k: v for k, v in named.items() if v is not None})
         return params
 
     def describe(self) -> str:
         parts = [f"profile {self.profile}", f"partition {self.partition or '(default)'}"]
-        parts += [f"{self.gpus} GPU" if self.gpus else "no GPU", f"{self.cpus} CPUs" if self.cpus else "default CPUs"]
+        gpus = f"{self.gpus} {self.gpu_type + ' ' if self.gpu_type else ''}GPU" if self.gpus else "no GPU"
+        gpus += f" (nodes with {self.constraint})" if self.constraint else ""
+        parts += [gpus, f"{self.cpus} CPUs" if self.cpus else "default CPUs"]
         parts += [f"mem {self.mem or '(default)'}", f"time {format_minutes(self.time_min)}"]
         parts += [f"at most {self.array_parallelism} at once"] + [f"{self.runs_per_task} runs per task"] * (
             self.runs_per_task > 1

@@ -1,5 +1,7 @@
 """The report as a job: after a sweep's arrays, one small CPU job with `--dependency=afterany:` on
 every array of the sweep still queued or running writes the report when the last run ends, finished or not.
+Runs whose job was preempted or lost with its node are first submitted again (slurm.resubmit), with a
+new report job after them.
 
 A later `make sweep` that submits more arrays cancels the pending report job and submits one that
 waits for all of them, so a sweep has one report job at a time. The job runs
@@ -33,11 +35,15 @@ def report_path(sweep: Sweep) -> Path:
 
 
 def commands(python: str, sweep_path: str, overrides: list[str]) -> list[str]:
-    """The report, then the power table where this checkout has `analysis.power`, then a sequential
-    study's look and next wave (slurm.waves: nothing for a study of fixed trials)."""
+    """First the runs preempted or lost with their node are submitted again (slurm.resubmit; exit 3:
+    a new report job waits for them and this one stops); then the report, then the power table
+    where this checkout has `analysis.power`, then a sequential study's look and next wave
+    (slurm.waves: nothing for a study of fixed trials)."""
     args = shlex.join([str(Path(sweep_path).resolve()), *overrides])
     has_power = "import importlib.util, sys; sys.exit(importlib.util.find_spec('analysis.power') is None)"
     return [
+        f"{python} -m slurm.resubmit {args}",
+        "if [ $? -eq 3 ]; then exit 0; fi",
         f"{python} -m analysis.report {args}",
         "status=$?",
         f"if {python} -c {shlex.quote(has_power)} 2>/dev/null; then {python} -m analysis.power {args} || true; fi",

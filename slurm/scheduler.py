@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -33,6 +33,7 @@ TIMEOUT_S = 60
 class JobState:
     state: str  # SLURM's state word (first word: "CANCELLED by 0" -> CANCELLED), or RUNNING/EXITED/UNKNOWN
     source: str  # squeue | sacct | process | none
+    reason: str = field(default="", compare=False)  # squeue's %r for a waiting job (QOSMaxGRESPerUser, Resources, ...)
 
     @property
     def active(self) -> bool:
@@ -90,16 +91,16 @@ def active_jobs(job_name: str) -> dict[str, JobState]:
 
 
 def _squeue(*args: str) -> str:
-    """`squeue -o %i|%T|%j` of this user's jobs; SchedulerError when it fails: without the live
-    queue every job would look finished, and resubmitting could double-run."""
-    out = _run(["squeue", "-h", "-r", *args, "-u", _user(), "-o", "%i|%T|%j"])
+    """`squeue -o %i|%T|%j|%r` of this user's jobs (%r: why a pending job waits); SchedulerError
+    when it fails: without the live queue every job would look finished, and resubmitting could double-run."""
+    out = _run(["squeue", "-h", "-r", *args, "-u", _user(), "-o", "%i|%T|%j|%r"])
     if out is None:
         raise SchedulerError("squeue failed: cannot tell which runs are queued or running; is the SLURM controller up?")
     return out
 
 
 def parse_states(text: str, wanted: set[str], job_name: str | None, source: str) -> dict[str, JobState]:
-    """job id -> JobState from `squeue -o %i|%T|%j` or `sacct -P -o JobID,State,JobName` lines,
+    """job id -> JobState from `squeue -o %i|%T|%j|%r` or `sacct -P -o JobID,State,JobName` lines,
     for the ids in `wanted` (array ranges expanded) whose job name is `job_name` (any if None).
     A line that is not three fields (a warning, a blank) is ignored; an id listed twice keeps its
     first line (squeue lists the live job once; sacct without --duplicates its latest record)."""
@@ -109,9 +110,12 @@ def parse_states(text: str, wanted: set[str], job_name: str | None, source: str)
         if len(parts) != 3:
             continue
         jid, state, name = (p.strip() for p in parts)
+        reason = ""
+        if source == "squeue" and "|" in name:  # squeue's reason after the name (a reason has no '|')
+            name, reason = (p.strip() for p in name.rsplit("|", 1))
         for one in _expand(jid):
             if one in wanted and one not in found and (job_name is None or name == job_name):
-                found[one] = JobState(state.split()[0] if state else "UNKNOWN", source)
+                found[one] = JobState(state.split()[0] if state else "UNKNOWN", source, reason)
     return found
 
 
@@ -185,6 +189,81 @@ def submit_allowance() -> int | None:
         return None
     queued = _run(["squeue", "-h", "-r", "-u", user, "-o", "%i"]) or ""
     return max(min(limits) - len(queued.split()), 0)
+
+
+_GPU_TRES = re.compile(r"(?:^|,)gres/gpu=(\d+)(?:,|$)")
+
+
+def gpu_cap() -> int | None:
+    """The GPUs this user may hold at once where the cluster shows a limit: the smallest gres/gpu of
+    the MaxTRESPerUser of its associations' QOS and of the associations' GrpTRES (sacctmgr); None
+    where it shows none (or sacctmgr cannot be asked)."""
+    if not have_slurm():
+        return None
+    assoc = _run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={_user()}", "format=QOS,GrpTRES"]) or ""
+    names = {q for line in assoc.splitlines() for q in line.split("|", 1)[0].split(",") if q.strip()}
+    caps = [int(m.group(1)) for line in assoc.splitlines() if (m := _GPU_TRES.search(line.partition("|")[2]))]
+    if names:
+        qos = _run(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxTRESPU"]) or ""
+        for line in qos.splitlines():
+            name, _, tres = line.partition("|")
+            if name.strip() in names and (m := _GPU_TRES.search(tres.strip())):
+                caps.append(int(m.group(1)))
+    return min(caps) if caps else None
+
+
+_RSS_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _seconds(elapsed: str) -> int | None:
+    """sacct's Elapsed ('1-02:03:04', '02:03:04', '03:04') as seconds."""
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", elapsed.strip())
+    if not m:
+        return None
+    d, h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def usage(job_ids: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
+    """job id -> (elapsed seconds, MaxRSS bytes: the largest of its steps) from sacct; ids sacct does
+    not know are left out. MaxRSS is what sets --mem right for the next sweep."""
+    wanted = set(job_ids)
+    if not wanted or not have_slurm():
+        return {}
+    bases = sorted({j.split("_")[0] for j in wanted}, key=int)
+    out = _run(["sacct", "-n", "-P", "-o", "JobID,Elapsed,MaxRSS", "-j", ",".join(bases)]) or ""
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3:
+            continue
+        job, _, _step = parts[0].partition(".")
+        if job not in wanted:
+            continue
+        elapsed, rss = found.get(job, (None, None))
+        if not _step:
+            elapsed = _seconds(parts[1])
+        if m := re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", parts[2].strip()):
+            rss = max(rss or 0, int(float(m.group(1)) * _RSS_UNITS[m.group(2)]))
+        found[job] = (elapsed, rss)
+    return found
+
+
+def exit_codes(job_ids: Iterable[str]) -> dict[str, int]:
+    """job id -> the exit status of its batch script (sacct's ExitCode, before the ':'); ids sacct
+    does not know, or that ended by a signal, are left out."""
+    wanted = set(job_ids)
+    if not wanted or not have_slurm():
+        return {}
+    bases = sorted({j.split("_")[0] for j in wanted}, key=int)
+    out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,ExitCode", "-j", ",".join(bases)]) or ""
+    codes = {}
+    for line in out.splitlines():
+        job, _, code = line.partition("|")
+        status, _, signal = code.partition(":")
+        if job in wanted and status.isdigit() and signal in ("", "0"):
+            codes[job] = int(status)
+    return codes
 
 
 # Node states in which no process of the node can still be running (a trailing `*` on any state:

@@ -155,6 +155,13 @@ class SlurmBackend(Backend):
         still holds (saved only under the lock, by a real submission)."""
         return ledger.recover(self.sweep.sweep_dir, job_name(self.sweep), save=save)
 
+    def at_once(self, n_tasks: int) -> int:
+        """array_parallelism tasks at once, fewer where the user's GPU cap (QOS or association) allows fewer."""
+        cap = scheduler.gpu_cap() if self.resources.gpus else None
+        if cap is None:
+            return self.resources.array_parallelism
+        return max(1, min(self.resources.array_parallelism, cap // self.resources.gpus))
+
     def dry_run(self, plan: Plan) -> list[str]:
         n = max(len(plan.tasks(self.resources.runs_per_task)), 1)  # array tasks of runs_per_task runs
         chunks = array_chunks(n, scheduler.max_array_size())  # the default MaxArraySize without scontrol

@@ -3,6 +3,8 @@
 What the suite assumes of the machine, and where it says so:
 - `slurm` tests need `sbatch` and a controller that answers `scontrol ping`; without them they are
   skipped (with REQUIRE_SLURM=1 they fail instead). Checked once per session, here.
+- `speed_cluster` tests (slurm ones too) need the Speed-shaped cluster's partitions (ps, pg, pt,
+  urgent: `.ci/slurm-cluster.sh up --speed`); skipped without them (failing with REQUIRE_SPEED_CLUSTER=1).
 - `gpu` tests need a CUDA device (skipped without one). Every other test runs on the CPU whatever
   the machine has: CUDA is hidden from it, in this process and in what it starts (subprocesses and
   SLURM jobs inherit CUDA_VISIBLE_DEVICES=""), so a GPU workstation runs the same suite as a laptop.
@@ -58,10 +60,25 @@ def pytest_runtest_setup(item):
         if os.environ.get("REQUIRE_SLURM") == "1":
             pytest.fail(f"REQUIRE_SLURM=1 but {why}")
         pytest.skip(why)
+    if "speed_cluster" in item.keywords and (why := _speed_shape_missing()):
+        if os.environ.get("REQUIRE_SPEED_CLUSTER") == "1":
+            pytest.fail(f"REQUIRE_SPEED_CLUSTER=1 but {why}")
+        pytest.skip(why)
     if "gpu" in item.keywords and not _cuda_present():
         pytest.skip("needs a CUDA device")
     if "cpu_host" in item.keywords and _cuda_present():
         pytest.skip("needs a host without a CUDA device (this one has one)")
+
+
+@functools.cache
+def _speed_shape_missing() -> str | None:
+    """Why the Speed-shaped cluster's tests cannot run here (None: its partitions answer)."""
+    if _slurm_missing():
+        return _slurm_missing()
+    p = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=30)
+    if not {"ps", "pg", "pt", "urgent"} <= set(p.stdout.split()):
+        return "needs the Speed-shaped cluster (bash .ci/slurm-cluster.sh up --speed)"
+    return None
 
 
 @functools.cache

@@ -27,6 +27,7 @@ CU130 = preflight.BUILD_ARCHS["cu130"]
 @pytest.mark.parametrize(
     "cap, cu126, cu130, auto, bf16_ok",
     [
+        ("6.1", True, False, "fp32", False),  # Tesla P6 (Speed's pg): cu126's sm_60 cubins, no bf16
         ("7.0", True, False, "fp32", False),  # V100: cu126 only, no bf16
         ("7.5", True, True, "fp32", False),  # T4
         ("8.0", True, True, "bf16", True),  # A100
@@ -202,7 +203,7 @@ def test_profile_torch_build_must_cover_its_gpus():
     from slurm.profiles import resolve
 
     assert resolve({"profile": "speed"}).torch_build == "cu126"
-    with pytest.raises(ConfigError, match=r"torch_build.*no kernels for compute capability 7\.0"):
+    with pytest.raises(ConfigError, match=r"torch_build.*no kernels for compute capability 6\.1, 7\.0"):
         resolve({"profile": "speed", "torch_build": "cu130"})
     with pytest.raises(ConfigError, match="torch_build"):
         resolve({"profile": "speed", "torch_build": "cu999"})

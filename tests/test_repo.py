@@ -68,3 +68,15 @@ def test_environment_pins_a_torch_build_that_runs_on_every_gpu_of_the_speed_prof
 
 def test_readme_test_command_is_what_ci_runs():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_submitit_is_pinned_to_the_tested_minor_version():
+    """slurm/ uses submitit's private names (_make_sbatch_string, JobEnvironment._usr_sig, SignalHandler):
+    a new minor version may move them, so both dependency lists pin the minor version the tests ran."""
+    import submitit
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    spec = next(s for s in project["dependencies"] if s.startswith("submitit"))
+    assert re.fullmatch(r"submitit~=1\.5\.\d+", spec), spec
+    assert spec in _env_pip()
+    assert submitit.__version__.startswith("1.5."), f"installed submitit {submitit.__version__} is not the pinned minor"

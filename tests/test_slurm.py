@@ -143,12 +143,30 @@ def test_speed_profile_merged_with_sweep_overrides(smoke_yaml):
     sweep = load_sweep(smoke_yaml, ["slurm.profile=speed", "slurm.partition=pt", "slurm.mem=20G", "slurm.time=02:30:00"])
     r = profiles.resolve(sweep.slurm)
     assert (r.partition, r.mem, r.time_min, r.gpus, r.cpus) == ("pt", "20G", 150, 1, 4)
-    assert r.array_parallelism == 20 and r.max_timeouts == 10 and r.signal_delay_s == 120
+    assert r.array_parallelism == 4 and r.max_timeouts == 10 and r.signal_delay_s == 120
     assert r.python == '"/speed-scratch/$USER/envs/al-sweep/bin/python"'
     assert 'conda activate "/speed-scratch/$USER/envs/al-sweep"' in r.setup
     params = r.executor_parameters("al-x")
     assert params["additional_parameters"] == {"requeue": True, "gpus": 1}
     assert params["partition"] == "pt" and params["mem"] == "20G" and params["cpus_per_task"] == 4
+
+
+def test_gpu_type_constraint_and_wckey_reach_submitit(smoke_yaml):
+    r = profiles.resolve({"profile": "speed", "gpu_type": "v100", "constraint": "gpu32|gpu16"})
+    params = r.executor_parameters("al-x")
+    assert params["additional_parameters"]["gpus"] == "v100:1" and params["constraint"] == "gpu32|gpu16"
+    assert params["wckey"] is None and "1 v100 GPU (nodes with gpu32|gpu16)" in r.describe()
+    for off in (False, None, ""):
+        assert profiles.resolve({"profile": "local", "extra": {"wckey": off}}).executor_parameters("x")["wckey"] is None
+    named = profiles.resolve({"profile": "local", "extra": {"wckey": "mine"}}).executor_parameters("x")
+    assert named["wckey"] == "mine" and "wckey" not in named["additional_parameters"]
+
+
+def test_speed_profile_names_pg_truthfully_and_covers_the_p6():
+    r = profiles.resolve({"profile": "speed"})
+    assert "6.1" in r.gpu_capabilities and r.constraint == "gpu16" and r.array_parallelism == 4
+    text = (ROOT / "jobs" / "profiles" / "speed.yaml").read_text()
+    assert "Tesla P6 16GB" in text and "pg = V100" not in text
 
 
 def test_local_profile_asks_for_nothing_cluster_specific():
@@ -192,6 +210,11 @@ REFUSED = [
     (['slurm.extra={constraint: "a\\nb"}'], "slurm.extra"),
     (["slurm.extra={array: 0-3}"], "slurm.extra"),
     (["slurm.extra={partition: pg}"], "slurm.extra"),
+    (["slurm.extra={constraint: gpu32}"], "slurm.extra: option 'constraint': set by this package or by its own key"),
+    (["slurm.gpu_type=v100"], "slurm.gpu_type: names a GPU type (v100) but no GPU is asked for"),
+    (["slurm.gpus=1", "slurm.gpu_type=v100 x"], "slurm.gpu_type"),
+    (["slurm.constraint=gpu 32"], "slurm.constraint: expected null or node features"),
+    (["slurm.constraint=[]"], "slurm.constraint"),
     (['slurm.env_prefix="/x/\\"y"'], "slurm.env_prefix"),
     (['slurm.setup=["conda activate {env_prefix}"]'], "slurm.setup: uses {env_prefix}"),
     (["slurm.colour=red"], "unknown key slurm.colour"),
@@ -237,16 +260,28 @@ def test_cluster_slurm_without_sbatch_is_refused(smoke_yaml, capsys, monkeypatch
 
 
 # ----------------------------------------------------------------------------------------------
-# the sbatch script of the Speed profile, pinned
-def speed_script(smoke_yaml: Path, tmp_path: Path) -> str:
-    sweep = load_sweep(smoke_yaml, ["slurm.profile=speed"])
+# the sbatch script of the Speed profile, pinned: as it is, and asking for the V100s (typed gres, feature)
+GOLDEN_V100 = ROOT / "tests" / "golden" / "sbatch_speed_v100.sh"
+V100 = ["slurm.gpu_type=v100", "slurm.constraint=gpu32"]
+
+
+def speed_script(smoke_yaml: Path, tmp_path: Path, overrides: list[str] = []) -> str:
+    sweep = load_sweep(smoke_yaml, ["slurm.profile=speed", *overrides])
     folder = tmp_path / "results" / "smoke" / "logs" / "20250101-000000-000000-1"
     text = submit.sbatch_script(sweep, profiles.resolve(sweep.slurm), folder, len(sweep.runs()))
     return text.replace(str(folder), "<LOG_DIR>").replace(str(ROOT), "<REPO>").replace(sys.executable, "<PYTHON>")
 
 
-def test_speed_sbatch_script_matches_the_golden_file(smoke_yaml, tmp_path):
-    text = speed_script(smoke_yaml, tmp_path)
+@pytest.mark.parametrize(
+    "golden, overrides, lines",
+    [
+        (GOLDEN, [], ["#SBATCH --gpus=1", "#SBATCH --constraint=gpu16"]),
+        (GOLDEN_V100, V100, ["#SBATCH --gpus=v100:1", "#SBATCH --constraint=gpu32"]),
+    ],
+)
+def test_speed_sbatch_script_matches_the_golden_file(smoke_yaml, tmp_path, golden, overrides, lines):
+    GOLDEN = golden
+    text = speed_script(smoke_yaml, tmp_path, overrides)
     if os.environ.get("UPDATE_GOLDEN") == "1":
         # A golden file that rewrites itself in CI compares the output with itself: refuse.
         assert os.environ.get("CI", "").lower() not in ("1", "true"), "UPDATE_GOLDEN=1 is refused when CI=true"
@@ -258,15 +293,16 @@ def test_speed_sbatch_script_matches_the_golden_file(smoke_yaml, tmp_path):
         f"the sbatch script for jobs/profiles/speed.yaml differs from {GOLDEN.relative_to(ROOT)}; if the change is "
         "intended, refresh it with: UPDATE_GOLDEN=1 pytest tests/test_slurm.py -k golden  (and review the diff)"
     )
+    assert not any(line.startswith("#SBATCH --wckey") for line in text.splitlines())
     for line in (
+        *lines,
         "#SBATCH --partition=pg",
-        "#SBATCH --gpus=1",
         "#SBATCH --mem=32G",
         "#SBATCH --cpus-per-task=4",
         "#SBATCH --time=1440",
         "#SBATCH --requeue",
         "#SBATCH --signal=USR2@120",
-        "#SBATCH --array=0-11%12",
+        "#SBATCH --array=0-11%4",
     ):
         assert line in text.splitlines(), line
 

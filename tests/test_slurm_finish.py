@@ -313,3 +313,24 @@ def test_sync_uploads_every_offline_run_and_refuses_an_untracked_sweep(smoke_yam
     with pytest.raises(SystemExit) as e:
         sync.main([str(smoke_yaml)])
     assert e.value.code == 2 and capsys.readouterr().err.startswith("error: tracking:")
+
+
+def test_cost_splits_by_gpu_model_and_never_averages_two(smoke_yaml, monkeypatch):
+    """Finished runs timed on two GPU models: the estimate takes the slower model's times, and the
+    line gives each model's GPU-hours; no cycle time is a mean over two models."""
+    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None: {})
+    sweep = load_sweep(smoke_yaml)
+    runs = [s.run_id for s in sweep.runs()]
+    for run_id, device, t in ((runs[0], "Tesla P6", 30.0), (runs[1], "Tesla V100-SXM2-32GB", 10.0)):
+        d = sweep.run_dir(run_id)
+        d.mkdir(parents=True, exist_ok=True)
+        rows = [{"cycle": c, "train_time_s": t, "select_time_s": 0.0, "eval_time_s": 0.0, "device": device} for c in (1, 2, 3)]
+        (d / "cycles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (d / "DONE").write_text("x\n")
+    r = profiles.resolve({"profile": "speed", "array_parallelism": 4})
+    plan = make_plan(sweep, {}, {})
+    c = cost.estimate(sweep, [(d.spec, 0) for d in plan.to_submit], r)
+    assert all(s == pytest.approx(90.0) for s in c.run_seconds.values())  # the P6's 3 x 30 s, not a mean of 60
+    line = cost.line(sweep, plan, r)
+    assert "on 2 GPU models, the slowest's times" in line
+    assert f"Tesla P6 {10 * 90 / 3600:.3g}, Tesla V100-SXM2-32GB {10 * 30 / 3600:.3g}" in line

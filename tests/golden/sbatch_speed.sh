@@ -1,7 +1,8 @@
 #!/bin/bash
 
 # Parameters
-#SBATCH --array=0-11%12
+#SBATCH --array=0-11%4
+#SBATCH --constraint=gpu16
 #SBATCH --cpus-per-task=4
 #SBATCH --error=<LOG_DIR>/%A_%a_0_log.err
 #SBATCH --gpus=1
@@ -14,7 +15,6 @@
 #SBATCH --requeue
 #SBATCH --signal=USR2@120
 #SBATCH --time=1440
-#SBATCH --wckey=submitit
 
 # setup
 source /etc/profile
