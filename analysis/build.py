@@ -321,6 +321,8 @@ TABLES: list[Table] = [
         display=render.display_groups,
         caption="Per group at its largest budget: final accuracy, AUBC (mean ± 95% CI), labels to target, cost.",
     ),
+    # compute.csv: cost per group and device; timings never pooled across GPU models
+    Table("compute", lambda t: metrics.compute_table(t.runs, t.keys)),
     Table(  # optimizer_ranking.csv: best optimizer per model and budget
         "ranking",
         lambda t: metrics.optimizer_ranking(t.cycles, t.summary, t.keys),

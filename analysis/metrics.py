@@ -284,6 +284,29 @@ def vs_random_table(cycles: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return add_holm(paired_stats(pairs, [*keys, "n_labeled"]), ["dataset", "strategy"])
 
 
+def compute_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """compute.csv: per group and device (GPU model, or cpu), the runs' mean train, select and eval
+    seconds, peak memory and energy, and device-hours: timings are compared within one device only."""
+    r = runs_tbl[runs_tbl["cycles_done"] > 0].assign(device=lambda d: d["device"].fillna("unknown").astype(str))
+    seconds = r[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1, min_count=1)
+    by = [*keys, "device"]
+    out = (
+        r.assign(device_hours=seconds / 3600)
+        .groupby(by, observed=True, sort=True)
+        .agg(
+            n_runs=("run_id", "size"),
+            train_time_s_mean=("train_time_s", "mean"),
+            select_time_s_mean=("select_time_s", "mean"),
+            eval_time_s_mean=("eval_time_s", "mean"),
+            peak_mem_bytes_max=("peak_mem_bytes", "max"),
+            energy_j_mean=("energy_j", "mean"),
+            device_hours=("device_hours", "sum"),
+        )
+        .reset_index()
+    )
+    return out
+
+
 def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per group: final accuracy, AUBC, labels_to_target and cost over the `n_final` runs that
     reached the group's largest budget (the done runs, once a group has finished); n_runs, n_done
@@ -314,6 +337,9 @@ def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         peak_mem_bytes_max=("peak_mem_bytes", "max"),
         energy_j_mean=("energy_j", "mean"),
     )
+    # Timings of runs on different GPU models are never pooled: compute.csv has them per device.
+    mixed = full.groupby(keys, observed=True)["device"].nunique() > 1
+    out.loc[mixed[mixed].index, "train_time_s_mean"] = np.nan
     out["n_runs"] = r.groupby(keys, observed=True)["run_id"].size()
     out["n_done"] = r.groupby(keys, observed=True)["done"].sum()
     out = out.join(totals).reset_index()

@@ -203,3 +203,18 @@ def test_a_diverging_run_records_it_and_writes_no_nan(tmp_path):
     build_report(sw.sweep_dir, sw)
     summary = pd.read_csv(sw.sweep_dir / "report" / "summary.csv")
     assert summary["n_diverged"].max() == 1
+
+
+def test_timings_are_never_pooled_across_gpu_models(sweep):
+    """compute.csv keeps each device's timings apart; a group whose runs ran on two GPU models
+    shows no pooled train time in groups.csv."""
+    for t, device in ((0, "NVIDIA Tesla P6"), (1, "NVIDIA V100-SXM2-32GB")):
+        spec = sweep.run(f"resnet18-adam-entropy-t{t}")
+        rows = [dict(_row(spec, c, 0.5), device=device, train_time_s=100.0 * (t + 1)) for c in (1, 2, 3)]
+        _write(sweep.run_dir(spec.run_id), spec.config.to_dict(), rows)
+    tables = compute_tables(load(sweep.sweep_dir, sweep))
+    c = tables.compute[(tables.compute["optimizer"] == "adam") & (tables.compute["strategy"] == "entropy")]
+    assert sorted(c["device"]) == ["NVIDIA Tesla P6", "NVIDIA V100-SXM2-32GB"]
+    assert sorted(c["train_time_s_mean"]) == [300.0, 600.0]
+    g = tables.groups.set_index(["optimizer", "strategy"])
+    assert pd.isna(g.loc[("adam", "entropy"), "train_time_s_mean"]) and g.loc[("sgd", "entropy"), "train_time_s_mean"] == 3.0
