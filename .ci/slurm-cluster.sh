@@ -395,19 +395,23 @@ partitions_text() {
 # A change of shape: the saved jobs may name partitions that no longer exist; stop the Slurm
 # daemons and forget the jobs. sacct keeps their records, so job ids must not start at 1 again (a
 # test asking sacct about a new job would read an old one of the same id): the new state starts
-# after the largest id accounting knows (FirstJobId, $D/etc/first_job_id).
+# after the largest id slurmctld handed out or accounting knows (FirstJobId, $D/etc/first_job_id;
+# raise_first_job_id, once the database is up).
+STATE_WIPED=0
 change_shape() {
-  local was last
+  local was
   was=$(cat "$D/etc/shape" 2>/dev/null || echo plain)
   [[ $was == "$SHAPE" ]] && return 0
   if [[ -d $D/state ]]; then
     log "shape $was -> $SHAPE: stopping slurmd and slurmctld, wiping the job state in $D/state"
+    local next=0
     if alive slurmctld && ctld_answers; then
       # shellcheck disable=SC2046
       scancel $(squeue -h -o %A 2>/dev/null | sort -u) 2>/dev/null || true
+      next=$(scontrol show config 2>/dev/null | awk '$1 == "NEXT_JOB_ID" {print $3}' | grep -E '^[0-9]+$' || echo 0)
     fi
-    last=$(sacct -n -X -a -P -o JobIDRaw -S 2000-01-01 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1 || true)
-    [[ -z $last ]] || echo $((last + 1)) >"$D/etc/first_job_id"
+    if ((next > $(cat "$D/etc/first_job_id" 2>/dev/null || echo 1))); then echo "$next" >"$D/etc/first_job_id"; fi
+    STATE_WIPED=1
     stop_daemon slurmd
     stop_daemon slurmctld
     rm -rf "$D/state" "$D/spool"
@@ -572,6 +576,20 @@ start_munged() {
   die_daemon munged "munged did not stay up in three tries"
 }
 
+# After the job state was wiped: job ids start after the largest one accounting knows. Asked of the
+# database itself, not sacct: after a reboot slurmdbd is down when the state is wiped, and the
+# database on disk keeps every old job. Rewrites slurm.conf (slurmctld is not running yet).
+raise_first_job_id() {
+  local last next
+  next=$(cat "$D/etc/first_job_id" 2>/dev/null || echo 1)
+  last=$(mysql_root -N -B -e "SELECT MAX(id_job) FROM slurm_acct_db.${CLUSTER}_job_table" 2>/dev/null |
+    grep -E '^[0-9]+$' || echo 0)
+  if ((last + 1 > next)); then next=$((last + 1)); fi
+  echo "$next" >"$D/etc/first_job_id"
+  write_config
+  log "job ids start at $next (the largest accounting keeps: $last)"
+}
+
 # shellcheck disable=SC2120
 mysql_root() { mariadb --no-defaults --socket="$MYSQL_SOCKET" -uroot "$@"; }
 
@@ -691,6 +709,7 @@ cmd_up() {
 
   t=$(now_us); start_munged; log "munged ready ($(fmt_since "$t"))"
   t=$(now_us); start_mariadb; log "mariadb ready on 127.0.0.1:$MYSQL_PORT ($(fmt_since "$t"))"
+  ((!STATE_WIPED)) || raise_first_job_id
 
   # slurmdbd creates its tables on first contact, then listens; slurmctld registers the cluster
   # there itself, so no sacctmgr step is needed.

@@ -143,7 +143,7 @@ def _holder_gone(job: str, host: str, since: str, me: str | None) -> str | None:
     if job == me:
         gone = scheduler.node_gone(host, since)
         return f"this job's previous start there (requeued off that node; {gone})" if gone else None
-    state = scheduler.slurm_states([job]).get(job)
+    state = scheduler.slurm_states([job], since_iso=since).get(job)
     if state is None:  # a job this scheduler does not know (purged, or another cluster's): ask about its node
         gone = scheduler.node_gone(host, since)
         return f"the scheduler does not know that job and says {gone}" if gone else None

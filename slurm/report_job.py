@@ -78,7 +78,8 @@ def state(rec: dict | None, sweep: Sweep) -> str | None:
     """The scheduler's word for the report job of `rec` (None without a record)."""
     if rec is None:
         return None
-    return scheduler.slurm_states([rec["job_id"]], job_name(sweep)).get(rec["job_id"], scheduler.UNKNOWN).state
+    found = scheduler.slurm_states([rec["job_id"]], job_name(sweep), scheduler.since([rec]))
+    return found.get(rec["job_id"], scheduler.UNKNOWN).state
 
 
 def ensure(

@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         except scheduler.SchedulerError as e:
             fail(f"{e}; nothing resubmitted", EXIT_IO)
         plan = make_plan(sweep, records, states, held.read(sweep.sweep_dir))
-        failed = [d.job_id for d in plan.to_submit if d.state == "FAILED"]
-        resumable = frozenset(j for j, code in scheduler.exit_codes(failed).items() if code == EXIT_INTERRUPTED)
+        failed = [d for d in plan.to_submit if d.state == "FAILED"]
+        codes = scheduler.exit_codes([d.job_id for d in failed], scheduler.since(records[d.run_id] for d in failed))
+        resumable = frozenset(j for j, code in codes.items() if code == EXIT_INTERRUPTED)
         again = interrupted(plan, records, resources.max_resubmits, resumable)
         if not again:
             ended = ", ".join(sorted(NOT_THEIR_OWN))

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -27,6 +28,9 @@ ACTIVE = frozenset(
 
 _ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<ranges>[0-9,\-:]+)(%\d+)?\]$")
 TIMEOUT_S = 60
+# How far the submitting node's clock may be ahead of the controller's: sacct is asked about jobs
+# active since a record's submission less this.
+SKEW_S = 600
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,8 @@ def have_slurm() -> bool:
 def states(records: dict[str, dict], job_name: str | None = None) -> dict[str, JobState]:
     """run_id -> JobState of the run's last job, for every record (slurm and local alike)."""
     out: dict[str, JobState] = {}
-    slurm_ids = {run: rec["job_id"] for run, rec in records.items() if rec.get("cluster") == "slurm"}
-    by_job = slurm_states(slurm_ids.values(), job_name) if slurm_ids else {}
+    slurm = [rec for rec in records.values() if rec.get("cluster") == "slurm"]
+    by_job = slurm_states([rec["job_id"] for rec in slurm], job_name, since(slurm)) if slurm else {}
     for run, rec in records.items():
         if rec.get("cluster") == "slurm":
             out[run] = by_job.get(rec["job_id"], UNKNOWN)
@@ -66,17 +70,47 @@ def states(records: dict[str, dict], job_name: str | None = None) -> dict[str, J
     return out
 
 
-def slurm_states(job_ids: Iterable[str], job_name: str | None = None) -> dict[str, JobState]:
-    """job id ("123" or "123_4") -> JobState; ids the scheduler does not know are left out."""
+def since(records: Iterable[dict]) -> str | None:
+    """The earliest `submitted_at` of ledger records (ISO, UTC): what sacct is asked about. None
+    when a record lacks a readable time (then sacct's whole history is read)."""
+    times = [_instant(rec.get("submitted_at")) for rec in records]
+    if not times or None in times:
+        return None
+    return datetime.fromtimestamp(min(t for t in times if t is not None), timezone.utc).isoformat(timespec="seconds")
+
+
+def _sacct(fields: str, bases: Iterable[str], since_iso: str | None, steps: bool = False) -> str:
+    """`sacct -n -P -o FIELDS -j BASES` (`-X`: jobs and array tasks alone, unless `steps`), of the
+    jobs still pending, running or ending after `since_iso` less SKEW_S when given: job ids restart
+    after a controller loses its state (or wrap at MaxJobId), and sacct answers for a base id with
+    every array task of every job that once had it, so a new job's tasks would be read from an old
+    job's records. '' when sacct fails."""
+    cmd = ["sacct", *(() if steps else ("-X",)), "-n", "-P", "-o", fields, "-j", ",".join(sorted(set(bases), key=int))]
+    if (t := _instant(since_iso)) is not None:
+        cmd += ["-S", datetime.fromtimestamp(t - SKEW_S).strftime("%Y-%m-%dT%H:%M:%S")]  # sacct reads local time
+    return _run(cmd) or ""
+
+
+def _instant(iso: str | None) -> float | None:
+    """An ISO time (naive: local) as a POSIX timestamp; None when it is not one."""
+    try:
+        return datetime.fromisoformat(iso).timestamp()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def slurm_states(job_ids: Iterable[str], job_name: str | None = None, since_iso: str | None = None) -> dict[str, JobState]:
+    """job id ("123" or "123_4") -> JobState; ids the scheduler does not know are left out.
+    `since_iso`: when the earliest of these jobs was submitted (sacct then ignores older jobs of the
+    same ids)."""
     wanted = set(job_ids)
     if not wanted or not have_slurm():
         return {}
     found = parse_states(_squeue("-t", "all"), wanted, job_name, "squeue")
     rest = wanted - set(found)
     if rest:
-        bases = sorted({j.split("_")[0] for j in rest}, key=int)
-        out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,JobName", "-j", ",".join(bases)])
-        found.update(parse_states(out or "", rest, job_name, "sacct"))
+        out = _sacct("JobID,State,JobName", (j.split("_")[0] for j in rest), since_iso)
+        found.update(parse_states(out, rest, job_name, "sacct"))
     return found
 
 
@@ -224,14 +258,14 @@ def _seconds(elapsed: str) -> int | None:
     return ((d * 24 + h) * 60 + mi) * 60 + s
 
 
-def usage(job_ids: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
+def usage(job_ids: Iterable[str], since_iso: str | None = None) -> dict[str, tuple[int | None, int | None]]:
     """job id -> (elapsed seconds, MaxRSS bytes: the largest of its steps) from sacct; ids sacct does
-    not know are left out. MaxRSS is what sets --mem right for the next sweep."""
+    not know are left out. MaxRSS is what sets --mem right for the next sweep. `since_iso` as in
+    slurm_states."""
     wanted = set(job_ids)
     if not wanted or not have_slurm():
         return {}
-    bases = sorted({j.split("_")[0] for j in wanted}, key=int)
-    out = _run(["sacct", "-n", "-P", "-o", "JobID,Elapsed,MaxRSS", "-j", ",".join(bases)]) or ""
+    out = _sacct("JobID,Elapsed,MaxRSS", (j.split("_")[0] for j in wanted), since_iso, steps=True)
     found: dict[str, tuple[int | None, int | None]] = {}
     for line in out.splitlines():
         parts = line.split("|")
@@ -249,14 +283,13 @@ def usage(job_ids: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
     return found
 
 
-def exit_codes(job_ids: Iterable[str]) -> dict[str, int]:
+def exit_codes(job_ids: Iterable[str], since_iso: str | None = None) -> dict[str, int]:
     """job id -> the exit status of its batch script (sacct's ExitCode, before the ':'); ids sacct
-    does not know, or that ended by a signal, are left out."""
+    does not know, or that ended by a signal, are left out. `since_iso` as in slurm_states."""
     wanted = set(job_ids)
     if not wanted or not have_slurm():
         return {}
-    bases = sorted({j.split("_")[0] for j in wanted}, key=int)
-    out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,ExitCode", "-j", ",".join(bases)]) or ""
+    out = _sacct("JobID,ExitCode", (j.split("_")[0] for j in wanted), since_iso)
     codes = {}
     for line in out.splitlines():
         job, _, code = line.partition("|")

@@ -129,7 +129,7 @@ def _print_usage(records: dict, sweep) -> None:
     """The memory (sacct MaxRSS, the largest step) and elapsed time of the finished runs' jobs, and
     the --mem a next sweep should ask: the largest MaxRSS plus a quarter, in whole GiB."""
     done = {r: rec["job_id"] for r, rec in records.items() if is_done(sweep.run_dir(r))}
-    used = scheduler.usage(done.values()) if done else {}
+    used = scheduler.usage(done.values(), scheduler.since(records[r] for r in done)) if done else {}
     rss = sorted((u[1], job) for job, u in used.items() if u[1])
     if not rss:
         return

@@ -33,7 +33,9 @@ def sweep(smoke_yaml):
 def held_by_scheduler(monkeypatch, states: dict[str, str]):
     monkeypatch.setattr(scheduler, "active_jobs", lambda name: {j: JobState(s, "squeue") for j, s in states.items()})
     monkeypatch.setattr(
-        scheduler, "slurm_states", lambda ids, name=None: {j: JobState(states[j], "squeue") for j in ids if j in states}
+        scheduler,
+        "slurm_states",
+        lambda ids, name=None, since_iso=None: {j: JobState(states[j], "squeue") for j in ids if j in states},
     )
 
 

@@ -92,7 +92,33 @@ def test_a_silent_squeue_refuses_to_guess(monkeypatch):
 
 
 def test_states_of_records_unknown_when_the_scheduler_forgot_the_job(monkeypatch):
-    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None: {})
+    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None, since_iso=None: {})
     out = scheduler.states({"r": {"job_id": "12_0", "cluster": "slurm"}, "d": {"job_id": "x", "cluster": "debug"}})
     assert out["r"] == scheduler.UNKNOWN and not out["r"].active
     assert out["d"].state == "EXITED"
+
+
+def test_an_id_reused_after_a_controller_reset_is_read_from_the_new_job_alone(monkeypatch):
+    # Job ids restart after slurmctld loses its state, and accounting keeps the old jobs: `sacct -j
+    # 362` then lists the old array's task 362_1 (another raw id) as well as the new one, old first.
+    # Asked only about jobs active since the record's submission less SKEW_S (-S), sacct drops it.
+    from datetime import datetime, timezone
+
+    rows = [("362_1", "PREEMPTED", "2026-12-06T10:00:00"), ("362_1", "COMPLETED", "2026-12-07T09:00:00")]
+    asked = []
+
+    def fake_run(cmd):
+        asked.append(cmd)
+        start = cmd[cmd.index("-S") + 1] if "-S" in cmd else ""
+        return "" if cmd[0] == "squeue" else "".join(f"{j}|{s}|al-smoke\n" for j, s, t in rows if t >= start)
+
+    monkeypatch.setattr(scheduler, "have_slurm", lambda: True)
+    monkeypatch.setattr(scheduler, "_run", fake_run)
+    submitted = datetime(2026, 12, 7, 9, 0, 0).astimezone(timezone.utc).isoformat()  # 09:00 local
+    rec = {"job_id": "362_1", "cluster": "slurm", "submitted_at": submitted}
+    assert scheduler.states({"r": rec}, "al-smoke")["r"] == JobState("COMPLETED", "sacct")
+    assert asked[-1][asked[-1].index("-S") + 1] == "2026-12-07T08:50:00"  # SKEW_S before, in local time
+    # a record without its time: the whole history is read, and the old task is taken for the run
+    assert scheduler.states({"r": {"job_id": "362_1", "cluster": "slurm"}}, "al-smoke")["r"].state == "PREEMPTED"
+    assert scheduler.since([rec, {"submitted_at": "2026-12-07T08:00:00+00:00"}]) == "2026-12-07T08:00:00+00:00"
+    assert scheduler.since([rec, {"submitted_at": "garbage"}]) is None and scheduler.since([]) is None

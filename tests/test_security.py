@@ -66,7 +66,9 @@ def test_a_planted_pickle_in_the_logs_runs_nothing_on_a_dry_run(sweep, smoke_yam
     (folder / "80_1_submitted.pkl").write_bytes(planted_bytes(marker))  # a job with no record but a pickle
     ledger.jobs_path(sweep.sweep_dir).write_text("{ damaged")
     monkeypatch.setattr(scheduler, "active_jobs", lambda name: {"80_0": JobState("RUNNING", "squeue")})
-    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None: {j: JobState("RUNNING", "squeue") for j in ids})
+    monkeypatch.setattr(
+        scheduler, "slurm_states", lambda ids, name=None, since_iso=None: {j: JobState("RUNNING", "squeue") for j in ids}
+    )
     monkeypatch.setattr(scheduler, "max_array_size", lambda: 1001)
     assert sweep_main([str(smoke_yaml), *SMALL, "--cluster", "slurm", "--dry-run"]) == 0
     out = capsys.readouterr()

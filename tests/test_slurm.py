@@ -33,7 +33,7 @@ SMALL = ["grid.optimizer=[sgd]", "grid.strategy=[random,entropy]", "grid.trial=[
 @pytest.fixture
 def no_scheduler(monkeypatch):
     """Plans without asking a real scheduler: every slurm job id is unknown to it."""
-    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None: {})
+    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None, since_iso=None: {})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_dry_run_prints_plan_skips_and_sbatch_script_and_submits_nothing(smoke_y
     ledger.write(sweep.sweep_dir, records)
     before = sorted(p for p in tmp_path.rglob("*"))
     states = {"41_1": JobState("PENDING", "squeue"), "41_2": JobState("FAILED", "sacct")}
-    scheduler_states = lambda ids, name=None: {i: states[i] for i in ids if i in states}  # noqa: E731
+    scheduler_states = lambda ids, name=None, since_iso=None: {i: states[i] for i in ids if i in states}  # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(scheduler, "slurm_states", scheduler_states)
         mp.setattr(scheduler, "max_array_size", lambda: 1001)

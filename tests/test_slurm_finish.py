@@ -90,7 +90,9 @@ def fake_sbatch(monkeypatch):
     monkeypatch.setattr(report_job, "sbatch", sbatch)
     monkeypatch.setattr(scheduler, "cancel", cancel)
     monkeypatch.setattr(
-        scheduler, "slurm_states", lambda ids, name=None: {i: scheduler.JobState(jobs[i], "squeue") for i in ids if i in jobs}
+        scheduler,
+        "slurm_states",
+        lambda ids, name=None, since_iso=None: {i: scheduler.JobState(jobs[i], "squeue") for i in ids if i in jobs},
     )
     return jobs, cancelled
 
@@ -153,7 +155,7 @@ def _finished_run(sweep, run_id: str, times: list[tuple[float, float, float]]) -
 
 
 def test_cost_from_finished_runs_is_the_arithmetic_of_their_times(smoke_yaml, monkeypatch):
-    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None: {})
+    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None, since_iso=None: {})
     sweep = load_sweep(smoke_yaml)  # 12 runs of resnet18 on synthetic, 3 cycles each
     a, b = sweep.runs()[0].run_id, sweep.runs()[1].run_id
     _finished_run(sweep, a, [(10.0, 1.0, 2.0), (20.0, 1.5, 2.5), (30.0, 2.0, 3.0)])
@@ -173,7 +175,7 @@ def test_cost_from_finished_runs_is_the_arithmetic_of_their_times(smoke_yaml, mo
 
 
 def test_cost_without_times_says_unknown_and_why(smoke_yaml, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None: {})
+    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None, since_iso=None: {})
     monkeypatch.setattr(cost, "BENCH_DIR", tmp_path / "no-bench")
     assert sweep_main([str(smoke_yaml), "--cluster", "slurm", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -318,7 +320,7 @@ def test_sync_uploads_every_offline_run_and_refuses_an_untracked_sweep(smoke_yam
 def test_cost_splits_by_gpu_model_and_never_averages_two(smoke_yaml, monkeypatch):
     """Finished runs timed on two GPU models: the estimate takes the slower model's times, and the
     line gives each model's GPU-hours; no cycle time is a mean over two models."""
-    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None: {})
+    monkeypatch.setattr(scheduler, "slurm_states", lambda ids, name=None, since_iso=None: {})
     sweep = load_sweep(smoke_yaml)
     runs = [s.run_id for s in sweep.runs()]
     for run_id, device, t in ((runs[0], "Tesla P6", 30.0), (runs[1], "Tesla V100-SXM2-32GB", 10.0)):

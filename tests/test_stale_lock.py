@@ -46,7 +46,7 @@ def held_by(tmp_path):
 
 
 def states(monkeypatch, answer):
-    def fake(ids, name=None):
+    def fake(ids, name=None, since_iso=None):
         if isinstance(answer, Exception):
             raise answer
         return {i: JobState(answer[i], "sacct") for i in ids if i in answer}
