@@ -111,6 +111,15 @@ def trials(sweep_dir: str | os.PathLike, seq: dict) -> int:
     return min(waves[-1]["trials"], seq["max"]) if waves else seq["first"]
 
 
+def wave_of(sweep_dir: str | os.PathLike, n_trials: int, first: int) -> Optional[int]:
+    """The wave of a sweep loaded with `n_trials` trials (every wave has more than the one before);
+    None when no wave has that many."""
+    for w in reversed(read(sweep_dir)["waves"]):
+        if w["trials"] == n_trials:
+            return int(w["wave"])
+    return 1 if n_trials == first else None
+
+
 def current_wave(sweep_dir: str | os.PathLike) -> int:
     waves = read(sweep_dir)["waves"]
     return int(waves[-1]["wave"]) if waves else 1

@@ -14,7 +14,6 @@ writes it); 1 the scheduler could not be asked or refused; 2 bad input.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from al_core.cli import EXIT_IO, Parser, fail, guarded
@@ -39,20 +38,13 @@ def interrupted(plan: Plan, records: dict, bound: int, resumable: frozenset[str]
     ]
 
 
-def _own_environment() -> None:
-    """This process runs inside the report job: its SLURM_*/SBATCH_* variables must not reach the
-    jobs it submits (sbatch and the new jobs' srun read them), SLURM_CONF excepted."""
-    for k in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "SLURM_CONF"]:
-        del os.environ[k]
-
-
 @guarded
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m slurm.resubmit", description="Resubmit runs preempted or lost with their node.")
     p.sweep_arguments()
     args, sweep = p.parse_sweep(argv)
     resources = profiles.resolve(sweep.slurm)
-    _own_environment()
+    scheduler.own_environment()
     runner = SlurmBackend(sweep, resources)
     with ledger.locked(sweep.sweep_dir):
         try:

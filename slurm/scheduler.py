@@ -51,6 +51,13 @@ class SchedulerError(RuntimeError):
     """The scheduler could not be asked; nothing may be submitted on a guess."""
 
 
+def own_environment() -> None:
+    """For a process inside a job that submits jobs (the report job): its SLURM_*/SBATCH_*/SRUN_*
+    variables must not reach them (sbatch and the new jobs' srun read them), SLURM_CONF excepted."""
+    for k in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "SLURM_CONF"]:
+        del os.environ[k]
+
+
 def have_slurm() -> bool:
     return shutil.which("sbatch") is not None
 

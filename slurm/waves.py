@@ -25,6 +25,7 @@ from al_core import study
 from al_core.cli import Parser, guarded
 from al_core.config import Sweep
 from al_core.results import is_done
+from slurm.scheduler import own_environment
 
 RUN_SECONDS = ("train_time_s", "select_time_s", "eval_time_s")
 
@@ -34,9 +35,10 @@ def unfinished(sweep: Sweep) -> list[str]:
     return [s.run_id for s in sweep.runs() if not is_done(sweep.run_dir(s.run_id))]
 
 
-def look(sweep: Sweep) -> dict | None:
-    """Record the look at the sweep's current wave and return it (None: not a sequential study).
-    Call once every run of the wave is DONE (`unfinished`): a look decides on complete waves only."""
+def look(sweep: Sweep, wave: int | None = None) -> dict | None:
+    """Record the look at the sweep's wave (`wave`: the one its trials were loaded for; default the
+    current one) and return it (None: not a sequential study). Call once every run of the wave is
+    DONE (`unfinished`): a look decides on complete waves only."""
     seq = (sweep.raw.get("analysis") or {}).get("sequential")
     if not seq:
         return None
@@ -44,7 +46,7 @@ def look(sweep: Sweep) -> dict | None:
 
     tables = compute_tables(load(sweep.sweep_dir, sweep))
     primary = tables.questions[tables.questions["primary"].astype(bool)]
-    wave, planned = study.current_wave(sweep.sweep_dir), len(sweep.grid["trial"])
+    wave, planned = wave or study.current_wave(sweep.sweep_dir), len(sweep.grid["trial"])
     n = int(primary["n_trials"].min()) if len(primary) else 0
     seconds = float(tables.runs[list(RUN_SECONDS)].sum(min_count=1).sum())
     record = {
@@ -96,14 +98,20 @@ def advance(sweep: Sweep, note=print) -> bool:
             "the report job after them looks again"
         )
         return False
-    record = look(sweep)
+    # The wave these trials were loaded for: a second report job of a wave that loaded the sweep
+    # before the first one claimed the next wave must not take the next wave for its own.
+    seq = sweep.raw["analysis"]["sequential"]
+    wave, now = study.wave_of(sweep.sweep_dir, len(sweep.grid["trial"]), seq["first"]), study.current_wave(sweep.sweep_dir)
+    if wave != now:
+        note(f"study {sweep.name}: wave {now} was started after this look's wave was loaded: nothing submitted here")
+        return False
+    record = look(sweep, wave)
     verdicts = "; ".join(f"{v['question']} {v['verdict']}" for v in record["verdicts"])
     step = record["next"]
     note(f"study {sweep.name}: wave {record['wave']} ({record['n_trials']} complete trials): {verdicts}")
     if step["action"] == "stop":
         note(f"study {sweep.name}: stops: {step['why']}")
         return False
-    seq = sweep.raw["analysis"]["sequential"]
     claimed = study.start_wave(sweep.sweep_dir, record["wave"] + 1, step["trials"], step["why"], seq["first"])
     if claimed:
         note(f"study {sweep.name}: wave {record['wave'] + 1} with {step['trials']} trials ({step['why']})")
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cluster == "local":  # the caller (slurm.sweep) runs the wave
         return 0
+    own_environment()  # inside the report job: its SLURM_* variables must not reach the new wave's jobs
     cmd = [sys.executable, "-m", "slurm.sweep", str(Path(args.sweep).resolve()), *args.overrides, "--cluster", "slurm"]
     return subprocess.run(cmd).returncode
 

@@ -89,6 +89,24 @@ def test_an_unfinished_wave_is_never_looked_at(tmp_path):
     assert "has 4 run(s) without DONE" in notes[0] and not study.looks(sweep.sweep_dir)
 
 
+def test_a_second_look_loaded_before_the_next_wave_was_claimed_submits_nothing(tmp_path):
+    # Two report jobs of wave 1: the second loaded the sweep (2 trials) before the first claimed wave
+    # 2, and looks after it did. It must not take wave 2 for its own and claim a wave 3.
+    path = _sweep(tmp_path)
+    stale = load_sweep(path)
+    from al_core.loop import run
+
+    for spec in stale.runs():
+        run(spec, stale.run_dir(spec.run_id), log=lambda _: None)
+    assert waves.advance(load_sweep(path), note=lambda s: None) is True  # the first report job: wave 2
+    notes = []
+    assert waves.advance(stale, note=notes.append) is False
+    assert "nothing submitted here" in notes[-1]
+    assert [(w["wave"], w["trials"]) for w in study.read(stale.sweep_dir)["waves"]] == [(1, 2), (2, 4)]
+    assert [lk["wave"] for lk in study.looks(stale.sweep_dir)] == [1]
+    assert study.wave_of(stale.sweep_dir, 4, 2) == 2 and study.wave_of(stale.sweep_dir, 3, 2) is None
+
+
 @pytest.mark.parametrize("bad", ['{"waves": 3}', "not json"])
 def test_a_damaged_study_record_is_one_error_line(tmp_path, bad, capsys):
     path = _sweep(tmp_path)
