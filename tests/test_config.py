@@ -246,3 +246,20 @@ def test_fair_and_replication_sweeps_pin_precision_and_determinism():
         assert spec.config.decay_exclude_norm_bias == (spec.optimizer == "adamw")
     ll4al = load_sweep(root / "jobs" / "ll4al.yaml")
     assert all(s.config.train.precision == "fp32" and s.config.train.deterministic for s in ll4al.runs())
+
+
+def test_the_fair_sweep_normalises_decay_and_its_ranges_are_the_raw_ones_at_the_first_fits():
+    # jobs/cifar10-fair.yaml tunes normalised weight decay: a cycle-1 fit (2 of 3 folds of 1,000
+    # labels, 200 epochs, batches of 128) turns each range back into the raw one it replaced.
+    from al_core.optim import normalized_decay
+
+    root = Path(__file__).resolve().parents[1]
+    fair = load_sweep(root / "jobs" / "cifar10-fair.yaml")
+    raw = {"sgd": (1e-5, 1e-3), "adam": (1e-6, 1e-3), "adamw": (1e-3, 0.5), "rmsprop": (1e-6, 1e-3)}
+    for spec in fair.runs():
+        cfg = spec.config
+        assert cfg.wd_normalized is True
+        n_fit = cfg.al.initial_size * (cfg.tune["folds"] - 1) // cfg.tune["folds"]
+        rng = cfg.tune["grid"]["weight_decay"]
+        got = [normalized_decay(rng[k], cfg.train.batch_size, n_fit, cfg.train.epochs) for k in ("low", "high")]
+        assert got == pytest.approx(raw[spec.optimizer], rel=0.02), spec.run_id
