@@ -2,9 +2,11 @@
 
 Per run to submit, the seconds of the cycles it still lacks: from the finished runs (DONE) of the
 same model and dataset in this sweep (per cycle, the mean over them of train + select + eval
-seconds from cycles.jsonl, per GPU model: the rows' `device`; timings of two models are never
+(+ tune, at cycles that tune) seconds from cycles.jsonl, per GPU model: the rows' `device`; timings of two models are never
 averaged together, the estimate takes the slowest model's and the line gives each model's), else from the newest `bench/results/*.json` of bench_train for the
-device kind (training and pool scoring throughput, scaled to the run's width), else unknown, and why.
+device kind (training and pool scoring throughput, scaled to the run's width; at a cycle that
+tunes (`tune:`), its fits' training too: configurations x folds fits of `epochs` epochs on the
+labelled set less its validation part), else unknown, and why.
 
 device-hours = sum of run seconds x GPUs per task (1 on a CPU profile) / runs per task / 3600;
 wall = waves x mean run seconds, a wave being array_parallelism tasks at once (queue time not included).
@@ -22,10 +24,11 @@ from al_core import data as datasets
 from al_core.config import RunSpec, Sweep
 from al_core.io import read_jsonl
 from al_core.results import is_done
+from al_core.tune import budget as tune_budget
 from slurm.profiles import Resources
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench" / "results"
-TIME_FIELDS = ("train_time_s", "select_time_s", "eval_time_s")
+TIME_FIELDS = ("train_time_s", "select_time_s", "eval_time_s", "tune_time_s")  # tune: rows of cycles that tuned
 
 
 @dataclass
@@ -128,9 +131,16 @@ def from_bench(data: dict, spec: RunSpec, done: int) -> float | None:
     for c in range(done + 1, cfg.al.cycles + 1):
         labelled = cfg.al.initial_size + (c - 1) * cfg.al.query_size
         total += cfg.train.epochs * labelled / train
+        if cfg.tune is not None and c in cfg.tune["cycles"]:  # the fits that choose the cycle's values
+            total += tune_budget(cfg.tune, cfg.train.epochs)["epochs"] * labelled * _fit_share(cfg.tune["folds"]) / train
         if pool is not None and c > 1:
             total += (pool - labelled + cfg.al.query_size) / score  # scoring the unlabelled pool
     return total * scale
+
+
+def _fit_share(folds: int | float) -> float:
+    """The part of the labelled set a tuning fit trains on: k - 1 of k folds, or 1 - the held-out fraction."""
+    return (folds - 1) / folds if isinstance(folds, int) else 1.0 - folds
 
 
 def estimate(sweep: Sweep, todo: list[tuple[RunSpec, int]], resources: Resources, bench_dir: Path | None = None) -> Cost:

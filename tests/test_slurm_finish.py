@@ -336,3 +336,31 @@ def test_cost_splits_by_gpu_model_and_never_averages_two(smoke_yaml, monkeypatch
     line = cost.line(sweep, plan, r)
     assert "on 2 GPU models, the slowest's times" in line
     assert f"Tesla P6 {10 * 90 / 3600:.3g}, Tesla V100-SXM2-32GB {10 * 30 / 3600:.3g}" in line
+
+
+def test_cost_counts_the_tuning_fits_of_the_cycles_that_tune(smoke_yaml, tmp_path):
+    # From bench throughput: cycle 1 tunes 2 configurations on 2 folds, each fit 4 epochs on half of
+    # its 100 labels; from finished runs: their rows' tune_time_s.
+    tune = "tune={cycles: [1], folds: 2, grid: {sgd: {lr: [0.01, 0.02]}}}"
+    sweep = load_sweep(smoke_yaml, ["grid.optimizer=[sgd]", tune])
+    bench = {"benchmark": "bench_train", "stamp": {"device_type": "cpu", "date": "2026-01-02"}, "config": {"width": 4}}
+    bench["models"] = {"resnet18": {"project": {"train": {"img_per_s": 100.0}, "score": {"img_per_s": 1000.0}}}}
+    (tmp_path / "new.json").write_text(json.dumps(bench))
+    spec = sweep.runs()[0]
+    c = cost.estimate(sweep, [(spec, 0)], profiles.resolve({"profile": "local"}), bench_dir=tmp_path)
+    train = 4 * (100 + 200 + 300) / 100.0
+    select = ((1200 - 200 + 100) + (1200 - 300 + 100)) / 1000.0
+    fits = 2 * 2 * 4 * 50 / 100.0
+    assert c.run_seconds[spec.run_id] == pytest.approx(train + select + fits)
+    assert cost.estimate(sweep, [(spec, 1)], profiles.resolve({"profile": "local"}), bench_dir=tmp_path).run_seconds[
+        spec.run_id
+    ] == pytest.approx(train + select - 4 * 100 / 100.0)  # resuming after cycle 1: no fits left
+    d = sweep.run_dir(sweep.runs()[1].run_id)
+    d.mkdir(parents=True)
+    rows = [{"cycle": 1, "train_time_s": 5.0, "select_time_s": 0.0, "eval_time_s": 1.0, "tune_time_s": 20.0}]
+    rows += [{"cycle": c, "train_time_s": 5.0, "select_time_s": 1.0, "eval_time_s": 1.0} for c in (2, 3)]
+    (d / "cycles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "DONE").write_text("x\n")
+    assert cost.estimate(sweep, [(spec, 0)], profiles.resolve({"profile": "local"})).run_seconds[spec.run_id] == pytest.approx(
+        40.0
+    )
