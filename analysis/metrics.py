@@ -204,6 +204,8 @@ def runs_table(cycles: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.
             "train_time_s": g["train_time_s"].sum(min_count=1),
             "select_time_s": g["select_time_s"].sum(min_count=1),
             "eval_time_s": g["eval_time_s"].sum(min_count=1),
+            # the fits that chose tuned values (rows of cycles that tuned; NaN for a run that never tunes)
+            "tune_time_s": g["tune_time_s"].sum(min_count=1) if "tune_time_s" in c else np.nan,
             "peak_mem_bytes": g["peak_mem_bytes"].max(),
             "energy_j": energy,
             "device": last["device"],
@@ -233,8 +235,18 @@ def runs_table(cycles: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> pd.
         "eval_time_s",
         "device",
         "diverged_cycles",
+        "tune_time_s",
     ]
     return out[cols].sort_values([*keys, "trial", "run_id"], kind="stable").reset_index(drop=True)
+
+
+RUN_SECONDS = ("train_time_s", "select_time_s", "eval_time_s", "tune_time_s")
+
+
+def run_seconds(runs_tbl: pd.DataFrame) -> pd.Series:
+    """Each run's seconds on its device: train + select + eval, and tuning's fits where it tuned
+    (NaN only when none is known)."""
+    return runs_tbl[[c for c in RUN_SECONDS if c in runs_tbl]].sum(axis=1, min_count=1)
 
 
 def diverged_flags(cycles: pd.DataFrame) -> pd.Series:
@@ -288,7 +300,7 @@ def compute_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """compute.csv: per group and device (GPU model, or cpu), the runs' mean train, select and eval
     seconds, peak memory and energy, and device-hours: timings are compared within one device only."""
     r = runs_tbl[runs_tbl["cycles_done"] > 0].assign(device=lambda d: d["device"].fillna("unknown").astype(str))
-    seconds = r[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1, min_count=1)
+    seconds = run_seconds(r)
     by = [*keys, "device"]
     out = (
         r.assign(device_hours=seconds / 3600)
@@ -301,6 +313,7 @@ def compute_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             peak_mem_bytes_max=("peak_mem_bytes", "max"),
             energy_j_mean=("energy_j", "mean"),
             device_hours=("device_hours", "sum"),
+            tune_time_s_mean=("tune_time_s", "mean"),
         )
         .reset_index()
     )
@@ -315,7 +328,7 @@ def group_table(runs_tbl: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     top = r.groupby(keys, observed=True)["final_n_labeled"].transform("max")
     full = r[r["final_n_labeled"] == top]
     r_gpu = r["device"].notna() & r["device"].ne("cpu")
-    seconds = r[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1, min_count=1)
+    seconds = run_seconds(r)
     totals = pd.DataFrame(
         {
             "gpu_hours": seconds.where(r_gpu).groupby([r[k] for k in keys], observed=True).sum() / 3600,

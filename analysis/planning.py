@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import rows_matching
+from analysis.metrics import rows_matching, run_seconds
 from analysis.questions import ALPHA, unit_keys
 from analysis.render import number
 
@@ -71,9 +71,9 @@ def family_plan(rows: pd.DataFrame, effect: float, sd_scale: float = 1.0) -> lis
 
 def hours_per_trial(runs: pd.DataFrame) -> float:
     """Device-hours of one more trial of a unit's grid: runs per trial x mean seconds of a finished
-    run (train + select + eval); NaN when no run time is known."""
+    run (train + select + eval, and tuning where it tuned); NaN when no run time is known."""
     done = runs[runs["done"].astype(bool)]
-    seconds = done[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1, min_count=1).dropna()
+    seconds = run_seconds(done).dropna()
     if seconds.empty:
         return math.nan
     per_trial = runs.groupby(["model", "optimizer", "strategy"], observed=True).ngroups

@@ -27,8 +27,6 @@ from al_core.config import Sweep
 from al_core.results import is_done
 from slurm.scheduler import own_environment
 
-RUN_SECONDS = ("train_time_s", "select_time_s", "eval_time_s")
-
 
 def unfinished(sweep: Sweep) -> list[str]:
     """The current wave's runs without DONE."""
@@ -43,12 +41,13 @@ def look(sweep: Sweep, wave: int | None = None) -> dict | None:
     if not seq:
         return None
     from analysis.build import compute_tables, load  # the report's own tables: the same verdicts
+    from analysis.metrics import run_seconds
 
     tables = compute_tables(load(sweep.sweep_dir, sweep))
     primary = tables.questions[tables.questions["primary"].astype(bool)]
     wave, planned = wave or study.current_wave(sweep.sweep_dir), len(sweep.grid["trial"])
     n = int(primary["n_trials"].min()) if len(primary) else 0
-    seconds = float(tables.runs[list(RUN_SECONDS)].sum(min_count=1).sum())
+    seconds = float(run_seconds(tables.runs).sum())
     record = {
         "wave": wave,
         "n_trials": n,

@@ -113,3 +113,23 @@ def test_report_md_says_how_many_choices_sit_at_an_edge(tmp_path):
     text = (sweep_dir / "report" / "report.md").read_text()
     n = len(ids)
     assert f"Tuned values chosen at an edge of what was searched (tuning_edges.csv): {n // 3} of {n} choices" in text
+
+
+def test_the_tuning_fits_count_in_the_runs_cost(tmp_path):
+    # runs.csv keeps each run's tuning seconds (tune_time_s, cycle 1 here), and compute.csv's
+    # device-hours count them with the cycles' train + select + eval seconds.
+    from analysis import build_report
+
+    sweep_dir, ids = _tuned_sweep(tmp_path, lambda r: {"lr": 0.01}, lambda r: {})
+    for run_id in ids:
+        d = sweep_dir / "runs" / run_id
+        rows = rows_of(d)
+        rows[0]["tune_time_s"] = 100.0
+        (d / "cycles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_report(sweep_dir)
+    runs = pd.read_csv(sweep_dir / "report" / "runs.csv")
+    assert (runs["tune_time_s"] == 100.0).all()
+    own = runs[["train_time_s", "select_time_s", "eval_time_s"]].sum(axis=1)
+    compute = pd.read_csv(sweep_dir / "report" / "compute.csv")
+    assert compute["device_hours"].sum() == pytest.approx((own.sum() + 100.0 * len(runs)) / 3600)
+    assert (compute["tune_time_s_mean"] == 100.0).all()
