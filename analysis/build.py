@@ -56,9 +56,12 @@ class Tables:
         """The primary questions, margin and waves (analysis.decide.settings): the sweep's `analysis:`
         section, else that of the last recorded look, else the defaults."""
         config = self.data.config if self.data.config.get("analysis") else (self.data.looks[-1] if self.data.looks else {})
-        grid = (self.data.config.get("grid") or {}).get("strategy") or []
-        strategies = list(grid) or sorted(self.runs["strategy"].astype(str).unique())
-        return decide.settings({"analysis": config.get("analysis") or config.get("study")}, strategies)
+        grid = self.data.config.get("grid") or {}
+        levels = {
+            k: list(grid.get(k) or []) or sorted(self.runs[k].astype(str).unique()) for k in ("strategy", "model", "optimizer")
+        }
+        section = {"analysis": config.get("analysis") or config.get("study")}
+        return decide.settings(section, levels["strategy"], len(levels["model"]), len(levels["optimizer"]))
 
     @cached_property
     def verdicts(self) -> pd.DataFrame:

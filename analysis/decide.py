@@ -144,11 +144,17 @@ def question_contrasts(question: str, cells: list[tuple]) -> list[Contrast]:
     return out
 
 
-def default_primary(strategies: list[str]) -> list[str]:
+def default_primary(strategies: list[str], n_models: int = 2, n_optimizers: int = 2) -> list[str]:
     """The study's default primary questions: the optimizer and model main effects, their
-    interaction, and the gain over random of the sweep's first non-random strategy."""
+    interaction, and the gain over random of the sweep's first non-random strategy; each only where
+    the grid can ask it (two levels or more of its factors)."""
     first = next((s for s in strategies if s != RANDOM), None)
-    return ["optimizer", "model", "model:optimizer"] + ([f"{first} vs random"] if first and RANDOM in strategies else [])
+    out = (
+        ["optimizer"] * (n_optimizers > 1)
+        + ["model"] * (n_models > 1)
+        + ["model:optimizer"] * (n_models > 1 and n_optimizers > 1)
+    )
+    return out + ([f"{first} vs random"] if first and RANDOM in strategies else [])
 
 
 def complete_trials(runs: pd.DataFrame) -> pd.DataFrame:
@@ -218,12 +224,12 @@ def decide(runs: pd.DataFrame, primary: list[str], margin: float, fractions: lis
 PRIMARY_COLUMNS = ["primary", "verdict", "estimate", "ci_low", "ci_high", "n_trials", "alpha", "pairs", "decided_at"]
 
 
-def settings(config: dict | None, strategies: list[str]) -> dict:
+def settings(config: dict | None, strategies: list[str], n_models: int = 2, n_optimizers: int = 2) -> dict:
     """The study's primary questions, margin and waves, from the sweep's `analysis:` section
-    (al_core.study.check) or the defaults."""
+    (al_core.study.check) or the defaults (those the grid's models and optimizers can ask)."""
     section = (config or {}).get("analysis") or {}
     return {
-        "primary": section.get("primary") or default_primary(strategies),
+        "primary": section.get("primary") or default_primary(strategies, n_models, n_optimizers),
         "margin": float(section.get("margin") or MARGIN),
         "sequential": section.get("sequential"),
         "max_device_hours": section.get("max_device_hours"),

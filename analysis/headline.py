@@ -502,9 +502,7 @@ def completeness_line(tables) -> str:
 
 def cost_line(tables) -> str:
     g = tables.groups
-    text = (
-        f"compute so far: {g['gpu_hours'].sum():.2f} GPU-hours and {g['cpu_hours'].sum():.2f} CPU-hours (train + select + eval)"
-    )
+    text = f"compute so far: {g['gpu_hours'].sum():.2f} GPU-hours and {g['cpu_hours'].sum():.2f} CPU-hours (train + select + eval + tune)"
     timed = g.dropna(subset=["train_time_s_mean"])
     if len(timed):
         top = timed.loc[timed["train_time_s_mean"].idxmax()]

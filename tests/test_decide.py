@@ -136,3 +136,12 @@ def test_simulated_studies_keep_the_error_rate_and_find_a_one_point_optimizer_ef
     planted = run("fair", 1.0, 40, seed=12)
     assert planted["false_claims"] * 40 <= stats.binom.ppf(0.999, 40, 0.05)
     assert planted["power"] * 40 >= stats.binom.ppf(0.001, 40, 0.8), planted
+
+
+def test_the_default_primary_questions_are_those_the_grid_can_ask():
+    from analysis.decide import default_primary, settings
+
+    assert default_primary(["margin", "random"]) == ["optimizer", "model", "model:optimizer", "margin vs random"]
+    assert default_primary(["margin", "random"], n_models=1) == ["optimizer", "margin vs random"]
+    assert default_primary(["random"], n_models=3, n_optimizers=1) == ["model"]
+    assert settings({"analysis": {"primary": ["optimizer"]}}, ["random"], 1, 1)["primary"] == ["optimizer"]  # as declared
