@@ -18,29 +18,14 @@ from _cluster import wait_until
 from al_core import study
 from al_core.config import load_sweep
 from slurm import ledger, scheduler
+from test_waves import SWEEP
 
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# No true difference and a margin of 0.001 points: the optimizer question stays undecided until the
-# maximum of 4 trials, so the study runs exactly two waves of 2 trials.
-SWEEP = """
-name: seq-slurm
-output: {out}
-dataset: {{name: synthetic, root: data}}
-grid:
-  model: [resnet18]
-  optimizer: [sgd, adam]
-  strategy: [random]
-al: {{cycles: 2, initial_size: 50, query_size: 50, initial: random}}
-train: {{epochs: 1, batch_size: 32, width: 4, checkpoint_min_s: 0, eval_batch_size: 256}}
-analysis:
-  primary: [optimizer]
-  margin: 0.001
-  sequential: {{first: 2, step: 2, max: 4}}
-slurm: {{profile: local}}
-"""
+# test_waves.SWEEP at a margin of 0.001 points and no true difference: the optimizer question stays
+# undecided until the maximum of 4 trials, so the study runs exactly two waves of 2 trials.
 
 
 def sbatch(script: str) -> str:
@@ -56,7 +41,7 @@ def ended(job_id: str) -> bool:
 
 def test_the_report_job_submits_the_next_wave_once_and_a_second_report_job_submits_nothing(tmp_path):
     path = tmp_path / "seq.yaml"
-    path.write_text(SWEEP.format(out=tmp_path / "results"))
+    path.write_text(SWEEP.format(out=tmp_path / "results", margin=0.001))
     sweep_dir = load_sweep(path).sweep_dir
     extra: list[str] = []
     try:
