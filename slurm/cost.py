@@ -1,8 +1,8 @@
 """What a submission costs, said before it is made: expected device-hours and wall time.
 
 Per run to submit, the seconds of the cycles it still lacks: from the finished runs (DONE) of the
-same model and dataset in this sweep (per cycle, the mean over them of train + select + eval
-(+ tune, at cycles that tune) seconds from cycles.jsonl, per GPU model: the rows' `device`; timings of two models are never
+same model and dataset in this sweep (per cycle, the mean over them of the train, select, eval and,
+at cycles that tune, tune seconds from cycles.jsonl, per GPU model: the rows' `device`; timings of two models are never
 averaged together, the estimate takes the slowest model's and the line gives each model's), else from the newest `bench/results/*.json` of bench_train for the
 device kind (training and pool scoring throughput, scaled to the run's width; at a cycle that
 tunes (`tune:`), its fits' training too: configurations x folds fits of `epochs` epochs on the
